@@ -1,0 +1,45 @@
+# sparktile — two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install the project (pip only, everything from PyPI) when needed;
+# the install step is skipped while pyproject.toml is unchanged.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sparktile-installed
+EXTRAS ?= dev
+
+.PHONY: all venv test test-all bench demo lint clean info
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(STAMP)
+
+info: $(STAMP)
+	$(VENV)/bin/sparktile info
+
+# CI's entry point (.ci/run). Unit tier (Amaranth simulator) + system tier (cocotb+Verilator).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Everything, long sweeps included.
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) -m pytest -q -s -m bench
+
+# The main job: the shipped code model generates Python with every matmul on the RTL mesh.
+demo: $(STAMP)
+	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 24
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,41 @@
+"""The ``sparktile`` command line.
+
+Each sub-command lives beside the code it drives (``sparktile.cosim.cli`` for the fabric and
+GEMV benches, ``sparktile.golden_model.cli`` for the model, ...) and is listed once in
+:data:`_COMMANDS`; they are imported only when invoked, so ``sparktile info`` works even when
+a heavy dependency of another command is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> (module, attribute). One line per command; keep sorted by topic.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("sparktile.toolchain", "info_command"),
+    "verilog": ("sparktile.cosim.cli", "verilog_command"),
+    "stress": ("sparktile.cosim.cli", "stress_command"),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sparktile")
+def main():
+    """sparktile: a wafer-scale code-LLM accelerator tile, co-simulated cycle by cycle."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
