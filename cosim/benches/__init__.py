@@ -1,0 +1,1 @@
+"""cocotb test modules (loaded inside the simulator process)."""

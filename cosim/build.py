@@ -1,0 +1,183 @@
+"""Generating and Verilating each design configuration once, shared through a cache.
+
+Two cache levels, both under :func:`sparktile.toolchain.cache_dir`:
+
+* ``verilog/<key>.v`` — the mesh's Verilog, keyed by the mesh shape, the source text of every
+  ``sparktile.hdl`` module and the Amaranth version (generating an 8x8 mesh takes tens of
+  seconds, so it is worth caching too);
+* ``verilator/<key>/`` — the Verilated simulator, keyed by a hash of the Verilog it was built
+  from, the harness, the BFM source, the build flags and the tool versions.
+
+A file lock makes concurrent builds of one configuration (two pytest processes, a CLI run beside
+a test run) build it once. cocotb's runner adds ``--public-flat-rw`` to every Verilator build;
+the benches touch only top-level ports and reach the design through DPI, so it is removed here
+(see ``docs/architecture.md`` for the measured difference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from ..hdl import mesh as _mesh_mod
+from ..hdl.mesh import Mesh, MeshShape
+from ..toolchain import ToolchainError, apply_verilator_env, cache_dir
+from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
+
+__all__ = ["Build", "mesh_verilog", "build_mesh", "BuildError"]
+
+_HERE = Path(__file__).resolve().parent
+BFM_SOURCE = _HERE / "bfm.cpp"
+VLT_SOURCE = _HERE / "harness.vlt"
+#: Flags given to every Verilator build. Amaranth's Verilog has width mismatches on signed
+#: multiplies, so warnings are not fatal.
+VERILATOR_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--timing",
+                   "-O3", "--x-assign", "fast", "--x-initial", "fast", "-LDFLAGS", "-rdynamic",
+                   # The wheel's verilated.mk does not add the coroutine flags --timing needs.
+                   "-CFLAGS", "-std=c++20 -fcoroutines"]
+#: C++ optimisation of the model (Verilator's default is -Os).
+OPT_FAST = "-O2"
+
+
+class BuildError(RuntimeError):
+    """Verilog generation or a Verilator build failed; the message names the log."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _hdl_fingerprint() -> str:
+    h = hashlib.sha256(version("amaranth").encode())
+    for src in sorted(Path(_mesh_mod.__file__).resolve().parent.glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
+def mesh_verilog(shape: MeshShape) -> str:
+    """The mesh's Verilog (top module ``sparktile_mesh``), generated once per configuration."""
+    key = hashlib.sha256(f"{shape.key()}:{_hdl_fingerprint()}".encode()).hexdigest()[:20]
+    path = cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{key}.v"
+    if path.exists():
+        return path.read_text()
+    with _locked(path.with_suffix(".lock")):
+        if path.exists():
+            return path.read_text()
+        from amaranth.back import verilog
+        text = verilog.convert(Mesh(shape), name=MESH_MODULE, emit_src=False)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return text
+
+
+@dataclass
+class Build:
+    """A Verilated harness ready to run."""
+
+    shape: MeshShape
+    directory: Path
+    key: str
+    waves: bool
+    seconds: float        # build time (0 when found in the cache)
+
+    @property
+    def executable(self) -> Path:
+        return self.directory / HARNESS_TOP
+
+
+def _runner():
+    from cocotb_tools.runner import Verilator
+
+    class _SparktileVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``, and with the wheel's broken
+        precompiled-header include flag repaired (its verilated.mk leaves
+        ``CFG_CXXFLAGS_PCH_I`` empty)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            cmds[1] = cmds[1] + ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"]
+            return cmds
+
+    return _SparktileVerilator()
+
+
+def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
+               quiet: bool = True) -> Build:
+    """Verilate the harness around a mesh of ``shape`` (cached by a hash of the Verilog).
+
+    Raises
+    ------
+    BuildError
+        When Verilator or the C++ compiler fails; the message names the log file.
+    """
+    apply_verilator_env()
+    mesh_v = mesh_verilog(shape)
+    harness_v = harness_verilog(shape)
+    flags = VERILATOR_FLAGS + (["--trace"] if waves else []) + \
+        (["--threads", str(threads)] if threads > 1 else [])
+    h = hashlib.sha256()
+    for part in (mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags), OPT_FAST,
+                 version("verilator"), version("cocotb")):
+        h.update(part.encode())
+        h.update(b"\0")
+    key = h.hexdigest()[:20]
+    directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{key}"
+    stamp = directory / ".built"
+    if stamp.exists():
+        return Build(shape, directory, key, waves, 0.0)
+    with _locked(directory.with_suffix(".lock")):
+        if stamp.exists():
+            return Build(shape, directory, key, waves, 0.0)
+        if directory.exists():
+            shutil.rmtree(directory)
+        src = directory / "src"
+        src.mkdir(parents=True)
+        (src / "mesh.v").write_text(mesh_v)
+        (src / "harness.sv").write_text(harness_v)
+        shutil.copy(BFM_SOURCE, src / "bfm.cpp")
+        shutil.copy(VLT_SOURCE, src / "harness.vlt")
+        log = directory / "build.log"
+        t0 = time.monotonic()
+        runner = _runner()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else \
+                    contextlib.nullcontext():
+                runner.build(
+                    sources=[src / "harness.vlt", src / "mesh.v", src / "harness.sv"],
+                    build_args=flags + [str(src / "bfm.cpp")],
+                    hdl_toplevel=HARNESS_TOP,
+                    build_dir=directory,
+                    log_file=log,
+                    timescale=("1ns", "1ps"),
+                )
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - runner raises SystemExit
+            if isinstance(exc, ToolchainError):
+                raise
+            raise BuildError(f"Verilator build of the {shape} mesh failed ({exc}); "
+                             f"see {log}") from exc
+        if not (directory / HARNESS_TOP).exists():
+            raise BuildError(f"Verilator build of the {shape} mesh produced no executable; "
+                             f"see {log}")
+        seconds = time.monotonic() - t0
+        stamp.write_text(f"{seconds:.1f}\n")
+        print(f"[sparktile] built {shape} mesh simulator in {seconds:.0f} s "
+              f"(cache {directory})", file=sys.stderr)
+        return Build(shape, directory, key, waves, seconds)

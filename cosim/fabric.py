@@ -1,0 +1,208 @@
+"""Host side of the edge BFMs: queue wavelets, run the simulator to a condition, collect.
+
+:class:`Fabric` lives inside a cocotb test (the simulator process). It talks to the C++ BFMs
+of ``bfm.cpp`` through ctypes (the simulator is linked with ``-rdynamic``), and advances
+simulated time only by awaiting the harness's ``done`` toggle, so between two transactions
+Verilator runs at full speed with no Python in the loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hdl.mesh import MeshShape
+from ..hdl.wavelet import RSP_COLOR, Counter, decode_response
+from .harness import edge_ports, port_index
+from .program import ConfigProgram, read_requests
+
+__all__ = ["Fabric", "RunResult", "FabricHang", "STATUS"]
+
+STATUS = {0: "running", 1: "complete", 2: "cycle limit", 3: "hang (no edge activity)"}
+
+_u32p = ctypes.POINTER(ctypes.c_uint32)
+_u8p = ctypes.POINTER(ctypes.c_uint8)
+_u64p = ctypes.POINTER(ctypes.c_uint64)
+
+
+class FabricHang(RuntimeError):
+    """The fabric stopped moving before the expected wavelets arrived."""
+
+
+@dataclass
+class RunResult:
+    status: int
+    start_cycle: int
+    end_cycle: int
+
+    @property
+    def cycles(self) -> int:
+        return self.end_cycle - self.start_cycle
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 1
+
+
+def _lib():
+    lib = ctypes.CDLL(None)
+    sigs = {
+        "sparktile_bfm_init": (None, [ctypes.c_int, ctypes.c_uint64]),
+        "sparktile_src_push": (None, [ctypes.c_int, _u32p, _u8p, ctypes.c_int]),
+        "sparktile_set_pauses": (None, [ctypes.c_int, ctypes.c_double, ctypes.c_double]),
+        "sparktile_sink_count": (ctypes.c_int, [ctypes.c_int]),
+        "sparktile_sink_pop": (ctypes.c_int, [ctypes.c_int, _u32p, _u8p, _u64p, ctypes.c_int]),
+        "sparktile_src_taken_count": (ctypes.c_int, [ctypes.c_int]),
+        "sparktile_src_taken_pop": (ctypes.c_int, [ctypes.c_int, _u64p, ctypes.c_int]),
+        "sparktile_src_pending": (ctypes.c_int, [ctypes.c_int]),
+        "sparktile_arm": (None, [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]),
+        "sparktile_status": (ctypes.c_int, []),
+        "sparktile_cycle": (ctypes.c_uint64, []),
+        "sparktile_wave_enable": (None, [ctypes.c_int]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    return lib
+
+
+class Fabric:
+    """Transaction-level access to a simulated mesh.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The harness top (``sparktile_harness``).
+    shape : MeshShape
+        Geometry the harness was built for.
+    seed : int
+        Seed of the BFMs' random pauses.
+    """
+
+    def __init__(self, dut, shape: MeshShape, seed: int = 1):
+        self.dut = dut
+        self.shape = shape
+        self.ports = edge_ports(shape)
+        self.lib = _lib()
+        self.lib.sparktile_bfm_init(len(self.ports), seed)
+
+    # ---- ports ---------------------------------------------------------------------------
+    def port(self, side: str, pos: int) -> int:
+        return port_index(self.shape, side, pos)
+
+    def set_pauses(self, port: int, src_idle: float = 0.0, sink_stall: float = 0.0) -> None:
+        """Random stalls: a source pauses before each wavelet with probability ``src_idle``;
+        a sink drops ready in a cycle with probability ``sink_stall``."""
+        self.lib.sparktile_set_pauses(port, src_idle, sink_stall)
+
+    def send(self, port: int, payloads, ccs) -> None:
+        p = np.ascontiguousarray(payloads, dtype=np.uint32)
+        c = np.ascontiguousarray(ccs, dtype=np.uint8)
+        if p.shape != c.shape:
+            raise ValueError("payloads and cc must have the same length")
+        if len(p):
+            self.lib.sparktile_src_push(port, p.ctypes.data_as(_u32p), c.ctypes.data_as(_u8p),
+                                        len(p))
+
+    def receive(self, port: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything delivered on ``port`` since the last call: payloads, cc, cycles."""
+        n = self.lib.sparktile_sink_count(port)
+        p = np.zeros(n, np.uint32)
+        c = np.zeros(n, np.uint8)
+        t = np.zeros(n, np.uint64)
+        if n:
+            self.lib.sparktile_sink_pop(port, p.ctypes.data_as(_u32p), c.ctypes.data_as(_u8p),
+                                        t.ctypes.data_as(_u64p), n)
+        return p, c, t
+
+    def taken(self, port: int) -> np.ndarray:
+        """Cycles at which the mesh took each wavelet sent on ``port`` since the last call."""
+        n = self.lib.sparktile_src_taken_count(port)
+        t = np.zeros(n, np.uint64)
+        if n:
+            self.lib.sparktile_src_taken_pop(port, t.ctypes.data_as(_u64p), n)
+        return t
+
+    def pending(self, port: int) -> int:
+        return self.lib.sparktile_src_pending(port)
+
+    @property
+    def cycle(self) -> int:
+        return int(self.lib.sparktile_cycle())
+
+    def waves(self, on: bool) -> None:
+        self.lib.sparktile_wave_enable(1 if on else 0)
+
+    # ---- running -------------------------------------------------------------------------
+    async def run(self, expect: int, *, max_cycles: int = 10_000_000,
+                  idle_limit: int = 5_000) -> RunResult:
+        """Run until ``expect`` more wavelets have left the mesh and every source is empty.
+
+        Returns with ``status`` 2 (cycle limit) or 3 (no edge transfer for ``idle_limit``
+        cycles: a hang) otherwise; the caller decides whether that is an error.
+        """
+        from cocotb.triggers import Edge
+        start = self.cycle
+        self.lib.sparktile_arm(int(expect), int(max_cycles), int(idle_limit))
+        await Edge(self.dut.done)
+        return RunResult(int(self.lib.sparktile_status()), start, self.cycle)
+
+    async def settle(self, cycles: int = 4) -> None:
+        """Let ``cycles`` clock cycles pass."""
+        from cocotb.triggers import Edge
+        self.lib.sparktile_arm(1 << 62, int(cycles), 0)
+        await Edge(self.dut.done)
+
+    # ---- configuration -------------------------------------------------------------------
+    async def configure(self, program: ConfigProgram, *, max_cycles: int = 50_000_000) -> int:
+        """Stream ``program`` into the west edges and wait until every row has applied it.
+
+        A counter read of each row's east-most tile follows the row's stream; configuration
+        wavelets apply in order along a row, so its response is the fence. Returns the cycles
+        the configuration took.
+        """
+        start = self.cycle
+        streams = program.row_streams()
+        fence = read_requests(self.shape, counters=(Counter.CYCLES,))
+        for r, (p, c) in enumerate(streams):
+            port = self.port("W", r)
+            self.send(port, p, c)
+            # Only the last column's read: header col = cols - 1, low half.
+            fp, fc = fence[r]
+            self.send(port, fp[-2:-1], fc[-2:-1])
+        result = await self.run(self.shape.rows, max_cycles=max_cycles)
+        if not result.ok:
+            raise FabricHang(f"configuration did not complete: {STATUS[result.status]} "
+                             f"after {result.cycles} cycles")
+        for r in range(self.shape.rows):
+            p, c, _ = self.receive(self.port("E", r))
+            if not np.all((c & 0x1F) == RSP_COLOR):
+                raise FabricHang(f"unexpected wavelets on the east edge of row {r} during "
+                                 f"configuration: colors {sorted(set((c & 0x1F).tolist()))}")
+        return self.cycle - start
+
+    async def read_counters(self, counters=tuple(Counter)) -> dict[str, np.ndarray]:
+        """Read ``counters`` of every tile through the fabric; returns name -> (rows, cols)."""
+        reqs = read_requests(self.shape, counters)
+        total = 0
+        for r, (p, c) in enumerate(reqs):
+            self.send(self.port("W", r), p, c)
+            total += len(p)
+        result = await self.run(total)
+        if not result.ok:
+            raise FabricHang(f"counter read did not complete: {STATUS[result.status]}")
+        values = {Counter(k).name.lower(): np.zeros((self.shape.rows, self.shape.cols),
+                                                    dtype=np.uint64) for k in counters}
+        for r in range(self.shape.rows):
+            p, c, _ = self.receive(self.port("E", r))
+            for payload, color in zip(p.tolist(), c.tolist(), strict=True):
+                if color & 0x1F != RSP_COLOR:
+                    continue
+                col, addr, value = decode_response(payload)
+                name = Counter(addr >> 1).name.lower()
+                values[name][r, col] |= np.uint64(value << (16 * (addr & 1)))
+        return values
+

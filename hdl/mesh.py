@@ -1,0 +1,138 @@
+"""A rows x cols mesh of tiles with all four edges exposed as wavelet streams.
+
+Tile ``(r, c)`` sits at row ``r`` (0 = north) and column ``c`` (0 = west). Its east output feeds
+the west input of ``(r, c + 1)``, its south output the north input of ``(r + 1, c)``, and so on;
+links that leave the mesh become edge ports: ``north_in[c]``/``north_out[c]`` on row 0,
+``south_in[c]``/``south_out[c]`` on the last row, ``west_in[r]``/``west_out[r]`` on column 0 and
+``east_in[r]``/``east_out[r]`` on the last column. Configuration enters through ``west_in[r]``.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .tile import Tile
+from .wavelet import MAX_MESH_DIM, Port, Wavelet
+
+__all__ = ["Mesh", "MeshShape", "parse_mesh"]
+
+#: Smallest and largest PE SRAM in KiB (WSE-3 has 48 KB per PE).
+SRAM_KB_RANGE = (1, 256)
+
+
+class MeshShape:
+    """Validated geometry of a mesh: rows, columns and per-PE memory sizes.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad value and the allowed range.
+    """
+
+    def __init__(self, rows: int, cols: int, *, sram_kb: int = 16, acc_depth: int = 256):
+        for name, v in (("rows", rows), ("cols", cols)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_MESH_DIM:
+                raise ValueError(f"mesh {name} must be an integer in [1, {MAX_MESH_DIM}], "
+                                 f"not {v!r}")
+        lo, hi = SRAM_KB_RANGE
+        if isinstance(sram_kb, bool) or not isinstance(sram_kb, int) or not lo <= sram_kb <= hi:
+            raise ValueError(f"sram_kb must be an integer in [{lo}, {hi}], not {sram_kb!r}")
+        if isinstance(acc_depth, bool) or not isinstance(acc_depth, int) or \
+                not 1 <= acc_depth <= 4096:
+            raise ValueError(f"acc_depth must be an integer in [1, 4096], not {acc_depth!r}")
+        self.rows = rows
+        self.cols = cols
+        self.sram_kb = sram_kb
+        self.acc_depth = acc_depth
+
+    @property
+    def sram_words(self) -> int:
+        return self.sram_kb * 256
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    def __repr__(self):
+        return (f"MeshShape({self.rows}, {self.cols}, sram_kb={self.sram_kb}, "
+                f"acc_depth={self.acc_depth})")
+
+    def __str__(self):
+        return f"{self.rows}x{self.cols}"
+
+    def __eq__(self, other):
+        return isinstance(other, MeshShape) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def key(self):
+        return (self.rows, self.cols, self.sram_kb, self.acc_depth)
+
+
+def parse_mesh(text: str, **kwargs) -> MeshShape:
+    """Parse ``"ROWSxCOLS"`` (e.g. ``"3x5"``) into a :class:`MeshShape`."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"mesh must be written ROWSxCOLS (e.g. 4x4), not {text!r}")
+    return MeshShape(int(parts[0]), int(parts[1]), **kwargs)
+
+
+class Mesh(wiring.Component):
+    """The fabric: ``shape.rows x shape.cols`` tiles.
+
+    Parameters
+    ----------
+    shape : MeshShape
+        Geometry.
+
+    Members
+    -------
+    north_in, north_out, south_in, south_out : stream.Signature(Wavelet) arrays of ``cols``
+        Edge streams of the first and last rows.
+    west_in, west_out, east_in, east_out : stream.Signature(Wavelet) arrays of ``rows``
+        Edge streams of the first and last columns.
+    """
+
+    def __init__(self, shape: MeshShape):
+        if not isinstance(shape, MeshShape):
+            raise TypeError(f"Mesh needs a MeshShape, not {shape!r}")
+        self.shape = shape
+        w = stream.Signature(Wavelet)
+        super().__init__({
+            "north_in": In(w).array(shape.cols), "north_out": Out(w).array(shape.cols),
+            "south_in": In(w).array(shape.cols), "south_out": Out(w).array(shape.cols),
+            "west_in": In(w).array(shape.rows), "west_out": Out(w).array(shape.rows),
+            "east_in": In(w).array(shape.rows), "east_out": Out(w).array(shape.rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.shape.rows, self.shape.cols
+        tiles = {}
+        for r in range(R):
+            for c in range(C):
+                tiles[r, c] = m.submodules[f"tile_{r}_{c}"] = Tile(
+                    col=c, last_col=(c == C - 1), sram_words=self.shape.sram_words,
+                    acc_depth=self.shape.acc_depth)
+        for r in range(R):
+            for c in range(C):
+                t = tiles[r, c]
+                if c + 1 < C:
+                    wiring.connect(m, t.outputs[Port.E], tiles[r, c + 1].inputs[Port.W])
+                    wiring.connect(m, tiles[r, c + 1].outputs[Port.W], t.inputs[Port.E])
+                if r + 1 < R:
+                    wiring.connect(m, t.outputs[Port.S], tiles[r + 1, c].inputs[Port.N])
+                    wiring.connect(m, tiles[r + 1, c].outputs[Port.N], t.inputs[Port.S])
+        for c in range(C):
+            wiring.connect(m, wiring.flipped(self.north_in[c]), tiles[0, c].inputs[Port.N])
+            wiring.connect(m, tiles[0, c].outputs[Port.N], wiring.flipped(self.north_out[c]))
+            wiring.connect(m, wiring.flipped(self.south_in[c]), tiles[R - 1, c].inputs[Port.S])
+            wiring.connect(m, tiles[R - 1, c].outputs[Port.S],
+                           wiring.flipped(self.south_out[c]))
+        for r in range(R):
+            wiring.connect(m, wiring.flipped(self.west_in[r]), tiles[r, 0].inputs[Port.W])
+            wiring.connect(m, tiles[r, 0].outputs[Port.W], wiring.flipped(self.west_out[r]))
+            wiring.connect(m, wiring.flipped(self.east_in[r]), tiles[r, C - 1].inputs[Port.E])
+            wiring.connect(m, tiles[r, C - 1].outputs[Port.E], wiring.flipped(self.east_out[r]))
+        return m

@@ -1,0 +1,361 @@
+"""The processing element: local SRAM and two dataflow-triggered tasks (MAC and reduce).
+
+A wavelet that arrives on the PE's *activation color* (``X_COLOR``) triggers the **MAC task**;
+one that arrives on its *partial-sum color* (``PSUM_COLOR``) feeds the **reduce task**. Each
+color has its own input queue, and the router offers the ramp a wavelet only while that color's
+queue has room (``accept``), so a task waiting for one color never blocks the other.
+
+Descriptors. A control wavelet (``ctrl = 1``) on the activation color selects a *descriptor*:
+its payload is the SRAM word address of three words ::
+
+    d0 = w_base[15:0]  | n_words[31:16]   weights: m rows of n_words packed words, row-major
+    d1 = m[15:0]       | flags[31:16]     flags: bit 0 FIRST (no partial-sum input)
+                                                 bit 1 LAST  (emit results, not partial sums)
+                                                 bit 2 INT32 (LAST emits raw int32, else int8)
+    d2 = q_base[15:0]                     requantization words: mult[15:0] | shift[21:16]
+
+The descriptor stays selected: every following ``n_words`` data wavelets form one activation
+vector (four int8 lanes each), so a batch of vectors streams through back to back (GEMM).
+
+MAC task. For data wavelet ``k`` of a vector and each row ``i < m`` (one row per cycle) it
+reads the weight word ``w_base + i * n_words + k`` and accumulates the four-lane dot product
+into ``acc[i]`` (``acc[i]`` is overwritten for ``k == 0``): four int8 MACs per cycle. The weight
+word, the dot product and the accumulator update are three pipeline stages.
+
+Reduce task. After the last wavelet of a vector, for each row ``i`` it adds the incoming
+partial sum (unless FIRST) to ``acc[i]`` and either sends the int32 sum on ``OUT_COLOR``
+(a partial sum for the next PE of the chain) or, if LAST, requantizes it
+(``sat8((v * mult + round) >> shift)``, see :mod:`sparktile.golden_model.arith`) and sends four
+int8 results per wavelet (or the raw int32 with INT32). One row per cycle when the fabric keeps
+up. The MAC of the next vector starts when the reduce task has finished.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
+
+__all__ = ["PE", "ConfigWriteSignature", "DescFlags", "FLAG_FIRST", "FLAG_LAST", "FLAG_INT32"]
+
+FLAG_FIRST = 1 << 0
+FLAG_LAST = 1 << 1
+FLAG_INT32 = 1 << 2
+
+
+class DescFlags(data.Struct):
+    first: 1
+    last: 1
+    int32: 1
+
+
+class ConfigWriteSignature(wiring.Signature):
+    """A register or SRAM write from the tile's configuration agent.
+
+    Members
+    -------
+    en : Out(1)
+        Write strobe.
+    addr : Out(16)
+        Register index or SRAM word address.
+    data : Out(32)
+        Value.
+    """
+
+    def __init__(self):
+        super().__init__({"en": Out(1), "addr": Out(16), "data": Out(32)})
+
+
+class PE(wiring.Component):
+    """Processing element: SRAM, accumulators, a MAC task and a reduce task.
+
+    Parameters
+    ----------
+    sram_words : int
+        32-bit words of local SRAM (weights, requantization words, descriptors); at most 65536.
+    acc_depth : int
+        Accumulators, i.e. the largest ``m`` (rows per PE) a descriptor may ask for.
+    queue_depth : int
+        Depth of each per-color input queue.
+
+    Members
+    -------
+    ramp_in : In(stream.Signature(Wavelet))
+        Wavelets from the router's ramp output.
+    accept : Out(32)
+        Per-color flow control towards the router: a color's bit is set while its queue has
+        room. Unbound colors are always accepted (and dropped, counted in ``task_errors``).
+    ramp_out : Out(stream.Signature(Wavelet))
+        Partial sums and results towards the router's ramp input.
+    reg_write : In(ConfigWriteSignature())
+        PE register write (:class:`~sparktile.hdl.wavelet.PeReg`).
+    sram_write : In(ConfigWriteSignature())
+        SRAM word write (configuration path).
+    mac_busy, stall_in, stall_out, task_errors, vectors : Out(32)
+        Performance and error counters.
+    """
+
+    def __init__(self, *, sram_words: int = 4096, acc_depth: int = 256, queue_depth: int = 2):
+        if not isinstance(sram_words, int) or not 16 <= sram_words <= 65536:
+            raise ValueError(f"PE SRAM must be 16..65536 words, not {sram_words!r}")
+        if not isinstance(acc_depth, int) or not 1 <= acc_depth <= 65535:
+            raise ValueError(f"PE accumulator depth must be 1..65535, not {acc_depth!r}")
+        if not isinstance(queue_depth, int) or queue_depth < 2:
+            raise ValueError(f"PE queue depth must be an integer >= 2, not {queue_depth!r}")
+        self.sram_words = sram_words
+        self.acc_depth = acc_depth
+        self.queue_depth = queue_depth
+        super().__init__({
+            "ramp_in": In(stream.Signature(Wavelet)),
+            "accept": Out(NUM_COLORS),
+            "ramp_out": Out(stream.Signature(Wavelet)),
+            "reg_write": In(ConfigWriteSignature()),
+            "sram_write": In(ConfigWriteSignature()),
+            "mac_busy": Out(32),
+            "stall_in": Out(32),
+            "stall_out": Out(32),
+            "task_errors": Out(32),
+            "vectors": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # ---- configuration registers -------------------------------------------------------
+        x_color = Signal(5)
+        psum_color = Signal(5)
+        out_color = Signal(5)
+        regs = [x_color, psum_color, out_color]
+        assert len(regs) == NUM_PE_REGS
+        with m.If(self.reg_write.en):
+            with m.Switch(self.reg_write.addr):
+                for idx, reg in enumerate(regs):
+                    with m.Case(idx):
+                        m.d.sync += reg.eq(self.reg_write.data)
+
+        # ---- memories ------------------------------------------------------------------------
+        m.submodules.sram = sram = memory.Memory(shape=32, depth=self.sram_words, init=[])
+        sram_rd = sram.read_port()
+        sram_wr = sram.write_port()
+        m.d.comb += [
+            sram_wr.en.eq(self.sram_write.en),
+            sram_wr.addr.eq(self.sram_write.addr),
+            sram_wr.data.eq(self.sram_write.data),
+        ]
+        m.submodules.acc = acc = memory.Memory(shape=32, depth=self.acc_depth, init=[])
+        acc_wr = acc.write_port()
+        acc_rd = acc.read_port(transparent_for=(acc_wr,))
+
+        # ---- per-color input queues ----------------------------------------------------------
+        width = Wavelet.as_shape().size
+        m.submodules.xq = xq = fifo.SyncFIFO(width=width, depth=self.queue_depth)
+        m.submodules.pq = pq = fifo.SyncFIFO(width=width, depth=self.queue_depth)
+        inw = self.ramp_in.payload
+        to_x = inw.color == x_color
+        to_p = (inw.color == psum_color) & ~to_x
+        m.d.comb += [
+            xq.w_data.eq(inw), pq.w_data.eq(inw),
+            xq.w_en.eq(self.ramp_in.valid & to_x),
+            pq.w_en.eq(self.ramp_in.valid & to_p),
+            self.ramp_in.ready.eq(Mux(to_x, xq.w_rdy, Mux(to_p, pq.w_rdy, 1))),
+        ]
+        # Every color is acceptable except a bound one whose queue is full; ``w_rdy`` depends
+        # only on the queue level, so ``accept`` is a function of registers.
+        accept = Signal(NUM_COLORS)
+        m.d.comb += accept.eq(~0)
+        with m.If(~xq.w_rdy):
+            m.d.comb += accept.bit_select(x_color, 1).eq(0)
+        with m.If(~pq.w_rdy):
+            m.d.comb += accept.bit_select(psum_color, 1).eq(0)
+        m.d.comb += self.accept.eq(accept)
+        unbound_drop = self.ramp_in.valid & ~to_x & ~to_p
+
+        xh = data.View(Wavelet, xq.r_data)
+        ph = data.View(Wavelet, pq.r_data)
+
+        # ---- descriptor ----------------------------------------------------------------------
+        desc_ptr = Signal(16)
+        w_base = Signal(16)
+        n_words = Signal(16)
+        rows = Signal(16)
+        flags = Signal(DescFlags)
+        q_base = Signal(16)
+        desc_ok = Signal()
+
+        # ---- MAC task ------------------------------------------------------------------------
+        k = Signal(16)           # index of the data wavelet within the vector
+        row = Signal(16)         # row being issued
+        row_addr = Signal(16)    # w_base + row * n_words + k, kept incrementally
+        x_lanes = Signal(32)     # activation wavelet being applied
+        s1_valid = Signal()      # stage 1: weight word on the SRAM read port
+        s1_row = Signal(16)
+        s1_first = Signal()
+        s1_x = Signal(32)
+        s2_valid = Signal()      # stage 2: dot product registered, accumulator on its port
+        s2_row = Signal(16)
+        s2_first = Signal()
+        s2_dot = Signal(signed(18))
+
+        # ---- reduce task ---------------------------------------------------------------------
+        r_row = Signal(16)       # next row to issue
+        rb_valid = Signal()      # stage B: accumulator and requantization word valid
+        rb_row = Signal(16)
+        pack = Signal(32)        # int8 results being packed, lane = row % 4
+        out_valid = Signal()
+        out_payload = Signal(Wavelet)
+
+        sram_addr = Signal(16)
+        sram_en = Signal()
+        acc_addr = Signal(range(self.acc_depth))
+        acc_en = Signal()
+        m.d.comb += [
+            sram_rd.addr.eq(sram_addr), sram_rd.en.eq(sram_en),
+            acc_rd.addr.eq(acc_addr), acc_rd.en.eq(acc_en),
+        ]
+
+        ev_mac = Signal()
+        ev_stall_in = Signal()
+        ev_stall_out = Signal()
+        ev_error = Signal()
+        ev_vector = Signal()
+
+        out_free = ~out_valid | self.ramp_out.ready
+        with m.If(self.ramp_out.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [self.ramp_out.valid.eq(out_valid), self.ramp_out.payload.eq(out_payload)]
+
+        m.d.sync += s1_valid.eq(0)
+        with m.FSM(name="task"):
+            with m.State("IDLE"):
+                with m.If(xq.r_rdy):
+                    m.d.comb += xq.r_en.eq(1)
+                    with m.If(xh.ctrl):
+                        # Descriptor selector: fetch three words. A selector in the middle of
+                        # a vector abandons it (counted as an error).
+                        m.d.comb += [sram_addr.eq(xh.payload), sram_en.eq(1),
+                                     ev_error.eq(k != 0)]
+                        m.d.sync += [desc_ptr.eq(xh.payload[:16] + 1), k.eq(0), desc_ok.eq(0)]
+                        m.next = "DESC0"
+                    with m.Elif(~desc_ok):
+                        m.d.comb += ev_error.eq(1)
+                    with m.Else():
+                        m.d.sync += [x_lanes.eq(xh.payload), row.eq(0), row_addr.eq(w_base + k)]
+                        m.next = "MAC"
+                with m.Else():
+                    m.d.comb += ev_stall_in.eq(k != 0)
+            with m.State("DESC0"):
+                m.d.comb += [sram_addr.eq(desc_ptr), sram_en.eq(1)]
+                m.d.sync += [w_base.eq(sram_rd.data[0:16]), n_words.eq(sram_rd.data[16:32]),
+                             desc_ptr.eq(desc_ptr + 1)]
+                m.next = "DESC1"
+            with m.State("DESC1"):
+                m.d.comb += [sram_addr.eq(desc_ptr), sram_en.eq(1)]
+                m.d.sync += [rows.eq(sram_rd.data[0:16]), flags.eq(sram_rd.data[16:19])]
+                m.next = "DESC2"
+            with m.State("DESC2"):
+                ok = (rows != 0) & (rows <= self.acc_depth) & (n_words != 0)
+                m.d.sync += [q_base.eq(sram_rd.data[0:16]), desc_ok.eq(ok)]
+                m.d.comb += ev_error.eq(~ok)
+                m.next = "IDLE"
+            with m.State("MAC"):
+                # One weight row per cycle: four MACs.
+                m.d.comb += [sram_addr.eq(row_addr), sram_en.eq(1), ev_mac.eq(1)]
+                m.d.sync += [s1_valid.eq(1), s1_row.eq(row), s1_first.eq(k == 0),
+                             s1_x.eq(x_lanes)]
+                with m.If(row + 1 == rows):
+                    with m.If(k + 1 == n_words):
+                        m.d.sync += [k.eq(0), r_row.eq(0)]
+                        m.next = "REDUCE"
+                    with m.Else():
+                        m.d.sync += k.eq(k + 1)
+                        with m.If(xq.r_rdy & ~xh.ctrl):
+                            # Next activation wavelet back to back: no bubble.
+                            m.d.comb += xq.r_en.eq(1)
+                            m.d.sync += [x_lanes.eq(xh.payload), row.eq(0),
+                                         row_addr.eq(w_base + k + 1)]
+                        with m.Else():
+                            m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [row.eq(row + 1), row_addr.eq(row_addr + n_words)]
+            with m.State("REDUCE"):
+                # Stage A: issue the accumulator (and requantization word) of row r_row once
+                # the MAC pipeline has written its last accumulator.
+                rb_fire = Signal()
+                can_issue = (r_row != rows) & ~s1_valid & (~rb_valid | rb_fire)
+                with m.If(can_issue):
+                    m.d.comb += [acc_addr.eq(r_row), acc_en.eq(1),
+                                 sram_addr.eq(q_base + r_row), sram_en.eq(1)]
+                    m.d.sync += [rb_valid.eq(1), rb_row.eq(r_row), r_row.eq(r_row + 1)]
+                with m.Elif(rb_fire):
+                    m.d.sync += rb_valid.eq(0)
+
+                # Stage B: add the incoming partial sum, requantize, pack and send.
+                psum = Mux(flags.first, 0, ph.payload)
+                v = Signal(32)
+                m.d.comb += v.eq(acc_rd.data + psum)
+                mult = sram_rd.data[0:16]
+                shift = sram_rd.data[16:22]
+                prod = Signal(signed(49))
+                m.d.comb += prod.eq(v.as_signed() * mult)
+                rnd = Mux(shift == 0, 0, (Const(1, 48) << shift) >> 1)
+                scaled = Signal(signed(50))
+                m.d.comb += scaled.eq((prod + rnd) >> shift)
+                y8 = Signal(signed(8))
+                m.d.comb += y8.eq(Mux(scaled > 127, 127, Mux(scaled < -128, -128, scaled)))
+                lane = rb_row[0:2]
+                packed = Signal(32)
+                m.d.comb += packed.eq(pack)
+                m.d.comb += packed.word_select(lane, 8).eq(y8)
+                int8_out = flags.last & ~flags.int32
+                last_row = rb_row + 1 == rows
+                emit = ~int8_out | (lane == 3) | last_row
+                p_ok = flags.first | pq.r_rdy
+                m.d.comb += rb_fire.eq(rb_valid & p_ok & (~emit | out_free))
+                m.d.comb += [
+                    ev_stall_in.eq(rb_valid & ~p_ok),
+                    ev_stall_out.eq(rb_valid & p_ok & emit & ~out_free),
+                ]
+                with m.If(rb_fire):
+                    m.d.comb += pq.r_en.eq(~flags.first)
+                    with m.If(emit):
+                        m.d.sync += [
+                            out_valid.eq(1),
+                            out_payload.payload.eq(Mux(int8_out, packed, v)),
+                            out_payload.color.eq(out_color),
+                            out_payload.ctrl.eq(0),
+                            pack.eq(0),
+                        ]
+                    with m.Else():
+                        m.d.sync += pack.eq(packed)
+                    with m.If(last_row):
+                        m.d.comb += ev_vector.eq(1)
+                        m.next = "IDLE"
+
+        # MAC pipeline stage 1: four int8 x int8 products of the weight word and the activation
+        # lanes, summed; the accumulator of the row is read meanwhile.
+        with m.If(s1_valid):
+            dot = 0
+            for l in range(4):
+                w = sram_rd.data.word_select(l, 8).as_signed()
+                x = s1_x.word_select(l, 8).as_signed()
+                dot = dot + w * x
+            m.d.comb += [acc_addr.eq(s1_row), acc_en.eq(1)]
+            m.d.sync += s2_dot.eq(dot)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_row.eq(s1_row), s2_first.eq(s1_first)]
+        # Stage 2: accumulate (32-bit, wrapping) and write back.
+        m.d.comb += [
+            acc_wr.en.eq(s2_valid),
+            acc_wr.addr.eq(s2_row),
+            acc_wr.data.eq(Mux(s2_first, 0, acc_rd.data) + s2_dot),
+        ]
+
+        def count(counter, event):
+            with m.If(event):
+                m.d.sync += counter.eq(counter + 1)
+
+        count(self.mac_busy, ev_mac)
+        count(self.stall_in, ev_stall_in)
+        count(self.stall_out, ev_stall_out)
+        m.d.sync += self.task_errors.eq(self.task_errors + ev_error + unbound_drop)
+        count(self.vectors, ev_vector)
+        return m

@@ -1,0 +1,273 @@
+"""Five-port wavelet router with a per-color route table, multicast and round-robin outputs.
+
+Each input (north, east, south, west, and the ramp from the router's own PE) ends in a
+two-entry FIFO. The wavelet at the head of an input FIFO is looked up in the route table by
+its color: if the color is accepted from that input, it is offered to every output of the
+entry's destination mask (multicast, the ramp included); otherwise it is dropped and counted.
+An output chooses among the inputs offering to it round-robin and keeps its choice until the
+transfer happens, so ``valid`` never drops and the payload never changes while an output waits
+for ``ready`` (Amaranth's stream rules). A multicast wavelet leaves each of its outputs as soon
+as that output takes it and is popped when the last one has: one slow output does not stall the
+others' progress, which (with the mapping's acyclic routes) is what keeps the fabric free of
+deadlock.
+
+Two colors bypass the table. :data:`CFG_COLOR` is accepted only from the west and is either
+handed to this tile's configuration agent (``cfg`` stream) or sent east; :data:`RSP_COLOR` is
+accepted from the west and the ramp and always sent east. A configuration wavelet that reaches
+the east edge of the mesh without finding its column is dropped and counted.
+
+Throughput is one wavelet per cycle per output; the latency through a router is one cycle
+(the input FIFO register): outputs are combinational from the FIFO heads, and a FIFO's
+``w_rdy`` depends only on its level, so no combinational path crosses two routers.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .wavelet import (
+    CFG_COLOR,
+    NUM_COLORS,
+    NUM_PORTS,
+    ROUTABLE_COLORS,
+    RSP_COLOR,
+    Port,
+    RouteEntry,
+    Wavelet,
+)
+
+__all__ = ["Router", "RouteWriteSignature", "round_robin"]
+
+#: Output index of the configuration-agent stream, after the five ports.
+_CFG_OUT = NUM_PORTS
+_NUM_OUTS = NUM_PORTS + 1
+
+
+class RouteWriteSignature(wiring.Signature):
+    """Write port of a router's route table (driven by the tile's configuration agent).
+
+    Members
+    -------
+    en : Out(1)
+        Write strobe.
+    color : Out(5)
+        Color whose entry is written; always below :data:`ROUTABLE_COLORS`.
+    entry : Out(RouteEntry)
+        New entry.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "en": Out(1),
+            "color": Out(range(ROUTABLE_COLORS)),
+            "entry": Out(RouteEntry),
+        })
+
+
+def round_robin(m: Module, requests: Signal, last: Signal, n: int) -> tuple[Signal, Signal]:
+    """Combinational round-robin choice among ``n`` requests, starting after index ``last``.
+
+    Returns ``(any, index)``.
+    """
+    choice = Signal(range(n))
+    with m.Switch(last):
+        for l in range(n):
+            with m.Case(l):
+                order = [(l + k) % n for k in range(1, n + 1)]
+                # Lowest priority first, so the highest-priority assignment wins.
+                for idx in reversed(order):
+                    with m.If(requests[idx]):
+                        m.d.comb += choice.eq(idx)
+    return requests.any(), choice
+
+
+class Router(wiring.Component):
+    """A five-port router of the mesh fabric.
+
+    Parameters
+    ----------
+    col : int
+        Column of this router in its mesh (configuration headers are matched against it).
+    last_col : bool
+        Whether this is the east-most column: configuration wavelets that would leave east are
+        dropped here, since no tile beyond the edge can take them.
+    fifo_depth : int
+        Depth of each input FIFO (at least 2, so a link sustains one wavelet per cycle).
+
+    Members
+    -------
+    inputs : In(stream.Signature(Wavelet)).array(5)
+        Input streams, indexed by :class:`Port`.
+    outputs : Out(stream.Signature(Wavelet)).array(5)
+        Output streams, indexed by :class:`Port`.
+    ramp_accept : In(32)
+        Per-color flow control from the PE: a wavelet is offered on the ramp output only if the
+        bit of its color is set. The PE keeps one queue per bound task; gating the ramp by color
+        keeps a task that waits for one color from blocking another color behind it.
+    cfg : Out(stream.Signature(Wavelet))
+        Configuration wavelets addressed to this tile.
+    route_write : In(RouteWriteSignature())
+        Route-table write port.
+    forwarded : Out(32)
+        Wavelets sent on N/E/S/W since reset.
+    route_drops : Out(32)
+        Wavelets dropped because their color is not accepted from the input they came in on.
+    cfg_drops : Out(32)
+        Configuration wavelets dropped: from a wrong input, data without a header, or
+        addressed beyond the east edge.
+    """
+
+    def __init__(self, *, col: int, last_col: bool, fifo_depth: int = 2):
+        if not isinstance(col, int) or col < 0:
+            raise ValueError(f"Router column must be a non-negative integer, not {col!r}")
+        if not isinstance(fifo_depth, int) or fifo_depth < 2:
+            raise ValueError(f"Router FIFO depth must be an integer >= 2, not {fifo_depth!r}")
+        self._col = col
+        self._last_col = bool(last_col)
+        self._fifo_depth = fifo_depth
+        super().__init__({
+            "inputs": In(stream.Signature(Wavelet)).array(NUM_PORTS),
+            "outputs": Out(stream.Signature(Wavelet)).array(NUM_PORTS),
+            "ramp_accept": In(NUM_COLORS),
+            "cfg": Out(stream.Signature(Wavelet)),
+            "route_write": In(RouteWriteSignature()),
+            "forwarded": Out(32),
+            "route_drops": Out(32),
+            "cfg_drops": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # Route table: one entry per routable color, all disabled at reset. Kept as one flat
+        # vector so that a lookup is a single indexed part-select rather than a 30-way case.
+        entry_bits = RouteEntry.as_shape().size
+        table = Signal(ROUTABLE_COLORS * entry_bits)
+        with m.If(self.route_write.en):
+            m.d.sync += table.word_select(self.route_write.color, entry_bits).eq(
+                self.route_write.entry)
+
+        out_streams = [*self.outputs, self.cfg]
+
+        # Configuration-stream state: what the last header on the west input addressed.
+        CFG_NONE, CFG_MINE, CFG_OTHER = 0, 1, 2
+        cfg_target = Signal(2, init=CFG_NONE)
+
+        heads, head_valid, wants, drops, pops, sent = [], [], [], [], [], []
+        for i in range(NUM_PORTS):
+            q = fifo.SyncFIFO(width=Wavelet.as_shape().size, depth=self._fifo_depth)
+            m.submodules[f"in_fifo_{Port(i).name.lower()}"] = q
+            m.d.comb += [
+                q.w_data.eq(self.inputs[i].payload),
+                q.w_en.eq(self.inputs[i].valid),
+                self.inputs[i].ready.eq(q.w_rdy),
+            ]
+            head = data.View(Wavelet, q.r_data)
+            want = Signal(_NUM_OUTS, name=f"want_{i}")
+            drop = Signal(name=f"drop_{i}")
+            cfg_drop = Signal(name=f"cfg_drop_{i}")
+
+            with m.If(head.color == CFG_COLOR):
+                if i == Port.W:
+                    header_col = head.payload[27:32]
+                    with m.If(head.ctrl):
+                        with m.If(header_col == self._col):
+                            m.d.comb += want.eq(1 << _CFG_OUT)
+                        with m.Else():
+                            if self._last_col:
+                                m.d.comb += cfg_drop.eq(1)
+                            else:
+                                m.d.comb += want.eq(1 << Port.E)
+                    with m.Else():
+                        with m.Switch(cfg_target):
+                            with m.Case(CFG_MINE):
+                                m.d.comb += want.eq(1 << _CFG_OUT)
+                            with m.Case(CFG_OTHER):
+                                if self._last_col:
+                                    m.d.comb += cfg_drop.eq(1)
+                                else:
+                                    m.d.comb += want.eq(1 << Port.E)
+                            with m.Default():
+                                m.d.comb += cfg_drop.eq(1)
+                else:
+                    m.d.comb += cfg_drop.eq(1)
+            with m.Elif(head.color == RSP_COLOR):
+                if i in (Port.W, Port.RAMP):
+                    m.d.comb += want.eq(1 << Port.E)
+                else:
+                    m.d.comb += drop.eq(1)
+            with m.Else():
+                entry = data.View(RouteEntry, table.word_select(head.color, entry_bits))
+                with m.If((entry.src == i) & entry.dst.any()):
+                    m.d.comb += want.eq(entry.dst)
+                with m.Else():
+                    m.d.comb += drop.eq(1)
+
+            heads.append(head)
+            head_valid.append(q.r_rdy)
+            wants.append(want)
+            drops.append((drop, cfg_drop))
+            pops.append(q.r_en)
+            sent.append(Signal(_NUM_OUTS, name=f"sent_{i}"))
+
+        # Output arbitration.
+        taken = [[Signal(name=f"taken_{i}_{o}") for o in range(_NUM_OUTS)]
+                 for i in range(NUM_PORTS)]
+        fwd_count = []
+        for o in range(_NUM_OUTS):
+            req = Signal(NUM_PORTS, name=f"req_{o}")
+            for i in range(NUM_PORTS):
+                offer = head_valid[i] & wants[i][o] & ~sent[i][o]
+                if o == Port.RAMP:
+                    offer &= self.ramp_accept.bit_select(heads[i].color, 1)
+                m.d.comb += req[i].eq(offer)
+            last = Signal(range(NUM_PORTS), name=f"last_{o}")
+            locked = Signal(name=f"locked_{o}")
+            any_req, rr = round_robin(m, req, last, NUM_PORTS)
+            choice = Mux(locked, last, rr)
+            out = out_streams[o]
+            m.d.comb += out.valid.eq(Mux(locked, 1, any_req))
+            with m.Switch(choice):
+                for i in range(NUM_PORTS):
+                    with m.Case(i):
+                        m.d.comb += out.payload.eq(heads[i])
+                        m.d.comb += taken[i][o].eq(out.valid & out.ready)
+            with m.If(out.valid):
+                m.d.sync += last.eq(choice)
+                m.d.sync += locked.eq(~out.ready)
+            if o in (Port.N, Port.E, Port.S, Port.W):
+                fwd_count.append(out.valid & out.ready)
+
+        # Pop an input once every output it wants has taken it (or when it is dropped).
+        for i in range(NUM_PORTS):
+            taken_now = Cat(*taken[i])
+            done = sent[i] | taken_now
+            drop, cfg_drop = drops[i]
+            complete = head_valid[i] & (drop | cfg_drop | ((wants[i] & ~done) == 0))
+            m.d.comb += pops[i].eq(complete)
+            with m.If(complete):
+                m.d.sync += sent[i].eq(0)
+            with m.Else():
+                m.d.sync += sent[i].eq(done)
+
+        # Track which tile the configuration stream on the west input currently addresses.
+        w_head = heads[Port.W]
+        with m.If(pops[Port.W] & (w_head.color == CFG_COLOR) & w_head.ctrl):
+            with m.If(w_head.payload[27:32] == self._col):
+                m.d.sync += cfg_target.eq(CFG_MINE)
+            with m.Else():
+                m.d.sync += cfg_target.eq(CFG_OTHER)
+
+        # Counters.
+        def count(sig, events):
+            total = Const(0, 3)
+            for e in events:
+                total = total + e
+            m.d.sync += sig.eq(sig + total)
+
+        count(self.forwarded, fwd_count)
+        count(self.route_drops, [head_valid[i] & drops[i][0] for i in range(NUM_PORTS)])
+        count(self.cfg_drops, [head_valid[i] & drops[i][1] for i in range(NUM_PORTS)])
+        return m

