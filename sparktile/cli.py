@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("sparktile.toolchain", "info_command"),
     "verilog": ("sparktile.cosim.cli", "verilog_command"),
     "stress": ("sparktile.cosim.cli", "stress_command"),
+    "gemv": ("sparktile.cosim.cli", "gemv_command"),
 }
 
 

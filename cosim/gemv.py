@@ -1,0 +1,119 @@
+"""GEMV/GEMM bench: a random int8 matrix on the mesh, checked bit-exactly against numpy.
+
+Driver: the mapping compiler's configuration stream (west edges) and ``x`` streams (north
+edges). Monitor: the east-edge sinks. Model: :mod:`sparktile.golden_model.arith`. Scoreboard:
+element-wise equality, reporting the first differing element, the cycle its wavelet left the
+mesh, and the seed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..golden_model.arith import matmul_int8, requant_params, requantize
+from ..hdl.wavelet import Counter
+from .cycle_model import gemv_cycles
+from .fabric import STATUS, Fabric
+from .mapping import compile_gemv
+
+__all__ = ["gemv", "random_problem"]
+
+
+def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random"):
+    """``(W, X, mult, shift)`` for a seeded test problem.
+
+    ``fill``: ``random``; ``min`` (every W and x element -128); ``max`` (127); ``saturate``
+    (random data with scales large enough that most outputs saturate both ways).
+    """
+    rng = np.random.default_rng(seed)
+    if fill == "min":
+        w = np.full((m, n), -128, np.int8)
+        x = np.full((batch, n), -128, np.int8)
+    elif fill == "max":
+        w = np.full((m, n), 127, np.int8)
+        x = np.full((batch, n), 127, np.int8)
+    else:
+        w = rng.integers(-128, 128, (m, n), dtype=np.int8)
+        x = rng.integers(-128, 128, (batch, n), dtype=np.int8)
+    # Scales that map a typical |acc| ~ 128 * 128 * sqrt(n) / 2 to ~ 64, varied per channel.
+    typical = 128.0 * 128.0 * np.sqrt(n) / 2
+    scale = rng.uniform(0.25, 2.0, m) * 64.0 / typical
+    if fill == "saturate":
+        scale *= 64.0
+    if fill in ("min", "max"):
+        scale = np.full(m, 100.0 / (128.0 * 128.0 * n))
+    mult, shift = requant_params(scale)
+    return w, x, mult, shift
+
+
+async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
+               out_int32: bool = False, fill: str = "random", stall: float = 0.0) -> dict:
+    """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy."""
+    shape = fabric.shape
+    w, x, mult, shift = random_problem(m, n, batch, seed, fill=fill)
+    mapping = compile_gemv(shape, w, mult, shift, out_int32=out_int32)
+    cfg_cycles = await fabric.configure(mapping.program)
+    counters = (Counter.MAC_BUSY, Counter.STALL_IN, Counter.STALL_OUT, Counter.FORWARDED,
+                Counter.TASK_ERRORS, Counter.VECTORS)
+    before = await fabric.read_counters(counters)
+
+    streams = mapping.x_streams(x)
+    for col, (pay, ccs) in streams.items():
+        fabric.send(fabric.port("N", col), pay, ccs)
+    if stall:
+        rng = np.random.default_rng(seed + 7919)
+        for p in fabric.ports:
+            fabric.set_pauses(p.index, float(rng.uniform(0, stall)), float(rng.uniform(0, stall)))
+    expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
+    t0 = time.perf_counter()
+    res = await fabric.run(expect, idle_limit=50_000)
+    wall = time.perf_counter() - t0
+    for p in fabric.ports:
+        fabric.set_pauses(p.index, 0.0, 0.0)
+    per_row, cycles_of = {}, {}
+    for r in range(mapping.region.rows):
+        pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
+        per_row[mapping.region.row + r] = pay
+        cycles_of[mapping.region.row + r] = t
+    after = await fabric.read_counters(counters)
+    delta = {k: (after[k] - before[k]) for k in after}
+
+    acc = matmul_int8(w, x.T)
+    golden = acc.T if out_int32 else requantize(acc, mult[:, None], shift[:, None]).T
+    complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
+                              for v in per_row.values())
+    first_diff = None
+    match = False
+    if complete:
+        y = mapping.decode_y(per_row, batch)
+        diff = np.argwhere(y != golden)
+        match = diff.size == 0
+        if not match:
+            b, i = (int(v) for v in diff[0])
+            r = i // mapping.m_pe
+            first_diff = {"vector": b, "index": i, "got": int(y[b, i]),
+                          "expected": int(golden[b, i]), "mesh_row": r,
+                          "cycle": int(cycles_of[r][-1]) if len(cycles_of[r]) else None}
+    pes = shape.pes
+    macs = m * n * batch
+    model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
+                        out_int32=out_int32)
+    return {
+        "mesh": str(shape), "m": m, "n": n, "batch": batch, "seed": seed, "fill": fill,
+        "out": "int32" if out_int32 else "int8", "match": bool(match),
+        "status": STATUS[res.status], "first_diff": first_diff,
+        "cycles": res.cycles, "config_cycles": cfg_cycles, "macs": macs,
+        "mac_utilization": macs / (pes * 4 * max(res.cycles, 1)),
+        "ideal_cycles": int(np.ceil(macs / (pes * 4))),
+        "model_cycles": model,
+        "m_pe": mapping.m_pe, "nw_pe": mapping.nw_pe, "sram_words_per_pe": mapping.words,
+        "mac_busy_cycles": int(delta["mac_busy"].max()),
+        "mac_busy_per_pe": delta["mac_busy"].tolist(),
+        "stall_in_cycles": delta["stall_in"].tolist(),
+        "stall_out_cycles": delta["stall_out"].tolist(),
+        "task_errors": int(delta["task_errors"].sum()),
+        "vectors_per_pe": delta["vectors"].tolist(),
+        "sim_cycles_per_s": res.cycles / wall if wall > 0 else 0.0,
+    }
