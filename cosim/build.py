@@ -134,8 +134,9 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     flags = VERILATOR_FLAGS + (["--trace"] if waves else []) + \
         (["--threads", str(threads)] if threads > 1 else [])
     h = hashlib.sha256()
-    for part in (mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags), OPT_FAST,
-                 version("verilator"), version("cocotb")):
+    parts = (mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags),
+             OPT_FAST, version("verilator"), version("cocotb"))
+    for part in parts:
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -158,8 +159,8 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         t0 = time.monotonic()
         runner = _runner()
         try:
-            with contextlib.redirect_stdout(io.StringIO()) if quiet else \
-                    contextlib.nullcontext():
+            quieted = contextlib.redirect_stdout(io.StringIO()) if quiet else None
+            with quieted or contextlib.nullcontext():
                 runner.build(
                     sources=[src / "harness.vlt", src / "mesh.v", src / "harness.sv"],
                     build_args=flags + [str(src / "bfm.cpp")],

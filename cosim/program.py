@@ -105,7 +105,7 @@ class ConfigProgram:
             pay: list[int] = []
             ccs: list[int] = []
 
-            def header(c, op, addr=0, value=0):
+            def header(c, op, addr=0, value=0, pay=pay, ccs=ccs):
                 pay.append(cfg_header(c, op, addr, value))
                 ccs.append(cc(CFG_COLOR, 1))
 

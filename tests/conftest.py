@@ -2,7 +2,6 @@
 sparktile.cosim.build), so every test of a run — and every later run — shares them."""
 
 import pytest
-
 from sparktile.hdl.mesh import MeshShape
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from sparktile.cosim.stress import malformed_config
 
 STRESS = "sparktile.cosim.stress:stress"

@@ -5,11 +5,15 @@ import math
 
 import numpy as np
 import pytest
-
 from sparktile.cosim.mapping import Colors, MappingError, Region, compile_gemv, gemv_words
 from sparktile.cosim.program import CC_CTRL
-from sparktile.golden_model.arith import (matmul_int8, requant_params, requantize, unpack_int8,
-                                          wrap_int32)
+from sparktile.golden_model.arith import (
+    matmul_int8,
+    requant_params,
+    requantize,
+    unpack_int8,
+    wrap_int32,
+)
 from sparktile.hdl.mesh import MeshShape
 from sparktile.hdl.wavelet import PeReg
 

@@ -2,9 +2,9 @@
 
 import pytest
 from click.testing import CliRunner
+from sparktile.hdl.mesh import Mesh, MeshShape, parse_mesh
 
 from sparktile.cli import main
-from sparktile.hdl.mesh import Mesh, MeshShape, parse_mesh
 
 
 @pytest.mark.parametrize("rows,cols,bad", [(0, 4, "0"), (4, 33, "33"), (-1, 2, "-1"),

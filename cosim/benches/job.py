@@ -13,7 +13,6 @@ import time
 import traceback
 
 import cocotb
-
 from sparktile.cosim.fabric import Fabric
 from sparktile.hdl.mesh import MeshShape
 
