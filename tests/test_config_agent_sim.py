@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 from amaranth.hdl import Cat
 from amaranth.sim import Simulator
-
 from sparktile.hdl.tile import ConfigAgent
 from sparktile.hdl.wavelet import (
     CFG_COLOR,
@@ -130,7 +129,8 @@ def run_agent(items, *, seed, counters, p_valid=0.7, p_ready=0.6, col=COL,
                                    ("reg", reg_en, reg_addr, reg_data),
                                    ("sram", sr_en, sr_addr, sr_data)):
                 if en:
-                    assert fire, f"seed={seed}: {name} strobe at cycle {cycle} without a cfg transfer"
+                    assert fire, (f"seed={seed}: {name} strobe at cycle {cycle} "
+                                  f"without a cfg transfer")
                     events.append((name, a, d))
             if waiting is not None:
                 assert resp_valid and resp_w == waiting, (

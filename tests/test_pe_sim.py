@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """PE unit tests in Amaranth's simulator, against the numpy arithmetic of the golden model.
 
 The bench programs the colour registers through ``reg_write`` and the weights, descriptor and
@@ -7,6 +8,9 @@ random gaps), and sinks ``ramp_out`` with seeded random ``ready`` stalls, checki
 rule every cycle. Results are compared with :func:`pe_model`, which calls
 :mod:`sparktile.golden_model.arith` (``matmul_int8``, ``wrap_int32``, ``requantize``,
 ``pack_int8``) and nothing else.
+
+(The first line silences Amaranth's "created but never used" warning, which a constructor that
+raises on a bad parameter would otherwise turn into an error under ``filterwarnings = error``.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Cat
 from amaranth.sim import Simulator
-
 from sparktile.golden_model.arith import (
     matmul_int8,
     pack_int8,
@@ -54,6 +57,9 @@ class Job:
     psum: np.ndarray | None = None  # (batch, m) int32, when not FIRST
     mult: np.ndarray | None = None  # (m,) uint16
     shift: np.ndarray | None = None  # (m,) 0..47
+    desc: int = DESC_ADDR
+    w_base: int = W_BASE
+    q_base: int = Q_BASE
 
     @property
     def m(self):
@@ -68,18 +74,18 @@ class Job:
         return self.x.shape[0]
 
     def sram(self) -> dict[int, int]:
-        image = {DESC_ADDR: W_BASE | self.n_words << 16,
-                 DESC_ADDR + 1: self.m | self.flags << 16,
-                 DESC_ADDR + 2: Q_BASE}
+        image = {self.desc: self.w_base | self.n_words << 16,
+                 self.desc + 1: self.m | self.flags << 16,
+                 self.desc + 2: self.q_base}
         for i in range(self.m):
             for k, word in enumerate(pack_int8(self.w[i])):
-                image[W_BASE + i * self.n_words + k] = int(word)
+                image[self.w_base + i * self.n_words + k] = int(word)
             if self.mult is not None:
-                image[Q_BASE + i] = int(self.mult[i]) | int(self.shift[i]) << 16
+                image[self.q_base + i] = int(self.mult[i]) | int(self.shift[i]) << 16
         return image
 
     def x_stream(self, with_selector=True) -> list[int]:
-        sel = [wavelet(DESC_ADDR, X_COLOR, 1)] if with_selector else []
+        sel = [wavelet(self.desc, X_COLOR, 1)] if with_selector else []
         return sel + [wavelet(word, X_COLOR) for v in self.x for word in pack_int8(v)]
 
     def p_stream(self) -> list[int]:
@@ -101,7 +107,7 @@ def pe_model(job: Job) -> list[int]:
 
 
 def make_job(rng: np.random.Generator, *, m, n_words, batch=1, flags=FLAG_FIRST | FLAG_LAST,
-             w=None, x=None, psum=None, mult=None, shift=None) -> Job:
+             w=None, x=None, psum=None, mult=None, shift=None, **where) -> Job:
     if w is None:
         w = rng.integers(-128, 128, size=(m, 4 * n_words))
     if x is None:
@@ -115,7 +121,7 @@ def make_job(rng: np.random.Generator, *, m, n_words, batch=1, flags=FLAG_FIRST 
     w, x = np.asarray(w, dtype=np.int64), np.asarray(x, dtype=np.int64)
     return Job(w=w, x=x, flags=flags, psum=None if psum is None else np.asarray(psum),
                mult=None if mult is None else np.asarray(mult),
-               shift=None if shift is None else np.asarray(shift))
+               shift=None if shift is None else np.asarray(shift), **where)
 
 
 # ---- bench ---------------------------------------------------------------------------------
@@ -435,3 +441,38 @@ def test_int32_rows_leave_one_per_cycle():
     run = check_job(job, seed=seed, p_valid=1.0, p_ready=1.0)
     c = run.out_cycles
     assert c == list(range(c[0], c[0] + 8)), f"seed={seed}: output cycles {c}"
+
+
+def test_two_descriptors_one_after_the_other():
+    # A second selector switches shape, flags and SRAM regions between vectors.
+    seed = 97
+    rng = np.random.default_rng(seed)
+    a = make_job(rng, m=3, n_words=2, batch=2, flags=FLAG_FIRST | FLAG_LAST | FLAG_INT32)
+    b = make_job(rng, m=6, n_words=1, batch=1, flags=FLAG_FIRST | FLAG_LAST,
+                 desc=240, w_base=100, q_base=180)
+    want = pe_model(a) + pe_model(b)
+    run = run_pe(sram={**a.sram(), **b.sram()},
+                 streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
+                 p_valid=0.7, p_ready=0.6)
+    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    assert run.counters["mac_busy"] == 2 * 3 * 2 + 6, f"seed={seed}: {run.counters}"
+    assert run.counters["vectors"] == 3 and run.counters["task_errors"] == 0, f"seed={seed}"
+
+
+FLAG_SETS = [FLAG_FIRST | FLAG_LAST, FLAG_FIRST | FLAG_LAST | FLAG_INT32, FLAG_FIRST, 0,
+             FLAG_LAST, FLAG_LAST | FLAG_INT32]
+
+
+@pytest.mark.parametrize("seed", range(200, 208))
+def test_random_jobs(seed):
+    r = random.Random(seed)
+    job = make_job(np.random.default_rng(seed), m=r.randint(1, ACC_DEPTH),
+                   n_words=r.randint(1, 4), batch=r.randint(1, 3), flags=r.choice(FLAG_SETS))
+    check_job(job, seed=seed, p_valid=r.choice([0.4, 0.8, 1.0]), p_ready=r.choice([0.4, 1.0]))
+
+
+@pytest.mark.parametrize("kw,bad", [({"sram_words": 8}, "8"), ({"sram_words": 65537}, "65537"),
+                                    ({"acc_depth": 0}, "0"), ({"queue_depth": 1}, "1")])
+def test_bad_parameters_name_the_value(kw, bad):
+    with pytest.raises(ValueError, match=rf"not {bad}$"):
+        PE(**kw)
