@@ -1,0 +1,247 @@
+"""GGUF files of Llama-architecture models, read with llama.cpp's own ``gguf`` package.
+
+Tensors of type F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are dequantized to float32 with
+``gguf.quants.dequantize``; any other type is refused by name. llama.cpp's converter
+permutes the rows of ``attn_q`` / ``attn_k`` so that its interleaved rotary kernel works;
+:func:`unpermute_qk` undoes that to get back the rotate-half layout used here (and by
+Hugging Face). The vocabulary, merges and special tokens come from the file
+(``tokenizer.ggml.*``); only byte-level BPE vocabularies (``tokenizer.ggml.model = gpt2``)
+are supported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import validate_weights
+from .config import ModelConfig
+from .tokenizer import gguf_bpe_tokenizer
+
+__all__ = ["SUPPORTED_TYPES", "load_gguf", "unpermute_qk", "permute_qk"]
+
+#: GGML tensor types this loader dequantizes.
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+_ARCHS = ("llama",)
+
+_GGUF_LAYER = {
+    "attn_norm.weight": "attn_norm.weight",
+    "ffn_norm.weight": "mlp_norm.weight",
+    "attn_q.weight": "attn.q.weight",
+    "attn_k.weight": "attn.k.weight",
+    "attn_v.weight": "attn.v.weight",
+    "attn_output.weight": "attn.o.weight",
+    "attn_q.bias": "attn.q.bias",
+    "attn_k.bias": "attn.k.bias",
+    "attn_v.bias": "attn.v.bias",
+    "ffn_gate.weight": "mlp.gate.weight",
+    "ffn_up.weight": "mlp.up.weight",
+    "ffn_down.weight": "mlp.down.weight",
+}
+_GGUF_TOP = {"token_embd.weight": "embed.weight", "output_norm.weight": "norm.weight",
+             "output.weight": "head.weight"}
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp converter's row permutation (rotate-half -> interleaved pairs)."""
+    r = w.shape[0]
+    return (w.reshape(n_head, 2, r // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of :func:`permute_qk` (interleaved pairs -> rotate-half)."""
+    r = w.shape[0]
+    return (w.reshape(n_head, r // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def _open(path: Path):
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as e:  # gguf raises ValueError, struct/numpy errors on broken files
+        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); "
+                         "truncated or corrupt?") from None
+
+
+def _check_extent(path: Path):
+    """Before ``GGUFReader`` maps the tensors: every tensor's bytes must lie in the file.
+
+    ``GGUFReader`` itself reports a truncated file without the tensor's name; this walks the
+    header with ``gguf``'s own field parser to name it.
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+
+    size = os.path.getsize(path)
+
+    class _Probe(GGUFReader):
+        def _build_tensors(self, start_offs, fields):
+            for field in fields:
+                _nl, name_data, _nd, dims, raw_dtype, offset = field.parts
+                name = bytes(name_data).decode("utf-8", errors="replace")
+                try:
+                    qt = GGMLQuantizationType(int(raw_dtype[0]))
+                except ValueError:
+                    raise ValueError(f"{path}: tensor {name!r} has unknown GGML type "
+                                     f"{int(raw_dtype[0])}") from None
+                block, tsize = GGML_QUANT_SIZES[qt]
+                n = int(np.prod(dims.astype(np.int64)))
+                end = int(start_offs + offset[0]) + n * tsize // block
+                if end > size:
+                    raise ValueError(f"{path}: tensor {name!r} ({qt.name}, shape "
+                                     f"{tuple(int(d) for d in reversed(dims))}) ends at byte "
+                                     f"{end} but the file has {size} bytes; truncated file")
+            self.tensors = []
+
+    try:
+        _Probe(path)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable GGUF file ({e}); truncated or "
+                         "corrupt?") from None
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); "
+                         "truncated or corrupt?") from None
+
+
+def _field(reader, key, path, default=None, required=True):
+    f = reader.fields.get(key)
+    if f is None:
+        if required and default is None:
+            raise ValueError(f"{path}: metadata key {key!r} missing")
+        return default
+    return f.contents()
+
+
+def _dequantize(t, path) -> np.ndarray:
+    from gguf import quants
+
+    name = t.tensor_type.name
+    if name not in SUPPORTED_TYPES:
+        raise ValueError(f"{path}: tensor {t.name!r} has type {name}; supported types are "
+                         f"{', '.join(SUPPORTED_TYPES)}")
+    shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+    if name in ("F32", "F16"):
+        a = np.asarray(t.data, dtype=np.float32)
+    else:
+        a = quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+    return a.reshape(shape)
+
+
+def load_gguf(path) -> tuple[ModelConfig, dict, object]:
+    """Load a Llama-architecture GGUF file: ``(config, weights, tokenizer)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For a truncated or corrupt file, an architecture other than ``llama``, a tensor of
+        an unsupported type, a missing tensor or one whose shape disagrees with the
+        metadata, or a non-BPE vocabulary; the message names the file and the tensor.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} not found")
+    _check_extent(path)
+    r = _open(path)
+    arch = _field(r, "general.architecture", path)
+    if arch not in _ARCHS:
+        raise ValueError(f"{path}: architecture {arch!r} is not supported; supported are "
+                         f"{', '.join(_ARCHS)}")
+    a = arch
+    tokens = _field(r, "tokenizer.ggml.tokens", path)
+    d = int(_field(r, f"{a}.embedding_length", path))
+    heads = int(_field(r, f"{a}.attention.head_count", path))
+    kv = int(_field(r, f"{a}.attention.head_count_kv", path, default=heads))
+    hd = int(_field(r, f"{a}.attention.key_length", path, default=d // heads))
+    rope_dim = int(_field(r, f"{a}.rope.dimension_count", path, default=hd))
+    if rope_dim != hd:
+        raise ValueError(f"{path}: partial rotary embeddings (rope.dimension_count {rope_dim}"
+                         f" != head dim {hd}) are not supported")
+    scaling = None
+    st = _field(r, f"{a}.rope.scaling.type", path, required=False)
+    if st not in (None, "none"):
+        factor = float(_field(r, f"{a}.rope.scaling.factor", path, default=1.0))
+        scaling = {"rope_type": st, "factor": factor}
+    eos = _field(r, "tokenizer.ggml.eos_token_id", path, required=False)
+    bos = _field(r, "tokenizer.ggml.bos_token_id", path, required=False)
+    tensors = {t.name: t for t in r.tensors}
+    config = ModelConfig(
+        vocab_size=int(_field(r, f"{a}.vocab_size", path, default=len(tokens))),
+        hidden_size=d, num_layers=int(_field(r, f"{a}.block_count", path)),
+        num_heads=heads, num_kv_heads=kv, head_dim=hd,
+        intermediate_size=int(_field(r, f"{a}.feed_forward_length", path)),
+        rope_theta=float(_field(r, f"{a}.rope.freq_base", path, default=10000.0)),
+        rms_norm_eps=float(_field(r, f"{a}.attention.layer_norm_rms_epsilon", path)),
+        tie_word_embeddings="output.weight" not in tensors,
+        attention_bias="blk.0.attn_q.bias" in tensors,
+        max_position_embeddings=int(_field(r, f"{a}.context_length", path, default=2048)),
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_ids=() if eos is None else (int(eos),), rope_scaling=scaling,
+        name=str(_field(r, "general.name", path, default=path.stem)))
+
+    # Tensors: refuse unknown types before the (slow) dequantization of the others.
+    for t in r.tensors:
+        if t.tensor_type.name not in SUPPORTED_TYPES:
+            raise ValueError(f"{path}: tensor {t.name!r} has type {t.tensor_type.name}; "
+                             f"supported types are {', '.join(SUPPORTED_TYPES)}")
+    weights = {}
+    for name, t in tensors.items():
+        if name in _GGUF_TOP:
+            key = _GGUF_TOP[name]
+        elif name.startswith("blk."):
+            _, i, rest = name.split(".", 2)
+            if rest not in _GGUF_LAYER:
+                continue
+            key = f"layers.{i}.{_GGUF_LAYER[rest]}"
+        else:
+            continue
+        weights[key] = (name, t)
+    # Shapes are checked against the metadata before dequantizing.
+    shapes = config.expected_shapes()
+    for key, shape in shapes.items():
+        if key not in weights:
+            gname = {v: k for k, v in _GGUF_TOP.items()}.get(key) or _gguf_name(key)
+            raise ValueError(f"{path}: tensor {gname!r} is missing (needed with shape "
+                             f"{shape})")
+        gname, t = weights[key]
+        got = tuple(int(x) for x in reversed(t.shape.tolist()))
+        if got != shape:
+            raise ValueError(f"{path}: tensor {gname!r} has shape {got} but the metadata "
+                             f"says {shape}")
+    out = {}
+    for key in shapes:
+        gname, t = weights[key]
+        w = _dequantize(t, path)
+        if key.endswith(("attn.q.weight", "attn.q.bias")):
+            w = unpermute_qk(w, heads)
+        elif key.endswith(("attn.k.weight", "attn.k.bias")):
+            w = unpermute_qk(w, kv)
+        out[key] = w
+    weights = validate_weights(config, out, str(path))
+
+    model = _field(r, "tokenizer.ggml.model", path)
+    if model != "gpt2":
+        raise ValueError(f"{path}: tokenizer model {model!r} is not supported; only "
+                         "byte-level BPE ('gpt2') vocabularies are")
+    tok = gguf_bpe_tokenizer(
+        tokens, _field(r, "tokenizer.ggml.merges", path),
+        token_types=_field(r, "tokenizer.ggml.token_type", path, required=False),
+        pre=_field(r, "tokenizer.ggml.pre", path, default="gpt2"),
+        bos_id=config.bos_token_id, eos_ids=config.eos_token_ids,
+        add_bos=bool(_field(r, "tokenizer.ggml.add_bos_token", path, default=False,
+                            required=False)),
+        source=str(path))
+    return config, weights, tok
+
+
+def _gguf_name(key: str) -> str:
+    _, i, rest = key.split(".", 2)
+    inv = {v: k for k, v in _GGUF_LAYER.items()}
+    return f"blk.{i}.{inv.get(rest, rest)}"

@@ -1,0 +1,374 @@
+"""The numpy decoder of the Llama family, with a float32 path and an int8 path.
+
+One forward pass (:meth:`Model.forward`) serves both paths; they differ only at the matmul
+dispatch point, :meth:`Model._matmul`, through which every weight matmul goes:
+
+* ``mode="float"``: ``x @ W.T`` in float32 on the host (the reference).
+* ``mode="int8"``: the host quantizes ``x`` with the op's static scale, the backend
+  (``model.backend``: :class:`~sparktile.golden_model.backend.NumpyBackend` by default, the RTL
+  mesh in hardware-in-the-loop runs) executes the op's
+  :class:`~sparktile.golden_model.backend.MatmulOp`, and the host dequantizes (see
+  :mod:`sparktile.golden_model.quant`).
+
+Everything else stays on the host in float32 in both paths, for now: embedding lookup,
+RMSNorm, rotary embeddings, attention scores, softmax and the attention-weighted sum of
+values (the KV cache holds float32), SiLU, residual additions and biases.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import Backend, MatmulOp, NumpyBackend
+from .config import ModelConfig
+from .quant import CALIBRATION_TEXT, QuantLinear, make_linear, quantize_act
+from .rope import apply_rope, rope_tables
+from .sampling import check_sampling, next_token
+from .smoothing import smooth
+
+__all__ = ["MODES", "Model", "KVCache", "Generation"]
+
+#: The two numeric paths.
+MODES = ("float", "int8")
+_LAYER_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+class KVCache:
+    """Keys and values (after RoPE) of past positions, float32, grown on demand.
+
+    Attributes
+    ----------
+    length : int
+        Positions held.
+    """
+
+    def __init__(self, config: ModelConfig, capacity: int = 64):
+        self.config = config
+        self.length = 0
+        shape = (config.num_layers, config.num_kv_heads, max(1, capacity), config.head_dim)
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Store (T, kv_heads, head_dim) keys/values of ``layer`` after the current length.
+
+        Returns all keys and values of ``layer`` so far, (kv_heads, length + T, head_dim).
+        The length advances once per forward pass (:meth:`advance`).
+        """
+        t = k.shape[0]
+        end = self.length + t
+        if end > self.k.shape[2]:
+            cap = max(end, 2 * self.k.shape[2])
+            grow = ((0, 0), (0, 0), (0, cap - self.k.shape[2]), (0, 0))
+            self.k = np.pad(self.k, grow)
+            self.v = np.pad(self.v, grow)
+        self.k[layer, :, self.length:end] = k.transpose(1, 0, 2)
+        self.v[layer, :, self.length:end] = v.transpose(1, 0, 2)
+        return self.k[layer, :, :end], self.v[layer, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+
+@dataclass
+class Generation:
+    """Result of :meth:`Model.generate`.
+
+    Attributes
+    ----------
+    text : str
+        The completion (prompt excluded, stop token excluded).
+    token_ids : list of int
+        Generated ids (stop token excluded).
+    prompt_ids : list of int
+        The prompt as fed to the model (BOS included when the tokenizer adds one).
+    prefill_s, decode_s : float
+        Wall time of the prompt pass and of the one-token passes after it.
+    stopped : str
+        ``"eos"`` or ``"max_tokens"``.
+    """
+
+    text: str
+    token_ids: list[int]
+    prompt_ids: list[int]
+    prefill_s: float
+    decode_s: float
+    stopped: str
+    mode: str = "float"
+    steps: int = field(default=0, repr=False)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: one-token forward passes per second (prefill excluded)."""
+        return self.steps / self.decode_s if self.decode_s > 0 else float("nan")
+
+    def __str__(self):
+        return self.text
+
+
+class Model:
+    """A Llama / Qwen2 decoder in numpy.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Shapes and constants.
+    weights : dict of str to numpy.ndarray
+        float32 tensors under the internal names (:mod:`sparktile.golden_model.config`).
+    tokenizer : Tokenizer or None
+        Text <-> ids; None for a model used on ids only.
+    source : str
+        Where it was loaded from (for messages).
+
+    Attributes
+    ----------
+    backend : Backend
+        Executes the int8 path's matmuls; settable (also :meth:`set_backend`).
+    """
+
+    def __init__(self, config: ModelConfig, weights: dict, tokenizer=None, source: str = ""):
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.source = source
+        self.backend: Backend = NumpyBackend()
+        self._qlin: dict[str, QuantLinear] | None = None
+        self._qweights: dict[str, np.ndarray] | None = None
+        self._calib: dict[str, list[float]] | None = None
+
+    def __repr__(self):
+        c = self.config
+        return (f"Model({c.name!r}, layers={c.num_layers}, d={c.hidden_size}, "
+                f"heads={c.num_heads}/{c.num_kv_heads}, vocab={c.vocab_size}, "
+                f"backend={self.backend!r})")
+
+    # ------------------------------------------------------------------ matmul sites
+
+    def sites(self) -> list[tuple[str, str, int]]:
+        """``(name, kind, layer)`` of every weight matmul, in execution order for one token."""
+        out = [(f"layers.{i}.{'attn' if k in ('q', 'k', 'v', 'o') else 'mlp'}.{k}", k, i)
+               for i in range(self.config.num_layers) for k in _LAYER_KINDS]
+        return out + [("head", "head", -1)]
+
+    def weight(self, site: str) -> np.ndarray:
+        """float32 weight matrix (out x in) of a matmul site."""
+        if site == "head" and self.config.tie_word_embeddings:
+            return self.weights["embed.weight"]
+        return self.weights[site + ".weight"]
+
+    def set_backend(self, backend: Backend) -> None:
+        """Route the int8 path's matmuls to ``backend`` (anything with ``matmul(op, x_q)``)."""
+        if not callable(getattr(backend, "matmul", None)):
+            raise TypeError(f"a backend needs a matmul(op, x_q) method; {backend!r} has none")
+        self.backend = backend
+
+    def _matmul(self, site: str, x: np.ndarray, mode: str) -> np.ndarray:
+        """The dispatch point: ``x`` (T, N) float32 -> (T, M) float32, bias included."""
+        if mode == "float":
+            y = x @ self.weight(site).T
+            if self._calib is not None:
+                ax, ay = np.abs(x).max(axis=0), np.abs(y).max(axis=0)
+                st = self._calib.get(site)
+                self._calib[site] = (ax, ay) if st is None else (np.maximum(st[0], ax),
+                                                                 np.maximum(st[1], ay))
+            b = self.weights.get(site + ".bias")
+            return y + b if b is not None else y
+        ql = self._qlin[site]
+        y_q = self.backend.matmul(ql.op, quantize_act(x, ql.s_x))
+        return ql.dequantize(y_q)
+
+    # ------------------------------------------------------------------ quantization
+
+    def quantize(self, calibration_text: str | None = None, calibration_ids=None,
+                 smooth_alpha: float = 0.65) -> None:
+        """Calibrate static activation scales and build every :class:`MatmulOp` (once).
+
+        Called automatically the first time the int8 path runs. Calibration runs the float
+        path over :data:`~sparktile.golden_model.quant.CALIBRATION_TEXT` (or the given text
+        or ids), in windows of at most 512 tokens, and records the absolute maximum of each
+        matmul's input and output per channel. Then activation outliers are migrated into
+        the weights (:mod:`~sparktile.golden_model.smoothing`, strength ``smooth_alpha``; 0
+        disables it) and each matmul is quantized (:func:`~.quant.make_linear`).
+        """
+        if calibration_ids is None:
+            text = CALIBRATION_TEXT if calibration_text is None else calibration_text
+            if self.tokenizer is not None:
+                calibration_ids = self.tokenizer.prompt_ids(text)
+            else:  # no vocabulary: a fixed pseudo-random id sequence
+                calibration_ids = np.random.default_rng(0).integers(
+                    0, self.config.vocab_size, 256).tolist()
+        ids = [int(i) for i in calibration_ids]
+        if not ids:
+            raise ValueError("calibration needs at least one token")
+        win = min(512, self.config.max_position_embeddings)
+        self._calib = {}
+        try:
+            for s in range(0, len(ids), win):
+                self.forward(ids[s:s + win], KVCache(self.config, win), mode="float")
+            stats = self._calib
+        finally:
+            self._calib = None
+        qw, stats = smooth(self.config, self.weights, stats, smooth_alpha)
+        qlin = {}
+        for name, kind, layer in self.sites():
+            a_in, a_out = stats[name]
+            w = qw["head.weight"] if name == "head" else qw[name + ".weight"]
+            qlin[name] = make_linear(name, kind, layer, w, a_in.max(),
+                                     None if kind == "head" else a_out,
+                                     qw.get(name + ".bias"))
+        self._qweights = qw
+        self._qlin = qlin
+
+    def matmul_ops(self) -> list[MatmulOp]:
+        """Every :class:`MatmulOp`, in execution order for one token (quantizes if needed).
+
+        The list is the same objects the int8 path executes, so a hardware backend can
+        preload all weights and requantization constants before generating.
+        """
+        if self._qlin is None:
+            self.quantize()
+        return [self._qlin[name].op for name, _, _ in self.sites()]
+
+    def quant_linears(self) -> dict[str, QuantLinear]:
+        """The :class:`QuantLinear` of each site (quantizes if needed)."""
+        if self._qlin is None:
+            self.quantize()
+        return dict(self._qlin)
+
+    # ------------------------------------------------------------------ forward
+
+    def new_cache(self, capacity: int = 64) -> KVCache:
+        """An empty KV cache for this model."""
+        return KVCache(self.config, capacity)
+
+    def _check_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'float' or 'int8', not {mode!r}")
+        if mode == "int8" and self._qlin is None:
+            self.quantize()
+
+    def forward(self, token_ids, cache: KVCache, mode: str = "float") -> np.ndarray:
+        """Run ``token_ids`` (T,) after what ``cache`` holds; return float32 logits (T, vocab).
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode, an id outside the vocabulary, or a sequence longer than
+            ``max_position_embeddings``.
+        """
+        self._check_mode(mode)
+        c = self.config
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("forward needs at least one token")
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            bad = ids[(ids < 0) | (ids >= c.vocab_size)][0]
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {c.vocab_size})")
+        t, start = ids.size, cache.length
+        if start + t > c.max_position_embeddings:
+            raise ValueError(f"sequence of {start + t} tokens exceeds the model's "
+                             f"max_position_embeddings ({c.max_position_embeddings})")
+        cos, sin = rope_tables(c, np.arange(start, start + t))
+        nh, nkv, hd, g = c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group
+        # Causal mask over (query t, key start+t): key j visible to query i if j <= start+i.
+        mask = np.arange(start + t)[None, :] > (start + np.arange(t))[:, None]
+        scale = np.float32(1.0 / np.sqrt(hd))
+        x = self.weights["embed.weight"][ids]
+        # Host-side norm weights: the int8 path's have the smoothing factors folded in.
+        nw = self._qweights if mode == "int8" else self.weights
+        for i in range(c.num_layers):
+            p = f"layers.{i}."
+            h = _rms_norm(x, nw[p + "attn_norm.weight"], c.rms_norm_eps)
+            q = self._matmul(p + "attn.q", h, mode).reshape(t, nh, hd)
+            k = self._matmul(p + "attn.k", h, mode).reshape(t, nkv, hd)
+            v = self._matmul(p + "attn.v", h, mode).reshape(t, nkv, hd)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            keys, vals = cache.append(i, k, v)                 # (nkv, S, hd)
+            qg = q.transpose(1, 0, 2).reshape(nkv, g * t, hd)  # heads of a group together
+            s = (qg @ keys.transpose(0, 2, 1)).reshape(nkv, g, t, -1) * scale
+            s = np.where(mask, np.float32(-np.inf), s)
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            s /= s.sum(axis=-1, keepdims=True)
+            a = (s.reshape(nkv, g * t, -1) @ vals).reshape(nh, t, hd)
+            x = x + self._matmul(p + "attn.o", a.transpose(1, 0, 2).reshape(t, nh * hd), mode)
+            h = _rms_norm(x, nw[p + "mlp_norm.weight"], c.rms_norm_eps)
+            gate = self._matmul(p + "mlp.gate", h, mode)
+            up = self._matmul(p + "mlp.up", h, mode)
+            x = x + self._matmul(p + "mlp.down", _silu(gate) * up, mode)
+        cache.advance(t)
+        h = _rms_norm(x, nw["norm.weight"], c.rms_norm_eps)
+        return self._matmul("head", h, mode)
+
+    def logits(self, token_ids, mode: str = "float") -> np.ndarray:
+        """Teacher-forced logits: float32 array (len(token_ids), vocab), one fresh pass."""
+        ids = list(token_ids)
+        return self.forward(ids, KVCache(self.config, len(ids)), mode)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt, max_tokens: int = 64, *, mode: str = "float",
+                 temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None,
+                 stop_at_eos: bool = True, on_token=None) -> Generation:
+        """Complete ``prompt`` (text, or a list of token ids) by up to ``max_tokens`` tokens.
+
+        Greedy when ``temperature == 0`` (the default); otherwise samples with
+        ``numpy.random.default_rng(seed)`` after temperature, top-k and top-p filtering.
+        The prompt is run in one pass (prefill), then one token per pass with the KV cache.
+        ``on_token(id)`` is called with each new id as it is produced.
+        """
+        if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
+        check_sampling(temperature, top_k, top_p)
+        self._check_mode(mode)
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError(f"model {self.source or self.config.name!r} has no "
+                                 "tokenizer; pass the prompt as a list of token ids")
+            ids = self.tokenizer.prompt_ids(prompt)
+        else:
+            ids = [int(i) for i in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty (and the tokenizer adds no BOS)")
+        limit = self.config.max_position_embeddings
+        if len(ids) + max_tokens > limit:
+            raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds "
+                             f"the model's max_position_embeddings ({limit})")
+        rng = np.random.default_rng(seed)
+        eos = set(self.config.eos_token_ids)
+        if self.tokenizer is not None:
+            eos |= set(self.tokenizer.eos_ids)
+        cache = self.new_cache(len(ids) + max_tokens)
+        t0 = time.perf_counter()
+        logits = self.forward(ids, cache, mode)[-1]
+        t1 = time.perf_counter()
+        out, stopped, steps = [], "max_tokens", 0
+        while True:
+            tok = next_token(logits, rng, temperature, top_k, top_p)
+            if stop_at_eos and tok in eos:
+                stopped = "eos"
+                break
+            out.append(tok)
+            if on_token is not None:
+                on_token(tok)
+            if len(out) == max_tokens:
+                break
+            logits = self.forward([tok], cache, mode)[-1]
+            steps += 1
+        t2 = time.perf_counter()
+        text = self.tokenizer.decode(out) if self.tokenizer is not None else ""
+        return Generation(text=text, token_ids=out, prompt_ids=ids, prefill_s=t1 - t0,
+                          decode_s=t2 - t1, stopped=stopped, mode=mode, steps=steps)
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    var = np.mean(np.square(x), axis=-1, keepdims=True)
+    return (x / np.sqrt(var + np.float32(eps))) * w
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right limit, 0
+        return x / (np.float32(1) + np.exp(-x))

@@ -1,0 +1,183 @@
+"""Quantization of the golden model's matmuls to the mesh's int8 arithmetic.
+
+Choices (see ``docs/golden_model.md``, *Numerics of the golden model*):
+
+* **Weights**: symmetric int8 per output channel, ``s_w[m] = max|W[m, :]| / 127``,
+  ``W_q = clip(rint(W / s_w), -127, 127)`` (round half to even).
+* **Activations**: static, symmetric, per tensor, zero-point 0. ``s_x = a / 127`` where ``a``
+  is the calibrated absolute maximum (or a percentile) of the matmul's input over a fixed
+  built-in calibration text (:data:`CALIBRATION_TEXT`); the host quantizes
+  ``x_q = clip(rint(x / s_x), -127, 127)``.
+* **Outputs**: the mesh requantizes the int32 accumulator to int8 with a static per-tensor
+  output scale ``s_out`` (calibrated like ``s_x`` on the matmul's float output, bias
+  excluded): ``y_q = requantize(acc, mult, shift)`` with ``(mult, shift) =
+  requant_params(s_w * s_x / s_out)`` per output channel. The host dequantizes
+  ``y = y_q * s_out`` in float32 and adds the bias (Qwen2) there.
+* **Output head**: ``out="int32"``: the host computes ``logits = acc * s_w * s_x``.
+
+Because all scales are fixed at calibration, ``mult`` and ``shift`` are constants of each
+matrix and the :class:`~sparktile.golden_model.backend.MatmulOp` s never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import arith
+from .backend import MatmulOp
+
+__all__ = ["CALIBRATION_TEXT", "QuantLinear", "quantize_weight", "quantize_act", "make_linear",
+           "act_scale"]
+
+#: Fixed calibration text: Python source and a little prose, written for this project (so it
+#: overlaps no held-out file). Its activation statistics set every static scale.
+CALIBRATION_TEXT = '''\
+"""Utilities for reading configuration files and summarising records."""
+
+import json
+import os
+from collections import defaultdict
+
+
+class ConfigError(Exception):
+    """Raised when a configuration file is malformed."""
+
+
+def load_config(path, defaults=None):
+    """Return the settings stored in *path*, merged over *defaults*."""
+    settings = dict(defaults or {})
+    if not os.path.exists(path):
+        raise ConfigError(f"no such file: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            settings.update(json.load(f))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return settings
+
+
+def fibonacci(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def group_by(records, key):
+    groups = defaultdict(list)
+    for record in records:
+        groups[record[key]].append(record)
+    return {k: len(v) for k, v in sorted(groups.items())}
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+
+    def __repr__(self):
+        return "%s(%d)" % (self.__class__.__name__, self.value)
+
+    def increment(self, step=1):
+        self.value += step
+        return self.value
+
+
+if __name__ == "__main__":
+    import sys
+    print(group_by([{"x": i % 3} for i in range(10)], "x"), file=sys.stderr)
+    print([fibonacci(i) for i in range(12)])
+'''
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 quantization of a float matrix (M x N).
+
+    Returns
+    -------
+    w_q : numpy.ndarray
+        int8, C-contiguous, values in [-127, 127].
+    s_w : numpy.ndarray
+        float64 (M,) scales, ``W ~= w_q * s_w[:, None]``; 1.0 for all-zero rows.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"quantize_weight needs a 2-D matrix, not shape {w.shape}")
+    amax = np.abs(w).max(axis=1)
+    s = np.where(amax > 0, amax / 127.0, 1.0)
+    w_q = np.clip(np.rint(w / s[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(w_q), s
+
+
+def act_scale(amax):
+    """Symmetric scale(s) ``amax / 127`` for calibrated absolute maxima (1.0 where 0)."""
+    a = np.asarray(amax, dtype=np.float64)
+    if np.any(~np.isfinite(a)) or np.any(a < 0):
+        raise ValueError(f"calibrated ranges must be finite and non-negative, not "
+                         f"[{a.min()}, {a.max()}]")
+    s = np.where(a > 0, a / 127.0, 1.0)
+    return float(s) if s.ndim == 0 else s
+
+
+def quantize_act(x: np.ndarray, s_x: float) -> np.ndarray:
+    """Host-side activation quantization: ``clip(rint(x / s_x), -127, 127)`` as int8."""
+    return np.clip(np.rint(np.asarray(x, np.float32) / np.float32(s_x)),
+                   -127, 127).astype(np.int8)
+
+
+@dataclass(eq=False)
+class QuantLinear:
+    """A :class:`MatmulOp` with the host-side constants around it.
+
+    Attributes
+    ----------
+    op : MatmulOp
+        What the backend executes.
+    s_w : numpy.ndarray
+        float32 (M,) weight scales.
+    s_x : float
+        Input activation scale.
+    s_out : float
+        Output scale of an ``out="int8"`` op (None for ``int32``).
+    bias : numpy.ndarray or None
+        float32 (M,), added on the host after dequantization.
+    """
+
+    op: MatmulOp
+    s_w: np.ndarray
+    s_x: float
+    s_out: float | None
+    bias: np.ndarray | None
+
+    def dequantize(self, y: np.ndarray) -> np.ndarray:
+        """Backend output (B, M) -> float32, bias added."""
+        if self.op.out == "int8":
+            out = y.astype(np.float32) * self.s_out
+        else:
+            out = y.astype(np.float32) * (self.s_w * np.float32(self.s_x))[None, :]
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+
+def make_linear(name: str, kind: str, layer: int, w: np.ndarray, in_amax: float,
+                out_amax: float | None, bias=None) -> QuantLinear:
+    """Quantize one matmul: weights, static input scale and (for int8 outputs) output scale.
+
+    ``out_amax=None`` makes an ``out="int32"`` op (the output head).
+    """
+    w_q, s_w = quantize_weight(w)
+    s_x = act_scale(in_amax)
+    if out_amax is None:
+        m = w_q.shape[0]
+        mult, shift = np.zeros(m, np.int64), np.zeros(m, np.int64)
+        out, s_out = "int32", None
+    else:
+        s_out = np.asarray(act_scale(out_amax), np.float32)
+        mult, shift = arith.requant_params(s_w * s_x / s_out)
+        out = "int8"
+    op = MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=mult.astype(np.int64),
+                  shift=shift.astype(np.int64), out=out)
+    b = None if bias is None else np.asarray(bias, np.float32)
+    return QuantLinear(op=op, s_w=s_w.astype(np.float32), s_x=s_x, s_out=s_out, bias=b)
