@@ -131,8 +131,10 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     apply_verilator_env()
     mesh_v = mesh_verilog(shape)
     harness_v = harness_verilog(shape)
-    flags = VERILATOR_FLAGS + (["--trace"] if waves else []) + \
-        (["--threads", str(threads)] if threads > 1 else [])
+    # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
+    # the harness's $dumpvars writes the file named by +waves=.
+    flags = VERILATOR_FLAGS + (["--threads", str(threads)] if threads > 1 else []) + \
+        (["-DSPARKTILE_WAVES"] if waves else [])
     h = hashlib.sha256()
     parts = (mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags),
              OPT_FAST, version("verilator"), version("cocotb"))
@@ -168,6 +170,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
                     build_dir=directory,
                     log_file=log,
                     timescale=("1ns", "1ps"),
+                    waves=waves,
                 )
         except (SystemExit, Exception) as exc:  # noqa: BLE001 - runner raises SystemExit
             if isinstance(exc, ToolchainError):

@@ -73,14 +73,15 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves):
 
     Exits non-zero if any wavelet was lost, duplicated or reordered.
     """
-    from ..cosim.session import run_job
+    from ..cosim.build import BuildError
+    from ..cosim.session import BenchError, run_job
     from ..toolchain import ToolchainError
     shape = _shape(mesh, sram_kb)
     try:
         r = run_job(shape, "sparktile.cosim.stress:stress",
                     {"wavelets": wavelets, "seed": seed, "max_stall": max_stall},
                     seed=seed, waves=waves)
-    except ToolchainError as exc:
+    except (ToolchainError, BenchError, BuildError) as exc:
         fail(str(exc))
     keys = ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order", "status",
             "cycles", "link_utilization", "sim_cycles_per_s"]
@@ -119,8 +120,9 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves):
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
+    from ..cosim.build import BuildError
     from ..cosim.mapping import MappingError, gemv_words
-    from ..cosim.session import run_job
+    from ..cosim.session import BenchError, run_job
     from ..toolchain import ToolchainError
     shape = _shape(mesh, sram_kb)
     from ..cosim.mapping import Region
@@ -133,7 +135,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
         r = run_job(shape, "sparktile.cosim.gemv:gemv",
                     {"m": m, "n": n, "batch": batch, "seed": seed, "out_int32": out_int32,
                      "fill": fill, "stall": stall}, seed=seed, waves=waves)
-    except (ToolchainError, MappingError) as exc:
+    except (ToolchainError, MappingError, BenchError, BuildError) as exc:
         fail(str(exc))
     for k in ("mesh", "m", "n", "batch", "seed", "out", "match", "cycles", "ideal_cycles",
               "model_cycles", "macs", "mac_utilization", "sim_cycles_per_s"):

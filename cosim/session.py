@@ -48,19 +48,25 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         plusargs = [f"+waves={os.path.abspath(waves)}"] if waves else []
         log = tmp / "sim.log"
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-            runner.test(
-                test_module="sparktile.cosim.benches.job",
-                hdl_toplevel=HARNESS_TOP,
-                hdl_toplevel_lang="verilog",
-                build_dir=build.directory,
-                test_dir=tmp,
-                extra_env={"SPARKTILE_JOB": str(job_path), "COCOTB_RANDOM_SEED": str(seed),
-                           "PYTHONWARNINGS": "default"},
-                plusargs=plusargs,
-                log_file=log if quiet else None,
-                seed=seed,
-            )
+        quieted = contextlib.redirect_stdout(io.StringIO()) if quiet else None
+        try:
+            with quieted or contextlib.nullcontext():
+                runner.test(
+                    test_module="sparktile.cosim.benches.job",
+                    hdl_toplevel=HARNESS_TOP,
+                    hdl_toplevel_lang="verilog",
+                    build_dir=build.directory,
+                    test_dir=tmp,
+                    extra_env={"SPARKTILE_JOB": str(job_path),
+                               "COCOTB_RANDOM_SEED": str(seed), "PYTHONWARNINGS": "default"},
+                    plusargs=plusargs,
+                    log_file=log if quiet else None,
+                    seed=seed,
+                )
+        except (RuntimeError, SystemExit) as exc:
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise BenchError(f"the simulator failed running {entry} (seed {seed}): {exc}\n"
+                             f"{tail}") from None
         wall = time.perf_counter() - t0
         if not result_path.exists():
             tail = log.read_text()[-4000:] if log.exists() else ""

@@ -155,7 +155,7 @@ class Router(wiring.Component):
         CFG_NONE, CFG_MINE, CFG_OTHER = 0, 1, 2
         cfg_target = Signal(2, init=CFG_NONE)
 
-        heads, head_valid, wants, drops, pops, sent = [], [], [], [], [], []
+        heads, head_valid, wants, drops, pops, sent, helds = [], [], [], [], [], [], []
         for i in range(NUM_PORTS):
             q = fifo.SyncFIFO(width=Wavelet.as_shape().size, depth=self._fifo_depth)
             m.submodules[f"in_fifo_{Port(i).name.lower()}"] = q
@@ -165,46 +165,60 @@ class Router(wiring.Component):
                 self.inputs[i].ready.eq(q.w_rdy),
             ]
             head = data.View(Wavelet, q.r_data)
+            # The routing decision is made once per wavelet: looked up when the head appears,
+            # then held until it pops, so a route-table rewrite while it waits for an output
+            # cannot change where it goes (and break the stream rules).
+            lookup_want = Signal(_NUM_OUTS, name=f"lookup_want_{i}")
+            lookup_drop = Signal(name=f"lookup_drop_{i}")
+            lookup_cfg_drop = Signal(name=f"lookup_cfg_drop_{i}")
+            held = Signal(name=f"held_{i}")
+            held_want = Signal(_NUM_OUTS, name=f"held_want_{i}")
             want = Signal(_NUM_OUTS, name=f"want_{i}")
             drop = Signal(name=f"drop_{i}")
             cfg_drop = Signal(name=f"cfg_drop_{i}")
+            m.d.comb += [
+                want.eq(Mux(held, held_want, lookup_want)),
+                drop.eq(~held & lookup_drop),
+                cfg_drop.eq(~held & lookup_cfg_drop),
+            ]
 
             with m.If(head.color == CFG_COLOR):
                 if i == Port.W:
                     header_col = head.payload[27:32]
                     with m.If(head.ctrl):
                         with m.If(header_col == self._col):
-                            m.d.comb += want.eq(1 << _CFG_OUT)
+                            m.d.comb += lookup_want.eq(1 << _CFG_OUT)
                         with m.Else():
                             if self._last_col:
-                                m.d.comb += cfg_drop.eq(1)
+                                m.d.comb += lookup_cfg_drop.eq(1)
                             else:
-                                m.d.comb += want.eq(1 << Port.E)
+                                m.d.comb += lookup_want.eq(1 << Port.E)
                     with m.Else():
                         with m.Switch(cfg_target):
                             with m.Case(CFG_MINE):
-                                m.d.comb += want.eq(1 << _CFG_OUT)
+                                m.d.comb += lookup_want.eq(1 << _CFG_OUT)
                             with m.Case(CFG_OTHER):
                                 if self._last_col:
-                                    m.d.comb += cfg_drop.eq(1)
+                                    m.d.comb += lookup_cfg_drop.eq(1)
                                 else:
-                                    m.d.comb += want.eq(1 << Port.E)
+                                    m.d.comb += lookup_want.eq(1 << Port.E)
                             with m.Default():
-                                m.d.comb += cfg_drop.eq(1)
+                                m.d.comb += lookup_cfg_drop.eq(1)
                 else:
-                    m.d.comb += cfg_drop.eq(1)
+                    m.d.comb += lookup_cfg_drop.eq(1)
             with m.Elif(head.color == RSP_COLOR):
                 if i in (Port.W, Port.RAMP):
-                    m.d.comb += want.eq(1 << Port.E)
+                    m.d.comb += lookup_want.eq(1 << Port.E)
                 else:
-                    m.d.comb += drop.eq(1)
+                    m.d.comb += lookup_drop.eq(1)
             with m.Else():
                 entry = data.View(RouteEntry, table.word_select(head.color, entry_bits))
                 with m.If((entry.src == i) & entry.dst.any()):
-                    m.d.comb += want.eq(entry.dst)
+                    m.d.comb += lookup_want.eq(entry.dst)
                 with m.Else():
-                    m.d.comb += drop.eq(1)
+                    m.d.comb += lookup_drop.eq(1)
 
+            helds.append((held, held_want))
             heads.append(head)
             head_valid.append(q.r_rdy)
             wants.append(want)
@@ -247,10 +261,13 @@ class Router(wiring.Component):
             drop, cfg_drop = drops[i]
             complete = head_valid[i] & (drop | cfg_drop | ((wants[i] & ~done) == 0))
             m.d.comb += pops[i].eq(complete)
+            held, held_want = helds[i]
             with m.If(complete):
-                m.d.sync += sent[i].eq(0)
+                m.d.sync += [sent[i].eq(0), held.eq(0)]
             with m.Else():
                 m.d.sync += sent[i].eq(done)
+                with m.If(head_valid[i]):
+                    m.d.sync += [held.eq(1), held_want.eq(wants[i])]
 
         # Track which tile the configuration stream on the west input currently addresses.
         w_head = heads[Port.W]

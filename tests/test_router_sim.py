@@ -551,11 +551,6 @@ def test_ramp_accept_gates_one_color_without_dropping():
     assert run.route_drops == 0, f"seed={seed}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RTL bug (router.py pop condition ignores `locked`): after a route rewrite drops an output "
-    "from a waiting wavelet's entry, the input pops while that output is still locked on it; "
-    "the locked output then shows the next head (payload changes at cycle 6), then the stale "
-    "FIFO slot with valid=1, and finally delivers wavelet A a second time (cycle 12)"))
 def test_route_rewrite_while_output_waits_keeps_stream_rule():
     # W sends A, B on color 9 (W -> E); E is not ready until cycle 12, so E holds A from cycle
     # 1 on. At cycle 4 color 9 is re-routed W -> S. The stream rule obliges E to keep offering
