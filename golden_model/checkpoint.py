@@ -24,7 +24,8 @@ from .config import ModelConfig
 from .safetensors_io import read_safetensors, read_sharded
 from .tokenizer import ByteTokenizer, HFTokenizer
 
-__all__ = ["load_sparktile_folder", "load_hf_folder", "validate_weights", "hf_to_internal"]
+__all__ = ["load_sparktile_folder", "load_hf_folder", "save_sparktile_folder", "validate_weights",
+           "hf_to_internal", "internal_to_hf"]
 
 _HF_LAYER = {
     "input_layernorm.weight": "attn_norm.weight",
@@ -131,3 +132,48 @@ def load_hf_folder(folder) -> tuple[ModelConfig, dict, object]:
         tok = HFTokenizer.from_file(tj, bos_id=config.bos_token_id,
                                     eos_ids=config.eos_token_ids, add_bos=add_bos)
     return config, weights, tok
+
+
+def internal_to_hf(weights: dict) -> dict[str, np.ndarray]:
+    """Inverse of :func:`hf_to_internal`: internal names to Hugging Face Llama/Qwen2 names."""
+    top = {v: k for k, v in _HF_TOP.items()}
+    layer = {v: k for k, v in _HF_LAYER.items()}
+    out = {}
+    for name, t in weights.items():
+        if name in top:
+            out[top[name]] = t
+            continue
+        _, i, rest = name.split(".", 2)
+        out[f"model.layers.{i}.{layer[rest]}"] = t
+    return out
+
+
+def save_sparktile_folder(folder, config: ModelConfig, weights: dict,
+                          tokenizer: str = "bytes", extra: dict | None = None) -> None:
+    """Write a project-format folder (``config.json`` + ``model.safetensors``).
+
+    ``tokenizer`` is ``"bytes"`` or the name of a ``tokenizer.json`` already in the folder;
+    ``extra`` adds keys to ``config.json`` (e.g. training provenance).
+    """
+    from .safetensors_io import write_safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    w = validate_weights(config, weights, "save_sparktile_folder")
+    cfg = {
+        "format": "sparktile-llama", "format_version": 1, "name": config.name,
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers, "num_heads": config.num_heads,
+        "num_kv_heads": config.num_kv_heads, "head_dim": config.head_dim,
+        "intermediate_size": config.intermediate_size, "rope_theta": config.rope_theta,
+        "rms_norm_eps": config.rms_norm_eps,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_bias": config.attention_bias,
+        "max_position_embeddings": config.max_position_embeddings,
+        "bos_token_id": config.bos_token_id, "eos_token_id": list(config.eos_token_ids),
+        "rope_scaling": config.rope_scaling, "tokenizer": tokenizer,
+    }
+    cfg.update(extra or {})
+    write_safetensors(folder / "model.safetensors", w,
+                      metadata={"format": "sparktile-llama", "name": config.name})
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -1,0 +1,77 @@
+"""``sparktile generate`` and ``sparktile eval``: the golden model from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+__all__ = ["generate_command", "eval_command"]
+
+
+@click.command("generate")
+@click.option("--prompt", required=True, help="Text to complete.")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--model", "model_path", default="default", show_default=True,
+              help="'default' (the shipped model), a checkpoint folder or a .gguf file.")
+@click.option("--mode", type=click.Choice(["float", "int8"]), default="float",
+              show_default=True)
+@click.option("--seed", type=int, default=None,
+              help="Sample with this seed (default: greedy unless --temperature is set).")
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=None,
+              help="Sampling temperature; 0 is greedy. Default: 0.8 with --seed, else 0.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None)
+@click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None)
+def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, top_k, top_p):
+    """Complete PROMPT with the golden model; print the completion and tokens/s."""
+    from .load import load_model
+
+    if temperature is None:
+        temperature = 0.8 if seed is not None else 0.0
+    model = load_model(model_path)
+    click.echo(prompt, nl=False)
+    stream = sys.stdout.isatty()
+    printed = []
+
+    def on_token(tok):
+        if stream:
+            printed.append(tok)
+            click.echo(model.tokenizer.decode([tok]), nl=False)
+
+    g = model.generate(prompt, max_tokens, mode=mode, temperature=temperature, top_k=top_k,
+                       top_p=top_p, seed=seed, on_token=on_token)
+    if not stream:
+        click.echo(g.text, nl=False)
+    click.echo("")
+    click.echo(f"[{model.config.name}, {mode}: {len(g.token_ids)} tokens, prefill "
+               f"{len(g.prompt_ids)} tokens in {g.prefill_s:.2f} s, decode "
+               f"{g.tokens_per_s:.1f} tokens/s, stopped at {g.stopped}]", err=True)
+
+
+@click.command("eval")
+@click.option("--model", "model_path", default="default", show_default=True,
+              help="'default', a checkpoint folder or a .gguf file.")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of .py files (searched recursively).")
+@click.option("--mode", "modes", type=click.Choice(["float", "int8"]), multiple=True,
+              default=("float", "int8"), show_default=True)
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None,
+              help="Only the first N bytes of the files (sorted by path).")
+@click.option("--window", type=click.IntRange(min=1), default=256, show_default=True)
+def eval_command(model_path, data_dir, modes, max_bytes, window):
+    """Bits per byte of a model on the Python files under --data, in float and int8."""
+    from .evaluate import bits_per_byte, python_files
+    from .load import load_model
+
+    model = load_model(model_path)
+    files = python_files(data_dir, max_bytes)
+    res = {}
+    for mode in modes:
+        r = bits_per_byte(model, files, mode=mode, window=window)
+        res[mode] = r.bpb
+        click.echo(f"{mode:5s}: {r.bpb:.4f} bits/byte  ({r.n_files} files, {r.n_bytes} bytes, "
+                   f"{r.n_tokens} tokens)")
+    if "float" in res and "int8" in res:
+        d = res["int8"] - res["float"]
+        click.echo(f"int8 - float: {d:+.4f} bits/byte ({100 * d / res['float']:+.2f} %)")
