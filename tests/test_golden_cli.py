@@ -1,0 +1,43 @@
+"""``sparktile generate`` and ``sparktile eval`` (click's runner, in process)."""
+
+import re
+
+from click.testing import CliRunner
+
+from sparktile.cli import main
+
+
+def test_generate_default_model():
+    r = CliRunner().invoke(main, ["generate", "--prompt", "def f(x):", "--max-tokens", "8",
+                                  "--mode", "int8"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("def f(x):")
+    assert re.search(r"int8: \d+ tokens, .* [\d.]+ tokens/s", r.output)
+
+
+def test_generate_seeded_sampling_is_reproducible():
+    args = ["generate", "--prompt", "import ", "--max-tokens", "12", "--seed", "3"]
+    a, b = CliRunner().invoke(main, args), CliRunner().invoke(main, args)
+    assert a.exit_code == b.exit_code == 0
+    assert a.output.splitlines()[0] == b.output.splitlines()[0]
+
+
+def test_generate_rejects_bad_mode():
+    r = CliRunner().invoke(main, ["generate", "--prompt", "x", "--mode", "fp4"])
+    assert r.exit_code == 2 and "'fp4' is not one of 'float', 'int8'" in r.output
+
+
+def test_eval(tmp_path):
+    (tmp_path / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("import os\nprint(os.getcwd())\n")
+    r = CliRunner().invoke(main, ["eval", "--data", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"float: \d\.\d+ bits/byte  \(2 files, 61 bytes, 61 tokens", r.output)
+    assert re.search(r"int8 : \d\.\d+ bits/byte", r.output)
+    assert "int8 - float:" in r.output
+
+
+def test_eval_empty_folder(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--mode", "float"])
+    assert r.exit_code != 0 and "no .py files under" in str(r.exception)
