@@ -5,14 +5,16 @@ Choices (see ``docs/golden_model.md``, *Numerics of the golden model*):
 * **Weights**: symmetric int8 per output channel, ``s_w[m] = max|W[m, :]| / 127``,
   ``W_q = clip(rint(W / s_w), -127, 127)`` (round half to even).
 * **Activations**: static, symmetric, per tensor, zero-point 0. ``s_x = a / 127`` where ``a``
-  is the calibrated absolute maximum (or a percentile) of the matmul's input over a fixed
-  built-in calibration text (:data:`CALIBRATION_TEXT`); the host quantizes
-  ``x_q = clip(rint(x / s_x), -127, 127)``.
-* **Outputs**: the mesh requantizes the int32 accumulator to int8 with a static per-tensor
-  output scale ``s_out`` (calibrated like ``s_x`` on the matmul's float output, bias
-  excluded): ``y_q = requantize(acc, mult, shift)`` with ``(mult, shift) =
-  requant_params(s_w * s_x / s_out)`` per output channel. The host dequantizes
-  ``y = y_q * s_out`` in float32 and adds the bias (Qwen2) there.
+  is the calibrated absolute maximum of the matmul's input over a fixed built-in
+  calibration text (:data:`CALIBRATION_TEXT`), after smoothing (:mod:`.smoothing`); the host
+  quantizes ``x_q = clip(rint(x / s_x), -127, 127)``.
+* **Outputs**: the mesh requantizes the int32 accumulator to int8 with a static output scale
+  per output channel, ``s_out[m] = a_m / 127`` (``a_m``: calibrated absolute maximum of the
+  channel's float output, bias excluded): ``y_q = requantize(acc, mult, shift)`` with
+  ``(mult, shift) = requant_params(s_w * s_x / s_out)``. Per channel costs the hardware
+  nothing (``mult`` and ``shift`` are per channel anyway) and keeps a few outlier channels of
+  the residual stream from zeroing all the others. The host dequantizes ``y = y_q * s_out`` in
+  float32 and adds the bias (Qwen2) there.
 * **Output head**: ``out="int32"``: the host computes ``logits = acc * s_w * s_x``.
 
 Because all scales are fixed at calibration, ``mult`` and ``shift`` are constants of each
@@ -138,8 +140,8 @@ class QuantLinear:
         float32 (M,) weight scales.
     s_x : float
         Input activation scale.
-    s_out : float
-        Output scale of an ``out="int8"`` op (None for ``int32``).
+    s_out : numpy.ndarray or None
+        float32 (M,) output scales of an ``out="int8"`` op (None for ``int32``).
     bias : numpy.ndarray or None
         float32 (M,), added on the host after dequantization.
     """
@@ -147,7 +149,7 @@ class QuantLinear:
     op: MatmulOp
     s_w: np.ndarray
     s_x: float
-    s_out: float | None
+    s_out: np.ndarray | None
     bias: np.ndarray | None
 
     def dequantize(self, y: np.ndarray) -> np.ndarray:
@@ -162,10 +164,11 @@ class QuantLinear:
 
 
 def make_linear(name: str, kind: str, layer: int, w: np.ndarray, in_amax: float,
-                out_amax: float | None, bias=None) -> QuantLinear:
-    """Quantize one matmul: weights, static input scale and (for int8 outputs) output scale.
+                out_amax=None, bias=None) -> QuantLinear:
+    """Quantize one matmul: weights, static input scale and (for int8 outputs) output scales.
 
-    ``out_amax=None`` makes an ``out="int32"`` op (the output head).
+    ``in_amax`` is the input's calibrated range (one number: per-tensor); ``out_amax`` the
+    output's, per channel (M,) or one number; ``None`` makes an ``out="int32"`` op (the head).
     """
     w_q, s_w = quantize_weight(w)
     s_x = act_scale(in_amax)
