@@ -31,17 +31,20 @@ def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, to
     model = load_model(model_path)
     click.echo(prompt, nl=False)
     stream = sys.stdout.isatty()
-    printed = []
+    ids, shown = [], [0]
 
     def on_token(tok):
+        # Stream to a terminal; hold back a partial UTF-8 character until it is complete.
         if stream:
-            printed.append(tok)
-            click.echo(model.tokenizer.decode([tok]), nl=False)
+            ids.append(tok)
+            text = model.tokenizer.decode(ids)
+            if not text.endswith("\ufffd"):
+                click.echo(text[shown[0]:], nl=False)
+                shown[0] = len(text)
 
     g = model.generate(prompt, max_tokens, mode=mode, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=seed, on_token=on_token)
-    if not stream:
-        click.echo(g.text, nl=False)
+    click.echo(g.text[shown[0]:] if stream else g.text, nl=False)
     click.echo("")
     click.echo(f"[{model.config.name}, {mode}: {len(g.token_ids)} tokens, prefill "
                f"{len(g.prompt_ids)} tokens in {g.prefill_s:.2f} s, decode "
