@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gemv": ("sparktile.cosim.cli", "gemv_command"),
     "generate": ("sparktile.golden_model.cli", "generate_command"),
     "eval": ("sparktile.golden_model.cli", "eval_command"),
+    "fpga": ("sparktile.scripts.fpga", "fpga_group"),
 }
 
 

@@ -1,0 +1,63 @@
+"""The boards sparktile builds for, with the mesh that fits each (from ``amaranth-boards``).
+
+Each entry names the Amaranth platform, the oscillator the fabric runs from, the UART baud rate
+(chosen so that ``clk_hz / baud`` is an integer: no rate error), the default mesh and memory
+sizes, and the Yosys options (iCE40 needs ``-dsp`` to put multipliers in its DSPs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Board", "BOARDS", "get_board"]
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str                   # "module:Class" in amaranth_boards
+    family: str                     # "ecp5" or "ice40"
+    clk_hz: int                     # the oscillator the fabric runs from
+    baud: int
+    mesh: str                       # largest mesh measured or extrapolated to fit
+    sram_kb: int
+    acc_depth: int
+    max_payload: int
+    east_depth: int
+    synth_opts: str = ""
+    program: str = ""               # openFPGALoader command (``{bit}`` = bitstream)
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def platform_class(self):
+        import importlib
+        mod, cls = self.platform.split(":")
+        try:
+            module = importlib.import_module(mod)
+        except ImportError as exc:
+            raise ImportError(f"board {self.name} needs amaranth-boards: "
+                              f"pip install 'sparktile[fpga]'") from exc
+        return getattr(module, cls)
+
+
+BOARDS = {
+    "ulx3s-85f": Board(
+        "ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25_000_000,
+        1_000_000, mesh="2x2", sram_kb=16, acc_depth=256, max_payload=1024, east_depth=512,
+        # ECP5: multipliers go to MULT18X18D by default; -abc9 gives better timing.
+        synth_opts="-abc9",
+        program="openFPGALoader --board ulx3s {bit}"),
+    "icebreaker": Board(
+        "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12_000_000,
+        1_000_000, mesh="1x1", sram_kb=4, acc_depth=64, max_payload=256, east_depth=64,
+        synth_opts="-dsp -abc9",
+        program="openFPGALoader --board icebreaker {bit}"),
+}
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"board must be one of {', '.join(sorted(BOARDS))}, not "
+                         f"{name!r}") from None

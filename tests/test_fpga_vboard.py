@@ -1,0 +1,162 @@
+"""The virtual board: the FPGA top (mesh, host bridge, UART) in Verilator, driven by the host
+driver through a bit-level UART model — the same bytes a board's USB-UART would carry.
+
+Checks the GEMV result against the golden model, and the bridge's error handling: a bad CRC
+is answered with an error frame, garbage before a frame is skipped, a frame missing a byte is
+rejected (timeout error frame) while the next frame works, and a board that does not answer
+raises a timeout naming the port. The simulator is built once per configuration and cached
+(``~/.cache/sparktile/vboard``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from sparktile.cosim.board import (
+    Board,
+    BoardTimeout,
+    BridgeError,
+    SimTransport,
+    Transport,
+)
+from sparktile.cosim.gemv import random_problem
+from sparktile.cosim.mapping import compile_gemv
+from sparktile.golden_model.arith import matmul_int8, requantize
+from sparktile.hdl.fpga.protocol import Cmd, ErrorCode, encode_frame, port_code
+from sparktile.hdl.mesh import MeshShape
+
+#: The ULX3S configuration (2x2, 16 KiB per PE), so the CLI demo shares the cached build.
+SHAPE = MeshShape(2, 2, sram_kb=16, acc_depth=256)
+
+
+@pytest.fixture(scope="module")
+def board():
+    with SimTransport(SHAPE) as t:
+        b = Board(t, timeout=5.0)
+        b.ping()
+        yield b
+
+
+def golden(w, x, mult, shift):
+    return requantize(matmul_int8(w, x.T), mult[:, None], shift[:, None]).T
+
+
+def test_ping_describes_the_board(board):
+    info = board.ping()
+    assert (info["rows"], info["cols"], info["sram_kb"], info["acc_depth"]) == (2, 2, 16, 256)
+    assert info["version"] == 1 and info["divisor"] == 4
+    assert board.shape() == SHAPE
+
+
+@pytest.mark.parametrize("m,n,batch,seed", [(32, 64, 1, 1), (50, 100, 3, 7)])
+def test_gemv_on_the_virtual_board_equals_the_golden_model(board, m, n, batch, seed):
+    w, x, mult, shift = random_problem(m, n, batch, seed)
+    mapping = compile_gemv(SHAPE, w, mult, shift)
+    y = board.gemv(mapping, x)
+    np.testing.assert_array_equal(y, golden(w, x, mult, shift), err_msg=f"seed {seed}")
+    st = board.status()
+    assert st["crc_errors"] == 0 and st["stall_aborts"] == 0
+
+
+def test_int32_gemv_and_counters(board):
+    w, x, mult, shift = random_problem(20, 36, 2, 5)
+    mapping = compile_gemv(SHAPE, w, mult, shift, out_int32=True)
+    y = board.gemv(mapping, x)
+    np.testing.assert_array_equal(y, matmul_int8(w, x.T).T)
+    c = board.read_counters(SHAPE)
+    assert (c["task_errors"] == 0).all() and (c["cfg_errors"] == 0).all()
+    assert (c["cycles"] > 0).all()
+
+
+def test_bad_crc_is_answered_with_an_error_frame(board):
+    before = board.status()
+    frame = bytearray(encode_frame(Cmd.WRITE, bytes([port_code("W", 0)]) + bytes(5)))
+    frame[-1] ^= 0x01
+    with pytest.raises(BridgeError) as exc:
+        board.request(Cmd.WRITE, raw=bytes(frame))
+    assert exc.value.code == ErrorCode.BAD_CRC
+    assert "BAD_CRC" in str(exc.value)
+    after = board.status()
+    assert after["crc_errors"] == before["crc_errors"] + 1
+    assert board.ping()["rows"] == 2          # the link still works
+
+
+def test_garbage_before_a_frame_is_skipped(board):
+    before = board.status()
+    garbage = bytes([0x00, 0xFF, 0x13, 0xA5, 0x00, 0xA5, 0xA5, 0x77])
+    reply = board.request(Cmd.PING, raw=garbage + encode_frame(Cmd.PING))
+    assert reply[:2] == b"ST"
+    assert board.status()["garbage_bytes"] >= before["garbage_bytes"] + 6
+
+
+def test_a_dropped_byte_rejects_that_frame_and_the_next_one_works(board):
+    before = board.status()
+    # Three READ headers into row 0: executed, they would put responses on the east edge.
+    from sparktile.cosim.program import read_requests
+    pay, ccs = read_requests(SHAPE)[0]
+    raw = np.zeros((3, 5), np.uint8)
+    raw[:, 0:4] = pay[:3].view(np.uint8).reshape(3, 4)
+    raw[:, 4] = ccs[:3]
+    frame = encode_frame(Cmd.WRITE, bytes([port_code("W", 0)]) + raw.tobytes())
+    damaged = frame[:9] + frame[10:]
+    with pytest.raises(BridgeError) as exc:
+        board.request(Cmd.WRITE, raw=damaged)
+    assert exc.value.code == ErrorCode.TIMEOUT
+    after = board.status()
+    assert after["timeouts"] == before["timeouts"] + 1
+    assert after["east_level"] == 0             # nothing of the damaged frame executed
+    assert board.ping()["rows"] == 2
+
+
+def test_a_dropped_byte_followed_by_a_frame_is_rejected_then_the_link_recovers(board):
+    frame = encode_frame(Cmd.STATUS)
+    with pytest.raises(BridgeError) as exc:
+        board.request(Cmd.STATUS, raw=frame[:4] + frame[5:] + encode_frame(Cmd.PING))
+    assert exc.value.code in (ErrorCode.BAD_CRC, ErrorCode.TIMEOUT, ErrorCode.BAD_LEN)
+    board.resync()
+    assert board.ping()["rows"] == 2
+
+
+@pytest.mark.parametrize("cmd,payload,code", [
+    (0x55, b"", ErrorCode.BAD_CMD),
+    (Cmd.WRITE, bytes([port_code("N", 5)]) + bytes(5), ErrorCode.BAD_ARG),   # no column 5
+    (Cmd.WRITE, bytes([0]) + bytes(4), ErrorCode.BAD_ARG),                   # not 5 bytes
+    (Cmd.READ, b"\x01", ErrorCode.BAD_ARG),
+])
+def test_bad_requests_are_answered_with_error_codes(board, cmd, payload, code):
+    with pytest.raises(BridgeError) as exc:
+        board.request(cmd, payload)
+    assert exc.value.code == code
+
+
+def test_a_frame_longer_than_the_buffer_is_refused(board):
+    head = encode_frame(Cmd.WRITE, bytes(2000))[:5]       # LEN = 2000 > 1024
+    with pytest.raises(BridgeError) as exc:
+        board.request(Cmd.WRITE, raw=head)
+    assert exc.value.code == ErrorCode.BAD_LEN
+    assert board.ping()["rows"] == 2
+
+
+class _Silent(Transport):
+    """A board that never answers (unprogrammed, wrong port, wrong baud rate)."""
+
+    name = "/dev/ttyUSB9"
+
+    def write(self, data):
+        pass
+
+    def read(self, n, timeout):
+        time.sleep(min(timeout, 0.05))
+        return b""
+
+
+def test_a_board_that_does_not_answer_raises_a_clear_timeout():
+    b = Board(_Silent(), timeout=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as exc:
+        b.ping()
+    assert isinstance(exc.value, BoardTimeout)
+    assert "/dev/ttyUSB9" in str(exc.value) and "0.2 s" in str(exc.value)
+    assert time.monotonic() - t0 < 2.0
