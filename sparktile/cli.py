@@ -20,6 +20,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gemv": ("sparktile.cosim.cli", "gemv_command"),
     "generate": ("sparktile.golden_model.cli", "generate_command"),
     "eval": ("sparktile.golden_model.cli", "eval_command"),
+    "calibrate": ("sparktile.scripts.extrapolate", "calibrate_command"),
+    "extrapolate": ("sparktile.scripts.extrapolate", "extrapolate_command"),
     "fpga": ("sparktile.scripts.fpga", "fpga_group"),
 }
 
