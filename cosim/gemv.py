@@ -15,7 +15,7 @@ import numpy as np
 from ..golden_model.arith import matmul_int8, requant_params, requantize
 from ..hdl.wavelet import Counter
 from .cycle_model import gemv_cycles
-from .fabric import STATUS, Fabric
+from .fabric import STATUS, Fabric, Recording
 from .mapping import compile_gemv
 
 __all__ = ["gemv", "random_problem"]
@@ -49,9 +49,15 @@ def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random
 
 
 async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
-               out_int32: bool = False, fill: str = "random", stall: float = 0.0) -> dict:
-    """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy."""
+               out_int32: bool = False, fill: str = "random", stall: float = 0.0,
+               record: str | None = None) -> dict:
+    """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy.
+
+    ``record`` names a file to which the whole workload (configuration included) is written
+    for replay in the plain C++ harness (:func:`sparktile.cosim.build.run_plain`).
+    """
     shape = fabric.shape
+    rec = Recording(fabric, record)
     w, x, mult, shift = random_problem(m, n, batch, seed, fill=fill)
     mapping = compile_gemv(shape, w, mult, shift, out_int32=out_int32)
     cfg_cycles = await fabric.configure(mapping.program)
@@ -80,6 +86,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     after = await fabric.read_counters(counters)
     delta = {k: (after[k] - before[k]) for k in after}
 
+    recorded = rec.finish()
     acc = matmul_int8(w, x.T)
     golden = acc.T if out_int32 else requantize(acc, mult[:, None], shift[:, None]).T
     complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
@@ -116,4 +123,5 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         "task_errors": int(delta["task_errors"].sum()),
         "vectors_per_pe": delta["vectors"].tolist(),
         "sim_cycles_per_s": res.cycles / wall if wall > 0 else 0.0,
+        "recorded": recorded,
     }

@@ -72,6 +72,7 @@ def harness_verilog(shape: MeshShape) -> str:
         '  import "DPI-C" function void st_sink_put(input int port, input int payload,',
         "                                           input int cc);",
         '  import "DPI-C" function int st_tick();',
+        '  import "DPI-C" function int st_wave_on();',
         "  reg clk = 1'b0;",
         "  reg rst = 1'b1;",
         "  reg [3:0] rst_count = 4'd0;",
@@ -84,13 +85,19 @@ def harness_verilog(shape: MeshShape) -> str:
         "    rst <= (rst_count != 4'd4);",
         "    if (st_tick() != 0) done <= ~done;",
         "  end",
+        # Waveforms (traced builds only): dumping starts on the first cycle the host enables
+        # it (Fabric.waves), so a bench can dump a window (Verilator ignores $dumpoff).
+        "`ifdef SPARKTILE_WAVES",
         "  string wavefile;",
-        "  initial begin",
-        '    if ($value$plusargs("waves=%s", wavefile)) begin',
+        "  reg dumping = 1'b0;",
+        "  always @(posedge clk) begin",
+        '    if (!dumping && st_wave_on() != 0 && $value$plusargs("waves=%s", wavefile)) begin',
         "      $dumpfile(wavefile);",
         f"      $dumpvars(0, {HARNESS_TOP});",
+        "      dumping <= 1'b1;",
         "    end",
         "  end",
+        "`endif",
     ]
     conns = [".clk(clk)", ".rst(rst)"]
     for p in edge_ports(shape):

@@ -19,16 +19,25 @@ __all__ = ["run_job", "BenchError"]
 
 
 class BenchError(RuntimeError):
-    """A bench failed inside the simulator; the message carries its error and log."""
+    """A bench failed inside the simulator; the message carries its error and log.
+
+    ``info`` holds the bench's structured description of the failure, when it gave one.
+    """
+
+    def __init__(self, message: str, info: dict | None = None):
+        super().__init__(message)
+        self.info = info
 
 
 def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int = 1,
             waves: str | None = None, build: Build | None = None, quiet: bool = True,
-            threads: int = 1) -> dict:
+            threads: int = 1, waves_window: bool = False, progress=None) -> dict:
     """Run the async bench ``entry`` (``"module:function"``) on a mesh of ``shape``.
 
-    ``waves`` names a VCD file to dump (the build then includes tracing). Returns the bench's
-    result dict with ``sim_wall_s`` (time inside the simulator) and ``build_s`` added.
+    ``waves`` names a VCD file to dump (the build then includes tracing); with
+    ``waves_window`` the bench enables dumping itself. ``progress(dict)`` is called, from this
+    thread, with each JSON line the bench appends to the file passed to it as ``progress``.
+    Returns the bench's result dict with ``build_s`` and ``process_wall_s`` added.
     """
     from cocotb_tools.runner import get_runner  # noqa: F401 - ensure cocotb is importable
 
@@ -40,7 +49,12 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         result_path = tmp / "result.json"
         job = {"shape": {"rows": shape.rows, "cols": shape.cols, "sram_kb": shape.sram_kb,
                          "acc_depth": shape.acc_depth},
-               "entry": entry, "args": args or {}, "seed": seed, "result": str(result_path)}
+               "entry": entry, "args": dict(args or {}), "seed": seed,
+               "result": str(result_path), "waves": bool(waves), "waves_window": waves_window}
+        progress_path = tmp / "progress.jsonl"
+        if progress is not None:
+            progress_path.touch()
+            job["args"]["progress"] = str(progress_path)
         job_path = tmp / "job.json"
         job_path.write_text(json.dumps(job))
         runner = _runner()
@@ -48,8 +62,11 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         plusargs = [f"+waves={os.path.abspath(waves)}"] if waves else []
         log = tmp / "sim.log"
         t0 = time.perf_counter()
-        quieted = contextlib.redirect_stdout(io.StringIO()) if quiet else None
-        try:
+        # (Not with a progress callback: redirecting stdout is process-wide and would swallow
+        # what the callback prints while the simulator thread runs.)
+        quieted = contextlib.redirect_stdout(io.StringIO()) if quiet and not progress else None
+
+        def simulate():
             with quieted or contextlib.nullcontext():
                 runner.test(
                     test_module="sparktile.cosim.benches.job",
@@ -63,6 +80,12 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
                     log_file=log if quiet else None,
                     seed=seed,
                 )
+
+        try:
+            if progress is None:
+                simulate()
+            else:
+                _with_progress(simulate, progress_path, progress)
         except (RuntimeError, SystemExit) as exc:
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise BenchError(f"the simulator failed running {entry} (seed {seed}): {exc}\n"
@@ -74,7 +97,36 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         result = json.loads(result_path.read_text())
     if not result.get("ok"):
         raise BenchError(f"{entry} failed in the simulator (seed {seed}): {result['error']}\n"
-                         f"{result.get('traceback', '')}")
+                         f"{result.get('traceback', '')}", result.get("error_info"))
     result["build_s"] = build.seconds
     result["process_wall_s"] = wall
     return result
+
+
+def _with_progress(simulate, path: Path, callback) -> None:
+    """Run ``simulate`` in a thread while feeding ``callback`` the lines appended to ``path``."""
+    import threading
+    error: list[BaseException] = []
+
+    def target():
+        try:
+            simulate()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    with open(path) as f:
+        pending = ""
+        while True:
+            alive = thread.is_alive()
+            pending += f.read()
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                if line.strip():
+                    callback(json.loads(line))
+            if not alive:
+                break
+            thread.join(0.1)
+    if error:
+        raise error[0]

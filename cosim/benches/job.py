@@ -29,10 +29,13 @@ async def sparktile_job(dut):
         module, func = job["entry"].split(":")
         bench = getattr(importlib.import_module(module), func)
         fabric = Fabric(dut, shape, seed=job.get("seed", 1))
+        # Benches that choose their own waveform window say so; the others dump everything.
+        fabric.waves(bool(job.get("waves")) and not job.get("waves_window"))
         result = await bench(fabric, **job.get("args", {}))
         result = {"ok": True, **result}
     except Exception as exc:  # noqa: BLE001 - reported to the host, which re-raises
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                  "error_info": getattr(exc, "info", None),
                   "traceback": traceback.format_exc()}
     result["sim_wall_s"] = time.perf_counter() - t0
     with open(result_path, "w") as f:

@@ -1,0 +1,311 @@
+"""Hardware in the loop: the golden LLM generates with every matmul executed by the RTL mesh.
+
+:class:`RtlBackend` plugs into the golden model's matmul dispatch point
+(:meth:`sparktile.golden_model.Model.set_backend`). The model's code is ordinary blocking
+Python, so :func:`llm_run` runs it in a cocotb *bridge* thread; each matmul hands its int8
+activations to the simulator through a *resume* call, which streams them into the mesh, waits
+for the results at the east edge (Verilator runs free meanwhile), and returns them. Every result
+is compared element for element with :class:`~sparktile.golden_model.NumpyBackend` before the
+model sees it; the first mismatch stops the run with the layer, the matmul, the element, the
+cycle and the seed.
+
+Weights are *stationary* when every matrix fits the mesh's SRAM at once (each at its own SRAM
+base, all sharing one set of routes; only the descriptor address selects the matrix), else
+*streamed*: the host reloads the mesh with one matrix before each matmul.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden_model.backend import MatmulOp, NumpyBackend
+from .cycle_model import gemv_cycles
+from .fabric import STATUS, Fabric, FabricHang, Recording
+from .mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
+from .program import ConfigProgram
+
+__all__ = ["RtlBackend", "MatmulMismatch", "plan_weights", "llm_run"]
+
+WEIGHT_MODES = ("auto", "stationary", "streaming")
+
+
+class MatmulMismatch(RuntimeError):
+    """The RTL's result differs from the golden backend's."""
+
+    def __init__(self, info: dict):
+        self.info = info
+        super().__init__(
+            f"{info['matmul']} (layer {info['layer']}, {info['phase']}): element "
+            f"[{info['vector']}][{info['index']}] is {info['got']} on the RTL, "
+            f"{info['expected']} in the golden model; cycle {info['cycle']}, seed {info['seed']}")
+
+
+def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, int]:
+    """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``.
+
+    Raises
+    ------
+    MappingError
+        For an unknown mode, stationary weights that do not fit, or a single matrix that does
+        not fit even alone (streaming).
+    """
+    if mode not in WEIGHT_MODES:
+        raise MappingError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}")
+    region = Region.whole(shape)
+    sizes = [gemv_words(*op.shape, region, shape.acc_depth)["words"] for op in ops]
+    total = sum(sizes)
+    if mode == "stationary" and total > shape.sram_words:
+        raise MappingError(f"stationary weights need {total} SRAM words per PE on the {shape} "
+                           f"mesh, but a PE has {shape.sram_words} ({shape.sram_kb} KiB); use "
+                           f"--weights streaming, a larger --mesh or more --sram-kb")
+    if max(sizes) > shape.sram_words:
+        big = ops[int(np.argmax(sizes))]
+        raise MappingError(f"{big.name} ({big.shape[0]}x{big.shape[1]}) alone needs "
+                           f"{max(sizes)} SRAM words per PE on the {shape} mesh, but a PE has "
+                           f"{shape.sram_words}; use a larger --mesh or more --sram-kb")
+    if mode == "auto":
+        mode = "stationary" if total <= shape.sram_words else "streaming"
+    return mode, total
+
+
+@dataclass
+class _Stat:
+    cycles: int = 0
+    macs: int = 0
+    calls: int = 0
+
+
+class RtlBackend:
+    """Executes :class:`MatmulOp` s on the simulated mesh, checking each against numpy.
+
+    Parameters
+    ----------
+    fabric : Fabric
+        The running simulation.
+    ops : list of MatmulOp
+        Every matmul the model will issue (``model.matmul_ops()``).
+    weights : str
+        ``auto``, ``stationary`` or ``streaming``.
+    seed : int
+        Reported with any mismatch.
+    corrupt : str, optional
+        Fault injection for testing the checker: the named matrix is loaded into the mesh with
+        one weight's lowest bit flipped (row 0, column 0), as a bad weight load would.
+    """
+
+    def __init__(self, fabric: Fabric, ops: list[MatmulOp], weights: str = "auto",
+                 seed: int = 0, corrupt: str | None = None):
+        self.corrupt = corrupt
+        self.fabric = fabric
+        self.shape = fabric.shape
+        self.ops = ops
+        self.seed = seed
+        self.mode, self.words = plan_weights(self.shape, ops, weights)
+        self.golden = NumpyBackend()
+        self.mappings: dict[int, GemvMapping] = {}
+        self.phase = "prefill"
+        self.stats: dict[str, dict[str, _Stat]] = {"prefill": defaultdict(_Stat),
+                                                   "decode": defaultdict(_Stat)}
+        self.sim_s = 0.0
+        self.config_cycles = 0
+        self.matmuls = 0
+        self.token_cycles: list[int] = []   # cycles per token (index 0 = prefill)
+        self._cur = 0
+        if self.mode == "stationary":
+            prog = ConfigProgram(self.shape)
+            base = 0
+            for op in ops:
+                mp = self._compile(op, base, prog)
+                self.mappings[id(op)] = mp
+                base += mp.words
+            self._program = prog
+
+    def _compile(self, op: MatmulOp, base: int, program=None) -> GemvMapping:
+        out_int32 = op.out == "int32"
+        w = op.w_q
+        if op.name == self.corrupt:
+            w = w.copy()
+            w[0, 0] ^= 1
+        return compile_gemv(self.shape, w, op.mult, op.shift, out_int32=out_int32,
+                            base=base, program=program)
+
+    async def preload(self) -> None:
+        """Stationary weights: load every matrix once, through the fabric."""
+        if self.mode == "stationary":
+            t0 = time.perf_counter()
+            self.config_cycles += await self.fabric.configure(self._program)
+            self.sim_s += time.perf_counter() - t0
+
+    def next_token(self) -> None:
+        """Called as each token is produced: later matmuls belong to the next decode step."""
+        self.token_cycles.append(self._cur)
+        self._cur = 0
+        self.phase = "decode"
+
+    async def amatmul(self, op: MatmulOp, x_q: np.ndarray) -> np.ndarray:
+        fabric = self.fabric
+        mp = self.mappings.get(id(op))
+        if mp is None:  # streaming: this matrix alone, at SRAM word 0
+            mp = self._compile(op, 0)
+            t0 = time.perf_counter()
+            self.config_cycles += await fabric.configure(mp.program)
+            self.sim_s += time.perf_counter() - t0
+        batch = x_q.shape[0]
+        for col, (pay, ccs) in mp.x_streams(x_q).items():
+            fabric.send(fabric.port("N", col), pay, ccs)
+        expect = mp.y_wavelets_per_row(batch) * mp.region.rows
+        t0 = time.perf_counter()
+        res = await fabric.run(expect, idle_limit=100_000)
+        self.sim_s += time.perf_counter() - t0
+        per_row, last_cycle = {}, {}
+        for r in range(mp.region.rows):
+            pay, _, t = fabric.receive(fabric.port("E", r))
+            per_row[r] = pay
+            last_cycle[r] = int(t[-1]) if len(t) else None
+        if not res.ok:
+            raise FabricHang(f"{op.name}: the mesh stopped before returning its results "
+                             f"({STATUS[res.status]} after {res.cycles} cycles, seed "
+                             f"{self.seed})")
+        y = mp.decode_y(per_row, batch)
+        want = self.golden.matmul(op, x_q)
+        if not np.array_equal(y, want):
+            b, i = (int(v) for v in np.argwhere(y != want)[0])
+            raise MatmulMismatch({
+                "matmul": op.name, "kind": op.kind, "layer": op.layer, "phase": self.phase,
+                "token": len(self.token_cycles), "vector": b, "index": i,
+                "got": int(y[b, i]), "expected": int(want[b, i]),
+                "cycle": last_cycle.get(i // mp.m_pe), "seed": self.seed})
+        st = self.stats[self.phase][op.kind]
+        st.cycles += res.cycles
+        st.macs += op.shape[0] * op.shape[1] * batch
+        st.calls += 1
+        self._cur += res.cycles
+        self.matmuls += 1
+        return want
+
+    def matmul(self, op: MatmulOp, x_q: np.ndarray) -> np.ndarray:
+        """Blocking entry point for the model (runs in cocotb's bridge thread)."""
+        from cocotb.task import resume
+        return resume(self.amatmul)(op, x_q)
+
+    # ---- reporting -------------------------------------------------------------------------
+    def utilization(self) -> dict:
+        lanes = 4 * self.shape.pes
+        out = {}
+        tot_c = tot_m = 0
+        kinds: dict[str, _Stat] = defaultdict(_Stat)
+        for phase in self.stats.values():
+            for kind, st in phase.items():
+                kinds[kind].cycles += st.cycles
+                kinds[kind].macs += st.macs
+                tot_c += st.cycles
+                tot_m += st.macs
+        for kind, st in sorted(kinds.items()):
+            out[kind] = st.macs / (lanes * st.cycles) if st.cycles else 0.0
+        out["overall"] = tot_m / (lanes * tot_c) if tot_c else 0.0
+        return out
+
+    def decode_bounds(self) -> dict:
+        """Per-token decode cycles: the MAC bound and the analytic cycle model."""
+        s = self.shape
+        ideal = sum(int(np.ceil(op.shape[0] * op.shape[1] / (4 * s.pes))) for op in self.ops)
+        model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth)
+                    for op in self.ops)
+        return {"mac_bound_cycles": ideal, "model_cycles": model}
+
+
+async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str | None = None,
+                  temperature: float = 0.8, top_k: int | None = 40, top_p: float | None = None,
+                  seed: int = 1, weights: str = "auto", progress: str | None = None,
+                  wave_tokens: list[int] | None = None, corrupt: str | None = None,
+                  record: str | None = None) -> dict:
+    """Generate ``max_tokens`` tokens with every matmul on the RTL; compare with the golden run."""
+    from cocotb.task import bridge
+
+    from ..golden_model import load_model
+
+    t_start = time.perf_counter()
+    lm = load_model(model)
+    ops = lm.matmul_ops()
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+
+    # The golden run: the same model, the numpy backend.
+    t0 = time.perf_counter()
+    lm.set_backend(NumpyBackend())
+    golden = lm.generate(prompt, max_tokens, mode="int8", **sampling)
+    golden_s = time.perf_counter() - t0
+
+    rec = Recording(fabric, record)
+    backend = RtlBackend(fabric, ops, weights, seed, corrupt=corrupt)
+    await backend.preload()
+    lm.set_backend(backend)
+    log = open(progress, "a") if progress else None  # noqa: SIM115 - closed below
+    tokens: list[int] = []
+    wall0 = time.perf_counter()
+    cycle0 = fabric.cycle
+    sim0 = backend.sim_s
+
+    def on_token(tok):
+        backend.next_token()
+        tokens.append(tok)
+        i = len(tokens)
+        if wave_tokens:
+            fabric.waves(wave_tokens[0] <= i + 1 <= wave_tokens[1])
+        if log:
+            cyc = backend.token_cycles[-1]
+            sim_s = backend.sim_s - sim0
+            log.write(json.dumps({
+                "i": i, "n": max_tokens, "token": int(tok),
+                "text": lm.tokenizer.decode([tok]) if lm.tokenizer else "",
+                "cycles": cyc, "phase": "prefill" if i == 1 else "decode",
+                "mac_utilization": backend.utilization()["overall"],
+                "sim_cycles_per_s": (fabric.cycle - cycle0) / sim_s if sim_s else 0.0,
+            }) + "\n")
+            log.flush()
+
+    if wave_tokens:
+        fabric.waves(wave_tokens[0] <= 0)
+    try:
+        gen = await bridge(lambda: lm.generate(prompt, max_tokens, mode="int8",
+                                               on_token=on_token, **sampling))()
+    finally:
+        if log:
+            log.close()
+        fabric.waves(False)
+    wall = time.perf_counter() - wall0
+    recorded = rec.finish()
+    sim_s = backend.sim_s - sim0
+    decode = backend.token_cycles[1:]
+    total_cycles = fabric.cycle - cycle0
+    util = backend.utilization()
+    return {
+        "prompt": prompt, "tokens": [int(t) for t in gen.token_ids], "text": gen.text,
+        "golden_tokens": [int(t) for t in golden.token_ids], "golden_text": golden.text,
+        "match_golden": list(gen.token_ids) == list(golden.token_ids),
+        "mesh": str(fabric.shape), "sram_kb": fabric.shape.sram_kb,
+        "weights_mode": backend.mode, "sram_words_per_pe": backend.words,
+        "sampling": sampling, "matmuls": backend.matmuls,
+        "prefill_tokens": len(gen.prompt_ids),
+        "prefill_cycles": backend.token_cycles[0] if backend.token_cycles else 0,
+        "decode_cycles_per_token": float(np.mean(decode)) if decode else None,
+        "decode_cycles": decode,
+        **{f"decode_{k}": v for k, v in backend.decode_bounds().items()},
+        "config_cycles": backend.config_cycles,
+        "mac_utilization": util,
+        "sim_cycles": total_cycles,
+        "preload_wall_s": sim0,
+        "sim_wall_s": sim_s,
+        "generate_wall_s": wall,
+        "python_wall_s": wall - sim_s,
+        "golden_wall_s": golden_s,
+        "sim_cycles_per_s": total_cycles / sim_s if sim_s else 0.0,
+        "end_to_end_cycles_per_s": total_cycles / wall if wall else 0.0,
+        "job_wall_s": time.perf_counter() - t_start,
+        "recorded": recorded,
+    }
+
