@@ -18,6 +18,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "verilog": ("sparktile.cosim.cli", "verilog_command"),
     "stress": ("sparktile.cosim.cli", "stress_command"),
     "gemv": ("sparktile.cosim.cli", "gemv_command"),
+    "run": ("sparktile.cosim.cli", "run_command"),
     "generate": ("sparktile.golden_model.cli", "generate_command"),
     "eval": ("sparktile.golden_model.cli", "eval_command"),
     "calibrate": ("sparktile.scripts.extrapolate", "calibrate_command"),
