@@ -383,9 +383,18 @@ class Board:
                     out.append((pay[pos:pos + k], ccs[pos:pos + k]))
                     pos += k
             pieces[col] = out
+        # Results collect in the bridge's east FIFO; drain it before it can fill, so the mesh
+        # never stalls on its east edge (a stalled WRITE costs the bridge's stall limit).
+        per_vector = mapping.y_wavelets_per_row(1) * mapping.region.rows
+        depth = (self.info or self.ping())["east_depth"]
+        pending = 0
         for i in range(len(next(iter(pieces.values())))):
+            if pending + per_vector > depth // 2:
+                self.read_east()
+                pending = 0
             for col, out in pieces.items():
                 self.write("N", col, *out[i])
+            pending += per_vector
 
     def gemv(self, mapping, x, *, configure: bool = True, timeout: float = 60.0) -> np.ndarray:
         """``y`` of a compiled GEMV (:func:`~sparktile.cosim.mapping.compile_gemv`)."""

@@ -110,6 +110,19 @@ def summarize_report(report: dict, family: str, target_mhz: float) -> dict:
             "timing_closed": closed, "critical_paths": paths}
 
 
+def _overflow(log: Path) -> str:
+    """Resources over 100 % in a failed nextpnr log, as a clause of the error message."""
+    import re
+    if not log.exists():
+        return ""
+    over = []
+    for m in re.finditer(r"(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", log.read_text()):
+        kind, used, avail, pct = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if used > avail:
+            over.append(f"{kind} {used}/{avail} ({pct} %)")
+    return f": the design does not fit: {', '.join(over)}" if over else ""
+
+
 def build_board(board: Board | str, shape: MeshShape | str | None = None, *,
                 build_dir: str | os.PathLike = "build/fpga", target_mhz: float | None = None,
                 seed: int = 1, verbose: bool = False) -> dict:
@@ -149,7 +162,8 @@ def build_board(board: Board | str, shape: MeshShape | str | None = None, *,
     except Exception as exc:  # noqa: BLE001 - Amaranth raises CalledProcessError and others
         logs = ", ".join(str(p) for p in sorted(build_dir.glob(f"{name}.*"))
                          if p.suffix in (".rpt", ".tim"))
-        raise FpgaBuildError(f"{board.name} build of the {shape} mesh failed ({exc}); "
+        raise FpgaBuildError(f"{board.name} build of the {shape} mesh failed ({exc})"
+                             f"{_overflow(build_dir / (name + '.tim'))}; "
                              f"logs: {logs or build_dir}") from exc
     seconds = time.monotonic() - t0
     report = json.loads((build_dir / f"{name}_report.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+from sparktile.scripts.fpga_build import FpgaBuildError
 
 pytestmark = pytest.mark.fpga
 
@@ -25,8 +26,13 @@ def _have_tools(family):
     return None
 
 
-@pytest.mark.parametrize("board,mesh,family", [("ulx3s-85f", "1x1", "ecp5"),
-                                               ("icebreaker", "1x1", "ice40")])
+@pytest.mark.parametrize("board,mesh,family", [
+    ("ulx3s-85f", "1x1", "ecp5"),
+    pytest.param("icebreaker", "1x1", "ice40", marks=pytest.mark.xfail(
+        raises=FpgaBuildError, strict=True,
+        reason="a 1x1 mesh and the bridge need 6,542 of the UP5K's 5,280 logic cells "
+               "(docs/fpga.md); needs a reduced tile")),
+])
 def test_fpga_build_produces_a_bitstream_and_a_report(tmp_path, board, mesh, family):
     missing = _have_tools(family)
     if missing:

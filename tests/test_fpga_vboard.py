@@ -160,3 +160,29 @@ def test_a_board_that_does_not_answer_raises_a_clear_timeout():
     assert isinstance(exc.value, BoardTimeout)
     assert "/dev/ttyUSB9" in str(exc.value) and "0.2 s" in str(exc.value)
     assert time.monotonic() - t0 < 2.0
+
+
+def test_the_cli_demo_runs_on_the_virtual_board(tmp_path):
+    """`sparktile fpga demo --port sim`: the same host code a real board gets."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sparktile.cli import main
+    out = tmp_path / "demo.json"
+    r = CliRunner().invoke(main, ["fpga", "demo", "--port", "sim", "--no-llm", "--m", "48",
+                                  "--n", "80", "--batch", "2", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    assert report["ok"] and report["gemv"]["match"]
+    assert report["board"]["rows"] == 2 and report["status"]["crc_errors"] == 0
+
+
+@pytest.mark.fpga
+def test_one_llm_token_on_the_virtual_board_equals_the_numpy_backend(board):
+    """The shipped model's int8 path with all 29 matmuls on the virtual board (~3 minutes:
+    every matmul's weights cross the simulated UART), so not in CI (`pytest -m fpga`)."""
+    from sparktile.scripts.fpga import _llm_token
+    result = _llm_token(board, SHAPE, echo=lambda s: None)
+    assert result["match"], result
+    assert result["matmuls"] == 29
