@@ -302,6 +302,8 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
         ("wall: simulation", f"{r['sim_wall_s']:.2f} s ({r['sim_cycles_per_s']:.3g} cycles/s)"),
         ("wall: python+model", f"{r['python_wall_s']:.2f} s"),
         ("wall: golden run", f"{r['golden_wall_s']:.2f} s"),
+        ("wall: load+quantize", f"{r['load_and_quantize_wall_s']:.2f} s"),
+        ("wall: weight preload", f"{r['preload_wall_s']:.2f} s ({r['config_cycles']} cycles)"),
     ]
     for k, v in rows:
         click.echo(f"  {k:<20} {v}")

@@ -37,6 +37,6 @@ async def sparktile_job(dut):
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                   "error_info": getattr(exc, "info", None),
                   "traceback": traceback.format_exc()}
-    result["sim_wall_s"] = time.perf_counter() - t0
+    result["bench_wall_s"] = time.perf_counter() - t0
     with open(result_path, "w") as f:
         json.dump(result, f)
