@@ -34,12 +34,10 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -s -m bench
 
-# The main job. Until the LLM-in-the-loop run lands (issue 5), it is an int8 GEMV that fills a
-# 4x4 mesh's SRAM, checked bit-exactly, and a random-traffic stress of a 3x5 fabric.
+# The main job: the shipped code model writes Python with every matmul on the RTL mesh (8x8,
+# weights stationary), each checked against the golden model as it goes.
 demo: $(STAMP)
-	$(VENV)/bin/sparktile info
-	$(VENV)/bin/sparktile gemv --mesh 4x4 --m 256 --n 992 --seed 3
-	$(VENV)/bin/sparktile stress --mesh 3x5 --wavelets 20000 --seed 7
+	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 24 --json demo-report.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
