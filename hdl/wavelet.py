@@ -107,8 +107,12 @@ class Counter(enum.IntEnum):
 
     CYCLES = 0          #: cycles since reset
     MAC_BUSY = 1        #: cycles the MAC array did useful work (one row of 4 MACs)
-    STALL_IN = 2        #: cycles a task waited for an input wavelet (x or partial sum)
-    STALL_OUT = 3       #: cycles the PE had a result the fabric did not take
+    #: cycles a task waited for an input wavelet: the MAC task in the middle of a vector, or
+    #: the reduce task for a partial sum
+    STALL_IN = 2
+    #: cycles the reduce task held its next result because the PE's output register was still
+    #: waiting for the fabric (a last result waiting in the register alone is not counted)
+    STALL_OUT = 3
     FORWARDED = 4       #: wavelets the router sent on N/E/S/W (ramp excluded)
     ROUTE_DROPS = 5     #: wavelets dropped by the router: wrong input, or color disabled
     CFG_ERRORS = 6      #: malformed configuration wavelets dropped
