@@ -163,6 +163,8 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         shutil.copy(BFM_SOURCE, src / "bfm.cpp")
         shutil.copy(VLT_SOURCE, src / "harness.vlt")
         log = directory / "build.log"
+        print(f"[sparktile] Verilating the {shape} mesh: first use of this configuration, "
+              f"minutes on 2 cores; cached in {directory}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         runner = _runner(public_flat_rw)
         try:
