@@ -244,10 +244,13 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     click.echo(f"model {lm.config.name}: {len(ops)} matmuls per token; {shape} mesh, "
                f"{shape.sram_kb} KiB SRAM/PE; weights {mode} ({words} of {shape.sram_words} "
                f"words/PE)", err=True)
-    click.echo(prompt, nl=False)
     tty = sys.stderr.isatty()
+    shown = []
 
     def progress(p):
+        if not shown:  # after any build messages, right before the first generated token
+            click.echo(prompt, nl=False)
+            shown.append(True)
         click.echo(p["text"], nl=False)
         sys.stdout.flush()
         line = (f"token {p['i']}/{p['n']} ({p['phase']}): {p['cycles']} RTL cycles, MAC util "
