@@ -102,6 +102,19 @@ class Build:
         return self.directory / HARNESS_TOP
 
 
+def _fresh_sources(directory: Path, mesh_v: str, harness_v: str, files) -> Path:
+    """Empty ``directory`` and lay out the sources of a build in ``directory/src``."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    src = directory / "src"
+    src.mkdir(parents=True)
+    (src / "mesh.v").write_text(mesh_v)
+    (src / "harness.sv").write_text(harness_v)
+    for f in files:
+        shutil.copy(f, src / f.name)
+    return src
+
+
 def _runner(public_flat_rw: bool = False):
     from cocotb_tools.runner import Verilator
 
@@ -154,14 +167,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     with _locked(directory.with_suffix(".lock")):
         if stamp.exists():
             return Build(shape, directory, key, waves, 0.0)
-        if directory.exists():
-            shutil.rmtree(directory)
-        src = directory / "src"
-        src.mkdir(parents=True)
-        (src / "mesh.v").write_text(mesh_v)
-        (src / "harness.sv").write_text(harness_v)
-        shutil.copy(BFM_SOURCE, src / "bfm.cpp")
-        shutil.copy(VLT_SOURCE, src / "harness.vlt")
+        src = _fresh_sources(directory, mesh_v, harness_v, (BFM_SOURCE, VLT_SOURCE))
         log = directory / "build.log"
         print(f"[sparktile] Verilating the {shape} mesh: first use of this configuration, "
               f"minutes on 2 cores; cached in {directory}", file=sys.stderr, flush=True)
@@ -222,14 +228,7 @@ def build_plain(shape: MeshShape) -> Path:
     with _locked(directory.with_suffix(".lock")):
         if exe.exists():
             return exe
-        if directory.exists():
-            shutil.rmtree(directory)
-        src = directory / "src"
-        src.mkdir(parents=True)
-        (src / "mesh.v").write_text(mesh_v)
-        (src / "harness.sv").write_text(harness_v)
-        for f in (BFM_SOURCE, PLAIN_MAIN):
-            shutil.copy(f, src / f.name)
+        src = _fresh_sources(directory, mesh_v, harness_v, (BFM_SOURCE, PLAIN_MAIN))
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", HARNESS_TOP,
                "--prefix", "Vtop", "-o", "plain_harness", "-Mdir", str(directory),
                "--timescale", "1ns/1ps", *flags,

@@ -43,6 +43,18 @@ def _plain_ratio(shape, r, replay) -> dict:
     return r
 
 
+def _print_report(r: dict, keys, waves: str | None, json_path: str | None) -> None:
+    """Print the report's ``keys`` aligned, name the waveform, and write the JSON."""
+    width = max(len(k) for k in keys) + 2
+    for k in keys:
+        v = r[k]
+        click.echo(f"  {k:<{width}} {v:.4g}" if isinstance(v, float) else f"  {k:<{width}} {v}")
+    if waves:
+        click.echo(f"  {'waves':<{width}} {waves} (VCD; open with surfer or gtkwave)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(r, indent=2))
+
+
 def _parse_mesh(ctx, param, value):
     try:
         return parse_mesh(value, **(ctx.meta.get("mesh_kwargs") or {}))
@@ -107,15 +119,9 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves):
                     seed=seed, waves=waves)
     except (ToolchainError, BenchError, BuildError) as exc:
         fail(str(exc))
-    keys = ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order", "status",
-            "cycles", "link_utilization", "sim_cycles_per_s"]
-    for k in keys:
-        v = r[k]
-        click.echo(f"  {k:<18} {v:.4g}" if isinstance(v, float) else f"  {k:<18} {v}")
-    if waves:
-        click.echo(f"  {'waves':<18} {waves} (VCD; open with surfer or gtkwave)")
-    if json_path:
-        Path(json_path).write_text(json.dumps(r, indent=2))
+    _print_report(r, ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order",
+                      "status", "cycles", "link_utilization", "sim_cycles_per_s"],
+                  waves, json_path)
     bad = r["lost"] or r["duplicated"] or r["out_of_order"] or r["status"] != "complete"
     if bad:
         click.echo(f"FAIL: {r['first_error'] or r['status']} (seed {seed}; rerun with "
@@ -168,14 +174,9 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
             r = _plain_ratio(shape, r, replay)
     except (ToolchainError, MappingError, BenchError, BuildError) as exc:
         fail(str(exc))
-    for k in ("mesh", "m", "n", "batch", "seed", "out", "match", "cycles", "ideal_cycles",
-              "model_cycles", "macs", "mac_utilization", "sim_cycles_per_s"):
-        v = r[k]
-        click.echo(f"  {k:<17} {v:.4g}" if isinstance(v, float) else f"  {k:<17} {v}")
-    if waves:
-        click.echo(f"  {'waves':<17} {waves} (VCD; open with surfer or gtkwave)")
-    if json_path:
-        Path(json_path).write_text(json.dumps(r, indent=2))
+    _print_report(r, ["mesh", "m", "n", "batch", "seed", "out", "match", "cycles",
+                      "ideal_cycles", "model_cycles", "macs", "mac_utilization",
+                      "sim_cycles_per_s"], waves, json_path)
     if not r["match"]:
         d = r["first_diff"]
         where = (f"first difference at y[{d['vector']}][{d['index']}]: got {d['got']}, "

@@ -24,8 +24,6 @@ to its results; tests compare this model with the cycle counts the RTL reports.
 
 from __future__ import annotations
 
-import math
-
 __all__ = ["gemv_cycles", "GemvTiming", "DEFAULT_TIMING"]
 
 from dataclasses import asdict, dataclass
@@ -54,10 +52,11 @@ def gemv_cycles(m: int, n: int, batch: int, rows: int, cols: int, *, acc_depth: 
     """Predicted cycles of an M x N GEMV (``batch`` vectors) on a ``rows`` x ``cols`` region."""
     if min(m, n, batch, rows, cols, acc_depth) < 1:
         raise ValueError("gemv_cycles needs positive sizes")
-    m_pe = math.ceil(m / rows)
-    nw = math.ceil(math.ceil(n / 4) / cols)
+    from .mapping import Region, gemv_words  # the compiler's placement, one definition
+    geo = gemv_words(m, n, Region(0, 0, rows, cols), acc_depth)
+    m_pe, nw = geo["m_pe"], geo["nw_pe"]
     total = timing.fill + timing.x_hop * (rows - 1) + timing.p_hop * (cols - 1) + timing.drain
-    for p in range(math.ceil(m_pe / acc_depth)):
+    for p in range(geo["passes"]):
         r = min(acc_depth, m_pe - p * acc_depth)
         total += timing.desc + batch * (r * nw + r + timing.vec)
     return total
