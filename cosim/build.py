@@ -70,21 +70,31 @@ def _hdl_fingerprint() -> str:
     return h.hexdigest()
 
 
-def mesh_verilog(shape: MeshShape) -> str:
-    """The mesh's Verilog (top module ``sparktile_mesh``), generated once per configuration."""
-    key = hashlib.sha256(f"{shape.key()}:{_hdl_fingerprint()}".encode()).hexdigest()[:20]
-    path = cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{key}.v"
+def cached_text(path: Path, produce) -> str:
+    """The text at ``path``; on first use ``produce()`` makes it, under a lock, written
+    atomically, so concurrent runs generate it once."""
     if path.exists():
         return path.read_text()
     with _locked(path.with_suffix(".lock")):
         if path.exists():
             return path.read_text()
-        from amaranth.back import verilog
-        text = verilog.convert(Mesh(shape), name=MESH_MODULE, emit_src=False)
+        text = produce()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
     return text
+
+
+def mesh_verilog(shape: MeshShape) -> str:
+    """The mesh's Verilog (top module ``sparktile_mesh``), generated once per configuration."""
+    key = hashlib.sha256(f"{shape.key()}:{_hdl_fingerprint()}".encode()).hexdigest()[:20]
+
+    def produce():
+        from amaranth.back import verilog
+        return verilog.convert(Mesh(shape), name=MESH_MODULE, emit_src=False)
+
+    return cached_text(cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{key}.v",
+                       produce)
 
 
 @dataclass

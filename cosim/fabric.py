@@ -98,7 +98,8 @@ class Fabric:
         self._pending_sends = []
 
     def save_recording(self, path) -> int:
-        """Write the recorded transactions in ``plain_main.cpp``'s format; returns phases."""
+        """Write the recorded transactions in ``plain_main.cpp``'s format and stop recording;
+        returns the number of phases."""
         import struct
         with open(path, "wb") as f:
             for sends, expect in self._recording or []:
@@ -108,7 +109,9 @@ class Fabric:
                     f.write(p.astype("<u4").tobytes())
                     f.write(c.astype(np.uint8).tobytes())
                 f.write(struct.pack("<Q", expect))
-        return len(self._recording or [])
+        phases = len(self._recording or [])
+        self._recording = None
+        return phases
 
     # ---- ports ---------------------------------------------------------------------------
     def port(self, side: str, pos: int) -> int:
@@ -257,6 +260,5 @@ class Recording:
         wall = time.perf_counter() - self.t0
         cycles = self.fabric.cycle - self.cycle0
         phases = self.fabric.save_recording(self.path)
-        self.fabric._recording = None
         return {"phases": phases, "cycles": cycles, "wall_s": wall,
                 "cycles_per_s": cycles / wall if wall else 0.0}

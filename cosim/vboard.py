@@ -23,7 +23,7 @@ from ..hdl import fpga as _fpga_pkg
 from ..hdl.fpga.top import FPGA_TOP, FpgaTop
 from ..hdl.mesh import MeshShape
 from ..toolchain import apply_verilator_env, cache_dir
-from .build import BuildError, _hdl_fingerprint, _locked
+from .build import BuildError, _hdl_fingerprint, _locked, cached_text
 
 __all__ = ["VBoardBuild", "build_vboard", "VBOARD_DIVISOR", "fpga_verilog"]
 
@@ -56,18 +56,13 @@ def fpga_verilog(shape: MeshShape, divisor: int = VBOARD_DIVISOR, **bridge) -> s
         h.update(src.read_bytes())
     key = h.hexdigest()[:20]
     path = cache_dir() / "verilog" / f"fpga_{shape.rows}x{shape.cols}_{key}.v"
-    if path.exists():
-        return path.read_text()
-    with _locked(path.with_suffix(".lock")):
-        if path.exists():
-            return path.read_text()
+
+    def produce():
         from amaranth.back import verilog
-        text = verilog.convert(FpgaTop(shape, divisor=divisor, **args), name=FPGA_TOP,
+        return verilog.convert(FpgaTop(shape, divisor=divisor, **args), name=FPGA_TOP,
                                emit_src=False)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return text
+
+    return cached_text(path, produce)
 
 
 def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -> VBoardBuild:
