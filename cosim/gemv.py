@@ -14,7 +14,7 @@ import numpy as np
 
 from ..golden_model.arith import matmul_int8, requant_params, requantize
 from ..hdl.wavelet import Counter
-from .cycle_model import gemv_cycles
+from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, Recording
 from .mapping import compile_gemv
 
@@ -106,7 +106,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     pes = shape.pes
     macs = m * n * batch
     model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                        out_int32=out_int32)
+                        out_int32=out_int32, timing=timing_for(shape))
     return {
         "mesh": str(shape), "m": m, "n": n, "batch": batch, "seed": seed, "fill": fill,
         "out": "int32" if out_int32 else "int8", "match": bool(match),

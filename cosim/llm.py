@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..golden_model.backend import MatmulOp, NumpyBackend
-from .cycle_model import gemv_cycles
+from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, FabricHang, Recording
 from .mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
 from .program import ConfigProgram
@@ -214,7 +214,8 @@ class RtlBackend:
         """Per-token decode cycles: the MAC bound and the analytic cycle model."""
         s = self.shape
         ideal = sum(int(np.ceil(op.shape[0] * op.shape[1] / (4 * s.pes))) for op in self.ops)
-        model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth)
+        model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth,
+                                out_int32=op.out == "int32", timing=timing_for(s))
                     for op in self.ops)
         return {"mac_bound_cycles": ideal, "model_cycles": model}
 

@@ -48,7 +48,7 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         tmp = Path(tmp)
         result_path = tmp / "result.json"
         job = {"shape": {"rows": shape.rows, "cols": shape.cols, "sram_kb": shape.sram_kb,
-                         "acc_depth": shape.acc_depth},
+                         "acc_depth": shape.acc_depth, **shape.options()},
                "entry": entry, "args": dict(args or {}), "seed": seed,
                "result": str(result_path), "waves": bool(waves), "waves_window": waves_window}
         progress_path = tmp / "progress.jsonl"

@@ -12,7 +12,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .tile import Tile
-from .wavelet import MAX_MESH_DIM, Port, Wavelet
+from .wavelet import MAX_MESH_DIM, ROUTABLE_COLORS, Port, Wavelet
 
 __all__ = ["Mesh", "MeshShape", "parse_mesh"]
 
@@ -21,7 +21,13 @@ SRAM_KB_RANGE = (1, 256)
 
 
 class MeshShape:
-    """Validated geometry of a mesh: rows, columns and per-PE memory sizes.
+    """Validated configuration of a mesh: rows, columns, per-PE memory sizes, and the options
+    FPGA builds use.
+
+    ``link_regs`` registers the routers' mesh outputs (two cycles per hop instead of one, for
+    FPGA clock rates; see :class:`~sparktile.hdl.router.Router`). ``route_colors`` (route-table
+    entries, default all 30 routable colors) and ``counter_bits`` (default 32) shrink a tile
+    for small FPGAs.
 
     Raises
     ------
@@ -29,7 +35,9 @@ class MeshShape:
         Naming the bad value and the allowed range.
     """
 
-    def __init__(self, rows: int, cols: int, *, sram_kb: int = 16, acc_depth: int = 256):
+    def __init__(self, rows: int, cols: int, *, sram_kb: int = 16, acc_depth: int = 256,
+                 link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
+                 counter_bits: int = 32):
         for name, v in (("rows", rows), ("cols", cols)):
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_MESH_DIM:
                 raise ValueError(f"mesh {name} must be an integer in [1, {MAX_MESH_DIM}], "
@@ -40,10 +48,22 @@ class MeshShape:
         if isinstance(acc_depth, bool) or not isinstance(acc_depth, int) or \
                 not 1 <= acc_depth <= 4096:
             raise ValueError(f"acc_depth must be an integer in [1, 4096], not {acc_depth!r}")
+        if not isinstance(link_regs, bool):
+            raise ValueError(f"link_regs must be True or False, not {link_regs!r}")
+        if isinstance(route_colors, bool) or not isinstance(route_colors, int) or \
+                not 4 <= route_colors <= ROUTABLE_COLORS:
+            raise ValueError(f"route_colors must be an integer in [4, {ROUTABLE_COLORS}] (a GEMV "
+                             f"uses four colors), not {route_colors!r}")
+        if isinstance(counter_bits, bool) or not isinstance(counter_bits, int) or \
+                not 16 <= counter_bits <= 32:
+            raise ValueError(f"counter_bits must be an integer in [16, 32], not {counter_bits!r}")
         self.rows = rows
         self.cols = cols
         self.sram_kb = sram_kb
         self.acc_depth = acc_depth
+        self.link_regs = link_regs
+        self.route_colors = route_colors
+        self.counter_bits = counter_bits
 
     @property
     def sram_words(self) -> int:
@@ -55,7 +75,8 @@ class MeshShape:
 
     def __repr__(self):
         return (f"MeshShape({self.rows}, {self.cols}, sram_kb={self.sram_kb}, "
-                f"acc_depth={self.acc_depth})")
+                f"acc_depth={self.acc_depth}" + "".join(f", {k}={v!r}" for k, v in
+                                                        self.options().items()) + ")")
 
     def __str__(self):
         return f"{self.rows}x{self.cols}"
@@ -66,8 +87,17 @@ class MeshShape:
     def __hash__(self):
         return hash(self.key())
 
+    def options(self) -> dict:
+        """The FPGA options that differ from their defaults."""
+        opts = {"link_regs": self.link_regs, "route_colors": self.route_colors,
+                "counter_bits": self.counter_bits}
+        defaults = {"link_regs": False, "route_colors": ROUTABLE_COLORS, "counter_bits": 32}
+        return {k: v for k, v in opts.items() if v != defaults[k]}
+
     def key(self):
-        return (self.rows, self.cols, self.sram_kb, self.acc_depth)
+        # With default options the key is what it always was (the Verilator caches use it).
+        return (self.rows, self.cols, self.sram_kb, self.acc_depth) + \
+            tuple(sorted(self.options().items()))
 
 
 def parse_mesh(text: str, **kwargs) -> MeshShape:
@@ -114,7 +144,8 @@ class Mesh(wiring.Component):
             for c in range(C):
                 tiles[r, c] = m.submodules[f"tile_{r}_{c}"] = Tile(
                     col=c, last_col=(c == C - 1), sram_words=self.shape.sram_words,
-                    acc_depth=self.shape.acc_depth)
+                    acc_depth=self.shape.acc_depth, link_regs=self.shape.link_regs,
+                    route_colors=self.shape.route_colors, counter_bits=self.shape.counter_bits)
         for r in range(R):
             for c in range(C):
                 t = tiles[r, c]

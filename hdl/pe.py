@@ -30,7 +30,7 @@ int8 results per wavelet (or the raw int32 with INT32). One row per cycle when t
 up. The MAC of the next vector starts when the reduce task has finished.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,6 +47,16 @@ class DescFlags(data.Struct):
     first: 1
     last: 1
     int32: 1
+
+
+class _RequantStage(data.Struct):
+    """What travels down the requantization pipeline with each row (``v`` and ``mult`` are
+    used by stage C only; the later stages carry their arithmetic in their own registers)."""
+    v: 32
+    mult: 16
+    shift: 6
+    lane: 2
+    emit: 1
 
 
 class ConfigWriteSignature(wiring.Signature):
@@ -77,6 +87,9 @@ class PE(wiring.Component):
         Accumulators, i.e. the largest ``m`` (rows per PE) a descriptor may ask for.
     queue_depth : int
         Depth of each per-color input queue.
+    counter_bits : int
+        Width of the performance and error counters (16..32; small FPGAs use 16, and the
+        counters then wrap at 65536).
 
     Members
     -------
@@ -91,17 +104,20 @@ class PE(wiring.Component):
         PE register write (:class:`~sparktile.hdl.wavelet.PeReg`).
     sram_write : In(ConfigWriteSignature())
         SRAM word write (configuration path).
-    mac_busy, stall_in, stall_out, task_errors, vectors : Out(32)
+    mac_busy, stall_in, stall_out, task_errors, vectors : Out(counter_bits)
         Performance and error counters.
     """
 
-    def __init__(self, *, sram_words: int = 4096, acc_depth: int = 256, queue_depth: int = 2):
+    def __init__(self, *, sram_words: int = 4096, acc_depth: int = 256, queue_depth: int = 2,
+                 counter_bits: int = 32):
         if not isinstance(sram_words, int) or not 16 <= sram_words <= 65536:
             raise ValueError(f"PE SRAM must be 16..65536 words, not {sram_words!r}")
         if not isinstance(acc_depth, int) or not 1 <= acc_depth <= 65535:
             raise ValueError(f"PE accumulator depth must be 1..65535, not {acc_depth!r}")
         if not isinstance(queue_depth, int) or queue_depth < 2:
             raise ValueError(f"PE queue depth must be an integer >= 2, not {queue_depth!r}")
+        if not isinstance(counter_bits, int) or not 16 <= counter_bits <= 32:
+            raise ValueError(f"PE counter width must be 16..32 bits, not {counter_bits!r}")
         self.sram_words = sram_words
         self.acc_depth = acc_depth
         self.queue_depth = queue_depth
@@ -111,11 +127,11 @@ class PE(wiring.Component):
             "ramp_out": Out(stream.Signature(Wavelet)),
             "reg_write": In(ConfigWriteSignature()),
             "sram_write": In(ConfigWriteSignature()),
-            "mac_busy": Out(32),
-            "stall_in": Out(32),
-            "stall_out": Out(32),
-            "task_errors": Out(32),
-            "vectors": Out(32),
+            "mac_busy": Out(counter_bits),
+            "stall_in": Out(counter_bits),
+            "stall_out": Out(counter_bits),
+            "task_errors": Out(counter_bits),
+            "vectors": Out(counter_bits),
         })
 
     def elaborate(self, platform):
@@ -200,6 +216,12 @@ class PE(wiring.Component):
         r_row = Signal(16)       # next row to issue
         rb_valid = Signal()      # stage B: accumulator and requantization word valid
         rb_row = Signal(16)
+        int8_out = flags.last & ~flags.int32
+        rq_in = Signal()         # stage B hands a row to the requantization pipeline
+        rq_free = Signal()       # ... which can take one this cycle
+        rq_empty = Signal()
+        rq_stall_out = Signal()
+        rq = [Signal(_RequantStage, name=f"rq_{s}") for s in "CDEF"]
         pack = Signal(32)        # int8 results being packed, lane = row % 4
         out_valid = Signal()
         out_payload = Signal(Wavelet)
@@ -289,47 +311,118 @@ class PE(wiring.Component):
                 with m.Elif(rb_fire):
                     m.d.sync += rb_valid.eq(0)
 
-                # Stage B: add the incoming partial sum, requantize, pack and send.
+                # Stage B: add the incoming partial sum. Partial sums and int32 results leave
+                # from here; int8 results go on to the requantization pipeline.
                 psum = Mux(flags.first, 0, ph.payload)
                 v = Signal(32)
                 m.d.comb += v.eq(acc_rd.data + psum)
-                mult = sram_rd.data[0:16]
-                shift = sram_rd.data[16:22]
-                prod = Signal(signed(49))
-                m.d.comb += prod.eq(v.as_signed() * mult)
-                rnd = Mux(shift == 0, 0, (Const(1, 48) << shift) >> 1)
-                scaled = Signal(signed(50))
-                m.d.comb += scaled.eq((prod + rnd) >> shift)
-                y8 = Signal(signed(8))
-                m.d.comb += y8.eq(Mux(scaled > 127, 127, Mux(scaled < -128, -128, scaled)))
                 lane = rb_row[0:2]
-                packed = Signal(32)
-                m.d.comb += packed.eq(pack)
-                m.d.comb += packed.word_select(lane, 8).eq(y8)
-                int8_out = flags.last & ~flags.int32
                 last_row = rb_row + 1 == rows
-                emit = ~int8_out | (lane == 3) | last_row
                 p_ok = flags.first | pq.r_rdy
-                m.d.comb += rb_fire.eq(rb_valid & p_ok & (~emit | out_free))
+                m.d.comb += rb_fire.eq(rb_valid & p_ok &
+                                       Mux(int8_out, rq_free, out_free & rq_empty))
                 m.d.comb += [
                     ev_stall_in.eq(rb_valid & ~p_ok),
-                    ev_stall_out.eq(rb_valid & p_ok & emit & ~out_free),
+                    ev_stall_out.eq((rb_valid & p_ok & ~int8_out & ~out_free) | rq_stall_out),
                 ]
                 with m.If(rb_fire):
-                    m.d.comb += pq.r_en.eq(~flags.first)
-                    with m.If(emit):
+                    m.d.comb += [pq.r_en.eq(~flags.first), rq_in.eq(int8_out)]
+                    with m.If(~int8_out):
                         m.d.sync += [
                             out_valid.eq(1),
-                            out_payload.payload.eq(Mux(int8_out, packed, v)),
+                            out_payload.payload.eq(v),
                             out_payload.color.eq(out_color),
                             out_payload.ctrl.eq(0),
-                            pack.eq(0),
                         ]
-                    with m.Else():
-                        m.d.sync += pack.eq(packed)
+                    m.d.sync += [
+                        rq[0].v.eq(v),
+                        rq[0].mult.eq(sram_rd.data[0:16]),
+                        rq[0].shift.eq(sram_rd.data[16:22]),
+                        rq[0].lane.eq(lane),
+                        rq[0].emit.eq((lane == 3) | last_row),
+                    ]
                     with m.If(last_row):
                         m.d.comb += ev_vector.eq(1)
                         m.next = "IDLE"
+
+        # ---- requantization pipeline ---------------------------------------------------------
+        # ``y = sat8((v * mult + round) >> shift)`` in four registered stages, so that no cycle
+        # holds more than one wide operation (on ECP5 the single-cycle version ran at 28 MHz).
+        # ``(p + 2**(s-1)) >> s == (((p << 1) >> s) + 1) >> 1``, also for s = 0, which turns the
+        # 48-bit rounding add into a 10-bit one after the shift.
+        #   C: two 16 x 16 products (DSP)   D: 48-bit sum of the partial products
+        #   E: variable shift               F: round, saturate, pack into the lane, emit
+        # The stages advance together like a pipeline with per-stage valid bits: a stage moves
+        # on when the next is empty or moves on itself, so the pipeline stalls only when the
+        # output register is full. It is shared with stage B's direct path, which waits until
+        # the pipeline is empty so that results never overtake each other.
+        rq_valid = [Signal(name=f"rq_valid_{s}") for s in "CDEF"]
+        rq_move = [Signal(name=f"rq_move_{s}") for s in "CDEF"]
+        f_emit = Signal()
+        m.d.comb += rq_move[3].eq(rq_valid[3] & (~f_emit | out_free))
+        for s in (2, 1, 0):
+            m.d.comb += rq_move[s].eq(rq_valid[s] & (~rq_valid[s + 1] | rq_move[s + 1]))
+        m.d.comb += [
+            rq_free.eq(~rq_valid[0] | rq_move[0]),
+            rq_empty.eq(~(rq_valid[0] | rq_valid[1] | rq_valid[2] | rq_valid[3])),
+            rq_stall_out.eq(rq_valid[3] & f_emit & ~out_free),
+        ]
+        with m.If(rq_in):
+            m.d.sync += rq_valid[0].eq(1)
+        with m.Elif(rq_move[0]):
+            m.d.sync += rq_valid[0].eq(0)
+        for s in (1, 2, 3):
+            with m.If(rq_move[s - 1]):
+                m.d.sync += rq_valid[s].eq(1)
+            with m.Elif(rq_move[s]):
+                m.d.sync += rq_valid[s].eq(0)
+        for s in (1, 2, 3):
+            with m.If(rq_move[s - 1]):
+                m.d.sync += [rq[s].shift.eq(rq[s - 1].shift), rq[s].lane.eq(rq[s - 1].lane),
+                             rq[s].emit.eq(rq[s - 1].emit)]
+        m.d.comb += f_emit.eq(rq[3].emit)
+
+        # C: partial products of the signed 32-bit sum and the unsigned 16-bit multiplier.
+        c_lo = Signal(32)
+        c_hi = Signal(signed(32))
+        with m.If(rq_move[0]):
+            m.d.sync += [c_lo.eq(rq[0].v[0:16] * rq[0].mult),
+                         c_hi.eq(rq[0].v[16:32].as_signed() * rq[0].mult)]
+        # D: the 48-bit product.
+        d_prod = Signal(signed(48))
+        with m.If(rq_move[1]):
+            m.d.sync += d_prod.eq((c_hi << 16) + c_lo)
+        # E: t = (prod << 1) >> shift, arithmetic.
+        e_t = Signal(signed(49))
+        with m.If(rq_move[2]):
+            m.d.sync += e_t.eq(Cat(Const(0, 1), d_prod).as_signed() >> rq[2].shift)
+        # F: y = sat8((t + 1) >> 1); in range exactly when -257 <= t <= 254.
+        t_small = Signal(signed(10))
+        m.d.comb += t_small.eq(e_t[0:10])
+        fits = (e_t[9:49] == 0) | (e_t[9:49] == (1 << 40) - 1)
+        y_mid = Signal(signed(11))
+        m.d.comb += y_mid.eq((t_small + 1) >> 1)
+        y8 = Signal(signed(8))
+        with m.If(fits & (y_mid <= 127) & (y_mid >= -128)):
+            m.d.comb += y8.eq(y_mid)
+        with m.Elif(e_t < 0):
+            m.d.comb += y8.eq(-128)
+        with m.Else():
+            m.d.comb += y8.eq(127)
+        packed = Signal(32)
+        m.d.comb += packed.eq(pack)
+        m.d.comb += packed.word_select(rq[3].lane, 8).eq(y8)
+        with m.If(rq_move[3]):
+            with m.If(f_emit):
+                m.d.sync += [
+                    out_valid.eq(1),
+                    out_payload.payload.eq(packed),
+                    out_payload.color.eq(out_color),
+                    out_payload.ctrl.eq(0),
+                    pack.eq(0),
+                ]
+            with m.Else():
+                m.d.sync += pack.eq(packed)
 
         # MAC pipeline stage 1: four int8 x int8 products of the weight word and the activation
         # lanes, summed; the accumulator of the row is read meanwhile.
@@ -349,13 +442,15 @@ class PE(wiring.Component):
             acc_wr.data.eq(Mux(s2_first, 0, acc_rd.data) + s2_dot),
         ]
 
-        def count(counter, event):
-            with m.If(event):
-                m.d.sync += counter.eq(counter + 1)
+        # Counters count registered events (one cycle late), so that no path runs from the
+        # router's arbiter or the task FSM into a 32-bit carry chain.
+        def count(counter, *events):
+            inc = Signal(range(len(events) + 1), name=f"{counter.name}_inc")
+            m.d.sync += [inc.eq(sum(events)), counter.eq(counter + inc)]
 
         count(self.mac_busy, ev_mac)
         count(self.stall_in, ev_stall_in)
         count(self.stall_out, ev_stall_out)
-        m.d.sync += self.task_errors.eq(self.task_errors + ev_error + unbound_drop)
+        count(self.task_errors, ev_error, unbound_drop)
         count(self.vectors, ev_vector)
         return m

@@ -18,7 +18,9 @@ the east edge of the mesh without finding its column is dropped and counted.
 
 Throughput is one wavelet per cycle per output; the latency through a router is one cycle
 (the input FIFO register): outputs are combinational from the FIFO heads, and a FIFO's
-``w_rdy`` depends only on its level, so no combinational path crosses two routers.
+``w_rdy`` depends only on its level, so ``ready`` never crosses two routers combinationally.
+With ``link_regs`` the four mesh outputs are registered: two cycles per hop, and every path
+between routers starts at a flip-flop (for FPGA clock rates).
 """
 
 from __future__ import annotations
@@ -95,6 +97,19 @@ class Router(wiring.Component):
         dropped here, since no tile beyond the edge can take them.
     fifo_depth : int
         Depth of each input FIFO (at least 2, so a link sustains one wavelet per cycle).
+    link_regs : bool
+        Register the four mesh outputs. Without, an output is combinational from the input
+        FIFO heads through the route lookup and the arbiter, and the neighbour's FIFO write
+        ends the same path: one cycle per hop, but a clock path that crosses two routers. With
+        them, every router-to-router path starts at a flip-flop: two cycles per hop, a
+        shorter clock period (the FPGA builds use this). The ramp and the configuration
+        output stay combinational (their consumers are in the same tile, and the ramp's
+        per-color ``accept`` must be sampled when the wavelet is handed over).
+    route_colors : int
+        Entries of the route table: colors ``0 .. route_colors - 1`` can be routed, higher
+        ones are dropped like a disabled color (small FPGAs use 8 to save the table's logic).
+    counter_bits : int
+        Width of the counters (16..32).
 
     Members
     -------
@@ -110,16 +125,18 @@ class Router(wiring.Component):
         Configuration wavelets addressed to this tile.
     route_write : In(RouteWriteSignature())
         Route-table write port.
-    forwarded : Out(32)
+    forwarded : Out(counter_bits)
         Wavelets sent on N/E/S/W since reset.
-    route_drops : Out(32)
+    route_drops : Out(counter_bits)
         Wavelets dropped because their color is not accepted from the input they came in on.
-    cfg_drops : Out(32)
+    cfg_drops : Out(counter_bits)
         Configuration wavelets dropped: from a wrong input, data without a header, or
         addressed beyond the east edge.
     """
 
-    def __init__(self, *, col: int, last_col: bool, fifo_depth: int = 2):
+    def __init__(self, *, col: int, last_col: bool, fifo_depth: int = 2,
+                 link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
+                 counter_bits: int = 32):
         if not isinstance(col, int) or col < 0:
             raise ValueError(f"Router column must be a non-negative integer, not {col!r}")
         if not isinstance(fifo_depth, int) or fifo_depth < 2:
@@ -127,15 +144,22 @@ class Router(wiring.Component):
         self._col = col
         self._last_col = bool(last_col)
         self._fifo_depth = fifo_depth
+        self._link_regs = bool(link_regs)
+        if not isinstance(route_colors, int) or not 1 <= route_colors <= ROUTABLE_COLORS:
+            raise ValueError(f"Router route_colors must be 1..{ROUTABLE_COLORS}, "
+                             f"not {route_colors!r}")
+        if not isinstance(counter_bits, int) or not 16 <= counter_bits <= 32:
+            raise ValueError(f"Router counter width must be 16..32 bits, not {counter_bits!r}")
+        self._route_colors = route_colors
         super().__init__({
             "inputs": In(stream.Signature(Wavelet)).array(NUM_PORTS),
             "outputs": Out(stream.Signature(Wavelet)).array(NUM_PORTS),
             "ramp_accept": In(NUM_COLORS),
             "cfg": Out(stream.Signature(Wavelet)),
             "route_write": In(RouteWriteSignature()),
-            "forwarded": Out(32),
-            "route_drops": Out(32),
-            "cfg_drops": Out(32),
+            "forwarded": Out(counter_bits),
+            "route_drops": Out(counter_bits),
+            "cfg_drops": Out(counter_bits),
         })
 
     def elaborate(self, platform):
@@ -144,7 +168,7 @@ class Router(wiring.Component):
         # Route table: one entry per routable color, all disabled at reset. Kept as one flat
         # vector so that a lookup is a single indexed part-select rather than a 30-way case.
         entry_bits = RouteEntry.as_shape().size
-        table = Signal(ROUTABLE_COLORS * entry_bits)
+        table = Signal(self._route_colors * entry_bits)
         with m.If(self.route_write.en):
             m.d.sync += table.word_select(self.route_write.color, entry_bits).eq(
                 self.route_write.entry)
@@ -213,7 +237,8 @@ class Router(wiring.Component):
                     m.d.comb += lookup_drop.eq(1)
             with m.Else():
                 entry = data.View(RouteEntry, table.word_select(head.color, entry_bits))
-                with m.If((entry.src == i) & entry.dst.any()):
+                in_table = head.color < self._route_colors
+                with m.If(in_table & (entry.src == i) & entry.dst.any()):
                     m.d.comb += lookup_want.eq(entry.dst)
                 with m.Else():
                     m.d.comb += lookup_drop.eq(1)
@@ -242,15 +267,24 @@ class Router(wiring.Component):
             any_req, rr = round_robin(m, req, last, NUM_PORTS)
             choice = Mux(locked, last, rr)
             out = out_streams[o]
-            m.d.comb += out.valid.eq(Mux(locked, 1, any_req))
+            if self._link_regs and o in (Port.N, Port.E, Port.S, Port.W):
+                # A register stage on the link: the arbiter hands the wavelet to it, and the
+                # neighbour sees only flip-flops (one more cycle per hop, a shorter clock).
+                arb = stream.Signature(Wavelet).create(path=(f"arb_{Port(o).name.lower()}",))
+                m.d.comb += arb.ready.eq(~out.valid | out.ready)
+                with m.If(arb.ready):
+                    m.d.sync += [out.valid.eq(arb.valid), out.payload.eq(arb.payload)]
+            else:
+                arb = out
+            m.d.comb += arb.valid.eq(Mux(locked, 1, any_req))
             with m.Switch(choice):
                 for i in range(NUM_PORTS):
                     with m.Case(i):
-                        m.d.comb += out.payload.eq(heads[i])
-                        m.d.comb += taken[i][o].eq(out.valid & out.ready)
-            with m.If(out.valid):
+                        m.d.comb += arb.payload.eq(heads[i])
+                        m.d.comb += taken[i][o].eq(arb.valid & arb.ready)
+            with m.If(arb.valid):
                 m.d.sync += last.eq(choice)
-                m.d.sync += locked.eq(~out.ready)
+                m.d.sync += locked.eq(~arb.ready)
             if o in (Port.N, Port.E, Port.S, Port.W):
                 fwd_count.append(out.valid & out.ready)
 
@@ -278,11 +312,14 @@ class Router(wiring.Component):
                 m.d.sync += cfg_target.eq(CFG_OTHER)
 
         # Counters.
+        # Counters: the events are registered first, so no path runs from a FIFO head through
+        # the arbiter into a 32-bit carry chain (the counts lag the events by one cycle).
         def count(sig, events):
             total = Const(0, 3)
             for e in events:
                 total = total + e
-            m.d.sync += sig.eq(sig + total)
+            inc = Signal(3, name=f"{sig.name}_inc")
+            m.d.sync += [inc.eq(total), sig.eq(sig + inc)]
 
         count(self.forwarded, fwd_count)
         count(self.route_drops, [head_valid[i] & drops[i][0] for i in range(NUM_PORTS)])

@@ -39,6 +39,10 @@ class ConfigAgent(wiring.Component):
         The tile's column, echoed in read responses.
     sram_words : int
         Size of the PE's SRAM, for bounds checks of bursts.
+    route_colors : int
+        Route-table entries of the router, for bounds checks of ROUTE writes.
+    counter_bits : int
+        Width of the error counter.
 
     Members
     -------
@@ -53,14 +57,16 @@ class ConfigAgent(wiring.Component):
         :class:`~sparktile.hdl.wavelet.Counter`.
     resp : Out(stream.Signature(Wavelet))
         Read responses.
-    errors : Out(32)
+    errors : Out(counter_bits)
         Malformed wavelets dropped by this agent.
     """
 
-    def __init__(self, *, col: int, sram_words: int):
+    def __init__(self, *, col: int, sram_words: int, route_colors: int = ROUTABLE_COLORS,
+                 counter_bits: int = 32):
         from .pe import ConfigWriteSignature
         self._col = col
         self._sram_words = sram_words
+        self._route_colors = route_colors
         super().__init__({
             "cfg": In(stream.Signature(Wavelet)),
             "route_write": Out(RouteWriteSignature()),
@@ -68,7 +74,7 @@ class ConfigAgent(wiring.Component):
             "sram_write": Out(ConfigWriteSignature()),
             "counters": In(32).array(NUM_COUNTERS),
             "resp": Out(stream.Signature(Wavelet)),
-            "errors": Out(32),
+            "errors": Out(counter_bits),
         })
 
     def elaborate(self, platform):
@@ -91,7 +97,7 @@ class ConfigAgent(wiring.Component):
                 m.d.sync += burst.eq(0)
                 with m.Switch(op):
                     with m.Case(CfgOp.ROUTE):
-                        ok = (addr < ROUTABLE_COLORS) & (value[0:3] < NUM_PORTS) & \
+                        ok = (addr < self._route_colors) & (value[0:3] < NUM_PORTS) & \
                              (value[8:16] == 0)
                         with m.If(ok):
                             m.d.comb += [
@@ -161,6 +167,10 @@ class Tile(wiring.Component):
         Whether the tile is in the east-most column.
     sram_words, acc_depth : int
         PE parameters (see :class:`~sparktile.hdl.pe.PE`).
+    link_regs : bool
+        Registered router outputs (see :class:`~sparktile.hdl.router.Router`).
+    route_colors, counter_bits : int
+        Route-table entries and counter width (see :class:`~sparktile.hdl.router.Router`).
 
     Members
     -------
@@ -171,7 +181,11 @@ class Tile(wiring.Component):
     """
 
     def __init__(self, *, col: int, last_col: bool, sram_words: int = 4096,
-                 acc_depth: int = 256):
+                 acc_depth: int = 256, link_regs: bool = False,
+                 route_colors: int = ROUTABLE_COLORS, counter_bits: int = 32):
+        self.link_regs = link_regs
+        self.route_colors = route_colors
+        self.counter_bits = counter_bits
         self.col = col
         self.last_col = last_col
         self.sram_words = sram_words
@@ -183,9 +197,14 @@ class Tile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.router = router = Router(col=self.col, last_col=self.last_col)
-        m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth)
-        m.submodules.agent = agent = ConfigAgent(col=self.col, sram_words=self.sram_words)
+        m.submodules.router = router = Router(
+            col=self.col, last_col=self.last_col, link_regs=self.link_regs,
+            route_colors=self.route_colors, counter_bits=self.counter_bits)
+        m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth,
+                                  counter_bits=self.counter_bits)
+        m.submodules.agent = agent = ConfigAgent(
+            col=self.col, sram_words=self.sram_words, route_colors=self.route_colors,
+            counter_bits=self.counter_bits)
 
         for p in (Port.N, Port.E, Port.S, Port.W):
             wiring.connect(m, wiring.flipped(self.inputs[p]), router.inputs[p])
@@ -214,9 +233,9 @@ class Tile(wiring.Component):
             hold_pe.eq(~pick_resp & ramp.valid & ~ramp.ready),
         ]
 
-        cycles = Signal(32)
+        cycles = Signal(self.counter_bits)
         m.d.sync += cycles.eq(cycles + 1)
-        cfg_errors = Signal(32)
+        cfg_errors = Signal(self.counter_bits)
         m.d.comb += cfg_errors.eq(agent.errors + router.cfg_drops)
         counter_values = {
             Counter.CYCLES: cycles,

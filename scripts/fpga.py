@@ -44,12 +44,10 @@ def fpga_group():
 def build_command(board_name, mesh, sram_kb, target_mhz, build_dir, seed, json_path, verbose):
     """Build a bitstream and report LUTs, FFs, DSPs, BRAMs and Fmax."""
     from ..hdl.fpga.boards import get_board
-    from ..hdl.mesh import parse_mesh
     from .fpga_build import FpgaBuildError, build_board, yowasp_cache_state
     try:
         board = get_board(board_name)
-        shape = parse_mesh(mesh or board.mesh, sram_kb=sram_kb or board.sram_kb,
-                           acc_depth=board.acc_depth)
+        shape = board.shape(mesh, sram_kb=sram_kb)
     except ValueError as exc:
         _fail(str(exc))
     cold = yowasp_cache_state()
@@ -165,10 +163,9 @@ def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_p
     from ..cosim.board import Board, BoardError, open_transport
     from ..cosim.mapping import MappingError
     from ..hdl.fpga.boards import get_board
-    from ..hdl.mesh import parse_mesh
     try:
         spec = get_board(board_name)
-        shape = parse_mesh(mesh or spec.mesh, sram_kb=spec.sram_kb, acc_depth=spec.acc_depth)
+        shape = spec.shape(mesh)
     except ValueError as exc:
         _fail(str(exc))
     t0 = time.perf_counter()

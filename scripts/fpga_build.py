@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..hdl.fpga.boards import Board, get_board
-from ..hdl.mesh import MeshShape, parse_mesh
+from ..hdl.mesh import MeshShape
 
 __all__ = ["toolchain_env", "build_board", "FpgaBuildError", "summarize_report",
            "yowasp_cache_state"]
@@ -139,10 +139,8 @@ def build_board(board: Board | str, shape: MeshShape | str | None = None, *,
     from ..hdl.fpga.top import BoardTop
 
     board = get_board(board) if isinstance(board, str) else board
-    if shape is None:
-        shape = board.mesh
-    if isinstance(shape, str):
-        shape = parse_mesh(shape, sram_kb=board.sram_kb, acc_depth=board.acc_depth)
+    if shape is None or isinstance(shape, str):
+        shape = board.shape(shape)
     target_mhz = float(target_mhz or board.clk_hz / 1e6)
     env = toolchain_env(board.family)
     os.environ.update(env)
@@ -150,7 +148,8 @@ def build_board(board: Board | str, shape: MeshShape | str | None = None, *,
     clk_res = platform.resources[(platform.default_clk, 0)]
     clk_res.clock = Clock(target_mhz * 1e6)
     top = BoardTop(shape, clk_hz=board.clk_hz, baud=board.baud,
-                   max_payload=board.max_payload, east_depth=board.east_depth)
+                   max_payload=board.max_payload, east_depth=board.east_depth,
+                   status_bits=board.counter_bits)
     build_dir = Path(build_dir) / f"{board.name}_{shape.rows}x{shape.cols}"
     name = "sparktile"
     nextpnr_opts = f"--report {name}_report.json --timing-allow-fail --seed {seed}"

@@ -182,6 +182,8 @@ def _features(run: dict, acc_depth: int) -> tuple[list[float], float]:
     nw = math.ceil(math.ceil(n / 4) / cols)
     ps = _passes(m_pe, acc_depth)
     fixed = sum(b * (r * nw + r) for r in ps)
+    if not run.get("out_int32", False):
+        fixed += GemvTiming().requant   # a pipeline depth read off the RTL, not fitted
     return [1.0, rows - 1.0, cols - 1.0, float(len(ps)), float(b * len(ps))], float(fixed)
 
 
@@ -225,7 +227,7 @@ def fit_timing(runs: list[dict], *, acc_depth: int = 256) -> tuple[GemvTiming, d
 def predict_cycles(run: dict, timing: GemvTiming, acc_depth: int = 256) -> float:
     rows, cols = (int(v) for v in str(run["mesh"]).split("x"))
     return gemv_cycles(run["m"], run["n"], run["batch"], rows, cols, acc_depth=acc_depth,
-                       timing=timing)
+                       out_int32=run.get("out_int32", False), timing=timing)
 
 
 CALIBRATION_FORMAT = "sparktile-calibration"
@@ -263,7 +265,13 @@ def load_calibration(path=None) -> tuple[GemvTiming, str]:
             raise CalibrationError(f"calibration file {origin!r}: format must be "
                                    f"{CALIBRATION_FORMAT!r}")
         t = d["timing"]
-        return GemvTiming(**{k: float(t[k]) for k in GemvTiming().as_dict()}), origin
+        # ``requant`` is a pipeline depth of the RTL, not a fitted value; files written before
+        # the requantization pipeline existed do not have it.
+        # ``requant`` and ``link`` are properties of the RTL configuration, not fitted values;
+        # files written before they existed do not have them.
+        fields = {k: float(t[k]) for k in GemvTiming().as_dict() if k not in ("requant", "link")}
+        return GemvTiming(**fields, requant=float(t.get("requant", GemvTiming().requant))), \
+            origin
     except CalibrationError:
         raise
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -299,7 +307,7 @@ def gemv_breakdown(m: int, n: int, rows: int, cols: int, hw, dtype: str, timing:
         "compute": float(sum(batch * r * nw_c for r in ps)),
         "sram_bandwidth": float(sum(batch * r * (nw_e - nw_c) for r in ps)),
         "reduction": float(sum(batch * r for r in ps) + chain + x_hop * (rows - 1)
-                           + timing.fill + timing.drain),
+                           + timing.fill + timing.drain + timing.requant),
         "task_overhead": float(sum(timing.desc + batch * timing.vec for _ in ps)),
         "pipeline": 0.0,
     }

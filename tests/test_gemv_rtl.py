@@ -37,3 +37,19 @@ def test_gemv_bit_exact(run_bench, rows, cols, m, n, batch, extra):
     else:
         # The analytic model (sparktile.cosim.cycle_model) against the RTL's cycle count.
         assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])
+
+
+@pytest.mark.parametrize("extra", [{}, {"out_int32": True}, {"stall": 0.5}],
+                         ids=["int8", "int32", "stalls"])
+def test_gemv_with_link_registers(run_bench, extra):
+    # The FPGA configuration: registered router outputs, two cycles per hop. Same results,
+    # and the cycle model's LINK term accounts for the extra cycle on every link crossed.
+    seed = 400 + len(extra)
+    r = run_bench(2, 3, GEMV, {"m": 29, "n": 75, "batch": 2, "seed": seed, **extra},
+                  seed=seed, link_regs=True)
+    assert r["status"] == "complete", r
+    assert r["match"], f"seed {seed}: first difference {r['first_diff']}"
+    if "stall" in extra:
+        assert r["cycles"] >= r["model_cycles"]
+    else:
+        assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])

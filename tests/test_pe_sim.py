@@ -459,6 +459,24 @@ def test_two_descriptors_one_after_the_other():
     assert run.counters["vectors"] == 3 and run.counters["task_errors"] == 0, f"seed={seed}"
 
 
+
+@pytest.mark.parametrize("seed", range(98, 102))
+def test_int32_results_wait_for_the_requantization_pipeline(seed):
+    # int8 results leave through the four-stage requantization pipeline, int32 ones straight
+    # from stage B; with the output stalled, an int32 vector right behind an int8 one must not
+    # overtake the int8 results still in the pipeline.
+    rng = np.random.default_rng(seed)
+    a = make_job(rng, m=8, n_words=1, batch=2, flags=FLAG_FIRST | FLAG_LAST)
+    b = make_job(rng, m=2, n_words=1, batch=2, flags=FLAG_FIRST | FLAG_LAST | FLAG_INT32,
+                 desc=240, w_base=100, q_base=180)
+    want = pe_model(a) + pe_model(b)
+    run = run_pe(sram={**a.sram(), **b.sram()},
+                 streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
+                 p_valid=1.0, p_ready=0.1)
+    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    assert run.counters["vectors"] == 4 and run.counters["task_errors"] == 0, f"seed={seed}"
+
+
 FLAG_SETS = [FLAG_FIRST | FLAG_LAST, FLAG_FIRST | FLAG_LAST | FLAG_INT32, FLAG_FIRST, 0,
              FLAG_LAST, FLAG_LAST | FLAG_INT32]
 

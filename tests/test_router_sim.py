@@ -150,7 +150,8 @@ class RouterRun:
 
 def run_router(*, traffic, routes=None, col=1, last_col=False, seed=1, p_valid=0.7,
                p_ready=0.7, ramp_accept=lambda cycle: ALL_COLORS, max_cycles=6000,
-               on_cycle=None, ready_fn=None, rewrites=None, fifo_depth=2) -> RouterRun:
+               on_cycle=None, ready_fn=None, rewrites=None, fifo_depth=2,
+               link_regs=False) -> RouterRun:
     """Program ``routes`` ({color: (src, dsts)}), then stream ``traffic`` ({port: [wavelet]}).
 
     Runs until every source is empty and no output has been valid for a few cycles.
@@ -158,7 +159,7 @@ def run_router(*, traffic, routes=None, col=1, last_col=False, seed=1, p_valid=0
     ``ready_fn(output, cycle)``, if given, replaces the random ``ready`` of the sinks;
     ``rewrites`` ({cycle: (color, src, dsts)}) rewrites route entries during the traffic.
     """
-    dut = Router(col=col, last_col=last_col, fifo_depth=fifo_depth)
+    dut = Router(col=col, last_col=last_col, fifo_depth=fifo_depth, link_regs=link_regs)
     rng = random.Random(seed)
     sources = [Source(traffic.get(Port(i), []), rng, p_valid) for i in range(NUM_PORTS)]
     out_streams = [*dut.outputs, dut.cfg]
@@ -518,6 +519,37 @@ def test_sustained_rate_with_multicast_and_parallel_paths():
     for o in (E, S, W, N, RAMP):
         assert run.receive_cycles[o] == list(range(1, n + 1)), (
             f"seed={seed}: {Port(o).name} did not sustain one wavelet per cycle")
+
+
+
+@pytest.mark.parametrize("stall", ["no_stall", "both", "both_ramp_gated"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_link_registers_random_traffic_matches_model(seed, stall):
+    # Registered mesh outputs (the FPGA configuration): same wavelets, same order, same drops,
+    # and the stream rules still hold on every output.
+    rng = random.Random(seed * 77 + list(STALLS).index(stall))
+    routes, traffic = random_setup(rng, col=2, per_input=150)
+    p_valid, p_ready, p_accept = STALLS[stall]
+    check(traffic, routes, col=2, seed=seed, p_valid=p_valid, p_ready=p_ready,
+          ramp_accept=random_accept(seed, p_accept), link_regs=True)
+
+
+def test_link_registers_add_one_cycle_and_keep_the_rate():
+    seed = 52
+    n = 60
+    serial = Serial()
+    routes = {1: (W, [E]), 2: (N, [S]), 3: (E, [W]), 4: (S, [N, RAMP])}
+    traffic = {W: [wavelet(serial(W), 1) for _ in range(n)],
+               N: [wavelet(serial(N), 2) for _ in range(n)],
+               E: [wavelet(serial(E), 3) for _ in range(n)],
+               S: [wavelet(serial(S), 4) for _ in range(n)]}
+    run = check(traffic, routes, seed=seed, p_valid=1.0, p_ready=1.0, link_regs=True)
+    for o in (E, S, W, N):
+        assert run.receive_cycles[o] == list(range(2, n + 2)), (
+            f"seed={seed}: {Port(o).name} at {run.receive_cycles[o][:4]}...: expected one "
+            "wavelet per cycle from cycle 2 (input FIFO, then the link register)")
+    assert run.receive_cycles[RAMP] == list(range(1, n + 1)), \
+        f"seed={seed}: the ramp output must stay unregistered"
 
 
 def test_ramp_accept_gates_one_color_without_dropping():

@@ -2,7 +2,9 @@
 
 Each entry names the Amaranth platform, the oscillator the fabric runs from, the UART baud rate
 (chosen so that ``clk_hz / baud`` is an integer: no rate error), the default mesh and memory
-sizes, and the Yosys options (iCE40 needs ``-dsp`` to put multipliers in its DSPs).
+sizes, whether the routers register their mesh outputs (``link_regs``: on FPGAs they do, which
+costs a cycle per hop and shortens the clock period), and the Yosys options (iCE40 needs
+``-dsp`` to put multipliers in its DSPs).
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ class Board:
     max_payload: int
     east_depth: int
     synth_opts: str = ""
+    link_regs: bool = True          # registered router outputs: 2 cycles/hop, a faster clock
+    route_colors: int = 30          # route-table entries per router (a GEMV needs 4)
+    counter_bits: int = 32          # tile counters; the bridge's STATUS counters likewise
     program: str = ""               # openFPGALoader command (``{bit}`` = bitstream)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+
+    def shape(self, mesh: str | None = None, *, sram_kb: int | None = None):
+        """The :class:`~sparktile.hdl.mesh.MeshShape` built for this board (``mesh`` as
+        ``"RxC"``, default the board's)."""
+        from ..mesh import parse_mesh
+        return parse_mesh(mesh or self.mesh, sram_kb=sram_kb or self.sram_kb,
+                          acc_depth=self.acc_depth, link_regs=self.link_regs,
+                          route_colors=self.route_colors, counter_bits=self.counter_bits)
 
     def platform_class(self):
         import importlib
@@ -50,10 +63,8 @@ BOARDS = {
     "icebreaker": Board(
         "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12_000_000,
         1_000_000, mesh="1x1", sram_kb=4, acc_depth=64, max_payload=256, east_depth=64,
-        synth_opts="-dsp -abc9",
-        program="openFPGALoader --board icebreaker {bit}",
-        notes="does not fit yet: a 1x1 mesh and the bridge need 6,542 of 5,280 logic cells "
-              "(docs/fpga.md)"),
+        synth_opts="-dsp -abc9", route_colors=8, counter_bits=16,
+        program="openFPGALoader --board icebreaker {bit}"),
 }
 
 

@@ -72,6 +72,9 @@ class HostBridge(wiring.Component):
         Cycles a WRITE waits for the mesh to take one wavelet before replying "stalled".
     divisor, clk_hz : int
         Reported by PING (the UART's clocks per bit and the fabric clock).
+    status_bits : int
+        Width of the STATUS counters, 16 or 32 (they are still sent as 4 bytes; small FPGAs
+        use 16, and the counters then wrap at 65536).
 
     Members
     -------
@@ -92,7 +95,11 @@ class HostBridge(wiring.Component):
     def __init__(self, *, rows: int, cols: int, sram_kb: int = 16, acc_depth: int = 256,
                  max_payload: int = 1024,
                  east_depth: int = 512, frame_timeout: int = 1 << 16,
-                 stall_limit: int = 1 << 16, divisor: int = 4, clk_hz: int = 0):
+                 stall_limit: int = 1 << 16, divisor: int = 4, clk_hz: int = 0,
+                 status_bits: int = 32):
+        if status_bits not in (16, 32):
+            raise ValueError(f"status_bits must be 16 or 32, not {status_bits!r}")
+        self.status_bits = status_bits
         self.check_params(rows=rows, cols=cols, sram_kb=sram_kb, max_payload=max_payload,
                           east_depth=east_depth, frame_timeout=frame_timeout,
                           stall_limit=stall_limit)
@@ -134,7 +141,7 @@ class HostBridge(wiring.Component):
         R, C = self.rows, self.cols
 
         # ---- counters (STATUS) ----------------------------------------------------------------
-        cnt = {name: Signal(32, name=f"st_{name}") for name in STATUS_FIELDS}
+        cnt = {name: Signal(self.status_bits, name=f"st_{name}") for name in STATUS_FIELDS}
         m.d.sync += cnt["cycles"].eq(cnt["cycles"] + 1)
         m.d.sync += cnt["edge_drops"].eq(cnt["edge_drops"] + self.edge_drops)
 
@@ -180,7 +187,7 @@ class HostBridge(wiring.Component):
         stall = Signal(range(self.stall_limit + 1))
         shreg = Signal(8 * WAVELET_IN_BYTES)
         nbyte = Signal(range(WAVELET_IN_BYTES + 1))
-        snapshot = Signal(32 * len(STATUS_FIELDS))
+        snapshot = Signal(self.status_bits * len(STATUS_FIELDS))
         hdr = Signal(range(5))
         body = Signal(16)
         ebyte = Signal(range(WAVELET_OUT_BYTES))
@@ -405,7 +412,12 @@ class HostBridge(wiring.Component):
                         m.d.comb += bbyte.eq(Mux(body == 0, accepted[0:8],
                                                  Mux(body == 1, accepted[8:16], stalled)))
                     with m.Case(Cmd.STATUS | Cmd.REPLY):
-                        m.d.comb += bbyte.eq(snapshot.word_select(body, 8))
+                        # Four bytes per counter, little-endian; the bytes above
+                        # ``status_bits`` are zero.
+                        nb = self.status_bits // 8
+                        lo = body[0:2] < nb
+                        m.d.comb += bbyte.eq(Mux(lo, snapshot.word_select(
+                            body[2:] * nb + body[0:2], 8), 0))
                     with m.Case(Cmd.READ | Cmd.REPLY):
                         cc = Cat(entry[32:32 + COLOR_BITS], entry[37], Const(0, 2))
                         with m.Switch(ebyte):

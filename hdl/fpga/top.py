@@ -34,6 +34,8 @@ class FpgaTop(wiring.Component):
         Bridge buffer sizes (see :class:`~.bridge.HostBridge`).
     frame_timeout, stall_limit : int, optional
         In cycles; default 64 and 4096 byte times.
+    status_bits : int
+        Width of the bridge's STATUS counters (16 or 32).
 
     Members
     -------
@@ -48,7 +50,8 @@ class FpgaTop(wiring.Component):
 
     def __init__(self, shape: MeshShape, *, divisor: int, clk_hz: int = 0,
                  max_payload: int = 1024, east_depth: int = 512,
-                 frame_timeout: int | None = None, stall_limit: int | None = None):
+                 frame_timeout: int | None = None, stall_limit: int | None = None,
+                 status_bits: int = 32):
         if not isinstance(shape, MeshShape):
             raise TypeError(f"FpgaTop needs a MeshShape, not {shape!r}")
         self.shape = shape
@@ -62,7 +65,7 @@ class FpgaTop(wiring.Component):
             # beyond a USB-serial adapter's gaps on a board only when the baud rate is high, so
             # boards pass an explicit, longer timeout (see boards.py).
             frame_timeout=frame_timeout or 64 * byte_time,
-            stall_limit=stall_limit or 4096 * byte_time)
+            stall_limit=stall_limit or 4096 * byte_time, status_bits=status_bits)
         # Validate now (constructor errors name the bad value).
         HostBridge.check_params(**self.bridge_args)
         super().__init__()
