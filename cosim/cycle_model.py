@@ -9,8 +9,9 @@ a batch of ``B`` vectors takes ::
 
 * ``rows * nw`` — the MAC task: one weight row (4 MACs) per cycle per activation word;
 * ``rows`` — the reduce task: one accumulator per cycle (partial sum in, sum or result out);
-* ``VEC`` — per-vector task switches: IDLE to MAC (1), waiting for the MAC pipeline to drain
-  before the first accumulator read (1), and the reduce pipeline's register stage (1);
+* ``VEC`` — per-vector task switches: IDLE to MAC (1), waiting for the MAC pipeline (weight
+  register, products, sum) to drain before the first accumulator read (3), and the reduce
+  stage's register (1);
 * ``X_HOP`` — one cycle per router to multicast ``x`` down a column;
 * ``P_HOP`` — four cycles per PE along the reduction chain: the PE's output register, the
   router's ramp FIFO, the neighbour's west FIFO and the partial-sum queue;
@@ -42,7 +43,7 @@ class GemvTiming:
     fill: float = 3.0
     desc: float = 4.0
     x_hop: float = 1.0
-    vec: float = 3.0
+    vec: float = 5.0
     p_hop: float = 4.0
     drain: float = 3.0
     requant: float = 4.0

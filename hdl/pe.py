@@ -19,15 +19,18 @@ vector (four int8 lanes each), so a batch of vectors streams through back to bac
 
 MAC task. For data wavelet ``k`` of a vector and each row ``i < m`` (one row per cycle) it
 reads the weight word ``w_base + i * n_words + k`` and accumulates the four-lane dot product
-into ``acc[i]`` (``acc[i]`` is overwritten for ``k == 0``): four int8 MACs per cycle. The weight
-word, the dot product and the accumulator update are three pipeline stages.
+into ``acc[i]`` (``acc[i]`` is overwritten for ``k == 0``): four int8 MACs per cycle. The SRAM
+read, the weight register, the four products, their sum and the accumulator update are pipeline
+stages, so that no cycle holds a block-RAM read and arithmetic together (FPGA timing).
 
 Reduce task. After the last wavelet of a vector, for each row ``i`` it adds the incoming
 partial sum (unless FIRST) to ``acc[i]`` and either sends the int32 sum on ``OUT_COLOR``
 (a partial sum for the next PE of the chain) or, if LAST, requantizes it
-(``sat8((v * mult + round) >> shift)``, see :mod:`sparktile.golden_model.arith`) and sends four
-int8 results per wavelet (or the raw int32 with INT32). One row per cycle when the fabric keeps
-up. The MAC of the next vector starts when the reduce task has finished.
+(``sat8((v * mult + round) >> shift)``, see :mod:`sparktile.golden_model.arith`) in a
+four-stage pipeline and sends four int8 results per wavelet (or the raw int32 with INT32, which
+leave without the pipeline). One row per cycle when the fabric keeps up. The MAC of the next
+vector starts when the reduce task has read the last accumulator (the requantization pipeline
+drains meanwhile).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -207,10 +210,20 @@ class PE(wiring.Component):
         s1_row = Signal(16)
         s1_first = Signal()
         s1_x = Signal(32)
-        s2_valid = Signal()      # stage 2: dot product registered, accumulator on its port
+        sw_valid = Signal()      # stage 2: weight word registered
+        sw_row = Signal(16)
+        sw_first = Signal()
+        sw_w = Signal(32)
+        sw_x = Signal(32)
+        sp_valid = Signal()      # stage 3: products registered, accumulator read issued
+        sp_row = Signal(16)
+        sp_first = Signal()
+        sp_prod = [Signal(signed(16), name=f"sp_prod_{l}") for l in range(4)]
+        s2_valid = Signal()      # stage 4: dot product registered, accumulator on its port
         s2_row = Signal(16)
         s2_first = Signal()
         s2_dot = Signal(signed(18))
+        mac_in_flight = Signal()
 
         # ---- reduce task ---------------------------------------------------------------------
         r_row = Signal(16)       # next row to issue
@@ -303,7 +316,7 @@ class PE(wiring.Component):
                 # Stage A: issue the accumulator (and requantization word) of row r_row once
                 # the MAC pipeline has written its last accumulator.
                 rb_fire = Signal()
-                can_issue = (r_row != rows) & ~s1_valid & (~rb_valid | rb_fire)
+                can_issue = (r_row != rows) & ~mac_in_flight & (~rb_valid | rb_fire)
                 with m.If(can_issue):
                     m.d.comb += [acc_addr.eq(r_row), acc_en.eq(1),
                                  sram_addr.eq(q_base + r_row), sram_en.eq(1)]
@@ -392,20 +405,23 @@ class PE(wiring.Component):
         d_prod = Signal(signed(48))
         with m.If(rq_move[1]):
             m.d.sync += d_prod.eq((c_hi << 16) + c_lo)
-        # E: t = (prod << 1) >> shift, arithmetic.
-        e_t = Signal(signed(49))
+        # E: t = (prod << 1) >> shift, arithmetic; only its low ten bits, its sign and whether
+        # it fits in ten bits travel on.
+        t = Signal(signed(49))
+        m.d.comb += t.eq(Cat(Const(0, 1), d_prod).as_signed() >> rq[2].shift)
+        e_t = Signal(signed(10))
+        e_fits = Signal()
+        e_neg = Signal()
         with m.If(rq_move[2]):
-            m.d.sync += e_t.eq(Cat(Const(0, 1), d_prod).as_signed() >> rq[2].shift)
+            m.d.sync += [e_t.eq(t[0:10]), e_neg.eq(t[48]),
+                         e_fits.eq((t[9:49] == 0) | (t[9:49] == (1 << 40) - 1))]
         # F: y = sat8((t + 1) >> 1); in range exactly when -257 <= t <= 254.
-        t_small = Signal(signed(10))
-        m.d.comb += t_small.eq(e_t[0:10])
-        fits = (e_t[9:49] == 0) | (e_t[9:49] == (1 << 40) - 1)
         y_mid = Signal(signed(11))
-        m.d.comb += y_mid.eq((t_small + 1) >> 1)
+        m.d.comb += y_mid.eq((e_t + 1) >> 1)
         y8 = Signal(signed(8))
-        with m.If(fits & (y_mid <= 127) & (y_mid >= -128)):
+        with m.If(e_fits & (y_mid <= 127) & (y_mid >= -128)):
             m.d.comb += y8.eq(y_mid)
-        with m.Elif(e_t < 0):
+        with m.Elif(e_neg):
             m.d.comb += y8.eq(-128)
         with m.Else():
             m.d.comb += y8.eq(127)
@@ -424,23 +440,32 @@ class PE(wiring.Component):
             with m.Else():
                 m.d.sync += pack.eq(packed)
 
-        # MAC pipeline stage 1: four int8 x int8 products of the weight word and the activation
-        # lanes, summed; the accumulator of the row is read meanwhile.
+        # MAC pipeline. Stage 1: the weight word leaves the SRAM into a register (a block RAM's
+        # output is slow; nothing else happens in this cycle). Stage 2: four int8 x int8
+        # products (DSP blocks), registered. Stage 3: their sum; the row's accumulator is read
+        # meanwhile. Stage 4: accumulate (32-bit, wrapping) and write back. The read in stage 3
+        # and the write in stage 4 are one cycle apart and the read port is transparent to the
+        # write, so back-to-back updates of one row (a one-row descriptor) see each other.
         with m.If(s1_valid):
-            dot = 0
+            m.d.sync += [sw_w.eq(sram_rd.data), sw_x.eq(s1_x)]
+        m.d.sync += [sw_valid.eq(s1_valid), sw_row.eq(s1_row), sw_first.eq(s1_first)]
+
+        with m.If(sw_valid):
             for l in range(4):
-                w = sram_rd.data.word_select(l, 8).as_signed()
-                x = s1_x.word_select(l, 8).as_signed()
-                dot = dot + w * x
-            m.d.comb += [acc_addr.eq(s1_row), acc_en.eq(1)]
-            m.d.sync += s2_dot.eq(dot)
-        m.d.sync += [s2_valid.eq(s1_valid), s2_row.eq(s1_row), s2_first.eq(s1_first)]
-        # Stage 2: accumulate (32-bit, wrapping) and write back.
+                m.d.sync += sp_prod[l].eq(sw_w.word_select(l, 8).as_signed() *
+                                          sw_x.word_select(l, 8).as_signed())
+        m.d.sync += [sp_valid.eq(sw_valid), sp_row.eq(sw_row), sp_first.eq(sw_first)]
+
+        with m.If(sp_valid):
+            m.d.comb += [acc_addr.eq(sp_row), acc_en.eq(1)]
+            m.d.sync += s2_dot.eq((sp_prod[0] + sp_prod[1]) + (sp_prod[2] + sp_prod[3]))
+        m.d.sync += [s2_valid.eq(sp_valid), s2_row.eq(sp_row), s2_first.eq(sp_first)]
         m.d.comb += [
             acc_wr.en.eq(s2_valid),
             acc_wr.addr.eq(s2_row),
             acc_wr.data.eq(Mux(s2_first, 0, acc_rd.data) + s2_dot),
         ]
+        m.d.comb += mac_in_flight.eq(s1_valid | sw_valid | sp_valid)
 
         # Counters count registered events (one cycle late), so that no path runs from the
         # router's arbiter or the task FSM into a 32-bit carry chain.

@@ -179,37 +179,34 @@ class Router(wiring.Component):
         CFG_NONE, CFG_MINE, CFG_OTHER = 0, 1, 2
         cfg_target = Signal(2, init=CFG_NONE)
 
-        heads, head_valid, wants, drops, pops, sent, helds = [], [], [], [], [], [], []
+        heads, head_valid, wants, drops, pops, sent = [], [], [], [], [], []
+        wl = Wavelet.as_shape().size
         for i in range(NUM_PORTS):
-            q = fifo.SyncFIFO(width=Wavelet.as_shape().size, depth=self._fifo_depth)
+            # Each FIFO entry is the wavelet plus its routing decision, looked up as it enters
+            # (``want`` mask, ``drop``, ``cfg_drop``): the decision is made once per wavelet,
+            # so a route-table rewrite while it waits cannot change where it goes (and break
+            # the stream rules), and no path runs from a FIFO head through the table lookup
+            # into the arbiter.
+            q = fifo.SyncFIFO(width=wl + _NUM_OUTS + 2, depth=self._fifo_depth)
             m.submodules[f"in_fifo_{Port(i).name.lower()}"] = q
-            m.d.comb += [
-                q.w_data.eq(self.inputs[i].payload),
-                q.w_en.eq(self.inputs[i].valid),
-                self.inputs[i].ready.eq(q.w_rdy),
-            ]
-            head = data.View(Wavelet, q.r_data)
-            # The routing decision is made once per wavelet: looked up when the head appears,
-            # then held until it pops, so a route-table rewrite while it waits for an output
-            # cannot change where it goes (and break the stream rules).
+            inw = self.inputs[i].payload
             lookup_want = Signal(_NUM_OUTS, name=f"lookup_want_{i}")
             lookup_drop = Signal(name=f"lookup_drop_{i}")
             lookup_cfg_drop = Signal(name=f"lookup_cfg_drop_{i}")
-            held = Signal(name=f"held_{i}")
-            held_want = Signal(_NUM_OUTS, name=f"held_want_{i}")
-            want = Signal(_NUM_OUTS, name=f"want_{i}")
-            drop = Signal(name=f"drop_{i}")
-            cfg_drop = Signal(name=f"cfg_drop_{i}")
             m.d.comb += [
-                want.eq(Mux(held, held_want, lookup_want)),
-                drop.eq(~held & lookup_drop),
-                cfg_drop.eq(~held & lookup_cfg_drop),
+                q.w_data.eq(Cat(inw, lookup_want, lookup_drop, lookup_cfg_drop)),
+                q.w_en.eq(self.inputs[i].valid),
+                self.inputs[i].ready.eq(q.w_rdy),
             ]
+            head = data.View(Wavelet, q.r_data[0:wl])
+            want = q.r_data[wl:wl + _NUM_OUTS]
+            drop = q.r_data[wl + _NUM_OUTS]
+            cfg_drop = q.r_data[wl + _NUM_OUTS + 1]
 
-            with m.If(head.color == CFG_COLOR):
+            with m.If(inw.color == CFG_COLOR):
                 if i == Port.W:
-                    header_col = head.payload[27:32]
-                    with m.If(head.ctrl):
+                    header_col = inw.payload[27:32]
+                    with m.If(inw.ctrl):
                         with m.If(header_col == self._col):
                             m.d.comb += lookup_want.eq(1 << _CFG_OUT)
                         with m.Else():
@@ -228,22 +225,26 @@ class Router(wiring.Component):
                                     m.d.comb += lookup_want.eq(1 << Port.E)
                             with m.Default():
                                 m.d.comb += lookup_cfg_drop.eq(1)
+                    # Track which tile the configuration stream now addresses: the data
+                    # wavelets behind this header are looked up after it (the FIFO keeps order).
+                    with m.If(q.w_en & q.w_rdy & inw.ctrl):
+                        m.d.sync += cfg_target.eq(Mux(header_col == self._col,
+                                                      CFG_MINE, CFG_OTHER))
                 else:
                     m.d.comb += lookup_cfg_drop.eq(1)
-            with m.Elif(head.color == RSP_COLOR):
+            with m.Elif(inw.color == RSP_COLOR):
                 if i in (Port.W, Port.RAMP):
                     m.d.comb += lookup_want.eq(1 << Port.E)
                 else:
                     m.d.comb += lookup_drop.eq(1)
             with m.Else():
-                entry = data.View(RouteEntry, table.word_select(head.color, entry_bits))
-                in_table = head.color < self._route_colors
+                entry = data.View(RouteEntry, table.word_select(inw.color, entry_bits))
+                in_table = inw.color < self._route_colors
                 with m.If(in_table & (entry.src == i) & entry.dst.any()):
                     m.d.comb += lookup_want.eq(entry.dst)
                 with m.Else():
                     m.d.comb += lookup_drop.eq(1)
 
-            helds.append((held, held_want))
             heads.append(head)
             head_valid.append(q.r_rdy)
             wants.append(want)
@@ -295,23 +296,11 @@ class Router(wiring.Component):
             drop, cfg_drop = drops[i]
             complete = head_valid[i] & (drop | cfg_drop | ((wants[i] & ~done) == 0))
             m.d.comb += pops[i].eq(complete)
-            held, held_want = helds[i]
             with m.If(complete):
-                m.d.sync += [sent[i].eq(0), held.eq(0)]
+                m.d.sync += sent[i].eq(0)
             with m.Else():
                 m.d.sync += sent[i].eq(done)
-                with m.If(head_valid[i]):
-                    m.d.sync += [held.eq(1), held_want.eq(wants[i])]
 
-        # Track which tile the configuration stream on the west input currently addresses.
-        w_head = heads[Port.W]
-        with m.If(pops[Port.W] & (w_head.color == CFG_COLOR) & w_head.ctrl):
-            with m.If(w_head.payload[27:32] == self._col):
-                m.d.sync += cfg_target.eq(CFG_MINE)
-            with m.Else():
-                m.d.sync += cfg_target.eq(CFG_OTHER)
-
-        # Counters.
         # Counters: the events are registered first, so no path runs from a FIFO head through
         # the arbiter into a 32-bit carry chain (the counts lag the events by one cycle).
         def count(sig, events):

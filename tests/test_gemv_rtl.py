@@ -53,3 +53,14 @@ def test_gemv_with_link_registers(run_bench, extra):
         assert r["cycles"] >= r["model_cycles"]
     else:
         assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])
+
+
+def test_gemv_on_the_small_fpga_tile(run_bench):
+    # The iCEBreaker's tile: 4 KiB SRAM, 64 accumulators, an 8-entry route table, 16-bit
+    # counters. Two accumulator passes; bit-exact and on the model.
+    seed = 450
+    r = run_bench(1, 1, GEMV, {"m": 100, "n": 36, "batch": 2, "seed": seed}, seed=seed,
+                  sram_kb=4, acc_depth=64, route_colors=8, counter_bits=16)
+    assert r["status"] == "complete", r
+    assert r["match"], f"seed {seed}: first difference {r['first_diff']}"
+    assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])

@@ -63,7 +63,8 @@ BOARDS = {
     "icebreaker": Board(
         "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12_000_000,
         1_000_000, mesh="1x1", sram_kb=4, acc_depth=64, max_payload=256, east_depth=64,
-        synth_opts="-dsp -abc9", route_colors=8, counter_bits=16,
+        # At the 12 MHz oscillator the links need no registers; the logic cells are the limit.
+        synth_opts="-dsp -abc9", link_regs=False, route_colors=8, counter_bits=16,
         program="openFPGALoader --board icebreaker {bit}"),
 }
 

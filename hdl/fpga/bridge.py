@@ -187,7 +187,11 @@ class HostBridge(wiring.Component):
         stall = Signal(range(self.stall_limit + 1))
         shreg = Signal(8 * WAVELET_IN_BYTES)
         nbyte = Signal(range(WAVELET_IN_BYTES + 1))
-        snapshot = Signal(self.status_bits * len(STATUS_FIELDS))
+        # STATUS sends each counter as it was when its first byte became due: one counter's
+        # register, not a snapshot of all ten (ten times the flip-flops, which the iCE40
+        # cannot spare).
+        held = Signal(self.status_bits)
+        next_cnt = Signal(self.status_bits)
         hdr = Signal(range(5))
         body = Signal(16)
         ebyte = Signal(range(WAVELET_OUT_BYTES))
@@ -310,7 +314,7 @@ class HostBridge(wiring.Component):
                         with m.Case(Cmd.PING):
                             reply(len(self.ping_payload))
                         with m.Case(Cmd.STATUS):
-                            m.d.sync += snapshot.eq(Cat(*(cnt[n] for n in STATUS_FIELDS)))
+                            m.d.sync += held.eq(cnt[STATUS_FIELDS[0]])
                             reply(4 * len(STATUS_FIELDS))
                         with m.Case(Cmd.READ):
                             with m.If(length != 2):
@@ -414,10 +418,14 @@ class HostBridge(wiring.Component):
                     with m.Case(Cmd.STATUS | Cmd.REPLY):
                         # Four bytes per counter, little-endian; the bytes above
                         # ``status_bits`` are zero.
-                        nb = self.status_bits // 8
-                        lo = body[0:2] < nb
-                        m.d.comb += bbyte.eq(Mux(lo, snapshot.word_select(
-                            body[2:] * nb + body[0:2], 8), 0))
+                        lo = body[0:2] < self.status_bits // 8
+                        m.d.comb += bbyte.eq(Mux(lo, held.word_select(body[0:2], 8), 0))
+                        with m.Switch(body[2:] + 1):
+                            for i, n in enumerate(STATUS_FIELDS[1:], start=1):
+                                with m.Case(i):
+                                    m.d.comb += next_cnt.eq(cnt[n])
+                        with m.If(self.tx.ready & (body[0:2] == 3)):
+                            m.d.sync += held.eq(next_cnt)
                     with m.Case(Cmd.READ | Cmd.REPLY):
                         cc = Cat(entry[32:32 + COLOR_BITS], entry[37], Const(0, 2))
                         with m.Switch(ebyte):
