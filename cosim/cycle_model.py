@@ -5,7 +5,7 @@ a batch of ``B`` vectors takes ::
 
     T = FILL + X_HOP * (R - 1) + sum over passes [DESC + B * (rows * nw + rows + VEC)]
              + P_HOP * (C - 1) + DRAIN [+ REQUANT for int8 results]
-             [+ LINK * (R + C - 1) with link registers]
+             [+ LINK * (R + C - 1) + RAMP * C with link registers]
 
 * ``rows * nw`` — the MAC task: one weight row (4 MACs) per cycle per activation word;
 * ``rows`` — the reduce task: one accumulator per cycle (partial sum in, sum or result out);
@@ -20,7 +20,8 @@ a batch of ``B`` vectors takes ::
 * ``DRAIN`` — the last PE's output register, its router's ramp FIFO and the edge sink;
 * ``LINK`` — with registered router outputs (``MeshShape.link_regs``, the FPGA builds), one
   more cycle on each router-to-router link a result crosses: ``R - 1`` down the column for
-  ``x``, ``C - 1`` along the chain and one into the edge sink;
+  ``x``, ``C - 1`` along the chain and one into the edge sink; and ``RAMP``, the PE's
+  ramp register that comes with them: once for ``x`` and once per PE of the chain;
 * ``REQUANT`` — the four registered stages of the requantization pipeline that int8 results
   pass through (int32 results and partial sums leave the reduce stage directly).
 
@@ -48,6 +49,7 @@ class GemvTiming:
     drain: float = 3.0
     requant: float = 4.0
     link: float = 0.0
+    ramp: float = 0.0
 
     def as_dict(self):
         return asdict(self)
@@ -58,7 +60,7 @@ DEFAULT_TIMING = GemvTiming()
 
 def timing_for(shape) -> GemvTiming:
     """The RTL's timing for a :class:`~sparktile.hdl.mesh.MeshShape` (its link registers)."""
-    return replace(DEFAULT_TIMING, link=1.0) if shape.link_regs else DEFAULT_TIMING
+    return replace(DEFAULT_TIMING, link=1.0, ramp=1.0) if shape.link_regs else DEFAULT_TIMING
 
 
 def gemv_cycles(m: int, n: int, batch: int, rows: int, cols: int, *, acc_depth: int = 256,
@@ -72,7 +74,7 @@ def gemv_cycles(m: int, n: int, batch: int, rows: int, cols: int, *, acc_depth: 
     total = timing.fill + timing.x_hop * (rows - 1) + timing.p_hop * (cols - 1) + timing.drain
     if not out_int32:
         total += timing.requant
-    total += timing.link * (rows + cols - 1)
+    total += timing.link * (rows + cols - 1) + timing.ramp * cols
     for p in range(geo["passes"]):
         r = min(acc_depth, m_pe - p * acc_depth)
         total += timing.desc + batch * (r * nw + r + timing.vec)

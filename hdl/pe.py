@@ -93,6 +93,15 @@ class PE(wiring.Component):
     counter_bits : int
         Width of the performance and error counters (16..32; small FPGAs use 16, and the
         counters then wrap at 65536).
+    ramp_reg : bool
+        Register the ramp input (the FPGA builds, with the routers' link registers). Without,
+        the router's arbiter writes the PE's queues combinationally and ``ready`` follows the
+        queue of the offered color. With it, ``ready`` is always 1 and every wavelet spends a
+        cycle in a register before its queue; ``accept`` then reserves room for it (a color is
+        accepted while its queue level plus the registered wavelet is below the depth), so
+        the only path from the router into the PE is a function of flip-flops. A producer
+        that ignores ``accept`` loses the wavelet (counted in ``task_errors``). Needs
+        ``queue_depth >= 3`` to stream at one wavelet per cycle.
 
     Members
     -------
@@ -112,7 +121,7 @@ class PE(wiring.Component):
     """
 
     def __init__(self, *, sram_words: int = 4096, acc_depth: int = 256, queue_depth: int = 2,
-                 counter_bits: int = 32):
+                 counter_bits: int = 32, ramp_reg: bool = False):
         if not isinstance(sram_words, int) or not 16 <= sram_words <= 65536:
             raise ValueError(f"PE SRAM must be 16..65536 words, not {sram_words!r}")
         if not isinstance(acc_depth, int) or not 1 <= acc_depth <= 65535:
@@ -122,6 +131,7 @@ class PE(wiring.Component):
         if not isinstance(counter_bits, int) or not 16 <= counter_bits <= 32:
             raise ValueError(f"PE counter width must be 16..32 bits, not {counter_bits!r}")
         self.sram_words = sram_words
+        self.ramp_reg = bool(ramp_reg)
         self.acc_depth = acc_depth
         self.queue_depth = queue_depth
         super().__init__({
@@ -169,25 +179,41 @@ class PE(wiring.Component):
         width = Wavelet.as_shape().size
         m.submodules.xq = xq = fifo.SyncFIFO(width=width, depth=self.queue_depth)
         m.submodules.pq = pq = fifo.SyncFIFO(width=width, depth=self.queue_depth)
-        inw = self.ramp_in.payload
+        if self.ramp_reg:
+            # The ramp register: always ready, it hands its wavelet to its queue a cycle later.
+            r_valid = Signal()
+            r_wav = Signal(Wavelet)
+            m.d.sync += [r_valid.eq(self.ramp_in.valid), r_wav.eq(self.ramp_in.payload)]
+            m.d.comb += self.ramp_in.ready.eq(1)
+            inw, in_valid = r_wav, r_valid
+        else:
+            inw, in_valid = self.ramp_in.payload, self.ramp_in.valid
         to_x = inw.color == x_color
         to_p = (inw.color == psum_color) & ~to_x
         m.d.comb += [
             xq.w_data.eq(inw), pq.w_data.eq(inw),
-            xq.w_en.eq(self.ramp_in.valid & to_x),
-            pq.w_en.eq(self.ramp_in.valid & to_p),
-            self.ramp_in.ready.eq(Mux(to_x, xq.w_rdy, Mux(to_p, pq.w_rdy, 1))),
+            xq.w_en.eq(in_valid & to_x),
+            pq.w_en.eq(in_valid & to_p),
         ]
-        # Every color is acceptable except a bound one whose queue is full; ``w_rdy`` depends
-        # only on the queue level, so ``accept`` is a function of registers.
+        # Every color is acceptable except a bound one whose queue is full (counting, with the
+        # ramp register, the wavelet in it); ``accept`` is a function of registers.
+        if self.ramp_reg:
+            x_full = xq.level + (r_valid & to_x) >= self.queue_depth
+            p_full = pq.level + (r_valid & to_p) >= self.queue_depth
+            # Only a producer that ignores ``accept`` can find the queue full here.
+            overflow = (in_valid & to_x & ~xq.w_rdy) | (in_valid & to_p & ~pq.w_rdy)
+        else:
+            m.d.comb += self.ramp_in.ready.eq(Mux(to_x, xq.w_rdy, Mux(to_p, pq.w_rdy, 1)))
+            x_full, p_full = ~xq.w_rdy, ~pq.w_rdy
+            overflow = Const(0)
         accept = Signal(NUM_COLORS)
         m.d.comb += accept.eq(~0)
-        with m.If(~xq.w_rdy):
+        with m.If(x_full):
             m.d.comb += accept.bit_select(x_color, 1).eq(0)
-        with m.If(~pq.w_rdy):
+        with m.If(p_full):
             m.d.comb += accept.bit_select(psum_color, 1).eq(0)
         m.d.comb += self.accept.eq(accept)
-        unbound_drop = self.ramp_in.valid & ~to_x & ~to_p
+        unbound_drop = (in_valid & ~to_x & ~to_p) | overflow
 
         xh = data.View(Wavelet, xq.r_data)
         ph = data.View(Wavelet, pq.r_data)

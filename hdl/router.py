@@ -1,9 +1,10 @@
 """Five-port wavelet router with a per-color route table, multicast and round-robin outputs.
 
 Each input (north, east, south, west, and the ramp from the router's own PE) ends in a
-two-entry FIFO. The wavelet at the head of an input FIFO is looked up in the route table by
-its color: if the color is accepted from that input, it is offered to every output of the
-entry's destination mask (multicast, the ramp included); otherwise it is dropped and counted.
+two-entry FIFO. A wavelet is looked up in the route table by its color as it enters the FIFO,
+and the decision travels with it: at the head, if the color is accepted from that input, it is
+offered to every output of the entry's destination mask (multicast, the ramp included);
+otherwise it is dropped and counted.
 An output chooses among the inputs offering to it round-robin and keeps its choice until the
 transfer happens, so ``valid`` never drops and the payload never changes while an output waits
 for ``ready`` (Amaranth's stream rules). A multicast wavelet leaves each of its outputs as soon

@@ -168,7 +168,9 @@ class Tile(wiring.Component):
     sram_words, acc_depth : int
         PE parameters (see :class:`~sparktile.hdl.pe.PE`).
     link_regs : bool
-        Registered router outputs (see :class:`~sparktile.hdl.router.Router`).
+        Registered router outputs (see :class:`~sparktile.hdl.router.Router`) and a registered
+        ramp into the PE (see :class:`~sparktile.hdl.pe.PE`): every path between the router
+        and its neighbours or its PE starts at a flip-flop.
     route_colors, counter_bits : int
         Route-table entries and counter width (see :class:`~sparktile.hdl.router.Router`).
 
@@ -200,8 +202,11 @@ class Tile(wiring.Component):
         m.submodules.router = router = Router(
             col=self.col, last_col=self.last_col, link_regs=self.link_regs,
             route_colors=self.route_colors, counter_bits=self.counter_bits)
+        # With link registers the ramp into the PE is registered too, and the PE's queues are
+        # one deeper to keep one wavelet per cycle (see PE's ``ramp_reg``).
         m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth,
-                                  counter_bits=self.counter_bits)
+                                  counter_bits=self.counter_bits, ramp_reg=self.link_regs,
+                                  queue_depth=3 if self.link_regs else 2)
         m.submodules.agent = agent = ConfigAgent(
             col=self.col, sram_words=self.sram_words, route_colors=self.route_colors,
             counter_bits=self.counter_bits)

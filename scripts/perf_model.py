@@ -265,11 +265,10 @@ def load_calibration(path=None) -> tuple[GemvTiming, str]:
             raise CalibrationError(f"calibration file {origin!r}: format must be "
                                    f"{CALIBRATION_FORMAT!r}")
         t = d["timing"]
-        # ``requant`` is a pipeline depth of the RTL, not a fitted value; files written before
-        # the requantization pipeline existed do not have it.
-        # ``requant`` and ``link`` are properties of the RTL configuration, not fitted values;
-        # files written before they existed do not have them.
-        fields = {k: float(t[k]) for k in GemvTiming().as_dict() if k not in ("requant", "link")}
+        # ``requant``, ``link`` and ``ramp`` are properties of the RTL configuration, not fitted
+        # values; files written before they existed do not have them.
+        fields = {k: float(t[k]) for k in GemvTiming().as_dict()
+                  if k not in ("requant", "link", "ramp")}
         return GemvTiming(**fields, requant=float(t.get("requant", GemvTiming().requant))), \
             origin
     except CalibrationError:
