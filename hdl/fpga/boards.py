@@ -21,7 +21,7 @@ class Board:
     family: str                     # "ecp5" or "ice40"
     clk_hz: int                     # the oscillator the fabric runs from
     baud: int
-    mesh: str                       # largest mesh measured or extrapolated to fit
+    mesh: str                       # default mesh (docs/fpga.md: the largest that fits)
     sram_kb: int
     acc_depth: int
     max_payload: int

@@ -6,7 +6,7 @@ virtual board (Verilator).
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..mesh import Mesh, MeshShape
@@ -119,14 +119,18 @@ class BoardTop(wiring.Component):
         top = FpgaTop(self.shape, divisor=divisor, clk_hz=clk_hz,
                       frame_timeout=int(clk_hz * self.frame_timeout_s), **self.kwargs)
         m.submodules.top = top
-        uart = platform.request("uart", 0)
-        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
-        led = platform.request("led", 0)
+        # Raw pins and explicit buffers (Amaranth 0.5: ``request`` with ``dir="-"``).
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buffer = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [top.uart_rx.eq(rx_buf.i), tx_buf.o.eq(top.uart_tx)]
+        led = platform.request("led", 0, dir="-")
+        m.submodules.led_buffer = led_buf = io.Buffer("o", led)
         beat = Signal(range(clk_hz // 3 + 1))
         on = Signal()
         with m.If(beat == clk_hz // 3):
             m.d.sync += [beat.eq(0), on.eq(~on)]
         with m.Else():
             m.d.sync += beat.eq(beat + 1)
-        m.d.comb += led.o.eq(on)
+        m.d.comb += led_buf.o.eq(on)
         return m
