@@ -129,11 +129,14 @@ class SimTransport(Transport):
     ----------
     shape : MeshShape
         The mesh inside the simulated FPGA top.
+    **bridge
+        Bridge parameters that differ from the virtual board's defaults (``max_payload``,
+        ``east_depth``, ``status_bits``: a board's own values, see ``hdl/fpga/boards.py``).
     """
 
-    def __init__(self, shape: MeshShape):
+    def __init__(self, shape: MeshShape, **bridge):
         from .vboard import build_vboard
-        self.build = build_vboard(shape)
+        self.build = build_vboard(shape, **bridge)
         self.name = f"sim ({shape} virtual board)"
         env = dict(os.environ, SPARKTILE_UART_DIVISOR=str(self.build.divisor))
         self._p = subprocess.Popen([str(self.build.executable)], stdin=subprocess.PIPE,
@@ -173,12 +176,14 @@ class SimTransport(Transport):
         self._p.stdout.close()
 
 
-def open_transport(port: str, *, shape: MeshShape | None = None, baud: int = 1_000_000):
-    """``"sim"`` -> :class:`SimTransport` (needs ``shape``), else :class:`SerialTransport`."""
+def open_transport(port: str, *, shape: MeshShape | None = None, baud: int = 1_000_000,
+                   bridge: dict | None = None):
+    """``"sim"`` -> :class:`SimTransport` (needs ``shape``; ``bridge`` parameters go to the
+    simulated bridge), else :class:`SerialTransport`."""
     if port == "sim":
         if shape is None:
             raise ValueError("the virtual board needs a mesh shape")
-        return SimTransport(shape)
+        return SimTransport(shape, **(bridge or {}))
     return SerialTransport(port, baud)
 
 

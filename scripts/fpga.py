@@ -130,8 +130,11 @@ def _llm_token(board, shape, echo) -> dict:
     try:
         got = model.logits(prompt, mode="int8")
     except MappingError as exc:
-        echo(f"LLM: a matmul does not fit the {shape} mesh ({exc})")
-        return {"match": False, "error": str(exc)}
+        # The whole model's matrices must fit the mesh one at a time; on a small board they
+        # do not, and the LLM part cannot run there (the GEMV still proves the board).
+        echo(f"LLM skipped: a matmul of the shipped model does not fit the {shape} mesh "
+             f"({exc})")
+        return {"skipped": str(exc)}
     finally:
         model.set_backend(NumpyBackend())
     wall = time.perf_counter() - t0
@@ -149,8 +152,10 @@ def _llm_token(board, shape, echo) -> dict:
 @click.option("--board", "board_name", default="ulx3s-85f", show_default=True,
               help="Board (baud rate; for sim, the mesh and memories it simulates).")
 @click.option("--mesh", default=None, help="sim only: mesh ROWSxCOLS (default: the board's).")
-@click.option("--m", type=int, default=64, show_default=True)
-@click.option("--n", type=int, default=128, show_default=True)
+@click.option("--m", type=int, default=None, help="GEMV rows [default: the board's, 64 on "
+              "the ULX3S, 32 on the iCEBreaker].")
+@click.option("--n", type=int, default=None, help="GEMV columns [default: the board's, 128 "
+              "on the ULX3S, 64 on the iCEBreaker].")
 @click.option("--batch", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--llm/--no-llm", default=True, show_default=True,
@@ -168,9 +173,12 @@ def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_p
         shape = spec.shape(mesh)
     except ValueError as exc:
         _fail(str(exc))
+    m = m or spec.demo_gemv[0]
+    n = n or spec.demo_gemv[1]
     t0 = time.perf_counter()
     try:
-        with open_transport(port, shape=shape, baud=spec.baud) as t:
+        with open_transport(port, shape=shape, baud=spec.baud,
+                            bridge=spec.vboard_bridge()) as t:
             board = Board(t, timeout=timeout)
             if port != "sim":
                 shape = board.shape()

@@ -179,6 +179,24 @@ def test_the_cli_demo_runs_on_the_virtual_board(tmp_path):
     assert report["board"]["rows"] == 2 and report["status"]["crc_errors"] == 0
 
 
+
+def test_the_cli_demo_on_the_icebreaker_skips_an_llm_that_cannot_fit(tmp_path):
+    # The iCEBreaker's 1x1 mesh of 4 KiB runs its own GEMV size; the shipped model's matrices
+    # do not fit it, which the demo says (naming the matrix) instead of failing.
+    import json
+
+    from click.testing import CliRunner
+
+    from sparktile.cli import main
+    out = tmp_path / "demo.json"
+    r = CliRunner().invoke(main, ["fpga", "demo", "--port", "sim", "--board", "icebreaker",
+                                  "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    assert report["ok"] and report["gemv"]["match"] and report["gemv"]["m"] == 32
+    assert "does not fit the 1x1 mesh" in r.output and "skipped" in report["llm"]
+
+
 @pytest.mark.fpga
 def test_one_llm_token_on_the_virtual_board_equals_the_numpy_backend(board):
     """The shipped model's int8 path with all 29 matmuls on the virtual board (~3 minutes:
@@ -187,3 +205,22 @@ def test_one_llm_token_on_the_virtual_board_equals_the_numpy_backend(board):
     result = _llm_token(board, SHAPE, echo=lambda s: None)
     assert result["match"], result
     assert result["matmuls"] == 29
+
+
+def test_the_icebreaker_configuration_in_the_virtual_board():
+    # The iCEBreaker's FPGA top: 1x1 small tile (4 KiB, 64 accumulators, 8 colors, 16-bit
+    # counters) and its bridge (256-byte frames, 64-entry east FIFO, 16-bit STATUS counters).
+    from sparktile.hdl.fpga.boards import get_board
+    spec = get_board("icebreaker")
+    shape = spec.shape()
+    with SimTransport(shape, **spec.vboard_bridge()) as t:
+        b = Board(t, timeout=5.0)
+        info = b.ping()
+        assert (info["rows"], info["cols"], info["sram_kb"], info["acc_depth"]) == (1, 1, 4, 64)
+        w, x, mult, shift = random_problem(40, 60, 2, 17)
+        y = b.gemv(compile_gemv(shape, w, mult, shift), x)
+        np.testing.assert_array_equal(y, golden(w, x, mult, shift), err_msg="seed 17")
+        st = b.status()
+        # 16-bit counters: the two upper bytes of every STATUS field are zero.
+        assert all(0 <= v < 1 << 16 for v in st.values()), st
+        assert st["frames_ok"] > 0 and st["crc_errors"] == 0, st

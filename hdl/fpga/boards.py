@@ -30,6 +30,7 @@ class Board:
     link_regs: bool = True          # registered router outputs: 2 cycles/hop, a faster clock
     route_colors: int = 30          # route-table entries per router (a GEMV needs 4)
     counter_bits: int = 32          # tile counters; the bridge's STATUS counters likewise
+    demo_gemv: tuple = (64, 128)    # the GEMV `fpga demo` runs (M, N): fits the default mesh
     program: str = ""               # openFPGALoader command (``{bit}`` = bitstream)
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -41,6 +42,14 @@ class Board:
         return parse_mesh(mesh or self.mesh, sram_kb=sram_kb or self.sram_kb,
                           acc_depth=self.acc_depth, link_regs=self.link_regs,
                           route_colors=self.route_colors, counter_bits=self.counter_bits)
+
+    def vboard_bridge(self) -> dict:
+        """Bridge parameters for this board's virtual board (those that differ from the
+        virtual board's defaults, so that equal configurations share one cached build)."""
+        args = {"max_payload": self.max_payload, "east_depth": self.east_depth}
+        if self.counter_bits != 32:
+            args["status_bits"] = self.counter_bits
+        return args
 
     def platform_class(self):
         import importlib
@@ -65,6 +74,7 @@ BOARDS = {
         1_000_000, mesh="1x1", sram_kb=4, acc_depth=64, max_payload=256, east_depth=64,
         # At the 12 MHz oscillator the links need no registers; the logic cells are the limit.
         synth_opts="-dsp -abc9", link_regs=False, route_colors=8, counter_bits=16,
+        demo_gemv=(32, 64),
         program="openFPGALoader --board icebreaker {bit}"),
 }
 
