@@ -235,6 +235,13 @@ class Fabric:
                 values[name][r, col] |= np.uint64(value << (16 * (addr & 1)))
         return values
 
+    def counter_delta(self, after: dict, before: dict) -> dict[str, np.ndarray]:
+        """``after - before`` for the counters read both times, modulo the counters' width
+        (``shape.counter_bits``: 16 on small FPGA tiles); right for windows shorter than one
+        wrap."""
+        wrap = np.uint64((1 << self.shape.counter_bits) - 1)
+        return {k: (after[k] - before[k]) & wrap for k in before if k in after}
+
 
 
 class Recording:

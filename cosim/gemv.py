@@ -84,10 +84,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         per_row[mapping.region.row + r] = pay
         cycles_of[mapping.region.row + r] = t
     after = await fabric.read_counters(counters)
-    # Counters wrap at 2**counter_bits (16-bit on small FPGA tiles); unsigned differences
-    # modulo that are right for runs shorter than one wrap.
-    wrap = np.uint64((1 << shape.counter_bits) - 1)
-    delta = {k: (after[k] - before[k]) & wrap for k in after}
+    delta = fabric.counter_delta(after, before)
 
     recorded = rec.finish()
     acc = matmul_int8(w, x.T)

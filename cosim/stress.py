@@ -172,8 +172,7 @@ async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall:
                                         Counter.CFG_ERRORS))
     # Counter reads happen before and after the measured window, so the difference counts
     # the traffic's own link transfers only.
-    wrap = np.uint64((1 << shape.counter_bits) - 1)    # counters wrap at counter_bits
-    forwarded = int(((after["forwarded"] - before["forwarded"]) & wrap).sum())
+    forwarded = int(fabric.counter_delta(after, before)["forwarded"].sum())
     links = 4 * shape.pes
     report = board.report()
     return {

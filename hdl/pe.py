@@ -37,6 +37,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .counters import count_events
 from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
 
 __all__ = ["PE", "ConfigWriteSignature", "DescFlags", "FLAG_FIRST", "FLAG_LAST", "FLAG_INT32"]
@@ -493,15 +494,9 @@ class PE(wiring.Component):
         ]
         m.d.comb += mac_in_flight.eq(s1_valid | sw_valid | sp_valid)
 
-        # Counters count registered events (one cycle late), so that no path runs from the
-        # router's arbiter or the task FSM into a 32-bit carry chain.
-        def count(counter, *events):
-            inc = Signal(range(len(events) + 1), name=f"{counter.name}_inc")
-            m.d.sync += [inc.eq(sum(events)), counter.eq(counter + inc)]
-
-        count(self.mac_busy, ev_mac)
-        count(self.stall_in, ev_stall_in)
-        count(self.stall_out, ev_stall_out)
-        count(self.task_errors, ev_error, unbound_drop)
-        count(self.vectors, ev_vector)
+        count_events(m, self.mac_busy, ev_mac)
+        count_events(m, self.stall_in, ev_stall_in)
+        count_events(m, self.stall_out, ev_stall_out)
+        count_events(m, self.task_errors, ev_error, unbound_drop)
+        count_events(m, self.vectors, ev_vector)
         return m

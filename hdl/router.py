@@ -26,10 +26,11 @@ between routers starts at a flip-flop (for FPGA clock rates).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .counters import count_events
 from .wavelet import (
     CFG_COLOR,
     NUM_COLORS,
@@ -302,16 +303,9 @@ class Router(wiring.Component):
             with m.Else():
                 m.d.sync += sent[i].eq(done)
 
-        # Counters: the events are registered first, so no path runs from a FIFO head through
-        # the arbiter into a 32-bit carry chain (the counts lag the events by one cycle).
-        def count(sig, events):
-            total = Const(0, 3)
-            for e in events:
-                total = total + e
-            inc = Signal(3, name=f"{sig.name}_inc")
-            m.d.sync += [inc.eq(total), sig.eq(sig + inc)]
-
-        count(self.forwarded, fwd_count)
-        count(self.route_drops, [head_valid[i] & drops[i][0] for i in range(NUM_PORTS)])
-        count(self.cfg_drops, [head_valid[i] & drops[i][1] for i in range(NUM_PORTS)])
+        count_events(m, self.forwarded, *fwd_count)
+        count_events(m, self.route_drops,
+                     *(head_valid[i] & drops[i][0] for i in range(NUM_PORTS)))
+        count_events(m, self.cfg_drops,
+                     *(head_valid[i] & drops[i][1] for i in range(NUM_PORTS)))
         return m

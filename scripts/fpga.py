@@ -173,8 +173,8 @@ def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_p
         shape = spec.shape(mesh)
     except ValueError as exc:
         _fail(str(exc))
-    m = m or spec.demo_gemv[0]
-    n = n or spec.demo_gemv[1]
+    m = spec.demo_gemv[0] if m is None else m
+    n = spec.demo_gemv[1] if n is None else n
     t0 = time.perf_counter()
     try:
         with open_transport(port, shape=shape, baud=spec.baud,

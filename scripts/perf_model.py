@@ -168,6 +168,8 @@ def model_params(cfg: ModelConfig) -> int:
 # ---------------------------------------------------------------------- calibration
 
 FIT_PARAMS = ("fill_drain", "x_hop", "p_hop", "desc", "vec")
+#: The GemvTiming fields a calibration sets (``fill_drain`` is split evenly into two).
+FITTED_TIMING = ("fill", "desc", "x_hop", "vec", "p_hop", "drain")
 
 
 def _passes(m_pe: int, acc_depth: int) -> list[int]:
@@ -265,12 +267,9 @@ def load_calibration(path=None) -> tuple[GemvTiming, str]:
             raise CalibrationError(f"calibration file {origin!r}: format must be "
                                    f"{CALIBRATION_FORMAT!r}")
         t = d["timing"]
-        # ``requant``, ``link`` and ``ramp`` are properties of the RTL configuration, not fitted
-        # values; files written before they existed do not have them.
-        fields = {k: float(t[k]) for k in GemvTiming().as_dict()
-                  if k not in ("requant", "link", "ramp")}
-        return GemvTiming(**fields, requant=float(t.get("requant", GemvTiming().requant))), \
-            origin
+        # Only the fitted costs come from the file: ``requant``, ``link`` and ``ramp`` are
+        # pipeline depths of the RTL configuration (and files older than them lack them).
+        return GemvTiming(**{k: float(t[k]) for k in FITTED_TIMING}), origin
     except CalibrationError:
         raise
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -447,6 +447,17 @@ def test_int32_rows_leave_one_per_cycle():
     assert c == list(range(c[0], c[0] + 8)), f"seed={seed}: output cycles {c}"
 
 
+def run_two_jobs(a: Job, b: Job, *, seed, p_valid, p_ready) -> PERun:
+    """Job ``a`` then job ``b`` (own descriptor and SRAM regions) on one x stream; checks the
+    outputs against the model of both in order."""
+    want = pe_model(a) + pe_model(b)
+    run = run_pe(sram={**a.sram(), **b.sram()},
+                 streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
+                 p_valid=p_valid, p_ready=p_ready)
+    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    return run
+
+
 def test_two_descriptors_one_after_the_other():
     # A second selector switches shape, flags and SRAM regions between vectors.
     seed = 97
@@ -454,14 +465,9 @@ def test_two_descriptors_one_after_the_other():
     a = make_job(rng, m=3, n_words=2, batch=2, flags=FLAG_FIRST | FLAG_LAST | FLAG_INT32)
     b = make_job(rng, m=6, n_words=1, batch=1, flags=FLAG_FIRST | FLAG_LAST,
                  desc=240, w_base=100, q_base=180)
-    want = pe_model(a) + pe_model(b)
-    run = run_pe(sram={**a.sram(), **b.sram()},
-                 streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
-                 p_valid=0.7, p_ready=0.6)
-    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    run = run_two_jobs(a, b, seed=seed, p_valid=0.7, p_ready=0.6)
     assert run.counters["mac_busy"] == 2 * 3 * 2 + 6, f"seed={seed}: {run.counters}"
     assert run.counters["vectors"] == 3 and run.counters["task_errors"] == 0, f"seed={seed}"
-
 
 
 @pytest.mark.parametrize("seed", range(98, 102))
@@ -473,11 +479,7 @@ def test_int32_results_wait_for_the_requantization_pipeline(seed):
     a = make_job(rng, m=8, n_words=1, batch=2, flags=FLAG_FIRST | FLAG_LAST)
     b = make_job(rng, m=2, n_words=1, batch=2, flags=FLAG_FIRST | FLAG_LAST | FLAG_INT32,
                  desc=240, w_base=100, q_base=180)
-    want = pe_model(a) + pe_model(b)
-    run = run_pe(sram={**a.sram(), **b.sram()},
-                 streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
-                 p_valid=1.0, p_ready=0.1)
-    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    run = run_two_jobs(a, b, seed=seed, p_valid=1.0, p_ready=0.1)
     assert run.counters["vectors"] == 4 and run.counters["task_errors"] == 0, f"seed={seed}"
 
 
@@ -491,7 +493,6 @@ def test_random_jobs(seed):
     job = make_job(np.random.default_rng(seed), m=r.randint(1, ACC_DEPTH),
                    n_words=r.randint(1, 4), batch=r.randint(1, 3), flags=r.choice(FLAG_SETS))
     check_job(job, seed=seed, p_valid=r.choice([0.4, 0.8, 1.0]), p_ready=r.choice([0.4, 1.0]))
-
 
 
 @pytest.mark.parametrize("seed", range(300, 308))

@@ -505,21 +505,25 @@ def test_sustained_one_wavelet_per_cycle_west_to_east():
     assert run.forwarded == n
 
 
+def parallel_paths(n: int):
+    """Three independent paths and one 3-way multicast (the ramp included), ``n`` wavelets
+    each: routes and traffic."""
+    serial = Serial()
+    routes = {1: (W, [E]), 2: (N, [S]), 3: (E, [W]), 4: (S, [N, RAMP])}
+    traffic = {src: [wavelet(serial(src), color) for _ in range(n)]
+               for color, (src, _) in routes.items()}
+    return routes, traffic
+
+
 def test_sustained_rate_with_multicast_and_parallel_paths():
     # Three independent paths and one 3-way multicast, all at full rate.
     seed = 51
     n = 60
-    serial = Serial()
-    routes = {1: (W, [E]), 2: (N, [S]), 3: (E, [W]), 4: (S, [N, RAMP])}
-    traffic = {W: [wavelet(serial(W), 1) for _ in range(n)],
-               N: [wavelet(serial(N), 2) for _ in range(n)],
-               E: [wavelet(serial(E), 3) for _ in range(n)],
-               S: [wavelet(serial(S), 4) for _ in range(n)]}
+    routes, traffic = parallel_paths(n)
     run = check(traffic, routes, seed=seed, p_valid=1.0, p_ready=1.0)
     for o in (E, S, W, N, RAMP):
         assert run.receive_cycles[o] == list(range(1, n + 1)), (
             f"seed={seed}: {Port(o).name} did not sustain one wavelet per cycle")
-
 
 
 @pytest.mark.parametrize("stall", ["no_stall", "both", "both_ramp_gated"])
@@ -537,12 +541,7 @@ def test_link_registers_random_traffic_matches_model(seed, stall):
 def test_link_registers_add_one_cycle_and_keep_the_rate():
     seed = 52
     n = 60
-    serial = Serial()
-    routes = {1: (W, [E]), 2: (N, [S]), 3: (E, [W]), 4: (S, [N, RAMP])}
-    traffic = {W: [wavelet(serial(W), 1) for _ in range(n)],
-               N: [wavelet(serial(N), 2) for _ in range(n)],
-               E: [wavelet(serial(E), 3) for _ in range(n)],
-               S: [wavelet(serial(S), 4) for _ in range(n)]}
+    routes, traffic = parallel_paths(n)
     run = check(traffic, routes, seed=seed, p_valid=1.0, p_ready=1.0, link_regs=True)
     for o in (E, S, W, N):
         assert run.receive_cycles[o] == list(range(2, n + 2)), (
