@@ -88,8 +88,9 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
                 _with_progress(simulate, progress_path, progress)
         except (RuntimeError, SystemExit) as exc:
             tail = log.read_text()[-4000:] if log.exists() else ""
-            raise BenchError(f"the simulator failed running {entry} (seed {seed}): {exc}\n"
-                             f"{tail}") from None
+            raise BenchError(f"the simulator failed running {entry} (seed {seed}): {exc} "
+                             f"(if the simulator itself crashed, delete its cache entry "
+                             f"{build.directory} to rebuild it)\n{tail}") from None
         wall = time.perf_counter() - t0
         if not result_path.exists():
             tail = log.read_text()[-4000:] if log.exists() else ""

@@ -10,20 +10,17 @@ Verilog, the C++ model, the flags and the Verilator version, under
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from ..hdl import fpga as _fpga_pkg
 from ..hdl.fpga.top import FPGA_TOP, FpgaTop
-from ..hdl.mesh import MeshShape
-from ..toolchain import apply_verilator_env, cache_dir
-from .build import BuildError, _hdl_fingerprint, _locked, cached_text
+from ..hdl.mesh import MeshShape, mesh_tile
+from ..toolchain import apply_verilator_env, cache_dir, verilator_env
+from .build import HIER_FLAGS, TILE_MODULE, VLT_SOURCE, BuildError, hdl_fingerprint
+from .build_cache import cached_build, cached_text, key_of, notice
+from .build_progress import BuildCommandError, run_build
 
 __all__ = ["VBoardBuild", "build_vboard", "VBOARD_DIVISOR", "fpga_verilog"]
 
@@ -47,20 +44,19 @@ class VBoardBuild:
 
 
 def fpga_verilog(shape: MeshShape, divisor: int = VBOARD_DIVISOR, **bridge) -> str:
-    """Verilog of the FPGA top (module ``sparktile_fpga``), cached by configuration."""
+    """Verilog of the FPGA top (module ``sparktile_fpga``) with its one tile module, cached by
+    configuration (the tile is compiled once, as in the mesh simulators)."""
     args = {**VBOARD_BRIDGE, **bridge}
-    fp = _hdl_fingerprint()
-    h = hashlib.sha256(f"{shape.key()}:{divisor}:{sorted(args.items())}:{fp}".encode())
-    # _hdl_fingerprint covers hdl/*.py; the FPGA package is one level down.
-    for src in sorted(Path(_fpga_pkg.__file__).resolve().parent.glob("*.py")):
-        h.update(src.read_bytes())
-    key = h.hexdigest()[:20]
+    key = key_of([repr(shape.key()), str(divisor), repr(sorted(args.items())),
+                  hdl_fingerprint(), "tiled"])
     path = cache_dir() / "verilog" / f"fpga_{shape.rows}x{shape.cols}_{key}.v"
 
     def produce():
         from amaranth.back import verilog
-        return verilog.convert(FpgaTop(shape, divisor=divisor, **args), name=FPGA_TOP,
-                               emit_src=False)
+        tile = verilog.convert(mesh_tile(shape), name=TILE_MODULE, emit_src=False)
+        top = verilog.convert(FpgaTop(shape, divisor=divisor, tile_module=TILE_MODULE, **args),
+                              name=FPGA_TOP, emit_src=False)
+        return tile + top
 
     return cached_text(path, produce)
 
@@ -75,37 +71,34 @@ def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -
     """
     apply_verilator_env()
     text = fpga_verilog(shape, divisor, **bridge)
-    h = hashlib.sha256()
-    for part in (text, VBOARD_SOURCE.read_text(), " ".join(_FLAGS), version("verilator")):
-        h.update(part.encode())
-        h.update(b"\0")
-    key = h.hexdigest()[:20]
+    flags = _FLAGS + HIER_FLAGS
+    key = key_of([text, VBOARD_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags),
+                  version("verilator")])
     directory = cache_dir() / "vboard" / f"{shape.rows}x{shape.cols}_{key}"
-    exe = directory / "vboard"
-    stamp = directory / ".built"
-    if stamp.exists():
-        return VBoardBuild(shape, exe, divisor, 0.0)
-    with _locked(directory.with_suffix(".lock")):
-        if stamp.exists():
-            return VBoardBuild(shape, exe, divisor, 0.0)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+    what = f"the {shape} virtual board"
+
+    def build(directory: Path) -> None:
         (directory / "top.v").write_text(text)
         shutil.copy(VBOARD_SOURCE, directory / "vboard.cpp")
-        log = directory / "build.log"
-        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *_FLAGS,
-               "--top-module", FPGA_TOP, "-Mdir", str(directory / "obj"), "-o", str(exe),
+        shutil.copy(VLT_SOURCE, directory / "tile.vlt")
+        notice(f"building {what}: first use of this configuration; cached in {directory}")
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *flags,
+               "--top-module", FPGA_TOP, "-Mdir", str(directory / "obj"),
+               "-o", str(directory / "vboard"),
                # The wheel's verilated.mk leaves the precompiled-header include flag empty.
                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2",
-               str(directory / "top.v"), str(directory / "vboard.cpp")]
-        t0 = time.monotonic()
-        with open(log, "w") as fd:
-            proc = subprocess.run(cmd, stdout=fd, stderr=subprocess.STDOUT, cwd=directory)
-        if proc.returncode != 0 or not exe.exists():
-            raise BuildError(f"Verilator build of the {shape} virtual board failed; see {log}")
-        seconds = time.monotonic() - t0
-        stamp.write_text(f"{seconds:.1f}\n")
-        print(f"[sparktile] built {shape} virtual board in {seconds:.0f} s "
-              f"(cache {directory})", file=sys.stderr)
-        return VBoardBuild(shape, exe, divisor, seconds)
+               str(directory / "tile.vlt"), str(directory / "top.v"),
+               str(directory / "vboard.cpp")]
+        try:
+            run_build([cmd], cwd=directory, env=verilator_env(), log=directory / "build.log",
+                      what=what, directory=directory)
+        except BuildCommandError as exc:
+            raise BuildError(str(exc)) from None
+
+    try:
+        seconds = cached_build(directory, "vboard", what, build)
+    except FileNotFoundError as exc:
+        raise BuildError(f"{exc}; see {directory / 'build.log'}") from None
+    if seconds:
+        notice(f"built {what} in {seconds:.0f} s (cache {directory})")
+    return VBoardBuild(shape, directory / "vboard", divisor, seconds)

@@ -7,14 +7,14 @@ links that leave the mesh become edge ports: ``north_in[c]``/``north_out[c]`` on
 ``east_in[r]``/``east_out[r]`` on the last column. Configuration enters through ``west_in[r]``.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .tile import Tile
 from .wavelet import MAX_MESH_DIM, ROUTABLE_COLORS, Port, Wavelet
 
-__all__ = ["Mesh", "MeshShape", "parse_mesh"]
+__all__ = ["Mesh", "MeshShape", "parse_mesh", "mesh_tile"]
 
 #: Smallest and largest PE SRAM in KiB (WSE-3 has 48 KB per PE).
 SRAM_KB_RANGE = (1, 256)
@@ -108,6 +108,20 @@ def parse_mesh(text: str, **kwargs) -> MeshShape:
     return MeshShape(int(parts[0]), int(parts[1]), **kwargs)
 
 
+def mesh_tile(shape: MeshShape, col: int | None = None, last_col: bool | None = None) -> Tile:
+    """A tile of a mesh of ``shape``: at column ``col``, or (both ``None``) with its
+    coordinates as ports, the one tile module every position of the mesh instantiates."""
+    return Tile(col=col, last_col=last_col, sram_words=shape.sram_words,
+                acc_depth=shape.acc_depth, link_regs=shape.link_regs,
+                route_colors=shape.route_colors, counter_bits=shape.counter_bits)
+
+
+_TILE_LINKS = wiring.Signature({
+    "inputs": In(stream.Signature(Wavelet)).array(4),
+    "outputs": Out(stream.Signature(Wavelet)).array(4),
+})
+
+
 class Mesh(wiring.Component):
     """The fabric: ``shape.rows x shape.cols`` tiles.
 
@@ -115,6 +129,14 @@ class Mesh(wiring.Component):
     ----------
     shape : MeshShape
         Geometry.
+    tile_module : str or None
+        ``None`` (default) elaborates every tile as its own Amaranth submodule: Amaranth then
+        emits one Verilog module per tile, each with its coordinates folded in (what the
+        Amaranth simulator and the FPGA builds use). A module name instead instantiates that
+        external module at every position, with the coordinates on its ``col``/``last_col``
+        ports: the Verilog of ``mesh_tile(shape)`` converted under that name must be added
+        beside this one. Verilator then compiles one tile for the whole mesh, so the build
+        time no longer grows with the number of PEs (see ``docs/architecture.md``).
 
     Members
     -------
@@ -124,10 +146,15 @@ class Mesh(wiring.Component):
         Edge streams of the first and last columns.
     """
 
-    def __init__(self, shape: MeshShape):
+    def __init__(self, shape: MeshShape, *, tile_module: str | None = None):
         if not isinstance(shape, MeshShape):
             raise TypeError(f"Mesh needs a MeshShape, not {shape!r}")
+        if tile_module is not None and (not isinstance(tile_module, str) or
+                                        not tile_module.isidentifier()):
+            raise ValueError(f"tile_module must be a Verilog identifier or None, "
+                             f"not {tile_module!r}")
         self.shape = shape
+        self.tile_module = tile_module
         w = stream.Signature(Wavelet)
         super().__init__({
             "north_in": In(w).array(shape.cols), "north_out": Out(w).array(shape.cols),
@@ -142,10 +169,11 @@ class Mesh(wiring.Component):
         tiles = {}
         for r in range(R):
             for c in range(C):
-                tiles[r, c] = m.submodules[f"tile_{r}_{c}"] = Tile(
-                    col=c, last_col=(c == C - 1), sram_words=self.shape.sram_words,
-                    acc_depth=self.shape.acc_depth, link_regs=self.shape.link_regs,
-                    route_colors=self.shape.route_colors, counter_bits=self.shape.counter_bits)
+                if self.tile_module is None:
+                    tiles[r, c] = m.submodules[f"tile_{r}_{c}"] = \
+                        mesh_tile(self.shape, c, c == C - 1)
+                else:
+                    tiles[r, c] = self._instance(m, f"tile_{r}_{c}", c, c == C - 1)
         for r in range(R):
             for c in range(C):
                 t = tiles[r, c]
@@ -167,3 +195,19 @@ class Mesh(wiring.Component):
             wiring.connect(m, wiring.flipped(self.east_in[r]), tiles[r, C - 1].inputs[Port.E])
             wiring.connect(m, tiles[r, C - 1].outputs[Port.E], wiring.flipped(self.east_out[r]))
         return m
+
+    def _instance(self, m: Module, name: str, col: int, last_col: bool):
+        """Instantiate the external tile module; returns its links as an interface object
+        (the same shape as a :class:`Tile`'s), for the mesh to connect."""
+        links = _TILE_LINKS.create(path=(name,))
+        ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal(),
+                 "i_col": Const(col, 5), "i_last_col": Const(int(last_col), 1)}
+        for p in range(4):
+            for side, dirs in (("inputs", ("i", "o")), ("outputs", ("o", "i"))):
+                s = getattr(links, side)[p]
+                fwd, back = dirs
+                ports[f"{fwd}_{side}__{p}__valid"] = s.valid
+                ports[f"{fwd}_{side}__{p}__payload"] = s.payload.as_value()
+                ports[f"{back}_{side}__{p}__ready"] = s.ready
+        m.submodules[name] = Instance(self.tile_module, **ports)
+        return links

@@ -26,7 +26,7 @@ between routers starts at a flip-flop (for FPGA clock rates).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,11 +92,14 @@ class Router(wiring.Component):
 
     Parameters
     ----------
-    col : int
-        Column of this router in its mesh (configuration headers are matched against it).
-    last_col : bool
+    col : int or Value
+        Column of this router in its mesh (configuration headers are matched against it). A
+        5-bit :class:`~amaranth.hdl.Value` (a port of the tile) lets one emitted router serve
+        every column, so that Verilator compiles the tile once for the whole mesh.
+    last_col : bool or Value
         Whether this is the east-most column: configuration wavelets that would leave east are
-        dropped here, since no tile beyond the edge can take them.
+        dropped here, since no tile beyond the edge can take them. A 1-bit value, like
+        ``col``.
     fifo_depth : int
         Depth of each input FIFO (at least 2, so a link sustains one wavelet per cycle).
     link_regs : bool
@@ -139,12 +142,19 @@ class Router(wiring.Component):
     def __init__(self, *, col: int, last_col: bool, fifo_depth: int = 2,
                  link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
                  counter_bits: int = 32):
-        if not isinstance(col, int) or col < 0:
-            raise ValueError(f"Router column must be a non-negative integer, not {col!r}")
+        if isinstance(col, Value):
+            if len(col) > 5:
+                raise ValueError(f"Router column value must be at most 5 bits wide, not "
+                                 f"{len(col)}")
+        elif isinstance(col, bool) or not isinstance(col, int) or not 0 <= col < 32:
+            raise ValueError(f"Router column must be an integer in [0, 31] or a 5-bit value, "
+                             f"not {col!r}")
+        if isinstance(last_col, Value) and len(last_col) != 1:
+            raise ValueError(f"Router last_col value must be 1 bit wide, not {len(last_col)}")
         if not isinstance(fifo_depth, int) or fifo_depth < 2:
             raise ValueError(f"Router FIFO depth must be an integer >= 2, not {fifo_depth!r}")
         self._col = col
-        self._last_col = bool(last_col)
+        self._last_col = last_col if isinstance(last_col, Value) else Const(bool(last_col))
         self._fifo_depth = fifo_depth
         self._link_regs = bool(link_regs)
         if not isinstance(route_colors, int) or not 1 <= route_colors <= ROUTABLE_COLORS:
@@ -181,6 +191,11 @@ class Router(wiring.Component):
         CFG_NONE, CFG_MINE, CFG_OTHER = 0, 1, 2
         cfg_target = Signal(2, init=CFG_NONE)
 
+        # A configuration wavelet for a column further east goes east, or is dropped at the
+        # east-most column (no tile beyond the edge can take it).
+        beyond_east = self._last_col
+        east_want = Mux(beyond_east, 0, 1 << Port.E)
+
         heads, head_valid, wants, drops, pops, sent = [], [], [], [], [], []
         wl = Wavelet.as_shape().size
         for i in range(NUM_PORTS):
@@ -212,19 +227,15 @@ class Router(wiring.Component):
                         with m.If(header_col == self._col):
                             m.d.comb += lookup_want.eq(1 << _CFG_OUT)
                         with m.Else():
-                            if self._last_col:
-                                m.d.comb += lookup_cfg_drop.eq(1)
-                            else:
-                                m.d.comb += lookup_want.eq(1 << Port.E)
+                            m.d.comb += [lookup_cfg_drop.eq(beyond_east),
+                                         lookup_want.eq(east_want)]
                     with m.Else():
                         with m.Switch(cfg_target):
                             with m.Case(CFG_MINE):
                                 m.d.comb += lookup_want.eq(1 << _CFG_OUT)
                             with m.Case(CFG_OTHER):
-                                if self._last_col:
-                                    m.d.comb += lookup_cfg_drop.eq(1)
-                                else:
-                                    m.d.comb += lookup_want.eq(1 << Port.E)
+                                m.d.comb += [lookup_cfg_drop.eq(beyond_east),
+                                             lookup_want.eq(east_want)]
                             with m.Default():
                                 m.d.comb += lookup_cfg_drop.eq(1)
                     # Track which tile the configuration stream now addresses: the data

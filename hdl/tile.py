@@ -9,7 +9,7 @@ runs past the end of the SRAM, data with no burst open) is dropped and counted i
 :data:`~sparktile.hdl.wavelet.RSP_COLOR`, which the routers carry east to the row's edge.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,8 +35,9 @@ class ConfigAgent(wiring.Component):
 
     Parameters
     ----------
-    col : int
-        The tile's column, echoed in read responses.
+    col : int or Value
+        The tile's column, echoed in read responses (a constant, or the tile's 5-bit
+        ``col`` port when the tile is emitted once for every column).
     sram_words : int
         Size of the PE's SRAM, for bounds checks of bursts.
     route_colors : int
@@ -64,7 +65,7 @@ class ConfigAgent(wiring.Component):
     def __init__(self, *, col: int, sram_words: int, route_colors: int = ROUTABLE_COLORS,
                  counter_bits: int = 32):
         from .pe import ConfigWriteSignature
-        self._col = col
+        self._col = col if isinstance(col, Value) else Const(col, 5)
         self._sram_words = sram_words
         self._route_colors = route_colors
         super().__init__({
@@ -133,7 +134,7 @@ class ConfigAgent(wiring.Component):
                             m.d.sync += [
                                 self.resp.valid.eq(1),
                                 self.resp.payload.payload.eq(
-                                    Cat(half, addr, Const(0, 3), Const(self._col, 5))),
+                                    Cat(half, addr, Const(0, 3), self._col)),
                                 self.resp.payload.color.eq(RSP_COLOR),
                                 self.resp.payload.ctrl.eq(0),
                             ]
@@ -161,10 +162,13 @@ class Tile(wiring.Component):
 
     Parameters
     ----------
-    col : int
-        Column of the tile.
-    last_col : bool
-        Whether the tile is in the east-most column.
+    col : int or None
+        Column of the tile; ``None`` makes it an input port (below).
+    last_col : bool or None
+        Whether the tile is in the east-most column; ``None`` makes it an input port.
+        With both ports every tile of a mesh is the same hardware, so the Verilog can hold one
+        tile module instantiated ``rows x cols`` times and Verilator compiles it once (see
+        :class:`~sparktile.hdl.mesh.Mesh`'s ``tile_module``).
     sram_words, acc_depth : int
         PE parameters (see :class:`~sparktile.hdl.pe.PE`).
     link_regs : bool
@@ -180,27 +184,40 @@ class Tile(wiring.Component):
         From the neighbours, indexed N, E, S, W.
     outputs : Out(stream.Signature(Wavelet)).array(4)
         To the neighbours, indexed N, E, S, W.
+    col : In(5)
+        The tile's column (only when ``col`` is ``None``); tied to a constant by the mesh.
+    last_col : In(1)
+        Whether the tile is east-most (only when ``last_col`` is ``None``).
     """
 
-    def __init__(self, *, col: int, last_col: bool, sram_words: int = 4096,
+    def __init__(self, *, col: int | None, last_col: bool | None, sram_words: int = 4096,
                  acc_depth: int = 256, link_regs: bool = False,
                  route_colors: int = ROUTABLE_COLORS, counter_bits: int = 32):
         self.link_regs = link_regs
         self.route_colors = route_colors
         self.counter_bits = counter_bits
-        self.col = col
-        self.last_col = last_col
+        self._coords = (col, last_col)
         self.sram_words = sram_words
         self.acc_depth = acc_depth
-        super().__init__({
+        if (col is None) != (last_col is None):
+            raise ValueError("Tile col and last_col must both be given or both be None "
+                             f"(ports), not col={col!r}, last_col={last_col!r}")
+        members = {
             "inputs": In(stream.Signature(Wavelet)).array(4),
             "outputs": Out(stream.Signature(Wavelet)).array(4),
-        })
+        }
+        if col is None:
+            members.update({"col": In(5), "last_col": In(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
+        # Coordinates: the constructor's constants, or the ports the signature added.
+        col, last_col = self._coords
+        if col is None:
+            col, last_col = self.col, self.last_col
         m.submodules.router = router = Router(
-            col=self.col, last_col=self.last_col, link_regs=self.link_regs,
+            col=col, last_col=last_col, link_regs=self.link_regs,
             route_colors=self.route_colors, counter_bits=self.counter_bits)
         # With link registers the ramp into the PE is registered too, and the PE's queues are
         # one deeper to keep one wavelet per cycle (see PE's ``ramp_reg``).
@@ -208,7 +225,7 @@ class Tile(wiring.Component):
                                   counter_bits=self.counter_bits, ramp_reg=self.link_regs,
                                   queue_depth=3 if self.link_regs else 2)
         m.submodules.agent = agent = ConfigAgent(
-            col=self.col, sram_words=self.sram_words, route_colors=self.route_colors,
+            col=col, sram_words=self.sram_words, route_colors=self.route_colors,
             counter_bits=self.counter_bits)
 
         for p in (Port.N, Port.E, Port.S, Port.W):

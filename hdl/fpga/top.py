@@ -36,6 +36,9 @@ class FpgaTop(wiring.Component):
         In cycles; default 64 and 4096 byte times.
     status_bits : int
         Width of the bridge's STATUS counters (16 or 32).
+    tile_module : str, optional
+        Instantiate this external tile module at every mesh position (see
+        :class:`~sparktile.hdl.mesh.Mesh`); for the virtual board's Verilator build.
 
     Members
     -------
@@ -51,10 +54,13 @@ class FpgaTop(wiring.Component):
     def __init__(self, shape: MeshShape, *, divisor: int, clk_hz: int = 0,
                  max_payload: int = 1024, east_depth: int = 512,
                  frame_timeout: int | None = None, stall_limit: int | None = None,
-                 status_bits: int = 32):
+                 status_bits: int = 32, tile_module: str | None = None):
         if not isinstance(shape, MeshShape):
             raise TypeError(f"FpgaTop needs a MeshShape, not {shape!r}")
         self.shape = shape
+        # The virtual board's Verilator build instantiates one external tile module (see
+        # Mesh); bitstreams keep the elaborated tiles.
+        self.tile_module = tile_module
         self.divisor = check_divisor(divisor)
         byte_time = 10 * self.divisor
         self.bridge_args = dict(
@@ -72,7 +78,7 @@ class FpgaTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mesh = mesh = Mesh(self.shape)
+        m.submodules.mesh = mesh = Mesh(self.shape, tile_module=self.tile_module)
         m.submodules.bridge = bridge = HostBridge(**self.bridge_args)
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
