@@ -48,3 +48,45 @@ def test_cli_rejects_bad_mesh_without_traceback():
     assert r.exit_code == 2
     assert "mesh rows must be an integer in [1, 32], not 0" in r.output
     assert "Traceback" not in r.output
+
+
+def test_the_tiled_verilog_holds_one_tile_module_whatever_the_mesh():
+    """The Verilator builds' Verilog: one tile module, instantiated at every position with
+    its column on a port, so the C++ of a tile is generated and compiled once."""
+    import re
+
+    from sparktile.cosim.build import TILE_MODULE, tiled_mesh_verilog
+    text = tiled_mesh_verilog(MeshShape(2, 3))
+    assert len(re.findall(rf"^module {TILE_MODULE}\(", text, re.M)) == 1
+    instances = re.findall(rf"^\s*{TILE_MODULE} (\S+) \(", text, re.M)
+    assert sorted(instances) == sorted(f"tile_{r}_{c}" for r in range(2) for c in range(3))
+    i = text.index(f"{TILE_MODULE} tile_1_2 (")
+    assert ".col(5'h02)" in text[i:i + 2000] and ".last_col(1'h1)" in text[i:i + 2000]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"col": 1, "last_col": None}, "both be given or both be None"),
+    ({"col": None, "last_col": False}, "both be given or both be None"),
+])
+def test_tile_coordinates_are_both_constants_or_both_ports(kwargs, match):
+    from sparktile.hdl.tile import Tile
+    with pytest.raises(ValueError, match=match):
+        Tile(**kwargs)
+
+
+def test_tile_with_coordinate_ports_has_them_in_its_signature():
+    from sparktile.hdl.tile import Tile
+    t = Tile(col=None, last_col=None)
+    assert len(t.col) == 5 and len(t.last_col) == 1
+
+
+@pytest.mark.parametrize("col", [-1, 32, True, 2.0])
+def test_router_column_range(col):
+    from sparktile.hdl.router import Router
+    with pytest.raises(ValueError, match=r"\[0, 31\]"):
+        Router(col=col, last_col=False)
+
+
+def test_mesh_tile_module_must_be_an_identifier():
+    with pytest.raises(ValueError, match="Verilog identifier"):
+        Mesh(MeshShape(1, 1), tile_module="no such")

@@ -1,0 +1,148 @@
+"""The build cache verifies what it reuses, and a build shows its progress.
+
+These run without Verilator: ``cached_build`` and ``cached_text`` are driven with stand-in
+builds, so each corruption the cache must survive is cheap to make.
+"""
+
+import io
+import json
+import sys
+
+import pytest
+from sparktile.cosim.build_cache import cached_build, cached_text
+from sparktile.cosim.build_progress import BuildCommandError, count_units, run_build
+
+
+def _builder(calls, payload=b"\x7fELF-simulator" * 100):
+    def build(directory):
+        calls.append(directory)
+        (directory / "sim").write_bytes(payload)
+    return build
+
+
+def test_a_verified_entry_is_reused(tmp_path):
+    calls = []
+    entry = tmp_path / "entry"
+    assert cached_build(entry, "sim", "the test sim", _builder(calls)) >= 0.0
+    assert cached_build(entry, "sim", "the test sim", _builder(calls)) == 0.0
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("corrupt", ["truncate", "empty", "overwrite", "delete", "stamp"])
+def test_a_corrupt_entry_is_rebuilt_with_a_notice(tmp_path, capsys, corrupt):
+    calls = []
+    entry = tmp_path / "entry"
+    cached_build(entry, "sim", "the test sim", _builder(calls))
+    exe = entry / "sim"
+    if corrupt == "truncate":
+        exe.write_bytes(exe.read_bytes()[:10])
+    elif corrupt == "empty":
+        exe.write_bytes(b"")
+    elif corrupt == "overwrite":
+        exe.write_bytes(b"#!/bin/sh\nexit 139\n")
+    elif corrupt == "delete":
+        exe.unlink()
+    else:
+        (entry / ".built").write_text("12.5\n")          # an old-style or garbled stamp
+    capsys.readouterr()
+    cached_build(entry, "sim", "the test sim", _builder(calls))
+    assert len(calls) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert exe.read_bytes() == b"\x7fELF-simulator" * 100
+    assert json.loads((entry / ".built").read_text())["artifact"] == "sim"
+
+
+def test_a_failed_build_leaves_no_entry_to_trust(tmp_path):
+    entry = tmp_path / "entry"
+
+    def broken(directory):
+        (directory / "half").write_text("x")
+        raise RuntimeError("compiler died")
+
+    with pytest.raises(RuntimeError, match="compiler died"):
+        cached_build(entry, "sim", "the test sim", broken)
+    calls = []
+    cached_build(entry, "sim", "the test sim", _builder(calls))
+    assert len(calls) == 1
+
+
+def test_a_build_without_its_artifact_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="produced no sim"):
+        cached_build(tmp_path / "e", "sim", "the test sim", lambda d: None)
+
+
+@pytest.mark.parametrize("corrupt", ["truncate", "edit", "sidecar"])
+def test_a_corrupt_cached_text_is_regenerated(tmp_path, capsys, corrupt):
+    path = tmp_path / "mesh.v"
+    made = []
+
+    def produce():
+        made.append(1)
+        return "module m;\nendmodule\n" * 50
+
+    first = cached_text(path, produce)
+    assert cached_text(path, produce) == first and len(made) == 1
+    if corrupt == "truncate":
+        path.write_text(first[:17])
+    elif corrupt == "edit":
+        path.write_text(first.replace("m;", "n;", 1))
+    else:
+        (tmp_path / "mesh.v.sha256").write_text("0" * 64)
+    capsys.readouterr()
+    assert cached_text(path, produce) == first
+    assert len(made) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def _fake_verilator_output(directory, parallel, done):
+    (directory / "Vtop_classes.mk").write_text(
+        f"VM_PARALLEL_BUILDS = {parallel}\n"
+        "VM_CLASSES_FAST += \\\n  Vtop \\\n  Vtop___024root__0 \\\n\n"
+        "VM_CLASSES_SLOW += \\\n  Vtop___024root__Slow \\\n\n"
+        "VM_SUPPORT_FAST += \\\n  Vtop__Dpi \\\n\n"
+        "VM_GLOBAL_FAST += \\\n  verilated \\\n  verilated_dpi \\\n\n")
+    (directory / "Vtop.mk").write_text("VM_USER_CLASSES = \\\n  bfm \\\n\n")
+    for name in ("Vtop", "Vtop___024root__0", "Vtop___024root__Slow", "Vtop__Dpi",
+                 "Vtop__ALL", "verilated", "verilated_dpi", "bfm"):
+        (directory / f"{name}.cpp").write_text("x" * 100)
+    for name in done:
+        (directory / f"{name}.o").write_text("")
+
+
+@pytest.mark.parametrize("parallel,total", [(1, 7), (0, 4)])
+def test_units_are_counted_from_the_generated_makefiles(tmp_path, parallel, total):
+    _fake_verilator_output(tmp_path, parallel, ["verilated", "bfm"])
+    hier = tmp_path / "Vsparktile_tile"
+    hier.mkdir()
+    (hier / "Vsparktile_tile_classes.mk").write_text(
+        "VM_PARALLEL_BUILDS = 0\nVM_CLASSES_FAST += \\\n  Vsparktile_tile \\\n\n")
+    (hier / "Vsparktile_tile__ALL.cpp").write_text("y" * 300)
+    (hier / "Vsparktile_tile__ALL.o").write_text("")
+    units = count_units(tmp_path)
+    assert (units.total, units.done) == (total + 1, 3)
+    assert units.bytes_done == 500
+
+
+def test_run_build_reports_progress_and_names_a_failing_command(tmp_path):
+    out = io.StringIO()
+    script = ("import pathlib, time\n"
+              f"d = pathlib.Path({str(tmp_path)!r})\n"
+              "(d / 'Vtop_classes.mk').write_text('VM_PARALLEL_BUILDS = 0\\n"
+              "VM_CLASSES_FAST += \\\\\\n  Vtop \\\\\\n\\n')\n"
+              "(d / 'Vtop__ALL.cpp').write_text('x')\n"
+              "time.sleep(1.5)\n(d / 'Vtop__ALL.o').write_text('')\n")
+    import sparktile.cosim.build_progress as bp
+    old = bp.PLAIN_INTERVAL_S
+    bp.PLAIN_INTERVAL_S = 0.0
+    try:
+        run_build([[sys.executable, "-c", script]], cwd=tmp_path, env=None,
+                  log=tmp_path / "log", what="the fake model", directory=tmp_path, stream=out)
+    finally:
+        bp.PLAIN_INTERVAL_S = old
+    text = out.getvalue()
+    assert "the fake model: compiled 0 of 1 C++ units" in text
+    assert text.rstrip().splitlines()[-1].startswith(
+        "[sparktile] the fake model: compiled 1 of 1 C++ units")
+    with pytest.raises(BuildCommandError, match=r"exited with 3 .*see .*log2"):
+        run_build([[sys.executable, "-c", "raise SystemExit(3)"]], cwd=tmp_path, env=None,
+                  log=tmp_path / "log2", what="x", directory=tmp_path, show=False)
