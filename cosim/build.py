@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -35,7 +36,7 @@ from .build_progress import BuildCommandError, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
 
 __all__ = ["Build", "mesh_verilog", "build_mesh", "BuildError", "TILE_MODULE",
-           "hdl_fingerprint", "HIER_FLAGS"]
+           "hdl_fingerprint", "HIER_FLAGS", "build_style"]
 
 _HERE = Path(__file__).resolve().parent
 BFM_SOURCE = _HERE / "bfm.cpp"
@@ -78,12 +79,39 @@ def tiled_mesh_verilog(shape: MeshShape) -> str:
     return tile + top
 
 
-def mesh_verilog(shape: MeshShape) -> str:
-    """The mesh's Verilog (top module ``sparktile_mesh`` and its one tile module), generated
-    once per configuration."""
-    key = key_of([repr(shape.key()), hdl_fingerprint(), "tiled"])
-    return cached_text(cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{key}.v",
-                       lambda: tiled_mesh_verilog(shape))
+def build_style() -> str:
+    """``"tiled"`` (default: one tile module, compiled once) or ``"flat"`` (Amaranth's one
+    module per tile, everything inlined by Verilator), from ``SPARKTILE_BUILD``.
+
+    The tiled build compiles in about constant time whatever the mesh; the flat one compiles
+    every tile anew but simulates faster (the hierarchical blocks' boundaries cost evaluation
+    time; ``docs/architecture.md`` has both measured), so long runs on a cached build may
+    prefer it.
+    """
+    style = os.environ.get("SPARKTILE_BUILD", "tiled").strip().lower() or "tiled"
+    if style not in ("tiled", "flat"):
+        raise ToolchainError(f"SPARKTILE_BUILD must be 'tiled' or 'flat', not {style!r}")
+    return style
+
+
+def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
+    """The mesh's Verilog (top module ``sparktile_mesh``; with the ``tiled`` style also its
+    one tile module), generated once per configuration."""
+    style = style or build_style()
+    key = key_of([repr(shape.key()), hdl_fingerprint(), style])
+
+    def produce():
+        if style == "tiled":
+            return tiled_mesh_verilog(shape)
+        from amaranth.back import verilog
+        return verilog.convert(Mesh(shape), name=MESH_MODULE, emit_src=False)
+
+    return cached_text(
+        cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{style}_{key}.v", produce)
+
+
+def _style_flags(style: str) -> list[str]:
+    return HIER_FLAGS if style == "tiled" else []
 
 
 @dataclass
@@ -151,18 +179,20 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         When Verilator or the C++ compiler fails; the message names the log file.
     """
     apply_verilator_env()
-    mesh_v = mesh_verilog(shape)
+    style = build_style()
+    mesh_v = mesh_verilog(shape, style)
     harness_v = harness_verilog(shape)
     # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
     # the harness's $dumpvars writes the file named by +waves=.
-    flags = VERILATOR_FLAGS + HIER_FLAGS + \
+    flags = VERILATOR_FLAGS + _style_flags(style) + \
         (["--threads", str(threads)] if threads > 1 else []) + \
         (["-DSPARKTILE_WAVES"] if waves else []) + \
         (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else [])
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(),
                   " ".join(flags), OPT_FAST, version("verilator"), version("cocotb")])
-    directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{key}"
-    what = f"the {shape} mesh simulator" + (" (with tracing)" if waves else "")
+    directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{style}_{key}"
+    what = f"the {shape} mesh simulator" + (" (with tracing)" if waves else "") + \
+        (" (flat)" if style == "flat" else "")
 
     def build(directory: Path) -> None:
         src = _write_sources(directory, mesh_v, harness_v, (BFM_SOURCE, VLT_SOURCE))
@@ -205,12 +235,14 @@ def build_plain(shape: MeshShape) -> Path:
     Used only to measure the simulator's speed limit for a recorded workload.
     """
     apply_verilator_env()
-    mesh_v = mesh_verilog(shape)
+    style = build_style()
+    mesh_v = mesh_verilog(shape, style)
     harness_v = harness_verilog(shape)
-    flags = [f for f in VERILATOR_FLAGS if f not in ("-LDFLAGS", "-rdynamic")] + HIER_FLAGS
+    flags = [f for f in VERILATOR_FLAGS if f not in ("-LDFLAGS", "-rdynamic")] + \
+        _style_flags(style)
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), PLAIN_MAIN.read_text(),
                   VLT_SOURCE.read_text(), " ".join(flags), OPT_FAST, version("verilator")])
-    directory = cache_dir() / "verilator" / f"plain_{shape.rows}x{shape.cols}_{key}"
+    directory = cache_dir() / "verilator" / f"plain_{shape.rows}x{shape.cols}_{style}_{key}"
     what = f"the {shape} plain C++ harness"
 
     def build(directory: Path) -> None:
