@@ -15,7 +15,10 @@ all: test
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@# setuptools reports every editable install as a warning ("Editable installation. Please
+	@# be careful with folders ..."); it is information only, so the install stays silent.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $@
 
 venv: $(STAMP)

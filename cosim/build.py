@@ -89,15 +89,16 @@ def build_style() -> str:
     prefer it.
     """
     style = os.environ.get("SPARKTILE_BUILD", "tiled").strip().lower() or "tiled"
-    if style not in ("tiled", "flat"):
-        raise ToolchainError(f"SPARKTILE_BUILD must be 'tiled' or 'flat', not {style!r}")
+    if style not in _STYLE_VLT:
+        raise ToolchainError(f"SPARKTILE_BUILD must be one of {', '.join(_STYLE_VLT)}, "
+                             f"not {style!r}")
     return style
 
 
 def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
     """The mesh's Verilog (top module ``sparktile_mesh``; with the ``tiled`` style also its
     one tile module), generated once per configuration."""
-    style = style or build_style()
+    style = "flat" if (style or build_style()) == "flat" else "tiled"
     key = key_of([repr(shape.key()), hdl_fingerprint(), style])
 
     def produce():
@@ -110,8 +111,21 @@ def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
         cache_dir() / "verilog" / f"mesh_{shape.rows}x{shape.cols}_{style}_{key}.v", produce)
 
 
-def _style_flags(style: str) -> list[str]:
+def style_flags(style: str) -> list[str]:
     return HIER_FLAGS if style == "tiled" else []
+
+
+#: What each build style adds to ``harness.vlt`` about the tile module.
+_STYLE_VLT = {
+    "tiled": f'hier_block -module "{TILE_MODULE}"\n',
+    "shared": f'no_inline -module "{TILE_MODULE}"\n',
+    "flat": "",
+}
+
+
+def vlt_text(style: str) -> str:
+    """The Verilator control file of a build of ``style``."""
+    return VLT_SOURCE.read_text() + _STYLE_VLT[style]
 
 
 @dataclass
@@ -129,11 +143,12 @@ class Build:
         return self.directory / HARNESS_TOP
 
 
-def _write_sources(directory: Path, mesh_v: str, harness_v: str, files) -> Path:
+def _write_sources(directory: Path, mesh_v: str, harness_v: str, vlt: str, files) -> Path:
     """Lay out the sources of a build in ``directory/src``."""
     src = directory / "src"
     src.mkdir(parents=True)
     (src / "mesh.v").write_text(mesh_v)
+    (src / "harness.vlt").write_text(vlt)
     (src / "harness.sv").write_text(harness_v)
     for f in files:
         (src / f.name).write_bytes(f.read_bytes())
@@ -184,18 +199,19 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     harness_v = harness_verilog(shape)
     # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
     # the harness's $dumpvars writes the file named by +waves=.
-    flags = VERILATOR_FLAGS + _style_flags(style) + \
+    flags = VERILATOR_FLAGS + style_flags(style) + \
         (["--threads", str(threads)] if threads > 1 else []) + \
         (["-DSPARKTILE_WAVES"] if waves else []) + \
         (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else [])
-    key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), VLT_SOURCE.read_text(),
+    vlt = vlt_text(style)
+    key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), vlt,
                   " ".join(flags), OPT_FAST, version("verilator"), version("cocotb")])
     directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{style}_{key}"
     what = f"the {shape} mesh simulator" + (" (with tracing)" if waves else "") + \
         (" (flat)" if style == "flat" else "")
 
     def build(directory: Path) -> None:
-        src = _write_sources(directory, mesh_v, harness_v, (BFM_SOURCE, VLT_SOURCE))
+        src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE,))
         log = directory / "build.log"
         notice(f"building {what}: first use of this configuration; cached in {directory}")
         runner = _runner(public_flat_rw, what)
@@ -229,7 +245,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
 PLAIN_MAIN = _HERE / "plain_main.cpp"
 
 
-def build_plain(shape: MeshShape) -> Path:
+def build_plain(shape: MeshShape, threads: int = 1) -> Path:
     """The same harness and BFMs under a plain C++ main (no cocotb, no Python); cached.
 
     Used only to measure the simulator's speed limit for a recorded workload.
@@ -239,14 +255,16 @@ def build_plain(shape: MeshShape) -> Path:
     mesh_v = mesh_verilog(shape, style)
     harness_v = harness_verilog(shape)
     flags = [f for f in VERILATOR_FLAGS if f not in ("-LDFLAGS", "-rdynamic")] + \
-        _style_flags(style)
+        style_flags(style) + (["--threads", str(threads)] if threads > 1 else [])
+    vlt = vlt_text(style)
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), PLAIN_MAIN.read_text(),
-                  VLT_SOURCE.read_text(), " ".join(flags), OPT_FAST, version("verilator")])
-    directory = cache_dir() / "verilator" / f"plain_{shape.rows}x{shape.cols}_{style}_{key}"
+                  vlt, " ".join(flags), OPT_FAST, version("verilator")])
+    directory = cache_dir() / "verilator" / \
+        f"plain_{shape.rows}x{shape.cols}_{style}{f'_t{threads}' if threads > 1 else ''}_{key}"
     what = f"the {shape} plain C++ harness"
 
     def build(directory: Path) -> None:
-        src = _write_sources(directory, mesh_v, harness_v, (BFM_SOURCE, PLAIN_MAIN, VLT_SOURCE))
+        src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE, PLAIN_MAIN))
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", HARNESS_TOP,
                "--prefix", "Vtop", "-o", "plain_harness", "-Mdir", str(directory),
                "--timescale", "1ns/1ps", *flags,
@@ -266,13 +284,13 @@ def build_plain(shape: MeshShape) -> Path:
     return directory / "plain_harness"
 
 
-def run_plain(shape: MeshShape, replay: Path) -> dict:
+def run_plain(shape: MeshShape, replay: Path, threads: int = 1) -> dict:
     """Replay a recorded workload in the plain C++ harness; returns its cycles and speed."""
     import json
     import subprocess
 
     from .harness import edge_ports
-    exe = build_plain(shape)
+    exe = build_plain(shape, threads)
     out = subprocess.run([str(exe), str(replay), str(len(edge_ports(shape)))],
                          capture_output=True, text=True)
     if out.returncode != 0:

