@@ -260,6 +260,8 @@ class Model:
     def _check_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
+        if mode == "int":
+            intpath.check_config(self.config)  # before calibrating: refuse early, by field
         if mode in ("int8", "int") and self._qlin is None:
             self.quantize()
         if mode == "int" and self._int is None:
