@@ -91,6 +91,10 @@ class IntLayer:
     gu: tuple
     down: IntLinear
     down_res: tuple
+    #: The float scales behind the constants (for reports and ablations; never used at run
+    #: time): s_h1, s_h2 (norm outputs), s_q, s_k (per pair), s_kc (k cache), sigma (q after
+    #: RoPE, per head), s_v, s_g, s_s (SiLU table), s_u.
+    scales: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -107,6 +111,8 @@ class IntParams:
     head_rq: tuple = ()
     cos_q: np.ndarray | None = None
     sin_q: np.ndarray | None = None
+    #: Float scale of the final norm's output (report only).
+    s_head_in: float = 1.0
 
 
 def check_config(config) -> None:
@@ -236,9 +242,12 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
             q_rope=q_rope, k_rope=k_rope, sm=sm, pv=pv, o=o,
             o_res=_params(o.s_w * o.s_x / s_r), n2=norm(pre + "mlp_norm.weight", s_h2),
             gate=gate, up=up, silu=silu, gu=_params(s_s * s_u / down.s_x), down=down,
-            down_res=_params(down.s_w * down.s_x / s_r)))
+            down_res=_params(down.s_w * down.s_x / s_r),
+            scales=dict(s_h1=s_h1, s_h2=s_h2, s_q=qk["q"][1], s_k=qk["k"][1], s_kc=s_kc,
+                        sigma=sigma, s_v=s_v, s_g=s_g, s_s=s_s, s_u=s_u)))
     s_hh = act_scale(stats["head"][0].max())
     p.norm = norm("norm.weight", s_hh)
+    p.s_head_in = s_hh
     p.head = _linear("head", "head", -1, qw["head.weight"], s_hh)
     p.head_rq = _params(p.head.s_w * s_hh * 2.0 ** LOGIT_FRAC)
     return p
