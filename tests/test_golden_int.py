@@ -259,7 +259,7 @@ def test_int_mode_on_random_checkpoints(over):
     ids = [0, 100, 101, 102, 58, 10, 32, 32, 32, 32, 114, 101, 116]
     f, q = m.logits(ids), m.float_logits(m.logits(ids, mode="int"))
     err = np.abs(f - q).max() / np.abs(f).max()
-    assert err < 0.15, err
+    assert err < 0.08, err                            # measured 0.02-0.035 (int8: 0.02-0.04)
 
 
 def test_int_mode_errors_name_the_field():
