@@ -146,3 +146,345 @@ def requant_params(scale) -> tuple[np.ndarray, np.ndarray]:
     mult[nz] = mu
     shift[nz] = sh
     return mult, shift
+
+
+# =====================================================================================
+# Integer-only decoder ops (the ``int`` mode of the golden model).
+#
+# Everything below takes and returns numpy integer arrays and computes in int64 with
+# shifts, adds, multiplies, small tables and comparisons only: what a PE has. Tables
+# (exp2, SiLU, RoPE) and constants (multipliers, shifts) are built from float once, at
+# model-preparation time, by the ``build_*`` / ``*_params`` helpers, and stored as
+# integers; no run-time function here touches a float.
+#
+# Rounding convention everywhere: ``shift_round(v, s)`` = ``(v + 2**(s-1)) >> s`` with an
+# arithmetic (flooring) shift, i.e. *round half up* (towards +infinity), the same as the
+# mesh's requantization; a non-positive ``s`` is an exact left shift.
+# =====================================================================================
+
+__all__ += [
+    "INT32_MIN", "INT32_MAX", "shift_round", "sat", "bit_length", "requantize_to",
+    "residual_add", "RSQRT_SEED", "rsqrt_int", "RECIP_SEED", "recip_int", "rms_norm_int",
+    "ROPE_FRAC", "rope_table_int", "rope_int", "EXP_FRAC", "EXP_ONE", "EXP2_TABLE",
+    "exp2_neg_int", "PROB_FRAC", "softmax_int", "silu_table_int8", "lut_int8",
+    "gate_up_int", "argmax_int", "signed_params",
+]
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def shift_round(v, s) -> np.ndarray:
+    """``v * 2**-s`` rounded half up: ``(v + 2**(s-1)) >> s`` for ``s > 0``, ``v << -s`` else.
+
+    ``v`` and ``s`` are integer arrays (broadcast); computed in int64, no saturation (the
+    caller bounds the magnitude; every use below stays under 2**62).
+    """
+    v = np.asarray(v, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    pos = np.maximum(s, 0)
+    rnd = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
+    right = (v + rnd) >> pos
+    return np.where(s > 0, right, np.left_shift(v, np.maximum(-s, 0)))
+
+
+def sat(v, bits: int) -> np.ndarray:
+    """Clamp to the signed ``bits``-bit range ``[-2**(bits-1), 2**(bits-1) - 1]`` (int64)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(np.asarray(v, dtype=np.int64), lo, hi)
+
+
+def bit_length(v) -> np.ndarray:
+    """Position of the leading one of non-negative int64 ``v`` plus one (0 for 0).
+
+    A PE does it as a loop of compare-and-shift steps (a binary search over 6 steps for 64
+    bits); here the same binary search, vectorized.
+    """
+    v = np.asarray(v, dtype=np.int64).copy()
+    if v.size and v.min() < 0:
+        raise ValueError("bit_length needs non-negative integers")
+    n = np.zeros(v.shape, np.int64)
+    for step in (32, 16, 8, 4, 2, 1):
+        big = (v >> step) > 0
+        n += np.where(big, step, 0)
+        v = np.where(big, v >> step, v)
+    return n + (v > 0)
+
+
+def signed_params(scale) -> tuple[np.ndarray, np.ndarray]:
+    """``(mult, shift)`` for a real, possibly negative scale: ``sign * requant_params(|s|)``.
+
+    ``mult`` is a signed 17-bit multiplier (magnitude < 2**16); build-time helper (float).
+    """
+    s = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    m, sh = requant_params(np.abs(s))
+    return np.where(s < 0, -m, m).astype(np.int64), sh.astype(np.int64)
+
+
+def requantize_to(acc, mult, shift, bits: int = 8) -> np.ndarray:
+    """``sat_bits(shift_round(acc * mult, shift))``: the general requantization.
+
+    Format: ``acc`` int32/int64 with real scale ``a``, output with real scale ``b``, and
+    ``mult * 2**-shift ~= a / b`` (``mult`` signed, magnitude < 2**16, from
+    :func:`requant_params` / :func:`signed_params`). Rounding half up; saturation to the
+    signed ``bits``-bit range. ``acc * mult`` must stay below 2**63 (|acc| < 2**47).
+    With ``bits=8`` and unsigned ``mult`` it equals :func:`requantize`.
+    """
+    p = np.asarray(acc, dtype=np.int64) * np.asarray(mult, dtype=np.int64)
+    return sat(shift_round(p, shift), bits)
+
+
+def residual_add(x, y) -> np.ndarray:
+    """Saturating add of two int32 residual-stream words (same fixed-point format).
+
+    Format: the residual stream is int32 with ``F`` fractional bits (``F`` static per
+    model); the sum is exact unless it leaves ``[-2**31, 2**31 - 1]``, where it saturates
+    (no wrap-around). Returns int32.
+    """
+    s = np.asarray(x, dtype=np.int64) + np.asarray(y, dtype=np.int64)
+    return np.clip(s, INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+# ---------------------------------------------------------------- reciprocal square root
+
+def _seed_table(lo: int, hi: int, fn) -> np.ndarray:
+    # Entry i covers [i, i+1) / 2**6 of the normalised argument; value at the midpoint, Q30.
+    i = np.arange(lo, hi, dtype=np.float64)
+    return np.round(fn((i + 0.5) / 64.0) * (1 << 30)).astype(np.int64)
+
+
+#: 96-entry seed of 1/sqrt(a) for a in [0.5, 2) in steps of 1/64 (index ``(m >> 24) - 32``), Q30.
+RSQRT_SEED = _seed_table(32, 128, lambda a: 1.0 / np.sqrt(a))
+#: 64-entry seed of 1/a for a in [1, 2) in steps of 1/64 (index ``(m >> 24) - 64``), Q30.
+RECIP_SEED = _seed_table(64, 128, lambda a: 1.0 / a)
+
+
+def rsqrt_int(n) -> tuple[np.ndarray, np.ndarray]:
+    """Integer reciprocal square root: ``1/sqrt(n) ~= mant * 2**-shift``.
+
+    Algorithm (all int64): normalise ``n`` by an *even* shift ``2k`` to ``m`` in
+    ``[2**29, 2**31)`` (right shifts floor; they drop bits only below the 29th, a relative
+    error under 2**-29); seed ``y`` (Q30, ``a = m / 2**30``) from :data:`RSQRT_SEED` on the
+    top bits of ``m`` (error < 0.6 %); two Newton steps ``y <- y (3 - a y^2) / 2``, each
+    product truncated (floor) to Q30; final rounding ``mant = shift_round(y, 14)``.
+
+    Returns
+    -------
+    mant : numpy.ndarray
+        int64 in ``[46340, 92682]`` (17 bits unsigned).
+    shift : numpy.ndarray
+        int64, ``31 + k``: ``1/sqrt(n) ~= mant * 2**-shift``, ``mant`` within one unit of
+        ``round(2**shift / sqrt(n))`` (tested).
+
+    ``n`` must be in ``[1, 2**62)``; 0 is treated as 1.
+    """
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    b = bit_length(n)
+    s = b - 31
+    s = s + (s & 1)                           # even: the exponent halves exactly
+    m = np.where(s >= 0, n >> np.maximum(s, 0), n << np.maximum(-s, 0))
+    y = RSQRT_SEED[(m >> 24) - 32]
+    three = np.int64(3 << 30)
+    for _ in range(2):
+        y2 = (y * y) >> 30                    # Q30
+        ay2 = (m * y2) >> 30                  # a * y^2, Q30 (m = a * 2**30)
+        y = (y * (three - ay2)) >> 31         # y (3 - a y^2) / 2, Q30
+    return shift_round(y, 14), 31 + s // 2
+
+
+def recip_int(n) -> tuple[np.ndarray, np.ndarray]:
+    """Integer reciprocal: ``1/n ~= mant * 2**-shift`` for ``n`` in ``[1, 2**62)``.
+
+    Normalise ``n`` to ``m`` in ``[2**30, 2**31)`` by a shift ``s`` (floor), seed ``y``
+    (Q30, ``a = m / 2**30`` in [1, 2)) from :data:`RECIP_SEED` (error < 0.8 %), two Newton
+    steps ``y <- y (2 - a y)`` (floored to Q30), ``mant = shift_round(y, 14)`` in
+    ``[2**15, 2**16]``, ``shift = 46 + s``; ``mant`` is within one unit of
+    ``round(2**shift / n)``.
+    """
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    s = bit_length(n) - 31
+    m = np.where(s >= 0, n >> np.maximum(s, 0), n << np.maximum(-s, 0))
+    y = RECIP_SEED[(m >> 24) - 64]
+    two = np.int64(2 << 30)
+    for _ in range(2):
+        ay = (m * y) >> 30
+        y = (y * (two - ay)) >> 30
+    return shift_round(y, 14), 46 + s
+
+
+# ---------------------------------------------------------------- RMSNorm
+
+def rms_norm_int(x, eps_q: int, mult, shift) -> np.ndarray:
+    """Integer RMSNorm of int32 residual rows ``x`` (T, d), output int8 (T, d).
+
+    Float meaning: ``h = x / sqrt(mean(x^2) + eps) * w``, quantized ``h_q = h / s_h``.
+
+    Steps, per row (token):
+
+    1. dynamic range: ``e = max(0, bit_length(max|x|) - 15)`` (a max-reduction and a
+       leading-one search over d words), ``xs = x >> e`` (floor) fits 16 bits;
+    2. ``N = sum(xs^2) + (eps_q >> 2e)``, accumulated in int64 (< d * 2**30; a PE carries
+       into a second word), ``N >= 1``; ``eps_q = round(eps * d / s_r^2)`` is a model
+       constant (``s_r``: the residual stream's scale);
+    3. ``(r, k) = rsqrt_int(N)``, so ``1/sqrt(sum x^2 + eps d / s_r^2) ~= r 2**-(k+e)``;
+    4. ``t = shift_round(x * r, k + e - 30)``: ``x / sqrt(sum x^2)`` in Q30 (|t| <= 2**30);
+    5. ``h_q = sat8(shift_round(t * mult[c], shift[c]))`` with
+       ``mult[c] 2**-shift[c] ~= sqrt(d) w[c] / (s_h 2**30)`` (signed: the norm weight
+       ``w``, the sqrt(d) of the mean and the output scale folded into one per-channel
+       requantization, :func:`signed_params`).
+
+    Rounding: floor in step 1, half up in 4 and 5; saturation only in 5 (to [-128, 127]).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    amax = np.abs(x).max(axis=-1, keepdims=True)
+    e = np.maximum(bit_length(amax) - 15, 0)
+    xs = x >> e
+    n = (xs * xs).sum(axis=-1, keepdims=True) + (np.int64(eps_q) >> (2 * e))
+    r, k = rsqrt_int(n)
+    t = shift_round(x * r, k + e - 30)
+    return requantize_to(t, mult, shift, 8).astype(np.int8)
+
+
+# ---------------------------------------------------------------- RoPE
+
+#: Fractional bits of the RoPE cos/sin table (int16, Q1.14: 1.0 = 16384).
+ROPE_FRAC = 14
+
+
+def rope_table_int(cos, sin) -> tuple[np.ndarray, np.ndarray]:
+    """Build-time: float cos/sin tables (P, head_dim) -> int16 Q1.14, ``round half even``.
+
+    Values are in ``[-16384, 16384]``. The table rows are positions; the model builds them
+    once for ``0 .. max_position - 1`` from :func:`sparktile.golden_model.rope.rope_tables`
+    (the checkpoint's theta and rotary scaling).
+    """
+    f = float(1 << ROPE_FRAC)
+    return (np.rint(np.asarray(cos, np.float64) * f).astype(np.int16),
+            np.rint(np.asarray(sin, np.float64) * f).astype(np.int16))
+
+
+def rope_int(x, cos_q, sin_q, mult, shift) -> np.ndarray:
+    """Rotate int8 ``x`` (T, heads, head_dim) by int16 Q1.14 tables (T, head_dim) -> int8.
+
+    Pairing is the "rotate half" (NeoX) layout of the internal weights: channel ``j`` pairs
+    with ``j + head_dim/2``. GGUF checkpoints (llama.cpp's interleaved pairs) arrive in this
+    layout because the loader undoes the converter's q/k row permutation, exactly as the
+    float path relies on. Both channels of a pair must share one input scale ``s_in`` (the
+    model quantizes q/k projections with one scale per pair).
+
+    ``acc = x * cos - rot(x) * sin`` (int8 x int16, int32 exact, |acc| < 2**23), then
+    ``sat8(shift_round(acc * mult, shift))`` per output channel (``mult``, ``shift`` of shape
+    (heads, head_dim), ``mult 2**-shift ~= s_in 2**-14 / s_out``): one rounding (half up),
+    saturation to [-128, 127].
+    """
+    x = np.asarray(x, dtype=np.int64)
+    h = x.shape[-1] // 2
+    rot = np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+    acc = x * cos_q[:, None, :].astype(np.int64) + rot * sin_q[:, None, :].astype(np.int64)
+    return requantize_to(acc, mult, shift, 8).astype(np.int8)
+
+
+# ---------------------------------------------------------------- softmax
+
+#: Fractional bits of the exp2 argument (the table index width).
+EXP_FRAC = 8
+#: exp2 output format: unsigned, 15 fractional bits (2**0 = 32768).
+EXP_ONE = 1 << 15
+#: 256-entry table ``round(2**15 * 2**(-f / 256))``, f = 0..255 (uint16 values 16428..32768).
+EXP2_TABLE = np.round(EXP_ONE * 2.0 ** (-np.arange(1 << EXP_FRAC) / (1 << EXP_FRAC))).astype(
+    np.int64)
+#: Probability format: unsigned, 15 fractional bits (1.0 = 32768), held in 16 bits.
+PROB_FRAC = 15
+
+
+def exp2_neg_int(u) -> np.ndarray:
+    """``2**(-u / 256)`` for non-negative int ``u``, unsigned Q0.15 (1.0 = 32768).
+
+    Shift-based exp: ``EXP2_TABLE[u & 255]`` (the fraction, by a 256-entry table) shifted
+    right by ``u >> 8`` (the integer part), rounded half up; 0 once the integer part
+    exceeds 16. Monotone non-increasing in ``u`` (tested); error <= 0.5 units + the
+    table's 0.5 units.
+    """
+    u = np.asarray(u, dtype=np.int64)
+    if u.size and u.min() < 0:
+        raise ValueError("exp2_neg_int needs non-negative arguments")
+    ip = np.minimum(u >> EXP_FRAC, 17)
+    return np.where(ip >= 17, 0, shift_round(EXP2_TABLE[u & ((1 << EXP_FRAC) - 1)], ip))
+
+
+def softmax_int(scores, mult, shift, mask=None) -> np.ndarray:
+    """Integer softmax over the last axis of int32 ``scores``; unsigned Q0.15 output.
+
+    Float meaning: ``p = softmax(scores * sigma)`` with ``sigma`` the real scale of the
+    scores (``s_q s_k / sqrt(head_dim)``). ``mult * 2**-shift ~= sigma * log2(e) * 256``
+    (:func:`requant_params`, broadcast against the rows), so:
+
+    1. ``mx = max`` over the visible entries (``mask`` True = hidden);
+    2. ``u = shift_round((mx - s) * mult, shift)`` >= 0: the exponent in base 2, 8
+       fractional bits (the 1/sqrt(head_dim) and log2(e) are folded into ``mult``);
+    3. ``e = exp2_neg_int(u)`` (table + shift), 0 where hidden; the max entry gives
+       exactly 32768;
+    4. ``S = sum(e)`` (>= 32768, < 2**31 for fewer than 65536 keys);
+    5. ``(r, k) = recip_int(S)``; ``p = shift_round(e * r, k - 15)``: ``e / S`` in Q0.15.
+
+    Width: probabilities are unsigned 16-bit words with 15 fractional bits (1.0 = 32768).
+    Eight bits would zero every probability under 1/512 (a uniform head over 512 keys
+    would vanish); 15 bits keep a 2048-key uniform head at 16 units. ``p . v`` is then a
+    16 x 8 product (two 8-bit passes on the PE's MAC). The sum of a row is
+    ``32768 +- (n_visible / 2 + 2)`` (each p rounded by half a unit, the reciprocal within
+    one unit; tested).
+    """
+    s = np.asarray(scores, dtype=np.int64)
+    if mask is not None:
+        low = np.int64(INT32_MIN)
+        s = np.where(mask, low, s)
+    mx = s.max(axis=-1, keepdims=True)
+    d = mx - s
+    u = shift_round(d * np.asarray(mult, np.int64), shift)
+    e = exp2_neg_int(np.minimum(u, 17 << EXP_FRAC))
+    if mask is not None:
+        e = np.where(mask, 0, e)
+    tot = e.sum(axis=-1, keepdims=True)
+    r, k = recip_int(tot)
+    return shift_round(e * r, k - PROB_FRAC)
+
+
+# ---------------------------------------------------------------- SiLU and the gate product
+
+def silu_table_int8(s_in: float, s_out: float, bits: int = 16) -> np.ndarray:
+    """Build-time: ``T[i + 128] = sat(round(silu(i s_in) / s_out))`` for int8 ``i``.
+
+    A 256-entry table is exact (to its output rounding, half to even) for any function of
+    an int8 input. Output: signed ``bits``-bit (int16 by default), scale ``s_out``.
+    """
+    i = np.arange(-128, 128, dtype=np.float64) * s_in
+    v = i / (1.0 + np.exp(-i))
+    return sat(np.rint(v / s_out), bits)
+
+
+def lut_int8(x, table) -> np.ndarray:
+    """Look up int8 ``x`` in a 256-entry table (index ``x + 128``); int64 result."""
+    return np.asarray(table, np.int64)[np.asarray(x, np.int64) + 128]
+
+
+def gate_up_int(gate_q, up_q, table, mult, shift) -> np.ndarray:
+    """``silu(gate) * up`` in integers: int8 gate and up (T, F) -> int8 (T, F).
+
+    ``table`` is the layer's SiLU table (:func:`silu_table_int8`, int16, scale ``s_s``);
+    the product ``T[gate] * up`` is int16 x int8 -> int32 (exact, |p| < 2**22), then
+    requantized per channel ``sat8(shift_round(p * mult[c], shift[c]))`` with
+    ``mult 2**-shift ~= s_s s_up[c] / s_down_in``; rounding half up, saturating.
+    """
+    p = lut_int8(gate_q, table) * np.asarray(up_q, np.int64)
+    return requantize_to(p, mult, shift, 8).astype(np.int8)
+
+
+def argmax_int(logits) -> int:
+    """Index of the largest int32 logit of a 1-D row; ties go to the lowest index.
+
+    (A linear scan keeping the first strict maximum, which is what ``np.argmax`` does.)
+    """
+    z = np.asarray(logits)
+    if z.ndim != 1 or not np.issubdtype(z.dtype, np.integer):
+        raise ValueError(f"argmax_int needs a 1-D integer array, not {z.dtype} {z.shape}")
+    return int(np.argmax(z))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,8 +16,8 @@ __all__ = ["generate_command", "eval_command"]
 @click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--model", "model_path", default="default", show_default=True,
               help="'default' (the shipped model), a checkpoint folder or a .gguf file.")
-@click.option("--mode", type=click.Choice(["float", "int8"]), default="float",
-              show_default=True)
+@click.option("--mode", type=click.Choice(["float", "int8", "int"]), default="float",
+              show_default=True, help="int8: weight matmuls in int8; int: every op in integers.")
 @click.option("--seed", type=int, default=None,
               help="Sample with this seed (default: greedy unless --temperature is set).")
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=None,
@@ -57,24 +59,30 @@ def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, to
 @click.option("--data", "data_dir", required=True,
               type=click.Path(exists=True, file_okay=False),
               help="Folder of .py files (searched recursively).")
-@click.option("--mode", "modes", type=click.Choice(["float", "int8"]), multiple=True,
-              default=("float", "int8"), show_default=True)
+@click.option("--mode", "modes", type=click.Choice(["float", "int8", "int"]), multiple=True,
+              default=("float", "int8"), show_default=True, help="Repeat for several.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None,
               help="Only the first N bytes of the files (sorted by path).")
 @click.option("--window", type=click.IntRange(min=1), default=256, show_default=True)
-def eval_command(model_path, data_dir, modes, max_bytes, window):
-    """Bits per byte of a model on the Python files under --data, in float and int8."""
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help='Also write {mode: {"bits_per_byte", "n_bytes", "n_tokens"}}.')
+def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
+    """Bits per byte of a model on the Python files under --data (float and int8 by default)."""
     from .evaluate import bits_per_byte, python_files
     from .load import load_model
 
     model = load_model(model_path)
     files = python_files(data_dir, max_bytes)
-    res = {}
-    for mode in modes:
+    res, report = {}, {}
+    for mode in dict.fromkeys(modes):
         r = bits_per_byte(model, files, mode=mode, window=window)
         res[mode] = r.bpb
+        report[mode] = {"bits_per_byte": r.bpb, "n_bytes": r.n_bytes, "n_tokens": r.n_tokens}
         click.echo(f"{mode:5s}: {r.bpb:.4f} bits/byte  ({r.n_files} files, {r.n_bytes} bytes, "
                    f"{r.n_tokens} tokens)")
-    if "float" in res and "int8" in res:
-        d = res["int8"] - res["float"]
-        click.echo(f"int8 - float: {d:+.4f} bits/byte ({100 * d / res['float']:+.2f} %)")
+    for other in ("int8", "int"):
+        if "float" in res and other in res:
+            d = res[other] - res["float"]
+            click.echo(f"{other} - float: {d:+.4f} bits/byte ({100 * d / res['float']:+.2f} %)")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -77,7 +77,7 @@ def bits_per_byte(model, texts, mode: str = "float", window: int = 256) -> EvalR
     model : Model
         Needs a tokenizer.
     mode : str
-        ``"float"`` or ``"int8"``.
+        ``"float"``, ``"int8"`` or ``"int"``.
     window : int
         Predictions per forward pass (bounded by the model's context).
     """
@@ -101,7 +101,8 @@ def bits_per_byte(model, texts, mode: str = "float", window: int = 256) -> EvalR
             continue
         for s in range(0, len(seq) - 1, window):
             chunk = seq[s:s + window + 1]
-            lp = _log_softmax_at(model.logits(chunk[:-1], mode=mode), np.asarray(chunk[1:]))
+            lp = _log_softmax_at(model.float_logits(model.logits(chunk[:-1], mode=mode)),
+                                 np.asarray(chunk[1:]))
             bits -= lp.sum() / np.log(2)
             n_tok += len(chunk) - 1
         n_bytes += nb

@@ -4,13 +4,16 @@ One forward pass (:meth:`Model.forward`) serves both paths; they differ only at 
 dispatch point, :meth:`Model._matmul`, through which every weight matmul goes:
 
 * ``mode="float"``: ``x @ W.T`` in float32 on the host (the reference).
+* ``mode="int"``: the whole decoder in integers (:mod:`.intpath`, built on
+  :mod:`.arith`): int32 logits out, int8 KV cache; only its weight matmuls go through the
+  backend (as :class:`MatmulOp` s of their own).
 * ``mode="int8"``: the host quantizes ``x`` with the op's static scale, the backend
   (``model.backend``: :class:`~sparktile.golden_model.backend.NumpyBackend` by default, the RTL
   mesh in hardware-in-the-loop runs) executes the op's
   :class:`~sparktile.golden_model.backend.MatmulOp`, and the host dequantizes (see
   :mod:`sparktile.golden_model.quant`).
 
-Everything else stays on the host in float32 in both paths, for now: embedding lookup,
+In the float and int8 paths everything else stays on the host in float32: embedding lookup,
 RMSNorm, rotary embeddings, attention scores, softmax and the attention-weighted sum of
 values (the KV cache holds float32), SiLU, residual additions and biases.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import arith, intpath
 from .backend import Backend, MatmulOp, NumpyBackend
 from .config import ModelConfig
 from .quant import CALIBRATION_TEXT, QuantLinear, make_linear, quantize_act
@@ -31,13 +35,16 @@ from .smoothing import smooth
 
 __all__ = ["MODES", "Model", "KVCache", "Generation"]
 
-#: The two numeric paths.
-MODES = ("float", "int8")
+#: The numeric paths.
+MODES = ("float", "int8", "int")
 _LAYER_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 class KVCache:
-    """Keys and values (after RoPE) of past positions, float32, grown on demand.
+    """Keys and values (after RoPE) of past positions, grown on demand.
+
+    float32 for the float and int8 paths, int8 (static per-channel scales) for the int path
+    (``dtype=np.int8``, :meth:`Model.new_cache` with ``mode="int"``).
 
     Attributes
     ----------
@@ -45,12 +52,12 @@ class KVCache:
         Positions held.
     """
 
-    def __init__(self, config: ModelConfig, capacity: int = 64):
+    def __init__(self, config: ModelConfig, capacity: int = 64, dtype=np.float32):
         self.config = config
         self.length = 0
         shape = (config.num_layers, config.num_kv_heads, max(1, capacity), config.head_dim)
-        self.k = np.zeros(shape, np.float32)
-        self.v = np.zeros(shape, np.float32)
+        self.k = np.zeros(shape, dtype)
+        self.v = np.zeros(shape, dtype)
 
     def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Store (T, kv_heads, head_dim) keys/values of ``layer`` after the current length.
@@ -138,6 +145,10 @@ class Model:
         self._qlin: dict[str, QuantLinear] | None = None
         self._qweights: dict[str, np.ndarray] | None = None
         self._calib: dict[str, list[float]] | None = None
+        self._calib_extra: dict | None = None
+        self._stats: dict | None = None
+        self._extra: dict | None = None
+        self._int: intpath.IntParams | None = None
 
     def __repr__(self):
         c = self.config
@@ -204,14 +215,16 @@ class Model:
         if not ids:
             raise ValueError("calibration needs at least one token")
         win = min(512, self.config.max_position_embeddings)
-        self._calib = {}
+        self._calib, self._calib_extra = {}, {}
         try:
             for s in range(0, len(ids), win):
                 self.forward(ids[s:s + win], KVCache(self.config, win), mode="float")
-            stats = self._calib
+            stats, self._extra = self._calib, self._calib_extra
         finally:
-            self._calib = None
+            self._calib = self._calib_extra = None
         qw, stats = smooth(self.config, self.weights, stats, smooth_alpha)
+        self._stats = stats
+        self._int = None
         qlin = {}
         for name, kind, layer in self.sites():
             a_in, a_out = stats[name]
@@ -240,18 +253,44 @@ class Model:
 
     # ------------------------------------------------------------------ forward
 
-    def new_cache(self, capacity: int = 64) -> KVCache:
-        """An empty KV cache for this model."""
-        return KVCache(self.config, capacity)
+    def new_cache(self, capacity: int = 64, mode: str = "float") -> KVCache:
+        """An empty KV cache for this model (int8 for ``mode="int"``, else float32)."""
+        return KVCache(self.config, capacity, np.int8 if mode == "int" else np.float32)
 
     def _check_mode(self, mode: str) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be 'float' or 'int8', not {mode!r}")
-        if mode == "int8" and self._qlin is None:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
+        if mode == "int":
+            intpath.check_config(self.config)  # before calibrating: refuse early, by field
+        if mode in ("int8", "int") and self._qlin is None:
             self.quantize()
+        if mode == "int" and self._int is None:
+            self._int = intpath.build(self, self._stats, self._extra, self._qweights)
+
+    def int_params(self) -> intpath.IntParams:
+        """The int path's constants (calibrates and builds them if needed)."""
+        self._check_mode("int")
+        return self._int
+
+    @staticmethod
+    def float_logits(logits: np.ndarray) -> np.ndarray:
+        """Logits as real numbers: the int path's int32 (16 fractional bits) -> float64."""
+        if np.issubdtype(logits.dtype, np.integer):
+            return logits.astype(np.float64) * 2.0 ** -intpath.LOGIT_FRAC
+        return logits
+
+    def _note(self, key: str, amax) -> None:
+        """Calibration: keep the running absolute maximum ``amax`` under ``key``."""
+        if self._calib_extra is not None:
+            old = self._calib_extra.get(key)
+            self._calib_extra[key] = amax if old is None else np.maximum(old, amax)
 
     def forward(self, token_ids, cache: KVCache, mode: str = "float") -> np.ndarray:
-        """Run ``token_ids`` (T,) after what ``cache`` holds; return float32 logits (T, vocab).
+        """Run ``token_ids`` (T,) after what ``cache`` holds; return logits (T, vocab).
+
+        float32 logits for ``float`` and ``int8``; int32 logits with 16 fractional bits for
+        ``int`` (:meth:`float_logits` converts), which needs an int8 cache
+        (``new_cache(n, mode="int")``).
 
         Raises
         ------
@@ -271,12 +310,19 @@ class Model:
         if start + t > c.max_position_embeddings:
             raise ValueError(f"sequence of {start + t} tokens exceeds the model's "
                              f"max_position_embeddings ({c.max_position_embeddings})")
+        if (mode == "int") != (cache.k.dtype == np.int8):
+            raise ValueError(f"mode {mode!r} needs a {'int8' if mode == 'int' else 'float32'} "
+                             f"KV cache, not {cache.k.dtype}: use model.new_cache(n, "
+                             f"mode={mode!r})")
+        if mode == "int":
+            return intpath.forward(self, self._int, ids, cache)
         cos, sin = rope_tables(c, np.arange(start, start + t))
         nh, nkv, hd, g = c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group
         # Causal mask over (query t, key start+t): key j visible to query i if j <= start+i.
         mask = np.arange(start + t)[None, :] > (start + np.arange(t))[:, None]
         scale = np.float32(1.0 / np.sqrt(hd))
         x = self.weights["embed.weight"][ids]
+        self._note("resid", np.abs(x).max())
         # Host-side norm weights: the int8 path's have the smoothing factors folded in.
         nw = self._qweights if mode == "int8" else self.weights
         for i in range(c.num_layers):
@@ -286,6 +332,8 @@ class Model:
             k = self._matmul(p + "attn.k", h, mode).reshape(t, nkv, hd)
             v = self._matmul(p + "attn.v", h, mode).reshape(t, nkv, hd)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            self._note(p + "rope_q", np.abs(q).max(axis=0))
+            self._note(p + "rope_k", np.abs(k).max(axis=0))
             keys, vals = cache.append(i, k, v)                 # (nkv, S, hd)
             qg = q.transpose(1, 0, 2).reshape(nkv, g * t, hd)  # heads of a group together
             s = (qg @ keys.transpose(0, 2, 1)).reshape(nkv, g, t, -1) * scale
@@ -294,18 +342,20 @@ class Model:
             s /= s.sum(axis=-1, keepdims=True)
             a = (s.reshape(nkv, g * t, -1) @ vals).reshape(nh, t, hd)
             x = x + self._matmul(p + "attn.o", a.transpose(1, 0, 2).reshape(t, nh * hd), mode)
+            self._note("resid", np.abs(x).max())
             h = _rms_norm(x, nw[p + "mlp_norm.weight"], c.rms_norm_eps)
             gate = self._matmul(p + "mlp.gate", h, mode)
             up = self._matmul(p + "mlp.up", h, mode)
             x = x + self._matmul(p + "mlp.down", _silu(gate) * up, mode)
+            self._note("resid", np.abs(x).max())
         cache.advance(t)
         h = _rms_norm(x, nw["norm.weight"], c.rms_norm_eps)
         return self._matmul("head", h, mode)
 
     def logits(self, token_ids, mode: str = "float") -> np.ndarray:
-        """Teacher-forced logits: float32 array (len(token_ids), vocab), one fresh pass."""
+        """Teacher-forced logits (len(token_ids), vocab), one fresh pass (see :meth:`forward`)."""
         ids = list(token_ids)
-        return self.forward(ids, KVCache(self.config, len(ids)), mode)
+        return self.forward(ids, self.new_cache(len(ids), mode), mode)
 
     # ------------------------------------------------------------------ generation
 
@@ -341,13 +391,16 @@ class Model:
         eos = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
             eos |= set(self.tokenizer.eos_ids)
-        cache = self.new_cache(len(ids) + max_tokens)
+        cache = self.new_cache(len(ids) + max_tokens, mode)
         t0 = time.perf_counter()
         logits = self.forward(ids, cache, mode)[-1]
         t1 = time.perf_counter()
         out, stopped, steps = [], "max_tokens", 0
         while True:
-            tok = next_token(logits, rng, temperature, top_k, top_p)
+            if mode == "int" and temperature == 0:
+                tok = arith.argmax_int(logits)      # integer greedy: lowest index on ties
+            else:
+                tok = next_token(self.float_logits(logits), rng, temperature, top_k, top_p)
             if stop_at_eos and tok in eos:
                 stopped = "eos"
                 break

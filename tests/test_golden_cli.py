@@ -1,5 +1,6 @@
 """``sparktile generate`` and ``sparktile eval`` (click's runner, in process)."""
 
+import json
 import re
 
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ def test_generate_seeded_sampling_is_reproducible():
 
 def test_generate_rejects_bad_mode():
     r = CliRunner().invoke(main, ["generate", "--prompt", "x", "--mode", "fp4"])
-    assert r.exit_code == 2 and "'fp4' is not one of 'float', 'int8'" in r.output
+    assert r.exit_code == 2 and "'fp4' is not one of 'float', 'int8', 'int'" in r.output
 
 
 def test_eval(tmp_path):
@@ -41,3 +42,28 @@ def test_eval(tmp_path):
 def test_eval_empty_folder(tmp_path):
     r = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--mode", "float"])
     assert r.exit_code != 0 and "no .py files under" in str(r.exception)
+
+
+def test_generate_int_mode():
+    r = CliRunner().invoke(main, ["generate", "--prompt", "def f(x):", "--max-tokens", "8",
+                                  "--mode", "int"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("def f(x):")
+    assert re.search(r"int: 8 tokens, .* [\d.]+ tokens/s", r.output)
+
+
+def test_eval_int_mode_and_json(tmp_path):
+    (tmp_path / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--mode", "float",
+                                  "--mode", "int", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"int  : \d\.\d+ bits/byte  \(1 files, 32 bytes, 32 tokens", r.output)
+    assert "int - float:" in r.output and "int8" not in r.output
+    rep = json.loads(out.read_text())
+    assert set(rep) == {"float", "int"}
+    for v in rep.values():
+        assert set(v) == {"bits_per_byte", "n_bytes", "n_tokens"}
+        assert v["n_bytes"] == 32 and v["n_tokens"] == 32 and 0 < v["bits_per_byte"] < 8
+    text_bpb = float(re.search(r"int  : (\d\.\d+)", r.output).group(1))
+    assert abs(rep["int"]["bits_per_byte"] - text_bpb) < 1e-4

@@ -93,7 +93,7 @@ def test_sampling_rejects(kw, match):
 
 def test_errors_quote_values():
     m = random_model()
-    with pytest.raises(ValueError, match="mode must be 'float' or 'int8', not 'fp16'"):
+    with pytest.raises(ValueError, match="mode must be one of 'float', 'int8', 'int', not 'fp16'"):
         m.logits([1, 2], mode="fp16")
     with pytest.raises(ValueError, match=r"token id 300 is outside the vocabulary \[0, 256\)"):
         m.logits([1, 300])

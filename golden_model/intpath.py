@@ -1,0 +1,307 @@
+"""The ``int`` path: the whole decoder in the PE's integer arithmetic.
+
+Token id in, int32 logits and the next token out; every run-time step is a function of
+:mod:`sparktile.golden_model.arith` on integer numpy arrays. This module only *builds* the
+constants (from the float weights and the calibration statistics, once) and strings the ops
+together; see ``docs/golden_model.md``, *The int path*, for the formats.
+
+Formats (all static, calibrated on :data:`~sparktile.golden_model.quant.CALIBRATION_TEXT`
+like the int8 path, and after the same smoothing):
+
+=====================  =================================================================
+residual stream        int32, ``F`` fractional bits (``s_r = 2**-F``, one ``F`` per model:
+                       the largest that leaves 4x headroom over the calibrated range and
+                       keeps every requantization multiplier in 16 bits); saturating adds
+embedding              int8 rows with a per-row scale, requantized into the residual format
+norm outputs           int8, one static scale per tensor (the input of q/k/v, gate/up, head)
+q, k projections       int8, one scale per rotary pair (both channels of a pair share it)
+k cache                int8 after RoPE, static scale per channel
+q after RoPE           int8, per head, with the k cache's channel scales folded in, so the
+                       score ``q . k`` is one int8 x int8 -> int32 dot product per head
+v / v cache            int8, static scale per channel
+probabilities          unsigned Q0.15 (16-bit words)
+attention output       int8, per tensor (o's input scale)
+gate                   int8, one scale per layer (it indexes the layer's SiLU table)
+up                     int8, per channel
+silu(gate) * up        int8, per tensor (down's input scale)
+logits                 int32, 16 fractional bits
+=====================  =================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import arith
+from .backend import MatmulOp
+from .quant import act_scale, quantize_weight
+from .rope import rope_tables
+
+__all__ = ["LOGIT_FRAC", "MAX_POSITIONS", "IntLinear", "IntLayer", "IntParams", "build",
+           "forward"]
+
+#: Fractional bits of the int32 logits.
+LOGIT_FRAC = 16
+#: Longest sequence of the int path: the softmax sum of 2**15-unit exponentials must stay
+#: under 2**31.
+MAX_POSITIONS = 1 << 16
+#: Largest head_dim: |q . k| <= 128**2 * head_dim must fit the int32 score accumulator
+#: with the exp argument's product (``(max - s) * mult``, mult < 2**16) under 2**47.
+MAX_HEAD_DIM = 1 << 14
+
+
+@dataclass(eq=False)
+class IntLinear:
+    """A weight matmul of the int path: the :class:`MatmulOp` plus its host constants.
+
+    ``op.out == "int8"``: the mesh requantizes (no bias). ``"int32"``: the accumulator
+    comes back; with ``bias_q`` it is added (``sat32``) and, with ``mult``/``shift``,
+    requantized to int8 here (:func:`arith.requantize_to`).
+    """
+
+    op: MatmulOp
+    s_w: np.ndarray
+    s_x: float
+    bias_q: np.ndarray | None = None
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class IntLayer:
+    """Constants of one decoder layer (int64 arrays; see :func:`build`)."""
+
+    n1: tuple
+    q: IntLinear
+    k: IntLinear
+    v: IntLinear
+    q_rope: tuple
+    k_rope: tuple
+    sm: tuple
+    pv: tuple
+    o: IntLinear
+    o_res: tuple
+    n2: tuple
+    gate: IntLinear
+    up: IntLinear
+    silu: np.ndarray
+    gu: tuple
+    down: IntLinear
+    down_res: tuple
+    #: The float scales behind the constants (for reports and ablations; never used at run
+    #: time): s_h1, s_h2 (norm outputs), s_q, s_k (per pair), s_kc (k cache), sigma (q after
+    #: RoPE, per head), s_v, s_g, s_s (SiLU table), s_u.
+    scales: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class IntParams:
+    """Everything the int path needs, all integers (plus the float scales for reports)."""
+
+    frac: int
+    eps_q: int
+    embed_q: np.ndarray
+    embed_rq: tuple
+    layers: list = field(default_factory=list)
+    norm: tuple = ()
+    head: IntLinear | None = None
+    head_rq: tuple = ()
+    cos_q: np.ndarray | None = None
+    sin_q: np.ndarray | None = None
+    #: Float scale of the final norm's output (report only).
+    s_head_in: float = 1.0
+
+
+def check_config(config) -> None:
+    """Refuse shapes the integer formats cannot hold, naming the field."""
+    if config.head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"config {config.name!r}: head_dim {config.head_dim} is too large "
+                         f"for the int path (at most {MAX_HEAD_DIM}: the q.k score must fit "
+                         "the int32 accumulator)")
+    if config.hidden_size > (1 << 20):
+        raise ValueError(f"config {config.name!r}: hidden_size {config.hidden_size} is too "
+                         "large for the int path (at most 2**20: the RMSNorm sum of squares "
+                         "must stay under 2**50)")
+
+
+def _params(scale):
+    m, s = arith.requant_params(np.asarray(scale, np.float64))
+    return m.astype(np.int64), s.astype(np.int64)
+
+
+def _linear(name, kind, layer, w, s_x, s_out=None, bias=None) -> IntLinear:
+    """Quantize ``w`` per output channel; mesh-requantized to ``s_out`` when there is no bias."""
+    w_q, s_w = quantize_weight(w)
+    m = w_q.shape[0]
+    zeros = np.zeros(m, np.int64)
+    if s_out is not None and bias is None:
+        mult, shift = _params(s_w * s_x / s_out)
+        op = MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=mult, shift=shift,
+                      out="int8")
+        return IntLinear(op=op, s_w=s_w, s_x=s_x)
+    op = MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=zeros, shift=zeros.copy(),
+                  out="int32")
+    lin = IntLinear(op=op, s_w=s_w, s_x=s_x)
+    if bias is not None:
+        lin.bias_q = np.rint(np.asarray(bias, np.float64) / (s_w * s_x)).astype(np.int64)
+    if s_out is not None:
+        lin.mult, lin.shift = _params(s_w * s_x / s_out)
+    return lin
+
+
+def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
+    """Build the int path's constants.
+
+    Parameters
+    ----------
+    model : Model
+    stats : dict
+        Per-site ``(input, output)`` absolute maxima per channel, *after* smoothing.
+    extra : dict
+        Float-path ranges the int path needs besides: ``layers.{i}.rope_q`` (heads,
+        head_dim) and ``layers.{i}.rope_k`` (kv_heads, head_dim) after RoPE, and
+        ``resid`` (the residual stream's absolute maximum).
+    qw : dict
+        The smoothed weights (norm weights with the smoothing factors folded in).
+    """
+    c = model.config
+    check_config(c)
+    d, nh, nkv, hd, g = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group
+    half = hd // 2
+
+    # Embedding rows: int8 per row; its requantization constrains F like the others.
+    e_q, s_e = quantize_weight(model.weights["embed.weight"])
+    ratios = [s_e.max()]
+    lins = {}
+    for i in range(c.num_layers):
+        for k in ("attn.o", "mlp.down"):
+            name = f"layers.{i}.{k}"
+            lins[name] = _linear(name, k.split(".")[1], i, qw[name + ".weight"],
+                                 act_scale(stats[name][0].max()))
+            ratios.append((lins[name].s_w * lins[name].s_x).max())
+    amax = max(float(extra["resid"]), 1e-6)
+    frac = int(math.floor(31 - math.log2(4 * amax)))
+    frac = min(frac, int(math.floor(math.log2((1 << 15) / max(ratios)))))
+    s_r = 2.0 ** -frac
+    eps_q = int(round(c.rms_norm_eps * d / s_r ** 2))
+    if eps_q >= 1 << 62:
+        raise ValueError(f"config {c.name!r}: rms_norm_eps {c.rms_norm_eps} is too large for "
+                         "the int path's residual format")
+    p = IntParams(frac=frac, eps_q=eps_q, embed_q=e_q, embed_rq=_params(s_e / s_r))
+
+    def norm(wname, s_h):
+        return arith.signed_params(math.sqrt(d) * qw[wname].astype(np.float64)
+                                   / (s_h * 2.0 ** 30))
+
+    npos = min(c.max_position_embeddings, MAX_POSITIONS)
+    cos, sin = rope_tables(c, np.arange(npos))
+    p.cos_q, p.sin_q = arith.rope_table_int(cos, sin)
+    rope_unit = 2.0 ** -arith.ROPE_FRAC
+    for i in range(c.num_layers):
+        pre = f"layers.{i}."
+        s_h1 = act_scale(stats[pre + "attn.q"][0].max())
+        qk = {}
+        for k, heads in (("q", nh), ("k", nkv)):
+            name = pre + "attn." + k
+            b = qw.get(name + ".bias")
+            a = stats[name][1] + (np.abs(b) if b is not None else 0.0)
+            a = a.reshape(heads, hd)
+            a = np.maximum(a[:, :half], a[:, half:])
+            s_pair = np.asarray(act_scale(np.concatenate([a, a], axis=1)), np.float64)
+            qk[k] = (_linear(name, k, i, qw[name + ".weight"], s_h1, s_pair.reshape(-1), b),
+                     s_pair)
+        s_kc = np.asarray(act_scale(extra[pre + "rope_k"]), np.float64).reshape(nkv, hd)
+        s_kc_q = np.repeat(s_kc, g, axis=0)                       # (nh, hd): kv head of h
+        sigma = np.maximum((extra[pre + "rope_q"] * s_kc_q).max(axis=1), 1e-30) / 127.0
+        q_rope = _params(qk["q"][1] * rope_unit * s_kc_q / sigma[:, None])
+        k_rope = _params(qk["k"][1] * rope_unit / s_kc)
+        sm = _params(sigma / math.sqrt(hd) * math.log2(math.e) * (1 << arith.EXP_FRAC))
+        sm = (sm[0].reshape(nkv, g, 1, 1), sm[1].reshape(nkv, g, 1, 1))
+        vname = pre + "attn.v"
+        bv = qw.get(vname + ".bias")
+        s_v = np.asarray(act_scale(stats[vname][1] + (np.abs(bv) if bv is not None else 0.0)),
+                         np.float64)
+        v = _linear(vname, "v", i, qw[vname + ".weight"], s_h1, s_v, bv)
+        o = lins[pre + "attn.o"]
+        s_vq = np.repeat(s_v.reshape(nkv, 1, hd), g, axis=0)       # (nh, 1, hd)
+        pv = _params(s_vq * 2.0 ** -arith.PROB_FRAC / o.s_x)
+        s_h2 = act_scale(stats[pre + "mlp.gate"][0].max())
+        s_g = act_scale(stats[pre + "mlp.gate"][1].max())
+        gate = _linear(pre + "mlp.gate", "gate", i, qw[pre + "mlp.gate.weight"], s_h2, s_g)
+        s_u = np.asarray(act_scale(stats[pre + "mlp.up"][1]), np.float64)
+        up = _linear(pre + "mlp.up", "up", i, qw[pre + "mlp.up.weight"], s_h2, s_u)
+        xs = np.arange(-128, 128) * s_g
+        s_s = max(float(np.abs(xs / (1 + np.exp(-xs))).max()), 1e-30) / 32767.0
+        silu = arith.silu_table_int8(s_g, s_s)
+        down = lins[pre + "mlp.down"]
+        p.layers.append(IntLayer(
+            n1=norm(pre + "attn_norm.weight", s_h1), q=qk["q"][0], k=qk["k"][0], v=v,
+            q_rope=q_rope, k_rope=k_rope, sm=sm, pv=pv, o=o,
+            o_res=_params(o.s_w * o.s_x / s_r), n2=norm(pre + "mlp_norm.weight", s_h2),
+            gate=gate, up=up, silu=silu, gu=_params(s_s * s_u / down.s_x), down=down,
+            down_res=_params(down.s_w * down.s_x / s_r),
+            scales=dict(s_h1=s_h1, s_h2=s_h2, s_q=qk["q"][1], s_k=qk["k"][1], s_kc=s_kc,
+                        sigma=sigma, s_v=s_v, s_g=s_g, s_s=s_s, s_u=s_u)))
+    s_hh = act_scale(stats["head"][0].max())
+    p.norm = norm("norm.weight", s_hh)
+    p.s_head_in = s_hh
+    p.head = _linear("head", "head", -1, qw["head.weight"], s_hh)
+    p.head_rq = _params(p.head.s_w * s_hh * 2.0 ** LOGIT_FRAC)
+    return p
+
+
+def _mm(backend, lin: IntLinear, x_q: np.ndarray) -> np.ndarray:
+    """Run ``lin`` on int8 ``x_q`` (T, N): int8 (T, M) out, or int32 for o/down/head."""
+    y = backend.matmul(lin.op, np.ascontiguousarray(x_q))
+    if lin.op.out == "int8":
+        return y
+    acc = y.astype(np.int64)
+    if lin.bias_q is not None:
+        acc = arith.sat(acc + lin.bias_q, 32)
+    if lin.mult is not None:
+        return arith.requantize_to(acc, lin.mult, lin.shift, 8).astype(np.int8)
+    return acc
+
+
+def forward(model, p: IntParams, ids: np.ndarray, cache) -> np.ndarray:
+    """Integer forward pass of ``ids`` (T,) after ``cache``; int32 logits (T, vocab)."""
+    c = model.config
+    be = model.backend
+    t, start = ids.size, cache.length
+    if start + t > MAX_POSITIONS:
+        raise ValueError(f"the int path holds at most {MAX_POSITIONS} positions "
+                         f"(max_position_embeddings {c.max_position_embeddings}); this "
+                         f"sequence needs {start + t}")
+    nh, nkv, hd, g = c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group
+    cos_q, sin_q = p.cos_q[start:start + t], p.sin_q[start:start + t]
+    mask = np.arange(start + t)[None, :] > (start + np.arange(t))[:, None]
+    x = arith.sat(arith.shift_round(p.embed_q[ids].astype(np.int64) * p.embed_rq[0][ids, None],
+                                    p.embed_rq[1][ids, None]), 32)
+    for i, L in enumerate(p.layers):
+        h = arith.rms_norm_int(x, p.eps_q, *L.n1)
+        q = _mm(be, L.q, h).reshape(t, nh, hd)
+        k = _mm(be, L.k, h).reshape(t, nkv, hd)
+        v = _mm(be, L.v, h).reshape(t, nkv, hd)
+        q = arith.rope_int(q, cos_q, sin_q, *L.q_rope)
+        k = arith.rope_int(k, cos_q, sin_q, *L.k_rope)
+        keys, vals = cache.append(i, k, v)                       # int8 (nkv, S, hd)
+        qg = q.transpose(1, 0, 2).reshape(nkv, g * t, hd).astype(np.int64)
+        s = (qg @ keys.transpose(0, 2, 1).astype(np.int64)).reshape(nkv, g, t, -1)
+        pr = arith.softmax_int(s, *L.sm, mask=mask)
+        a = (pr.reshape(nkv, g * t, -1) @ vals.astype(np.int64)).reshape(nh, t, hd)
+        a = arith.requantize_to(a, *L.pv, 8).astype(np.int8)
+        y = _mm(be, L.o, a.transpose(1, 0, 2).reshape(t, nh * hd))
+        x = arith.residual_add(x, arith.requantize_to(y, *L.o_res, 32))
+        h = arith.rms_norm_int(x, p.eps_q, *L.n2)
+        gate = _mm(be, L.gate, h)
+        up = _mm(be, L.up, h)
+        m = arith.gate_up_int(gate, up, L.silu, *L.gu)
+        y = _mm(be, L.down, m)
+        x = arith.residual_add(x, arith.requantize_to(y, *L.down_res, 32))
+    cache.advance(t)
+    h = arith.rms_norm_int(x, p.eps_q, *p.norm)
+    acc = _mm(be, p.head, h)
+    return arith.requantize_to(acc, *p.head_rq, 32).astype(np.int32)
