@@ -36,7 +36,7 @@ from .build_progress import BuildCommandError, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
 
 __all__ = ["Build", "mesh_verilog", "build_mesh", "BuildError", "TILE_MODULE",
-           "hdl_fingerprint", "HIER_FLAGS", "build_style"]
+           "hdl_fingerprint", "HIER_FLAGS", "build_style", "BUILD_STYLES", "SHARED_MAX_PES"]
 
 _HERE = Path(__file__).resolve().parent
 BFM_SOURCE = _HERE / "bfm.cpp"
@@ -79,26 +79,48 @@ def tiled_mesh_verilog(shape: MeshShape) -> str:
     return tile + top
 
 
-def build_style() -> str:
-    """``"tiled"`` (default: one tile module, compiled once) or ``"flat"`` (Amaranth's one
-    module per tile, everything inlined by Verilator), from ``SPARKTILE_BUILD``.
+#: Meshes of up to this many PEs are built ``shared`` by ``auto``, larger ones ``tiled``. Measured
+#: (docs/architecture.md, ``scripts/bench_mesh_scaling.py``): up to 8x8 the shared build
+#: simulates about twice as fast as the tiled one and builds in about a minute; its C++ grows
+#: with every tile (Verilator still emits each instance's scheduled code), so from 16x16 on it
+#: builds for many minutes and simulates slower than the tiled build, whose tile code is
+#: compiled once and stays in the processor's caches.
+SHARED_MAX_PES = 64
+#: The build styles ``SPARKTILE_BUILD`` accepts.
+BUILD_STYLES = ("auto", "tiled", "shared", "flat")
 
-    The tiled build compiles in about constant time whatever the mesh; the flat one compiles
-    every tile anew but simulates faster (the hierarchical blocks' boundaries cost evaluation
-    time; ``docs/architecture.md`` has both measured), so long runs on a cached build may
-    prefer it.
+
+def build_style(shape: MeshShape | None = None) -> str:
+    """The build style for a mesh of ``shape``, from ``SPARKTILE_BUILD`` (default ``auto``).
+
+    * ``tiled``: the tile is one module, compiled once as a Verilator hierarchical block;
+      the build time hardly grows with the mesh; each block boundary costs simulation time.
+    * ``shared``: the same one tile module, not inlined and no hierarchical blocks: fastest
+      to simulate on small meshes, C++ that grows with the number of tiles.
+    * ``flat``: Amaranth's one module per tile, everything inlined (the build before tiles
+      became one module; kept for comparison).
+    * ``auto``: ``shared`` up to :data:`SHARED_MAX_PES` PEs, ``tiled`` above.
+
+    Raises
+    ------
+    ToolchainError
+        For any other value.
     """
-    style = os.environ.get("SPARKTILE_BUILD", "tiled").strip().lower() or "tiled"
-    if style not in _STYLE_VLT:
-        raise ToolchainError(f"SPARKTILE_BUILD must be one of {', '.join(_STYLE_VLT)}, "
+    style = os.environ.get("SPARKTILE_BUILD", "auto").strip().lower() or "auto"
+    if style not in BUILD_STYLES:
+        raise ToolchainError(f"SPARKTILE_BUILD must be one of {', '.join(BUILD_STYLES)}, "
                              f"not {style!r}")
+    if style == "auto":
+        if shape is None:
+            return "auto"
+        return "shared" if shape.pes <= SHARED_MAX_PES else "tiled"
     return style
 
 
 def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
     """The mesh's Verilog (top module ``sparktile_mesh``; with the ``tiled`` style also its
     one tile module), generated once per configuration."""
-    style = "flat" if (style or build_style()) == "flat" else "tiled"
+    style = "flat" if (style or build_style(shape)) == "flat" else "tiled"
     key = key_of([repr(shape.key()), hdl_fingerprint(), style])
 
     def produce():
@@ -194,7 +216,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
         When Verilator or the C++ compiler fails; the message names the log file.
     """
     apply_verilator_env()
-    style = build_style()
+    style = build_style(shape)
     mesh_v = mesh_verilog(shape, style)
     harness_v = harness_verilog(shape)
     # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
@@ -207,8 +229,8 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), vlt,
                   " ".join(flags), OPT_FAST, version("verilator"), version("cocotb")])
     directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{style}_{key}"
-    what = f"the {shape} mesh simulator" + (" (with tracing)" if waves else "") + \
-        (" (flat)" if style == "flat" else "")
+    what = f"the {shape} mesh simulator ({style} build" + \
+        (", with tracing)" if waves else ")")
 
     def build(directory: Path) -> None:
         src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE,))
@@ -251,7 +273,7 @@ def build_plain(shape: MeshShape, threads: int = 1) -> Path:
     Used only to measure the simulator's speed limit for a recorded workload.
     """
     apply_verilator_env()
-    style = build_style()
+    style = build_style(shape)
     mesh_v = mesh_verilog(shape, style)
     harness_v = harness_verilog(shape)
     flags = [f for f in VERILATOR_FLAGS if f not in ("-LDFLAGS", "-rdynamic")] + \
@@ -261,7 +283,7 @@ def build_plain(shape: MeshShape, threads: int = 1) -> Path:
                   vlt, " ".join(flags), OPT_FAST, version("verilator")])
     directory = cache_dir() / "verilator" / \
         f"plain_{shape.rows}x{shape.cols}_{style}{f'_t{threads}' if threads > 1 else ''}_{key}"
-    what = f"the {shape} plain C++ harness"
+    what = f"the {shape} plain C++ harness ({style} build)"
 
     def build(directory: Path) -> None:
         src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE, PLAIN_MAIN))

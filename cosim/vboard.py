@@ -72,7 +72,7 @@ def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -
     apply_verilator_env()
     text = fpga_verilog(shape, divisor, **bridge)
     # The board's Verilog always has the one tile module; "flat" has no meaning here.
-    style = "tiled" if build_style() == "tiled" else "shared"
+    style = "tiled" if build_style(shape) == "tiled" else "shared"
     flags = _FLAGS + style_flags(style)
     vlt = vlt_text(style)
     key = key_of([text, VBOARD_SOURCE.read_text(), vlt, " ".join(flags),
