@@ -12,6 +12,8 @@ import importlib
 
 import click
 
+from .errors import EXIT_USER_ERROR, UserError, one_line
+
 # name -> (module, attribute). One line per command; keep sorted by topic.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("sparktile.toolchain", "info_command"),
@@ -36,6 +38,15 @@ class _LazyGroup(click.Group):
             return None
         module, attr = _COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        # The one error path of every command: a user error is one line and exit status 2;
+        # any other exception is a bug and keeps its traceback.
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"error: {one_line(e)}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
