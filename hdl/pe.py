@@ -33,11 +33,12 @@ vector starts when the reduce task has read the last accumulator (the requantiza
 drains meanwhile).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .requant import RequantPipeline
 from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
 
 __all__ = ["PE", "ConfigWriteSignature", "DescFlags", "FLAG_FIRST", "FLAG_LAST", "FLAG_INT32"]
@@ -51,16 +52,6 @@ class DescFlags(data.Struct):
     first: 1
     last: 1
     int32: 1
-
-
-class _RequantStage(data.Struct):
-    """What travels down the requantization pipeline with each row (``v`` and ``mult`` are
-    used by stage C only; the later stages carry their arithmetic in their own registers)."""
-    v: 32
-    mult: 16
-    shift: 6
-    lane: 2
-    emit: 1
 
 
 class ConfigWriteSignature(wiring.Signature):
@@ -257,12 +248,9 @@ class PE(wiring.Component):
         rb_valid = Signal()      # stage B: accumulator and requantization word valid
         rb_row = Signal(16)
         int8_out = flags.last & ~flags.int32
-        rq_in = Signal()         # stage B hands a row to the requantization pipeline
-        rq_free = Signal()       # ... which can take one this cycle
-        rq_empty = Signal()
-        rq_stall_out = Signal()
-        rq = [Signal(_RequantStage, name=f"rq_{s}") for s in "CDEF"]
-        pack = Signal(32)        # int8 results being packed, lane = row % 4
+        m.submodules.requant = rq = RequantPipeline()
+        rq_free = rq.i.ready     # stage B can hand a row to the requantization pipeline
+        rq_empty = rq.empty
         out_valid = Signal()
         out_payload = Signal(Wavelet)
 
@@ -282,6 +270,8 @@ class PE(wiring.Component):
         ev_vector = Signal()
 
         out_free = ~out_valid | self.ramp_out.ready
+        m.d.comb += rq.o.ready.eq(out_free)
+        rq_stall_out = rq.o.valid & ~out_free
         with m.If(self.ramp_out.ready):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [self.ramp_out.valid.eq(out_valid), self.ramp_out.payload.eq(out_payload)]
@@ -362,11 +352,19 @@ class PE(wiring.Component):
                 m.d.comb += rb_fire.eq(rb_valid & p_ok &
                                        Mux(int8_out, rq_free, out_free & rq_empty))
                 m.d.comb += [
+                    rq.i.valid.eq(rb_valid & p_ok & int8_out),
+                    rq.i.payload.v.eq(v),
+                    rq.i.payload.mult.eq(sram_rd.data[0:16]),
+                    rq.i.payload.shift.eq(sram_rd.data[16:22]),
+                    rq.i.payload.lane.eq(lane),
+                    rq.i.payload.emit.eq((lane == 3) | last_row),
+                ]
+                m.d.comb += [
                     ev_stall_in.eq(rb_valid & ~p_ok),
                     ev_stall_out.eq((rb_valid & p_ok & ~int8_out & ~out_free) | rq_stall_out),
                 ]
                 with m.If(rb_fire):
-                    m.d.comb += [pq.r_en.eq(~flags.first), rq_in.eq(int8_out)]
+                    m.d.comb += pq.r_en.eq(~flags.first)
                     with m.If(~int8_out):
                         m.d.sync += [
                             out_valid.eq(1),
@@ -374,98 +372,19 @@ class PE(wiring.Component):
                             out_payload.color.eq(out_color),
                             out_payload.ctrl.eq(0),
                         ]
-                    m.d.sync += [
-                        rq[0].v.eq(v),
-                        rq[0].mult.eq(sram_rd.data[0:16]),
-                        rq[0].shift.eq(sram_rd.data[16:22]),
-                        rq[0].lane.eq(lane),
-                        rq[0].emit.eq((lane == 3) | last_row),
-                    ]
                     with m.If(last_row):
                         m.d.comb += ev_vector.eq(1)
                         m.next = "IDLE"
 
-        # ---- requantization pipeline ---------------------------------------------------------
-        # ``y = sat8((v * mult + round) >> shift)`` in four registered stages, so that no cycle
-        # holds more than one wide operation (on ECP5 the single-cycle version ran at 28 MHz).
-        # ``(p + 2**(s-1)) >> s == (((p << 1) >> s) + 1) >> 1``, also for s = 0, which turns the
-        # 48-bit rounding add into a 10-bit one after the shift.
-        #   C: two 16 x 16 products (DSP)   D: 48-bit sum of the partial products
-        #   E: variable shift               F: round, saturate, pack into the lane, emit
-        # The stages advance together like a pipeline with per-stage valid bits: a stage moves
-        # on when the next is empty or moves on itself, so the pipeline stalls only when the
-        # output register is full. It is shared with stage B's direct path, which waits until
-        # the pipeline is empty so that results never overtake each other.
-        rq_valid = [Signal(name=f"rq_valid_{s}") for s in "CDEF"]
-        rq_move = [Signal(name=f"rq_move_{s}") for s in "CDEF"]
-        f_emit = Signal()
-        m.d.comb += rq_move[3].eq(rq_valid[3] & (~f_emit | out_free))
-        for s in (2, 1, 0):
-            m.d.comb += rq_move[s].eq(rq_valid[s] & (~rq_valid[s + 1] | rq_move[s + 1]))
-        m.d.comb += [
-            rq_free.eq(~rq_valid[0] | rq_move[0]),
-            rq_empty.eq(~(rq_valid[0] | rq_valid[1] | rq_valid[2] | rq_valid[3])),
-            rq_stall_out.eq(rq_valid[3] & f_emit & ~out_free),
-        ]
-        with m.If(rq_in):
-            m.d.sync += rq_valid[0].eq(1)
-        with m.Elif(rq_move[0]):
-            m.d.sync += rq_valid[0].eq(0)
-        for s in (1, 2, 3):
-            with m.If(rq_move[s - 1]):
-                m.d.sync += rq_valid[s].eq(1)
-            with m.Elif(rq_move[s]):
-                m.d.sync += rq_valid[s].eq(0)
-        for s in (1, 2, 3):
-            with m.If(rq_move[s - 1]):
-                m.d.sync += [rq[s].shift.eq(rq[s - 1].shift), rq[s].lane.eq(rq[s - 1].lane),
-                             rq[s].emit.eq(rq[s - 1].emit)]
-        m.d.comb += f_emit.eq(rq[3].emit)
-
-        # C: partial products of the signed 32-bit sum and the unsigned 16-bit multiplier.
-        c_lo = Signal(32)
-        c_hi = Signal(signed(32))
-        with m.If(rq_move[0]):
-            m.d.sync += [c_lo.eq(rq[0].v[0:16] * rq[0].mult),
-                         c_hi.eq(rq[0].v[16:32].as_signed() * rq[0].mult)]
-        # D: the 48-bit product.
-        d_prod = Signal(signed(48))
-        with m.If(rq_move[1]):
-            m.d.sync += d_prod.eq((c_hi << 16) + c_lo)
-        # E: t = (prod << 1) >> shift, arithmetic; only its low ten bits, its sign and whether
-        # it fits in ten bits travel on.
-        t = Signal(signed(49))
-        m.d.comb += t.eq(Cat(Const(0, 1), d_prod).as_signed() >> rq[2].shift)
-        e_t = Signal(signed(10))
-        e_fits = Signal()
-        e_neg = Signal()
-        with m.If(rq_move[2]):
-            m.d.sync += [e_t.eq(t[0:10]), e_neg.eq(t[48]),
-                         e_fits.eq((t[9:49] == 0) | (t[9:49] == (1 << 40) - 1))]
-        # F: y = sat8((t + 1) >> 1); in range exactly when -257 <= t <= 254.
-        y_mid = Signal(signed(11))
-        m.d.comb += y_mid.eq((e_t + 1) >> 1)
-        y8 = Signal(signed(8))
-        with m.If(e_fits & (y_mid <= 127) & (y_mid >= -128)):
-            m.d.comb += y8.eq(y_mid)
-        with m.Elif(e_neg):
-            m.d.comb += y8.eq(-128)
-        with m.Else():
-            m.d.comb += y8.eq(127)
-        packed = Signal(32)
-        m.d.comb += packed.eq(pack)
-        m.d.comb += packed.word_select(rq[3].lane, 8).eq(y8)
-        with m.If(rq_move[3]):
-            with m.If(f_emit):
-                m.d.sync += [
-                    out_valid.eq(1),
-                    out_payload.payload.eq(packed),
-                    out_payload.color.eq(out_color),
-                    out_payload.ctrl.eq(0),
-                    pack.eq(0),
-                ]
-            with m.Else():
-                m.d.sync += pack.eq(packed)
+        # ---- requantization pipeline (its own component) -----------------------------------
+        # Stage B's direct path waits for it to be empty, so results never overtake each other.
+        with m.If(rq.o.valid & rq.o.ready):
+            m.d.sync += [
+                out_valid.eq(1),
+                out_payload.payload.eq(rq.o.payload),
+                out_payload.color.eq(out_color),
+                out_payload.ctrl.eq(0),
+            ]
 
         # MAC pipeline. Stage 1: the weight word leaves the SRAM into a register (a block RAM's
         # output is slow; nothing else happens in this cycle). Stage 2: four int8 x int8
