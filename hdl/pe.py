@@ -33,11 +33,12 @@ vector starts when the reduce task has read the last accumulator (the requantiza
 drains meanwhile).
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .mac import MacPipeline
 from .requant import RequantPipeline
 from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
 
@@ -224,24 +225,8 @@ class PE(wiring.Component):
         row = Signal(16)         # row being issued
         row_addr = Signal(16)    # w_base + row * n_words + k, kept incrementally
         x_lanes = Signal(32)     # activation wavelet being applied
-        s1_valid = Signal()      # stage 1: weight word on the SRAM read port
-        s1_row = Signal(16)
-        s1_first = Signal()
-        s1_x = Signal(32)
-        sw_valid = Signal()      # stage 2: weight word registered
-        sw_row = Signal(16)
-        sw_first = Signal()
-        sw_w = Signal(32)
-        sw_x = Signal(32)
-        sp_valid = Signal()      # stage 3: products registered, accumulator read issued
-        sp_row = Signal(16)
-        sp_first = Signal()
-        sp_prod = [Signal(signed(16), name=f"sp_prod_{l}") for l in range(4)]
-        s2_valid = Signal()      # stage 4: dot product registered, accumulator on its port
-        s2_row = Signal(16)
-        s2_first = Signal()
-        s2_dot = Signal(signed(18))
-        mac_in_flight = Signal()
+        m.submodules.mac = mac = MacPipeline()
+        mac_in_flight = mac.busy
 
         # ---- reduce task ---------------------------------------------------------------------
         r_row = Signal(16)       # next row to issue
@@ -276,7 +261,6 @@ class PE(wiring.Component):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [self.ramp_out.valid.eq(out_valid), self.ramp_out.payload.eq(out_payload)]
 
-        m.d.sync += s1_valid.eq(0)
         with m.FSM(name="task"):
             with m.State("IDLE"):
                 with m.If(xq.r_rdy):
@@ -312,8 +296,8 @@ class PE(wiring.Component):
             with m.State("MAC"):
                 # One weight row per cycle: four MACs.
                 m.d.comb += [sram_addr.eq(row_addr), sram_en.eq(1), ev_mac.eq(1)]
-                m.d.sync += [s1_valid.eq(1), s1_row.eq(row), s1_first.eq(k == 0),
-                             s1_x.eq(x_lanes)]
+                m.d.comb += [mac.issue.valid.eq(1), mac.issue.payload.row.eq(row),
+                             mac.issue.payload.first.eq(k == 0), mac.issue.payload.x.eq(x_lanes)]
                 with m.If(row + 1 == rows):
                     with m.If(k + 1 == n_words):
                         m.d.sync += [k.eq(0), r_row.eq(0)]
@@ -386,32 +370,17 @@ class PE(wiring.Component):
                 out_payload.ctrl.eq(0),
             ]
 
-        # MAC pipeline. Stage 1: the weight word leaves the SRAM into a register (a block RAM's
-        # output is slow; nothing else happens in this cycle). Stage 2: four int8 x int8
-        # products (DSP blocks), registered. Stage 3: their sum; the row's accumulator is read
-        # meanwhile. Stage 4: accumulate (32-bit, wrapping) and write back. The read in stage 3
-        # and the write in stage 4 are one cycle apart and the read port is transparent to the
-        # write, so back-to-back updates of one row (a one-row descriptor) see each other.
-        with m.If(s1_valid):
-            m.d.sync += [sw_w.eq(sram_rd.data), sw_x.eq(s1_x)]
-        m.d.sync += [sw_valid.eq(s1_valid), sw_row.eq(s1_row), sw_first.eq(s1_first)]
-
-        with m.If(sw_valid):
-            for l in range(4):
-                m.d.sync += sp_prod[l].eq(sw_w.word_select(l, 8).as_signed() *
-                                          sw_x.word_select(l, 8).as_signed())
-        m.d.sync += [sp_valid.eq(sw_valid), sp_row.eq(sw_row), sp_first.eq(sw_first)]
-
-        with m.If(sp_valid):
-            m.d.comb += [acc_addr.eq(sp_row), acc_en.eq(1)]
-            m.d.sync += s2_dot.eq((sp_prod[0] + sp_prod[1]) + (sp_prod[2] + sp_prod[3]))
-        m.d.sync += [s2_valid.eq(sp_valid), s2_row.eq(sp_row), s2_first.eq(sp_first)]
+        # ---- MAC pipeline (its own component) -------------------------------------------------
+        # It reads the accumulators in its stage 3, when the reduce task (which waits for
+        # ``busy`` to fall) cannot.
+        m.d.comb += [mac.weight.eq(sram_rd.data), mac.acc_rd_data.eq(acc_rd.data)]
+        with m.If(mac.acc_rd_en):
+            m.d.comb += [acc_addr.eq(mac.acc_rd_addr), acc_en.eq(1)]
         m.d.comb += [
-            acc_wr.en.eq(s2_valid),
-            acc_wr.addr.eq(s2_row),
-            acc_wr.data.eq(Mux(s2_first, 0, acc_rd.data) + s2_dot),
+            acc_wr.en.eq(mac.acc_wr_en),
+            acc_wr.addr.eq(mac.acc_wr_addr),
+            acc_wr.data.eq(mac.acc_wr_data),
         ]
-        m.d.comb += mac_in_flight.eq(s1_valid | sw_valid | sp_valid)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_stall_in)
