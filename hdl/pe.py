@@ -33,11 +33,13 @@ vector starts when the reduce task has read the last accumulator (the requantiza
 drains meanwhile).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .mac import MacPipeline
+from .requant import RequantPipeline
 from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
 
 __all__ = ["PE", "ConfigWriteSignature", "DescFlags", "FLAG_FIRST", "FLAG_LAST", "FLAG_INT32"]
@@ -51,16 +53,6 @@ class DescFlags(data.Struct):
     first: 1
     last: 1
     int32: 1
-
-
-class _RequantStage(data.Struct):
-    """What travels down the requantization pipeline with each row (``v`` and ``mult`` are
-    used by stage C only; the later stages carry their arithmetic in their own registers)."""
-    v: 32
-    mult: 16
-    shift: 6
-    lane: 2
-    emit: 1
 
 
 class ConfigWriteSignature(wiring.Signature):
@@ -233,36 +225,17 @@ class PE(wiring.Component):
         row = Signal(16)         # row being issued
         row_addr = Signal(16)    # w_base + row * n_words + k, kept incrementally
         x_lanes = Signal(32)     # activation wavelet being applied
-        s1_valid = Signal()      # stage 1: weight word on the SRAM read port
-        s1_row = Signal(16)
-        s1_first = Signal()
-        s1_x = Signal(32)
-        sw_valid = Signal()      # stage 2: weight word registered
-        sw_row = Signal(16)
-        sw_first = Signal()
-        sw_w = Signal(32)
-        sw_x = Signal(32)
-        sp_valid = Signal()      # stage 3: products registered, accumulator read issued
-        sp_row = Signal(16)
-        sp_first = Signal()
-        sp_prod = [Signal(signed(16), name=f"sp_prod_{l}") for l in range(4)]
-        s2_valid = Signal()      # stage 4: dot product registered, accumulator on its port
-        s2_row = Signal(16)
-        s2_first = Signal()
-        s2_dot = Signal(signed(18))
-        mac_in_flight = Signal()
+        m.submodules.mac = mac = MacPipeline()
+        mac_in_flight = mac.busy
 
         # ---- reduce task ---------------------------------------------------------------------
         r_row = Signal(16)       # next row to issue
         rb_valid = Signal()      # stage B: accumulator and requantization word valid
         rb_row = Signal(16)
         int8_out = flags.last & ~flags.int32
-        rq_in = Signal()         # stage B hands a row to the requantization pipeline
-        rq_free = Signal()       # ... which can take one this cycle
-        rq_empty = Signal()
-        rq_stall_out = Signal()
-        rq = [Signal(_RequantStage, name=f"rq_{s}") for s in "CDEF"]
-        pack = Signal(32)        # int8 results being packed, lane = row % 4
+        m.submodules.requant = rq = RequantPipeline()
+        rq_free = rq.i.ready     # stage B can hand a row to the requantization pipeline
+        rq_empty = rq.empty
         out_valid = Signal()
         out_payload = Signal(Wavelet)
 
@@ -282,11 +255,12 @@ class PE(wiring.Component):
         ev_vector = Signal()
 
         out_free = ~out_valid | self.ramp_out.ready
+        m.d.comb += rq.o.ready.eq(out_free)
+        rq_stall_out = rq.o.valid & ~out_free
         with m.If(self.ramp_out.ready):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [self.ramp_out.valid.eq(out_valid), self.ramp_out.payload.eq(out_payload)]
 
-        m.d.sync += s1_valid.eq(0)
         with m.FSM(name="task"):
             with m.State("IDLE"):
                 with m.If(xq.r_rdy):
@@ -322,8 +296,8 @@ class PE(wiring.Component):
             with m.State("MAC"):
                 # One weight row per cycle: four MACs.
                 m.d.comb += [sram_addr.eq(row_addr), sram_en.eq(1), ev_mac.eq(1)]
-                m.d.sync += [s1_valid.eq(1), s1_row.eq(row), s1_first.eq(k == 0),
-                             s1_x.eq(x_lanes)]
+                m.d.comb += [mac.issue.valid.eq(1), mac.issue.payload.row.eq(row),
+                             mac.issue.payload.first.eq(k == 0), mac.issue.payload.x.eq(x_lanes)]
                 with m.If(row + 1 == rows):
                     with m.If(k + 1 == n_words):
                         m.d.sync += [k.eq(0), r_row.eq(0)]
@@ -362,11 +336,19 @@ class PE(wiring.Component):
                 m.d.comb += rb_fire.eq(rb_valid & p_ok &
                                        Mux(int8_out, rq_free, out_free & rq_empty))
                 m.d.comb += [
+                    rq.i.valid.eq(rb_valid & p_ok & int8_out),
+                    rq.i.payload.v.eq(v),
+                    rq.i.payload.mult.eq(sram_rd.data[0:16]),
+                    rq.i.payload.shift.eq(sram_rd.data[16:22]),
+                    rq.i.payload.lane.eq(lane),
+                    rq.i.payload.emit.eq((lane == 3) | last_row),
+                ]
+                m.d.comb += [
                     ev_stall_in.eq(rb_valid & ~p_ok),
                     ev_stall_out.eq((rb_valid & p_ok & ~int8_out & ~out_free) | rq_stall_out),
                 ]
                 with m.If(rb_fire):
-                    m.d.comb += [pq.r_en.eq(~flags.first), rq_in.eq(int8_out)]
+                    m.d.comb += pq.r_en.eq(~flags.first)
                     with m.If(~int8_out):
                         m.d.sync += [
                             out_valid.eq(1),
@@ -374,125 +356,31 @@ class PE(wiring.Component):
                             out_payload.color.eq(out_color),
                             out_payload.ctrl.eq(0),
                         ]
-                    m.d.sync += [
-                        rq[0].v.eq(v),
-                        rq[0].mult.eq(sram_rd.data[0:16]),
-                        rq[0].shift.eq(sram_rd.data[16:22]),
-                        rq[0].lane.eq(lane),
-                        rq[0].emit.eq((lane == 3) | last_row),
-                    ]
                     with m.If(last_row):
                         m.d.comb += ev_vector.eq(1)
                         m.next = "IDLE"
 
-        # ---- requantization pipeline ---------------------------------------------------------
-        # ``y = sat8((v * mult + round) >> shift)`` in four registered stages, so that no cycle
-        # holds more than one wide operation (on ECP5 the single-cycle version ran at 28 MHz).
-        # ``(p + 2**(s-1)) >> s == (((p << 1) >> s) + 1) >> 1``, also for s = 0, which turns the
-        # 48-bit rounding add into a 10-bit one after the shift.
-        #   C: two 16 x 16 products (DSP)   D: 48-bit sum of the partial products
-        #   E: variable shift               F: round, saturate, pack into the lane, emit
-        # The stages advance together like a pipeline with per-stage valid bits: a stage moves
-        # on when the next is empty or moves on itself, so the pipeline stalls only when the
-        # output register is full. It is shared with stage B's direct path, which waits until
-        # the pipeline is empty so that results never overtake each other.
-        rq_valid = [Signal(name=f"rq_valid_{s}") for s in "CDEF"]
-        rq_move = [Signal(name=f"rq_move_{s}") for s in "CDEF"]
-        f_emit = Signal()
-        m.d.comb += rq_move[3].eq(rq_valid[3] & (~f_emit | out_free))
-        for s in (2, 1, 0):
-            m.d.comb += rq_move[s].eq(rq_valid[s] & (~rq_valid[s + 1] | rq_move[s + 1]))
+        # ---- requantization pipeline (its own component) -----------------------------------
+        # Stage B's direct path waits for it to be empty, so results never overtake each other.
+        with m.If(rq.o.valid & rq.o.ready):
+            m.d.sync += [
+                out_valid.eq(1),
+                out_payload.payload.eq(rq.o.payload),
+                out_payload.color.eq(out_color),
+                out_payload.ctrl.eq(0),
+            ]
+
+        # ---- MAC pipeline (its own component) -------------------------------------------------
+        # It reads the accumulators in its stage 3, when the reduce task (which waits for
+        # ``busy`` to fall) cannot.
+        m.d.comb += [mac.weight.eq(sram_rd.data), mac.acc_rd_data.eq(acc_rd.data)]
+        with m.If(mac.acc_rd_en):
+            m.d.comb += [acc_addr.eq(mac.acc_rd_addr), acc_en.eq(1)]
         m.d.comb += [
-            rq_free.eq(~rq_valid[0] | rq_move[0]),
-            rq_empty.eq(~(rq_valid[0] | rq_valid[1] | rq_valid[2] | rq_valid[3])),
-            rq_stall_out.eq(rq_valid[3] & f_emit & ~out_free),
+            acc_wr.en.eq(mac.acc_wr_en),
+            acc_wr.addr.eq(mac.acc_wr_addr),
+            acc_wr.data.eq(mac.acc_wr_data),
         ]
-        with m.If(rq_in):
-            m.d.sync += rq_valid[0].eq(1)
-        with m.Elif(rq_move[0]):
-            m.d.sync += rq_valid[0].eq(0)
-        for s in (1, 2, 3):
-            with m.If(rq_move[s - 1]):
-                m.d.sync += rq_valid[s].eq(1)
-            with m.Elif(rq_move[s]):
-                m.d.sync += rq_valid[s].eq(0)
-        for s in (1, 2, 3):
-            with m.If(rq_move[s - 1]):
-                m.d.sync += [rq[s].shift.eq(rq[s - 1].shift), rq[s].lane.eq(rq[s - 1].lane),
-                             rq[s].emit.eq(rq[s - 1].emit)]
-        m.d.comb += f_emit.eq(rq[3].emit)
-
-        # C: partial products of the signed 32-bit sum and the unsigned 16-bit multiplier.
-        c_lo = Signal(32)
-        c_hi = Signal(signed(32))
-        with m.If(rq_move[0]):
-            m.d.sync += [c_lo.eq(rq[0].v[0:16] * rq[0].mult),
-                         c_hi.eq(rq[0].v[16:32].as_signed() * rq[0].mult)]
-        # D: the 48-bit product.
-        d_prod = Signal(signed(48))
-        with m.If(rq_move[1]):
-            m.d.sync += d_prod.eq((c_hi << 16) + c_lo)
-        # E: t = (prod << 1) >> shift, arithmetic; only its low ten bits, its sign and whether
-        # it fits in ten bits travel on.
-        t = Signal(signed(49))
-        m.d.comb += t.eq(Cat(Const(0, 1), d_prod).as_signed() >> rq[2].shift)
-        e_t = Signal(signed(10))
-        e_fits = Signal()
-        e_neg = Signal()
-        with m.If(rq_move[2]):
-            m.d.sync += [e_t.eq(t[0:10]), e_neg.eq(t[48]),
-                         e_fits.eq((t[9:49] == 0) | (t[9:49] == (1 << 40) - 1))]
-        # F: y = sat8((t + 1) >> 1); in range exactly when -257 <= t <= 254.
-        y_mid = Signal(signed(11))
-        m.d.comb += y_mid.eq((e_t + 1) >> 1)
-        y8 = Signal(signed(8))
-        with m.If(e_fits & (y_mid <= 127) & (y_mid >= -128)):
-            m.d.comb += y8.eq(y_mid)
-        with m.Elif(e_neg):
-            m.d.comb += y8.eq(-128)
-        with m.Else():
-            m.d.comb += y8.eq(127)
-        packed = Signal(32)
-        m.d.comb += packed.eq(pack)
-        m.d.comb += packed.word_select(rq[3].lane, 8).eq(y8)
-        with m.If(rq_move[3]):
-            with m.If(f_emit):
-                m.d.sync += [
-                    out_valid.eq(1),
-                    out_payload.payload.eq(packed),
-                    out_payload.color.eq(out_color),
-                    out_payload.ctrl.eq(0),
-                    pack.eq(0),
-                ]
-            with m.Else():
-                m.d.sync += pack.eq(packed)
-
-        # MAC pipeline. Stage 1: the weight word leaves the SRAM into a register (a block RAM's
-        # output is slow; nothing else happens in this cycle). Stage 2: four int8 x int8
-        # products (DSP blocks), registered. Stage 3: their sum; the row's accumulator is read
-        # meanwhile. Stage 4: accumulate (32-bit, wrapping) and write back. The read in stage 3
-        # and the write in stage 4 are one cycle apart and the read port is transparent to the
-        # write, so back-to-back updates of one row (a one-row descriptor) see each other.
-        with m.If(s1_valid):
-            m.d.sync += [sw_w.eq(sram_rd.data), sw_x.eq(s1_x)]
-        m.d.sync += [sw_valid.eq(s1_valid), sw_row.eq(s1_row), sw_first.eq(s1_first)]
-
-        with m.If(sw_valid):
-            for l in range(4):
-                m.d.sync += sp_prod[l].eq(sw_w.word_select(l, 8).as_signed() *
-                                          sw_x.word_select(l, 8).as_signed())
-        m.d.sync += [sp_valid.eq(sw_valid), sp_row.eq(sw_row), sp_first.eq(sw_first)]
-
-        with m.If(sp_valid):
-            m.d.comb += [acc_addr.eq(sp_row), acc_en.eq(1)]
-            m.d.sync += s2_dot.eq((sp_prod[0] + sp_prod[1]) + (sp_prod[2] + sp_prod[3]))
-        m.d.sync += [s2_valid.eq(sp_valid), s2_row.eq(sp_row), s2_first.eq(sp_first)]
-        m.d.comb += [
-            acc_wr.en.eq(s2_valid),
-            acc_wr.addr.eq(s2_row),
-            acc_wr.data.eq(Mux(s2_first, 0, acc_rd.data) + s2_dot),
-        ]
-        m.d.comb += mac_in_flight.eq(s1_valid | sw_valid | sp_valid)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_stall_in)
