@@ -27,6 +27,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from sparktile.errors import UserError
+
 from ..hdl.fpga.protocol import (
     STATUS_FIELDS,
     SYNC,
@@ -45,7 +47,7 @@ __all__ = ["Transport", "SerialTransport", "SimTransport", "Board", "BoardError"
            "BoardTimeout", "BridgeError", "LinkError", "open_transport", "BoardBackend"]
 
 
-class BoardError(RuntimeError):
+class BoardError(UserError, RuntimeError):
     """Something went wrong talking to the board."""
 
 
