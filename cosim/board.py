@@ -27,6 +27,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from sparktile.errors import UserError
+
 from ..hdl.fpga.protocol import (
     STATUS_FIELDS,
     SYNC,
@@ -45,7 +47,12 @@ __all__ = ["Transport", "SerialTransport", "SimTransport", "Board", "BoardError"
            "BoardTimeout", "BridgeError", "LinkError", "open_transport", "BoardBackend"]
 
 
-class BoardError(RuntimeError):
+#: WRITEs in a row that the board may answer with accepted = 0 before :meth:`Board.write`
+#: gives up (it drains the east edge between them when the board says it stalled).
+MAX_IDLE_WRITES = 64
+
+
+class BoardError(UserError, RuntimeError):
     """Something went wrong talking to the board."""
 
 
@@ -203,6 +210,7 @@ class Board:
         self.t = transport
         self.timeout = timeout
         self.info: dict | None = None
+        self._got = b""
         self._east: dict[int, list[tuple[int, int]]] = defaultdict(list)   # row -> (pay, cc)
 
     # -- frames --
@@ -212,10 +220,17 @@ class Board:
             left = deadline - time.monotonic()
             chunk = self.t.read(n - len(out), max(left, 0.0)) if left > 0 else b""
             if not chunk and time.monotonic() >= deadline:
+                got = self._got + out
+                if got:
+                    raise BoardTimeout(
+                        f"{self.t.name}: reply to {what} incomplete after {self.timeout:g} s: "
+                        f"{len(got)} bytes arrived ({got[:32].hex()}"
+                        f"{'...' if len(got) > 32 else ''})")
                 raise BoardTimeout(
                     f"{self.t.name}: no reply to {what} within {self.timeout:g} s; is the "
                     f"board programmed, the port right, the baud rate right?")
             out += chunk
+        self._got += out
         return out
 
     def request(self, cmd: int, payload: bytes = b"", *, raw: bytes | None = None) -> bytes:
@@ -228,6 +243,7 @@ class Board:
         what = f"command 0x{cmd:02x}"
         self.t.write(encode_frame(cmd, payload) if raw is None else raw)
         deadline = time.monotonic() + self.timeout
+        self._got = b""
         # Hunt for the sync bytes (skipping anything before them).
         prev = None
         while True:
@@ -243,6 +259,8 @@ class Board:
             raise LinkError(f"{self.t.name}: reply to {what} failed its CRC")
         rcmd = head[2]
         if rcmd == Cmd.ERROR:
+            if not payload_r:
+                raise LinkError(f"{self.t.name}: {what} answered with an empty ERROR payload")
             raise BridgeError(payload_r[0], payload_r[1] if len(payload_r) > 1 else cmd,
                               self.t.name)
         if rcmd != (cmd | Cmd.REPLY):
@@ -267,6 +285,9 @@ class Board:
     # -- commands --
     def ping(self) -> dict:
         p = self.request(Cmd.PING)
+        if len(p) < 19:
+            raise LinkError(f"{self.t.name}: PING reply of {len(p)} bytes ({p[:32].hex()}), "
+                            f"expected at least 19")
         if p[:2] != b"ST":
             raise LinkError(f"{self.t.name}: PING reply {p!r} is not from a sparktile bridge")
         self.info = {
@@ -309,6 +330,10 @@ class Board:
         """
         code = port_code(side, index)
         per = (self.max_payload - 1) // WAVELET_IN_BYTES
+        if per < 1:
+            raise LinkError(f"{self.t.name}: WRITE: the bridge's max_payload {self.max_payload} "
+                            f"is too small for one wavelet (needs >= {1 + WAVELET_IN_BYTES})")
+        idle = 0
         pay = np.asarray(payloads, dtype=np.uint32)
         ccs = np.asarray(ccs, dtype=np.uint8)
         pos = 0
@@ -319,7 +344,17 @@ class Board:
             raw[:, 0:4] = pay[pos:pos + k].view(np.uint8).reshape(k, 4)
             raw[:, 4] = ccs[pos:pos + k]
             r = self.request(Cmd.WRITE, bytes([code]) + raw.tobytes())
+            if len(r) < 3:
+                raise LinkError(f"{self.t.name}: WRITE {side}{index}: reply of {len(r)} bytes "
+                                f"({r[:32].hex()}), expected 3 (accepted, stalled)")
             accepted, stalled = int.from_bytes(r[0:2], "little"), r[2]
+            if accepted > k:
+                raise LinkError(f"{self.t.name}: WRITE {side}{index}: the board says it accepted "
+                                f"{accepted} wavelets of {k} sent (reply {r[:32].hex()})")
+            idle = idle + 1 if accepted == 0 else 0
+            if idle > MAX_IDLE_WRITES:
+                raise BoardError(f"{self.t.name}: WRITE {side}{index}: the board accepted nothing "
+                                 f"in {idle} WRITEs in a row (last reply {r[:32].hex()})")
             pos += accepted
             if stalled:
                 stalls += 1

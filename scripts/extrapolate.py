@@ -18,6 +18,8 @@ import time
 
 import click
 
+from sparktile.errors import UserError
+
 from .perf_model import (
     DTYPES,
     MODELS,
@@ -114,7 +116,7 @@ def calibrate_command(out, seed):
 
 
 def _fail(msg: str):
-    raise click.UsageError(msg)
+    raise UserError(msg)
 
 
 def _si(v: float, unit: str) -> str:
@@ -218,6 +220,11 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     """Extrapolate measured tile cycles to a whole wafer, with every assumption listed."""
     if dtype not in DTYPES:
         _fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    explicit = click.get_current_context().get_parameter_source("prompt_tokens")
+    if (context and prompt_tokens and prompt_tokens > context
+            and explicit is not click.core.ParameterSource.DEFAULT):
+        _fail(f"--prompt-tokens {prompt_tokens} is longer than --context {context}; allowed: "
+              f"1 <= prompt tokens <= context")
     try:
         hw = load_hardware(wafer, toml_path=hw_file, sets=sets)
     except HardwareError as exc:

@@ -156,7 +156,7 @@ def _llm_token(board, shape, echo) -> dict:
               "the ULX3S, 32 on the iCEBreaker].")
 @click.option("--n", type=int, default=None, help="GEMV columns [default: the board's, 128 "
               "on the ULX3S, 64 on the iCEBreaker].")
-@click.option("--batch", type=int, default=2, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 1 << 16), default=2, show_default=True)
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--llm/--no-llm", default=True, show_default=True,
               help="Also run one token of the shipped model's matmuls on the board.")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparktile.errors import UserError
+
 from ..cosim.cycle_model import GemvTiming, gemv_cycles
 from ..cosim.mapping import Region, gemv_words
 from ..golden_model.config import ModelConfig
@@ -81,11 +83,11 @@ ASSUMPTIONS = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """An unknown model preset or an unreadable config.json."""
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """Calibration data that cannot determine the parameters, or an unreadable file."""
 
 
@@ -383,7 +385,7 @@ def weight_bytes(cfg: ModelConfig, dtype: str) -> int:
     return model_params(cfg) * DTYPES[dtype]
 
 
-class PlacementError(ValueError):
+class PlacementError(UserError, ValueError):
     """The model does not fit the given wafers."""
 
 

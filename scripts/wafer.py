@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from sparktile.errors import UserError
+
 __all__ = ["FIELDS", "PRESETS", "Hardware", "HardwareError", "load_hardware", "parse_set"]
 
 
-class HardwareError(ValueError):
+class HardwareError(UserError, ValueError):
     """An unknown preset or field, or a value of the wrong kind; the message says what is
     allowed."""
 
@@ -54,6 +56,36 @@ FIELDS: dict[str, tuple[type, str, str]] = {
     "wafer_link_bytes_per_s": (float, "B/s", "bandwidth between wafers (per wafer)"),
     "wafer_link_latency_s": (float, "s", "latency of one wafer-to-wafer crossing"),
 }
+
+#: field -> (low, low bound open?, high]: plausible physical ranges (a 1 MHz..10 GHz clock, a
+#: grid of at most 10^5 x 10^5 PEs, energies non-negative and below 10^4 pJ, ...). A value
+#: outside is a typo or a unit slip, and the figures it gives would be nonsense.
+RANGES: dict[str, tuple[float, bool, float]] = {
+    "cores": (1, False, 1e10),
+    "grid_rows": (1, False, 1e5),
+    "grid_cols": (1, False, 1e5),
+    "sram_bytes_per_pe": (1, False, 1e9),
+    "sram_reserve_bytes_per_pe": (0, False, 1e9),
+    "sram_read_bytes_per_cycle": (0, True, 1e6),
+    "acc_depth": (1, False, 1e8),
+    "clock_hz": (1e6, True, 1e10),
+    "lanes_int8": (0, False, 1e5),
+    "lanes_fp16": (0, False, 1e5),
+    "link_bits": (1, False, 4096),
+    "hop_cycles": (0, False, 1e3),
+    "pe_area_um2": (0, True, 1e9),
+    "e_mac_int8_pj": (0, False, 1e4),
+    "e_mac_fp16_pj": (0, False, 1e4),
+    "e_sram_pj_per_byte": (0, False, 1e4),
+    "e_link_fj_per_bit_mm": (0, False, 1e6),
+    "energy_node_scale": (0, True, 1e3),
+    "e_offwafer_pj_per_bit": (0, False, 1e6),
+    "pe_peak_power_w": (0, False, 1e4),
+    "system_power_w": (0, False, 1e9),
+    "wafer_link_bytes_per_s": (0, True, 1e15),
+    "wafer_link_latency_s": (0, False, 1e3),
+}
+
 
 _FACTS = "shared/wafer_facts.md"
 _HOROWITZ = f"Horowitz ISSCC 2014, 45 nm [P] ({_FACTS})"
@@ -216,21 +248,19 @@ class Hardware:
         self.check()
 
     def check(self) -> None:
+        """Every numeric field finite and inside :data:`RANGES` (physically plausible)."""
         v = self.values
-        for key in ("grid_rows", "grid_cols", "sram_bytes_per_pe", "link_bits", "acc_depth"):
-            if v[key] < 1:
-                raise HardwareError(f"hardware field {key} must be >= 1, not {v[key]!r}")
-        for key in ("clock_hz", "sram_read_bytes_per_cycle", "pe_area_um2",
-                    "energy_node_scale"):
-            if not v[key] > 0:
-                raise HardwareError(f"hardware field {key} must be > 0, not {v[key]!r}")
-        if not 0 <= v["sram_reserve_bytes_per_pe"] < v["sram_bytes_per_pe"]:
+        for key, (lo, lo_open, hi) in RANGES.items():
+            val = v[key]
+            ok = isinstance(val, (int, float)) and math.isfinite(val) and val <= hi and (
+                val > lo if lo_open else val >= lo)
+            if not ok:
+                left = "(" if lo_open else "["
+                raise HardwareError(f"hardware field {key} = {val!r} is out of range; allowed: "
+                                    f"{left}{lo:g}, {hi:g}] {FIELDS[key][1]}".rstrip())
+        if not v["sram_reserve_bytes_per_pe"] < v["sram_bytes_per_pe"]:
             raise HardwareError(f"sram_reserve_bytes_per_pe must be in [0, sram_bytes_per_pe="
                                 f"{v['sram_bytes_per_pe']}), not {v['sram_reserve_bytes_per_pe']}")
-        for key in ("lanes_int8", "lanes_fp16", "hop_cycles", "system_power_w",
-                    "wafer_link_latency_s", "pe_peak_power_w"):
-            if v[key] < 0:
-                raise HardwareError(f"hardware field {key} must be >= 0, not {v[key]!r}")
 
     def as_dict(self) -> dict:
         return {k: {"value": self.values[k], "unit": FIELDS[k][1], "source": self.sources[k]}

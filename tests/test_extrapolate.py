@@ -205,7 +205,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, args, expect):
     res = _cli("extrapolate", *args)
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output
-    err = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    err = [ln for ln in res.output.splitlines() if ln.lower().startswith("error:")]
     assert len(err) == 1, res.output
     for e in expect:
         assert e in err[0], err[0]
@@ -214,3 +214,34 @@ def test_bad_inputs_are_one_line_errors(tmp_path, args, expect):
 def test_hardware_errors_name_the_value():
     with pytest.raises(HardwareError, match="sram_reserve_bytes_per_pe"):
         load_hardware("wse3", sets=["sram_reserve_bytes_per_pe=999999"])
+
+
+# issue 17: physically meaningless overrides are one clean error line (exit 2) naming the field,
+# its value and the allowed range.
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "clock_hz=inf"], "clock_hz = inf"),
+    (["--set", "wafer_link_bytes_per_s=0", "--model", "llama-3.1-70b"], "wafer_link_bytes_per_s"),
+    (["--set", "wafer_link_bytes_per_s=-1"], "wafer_link_bytes_per_s = -1"),
+    (["--set", "e_mac_fp16_pj=-5"], "e_mac_fp16_pj = -5"),
+    (["--set", "grid_rows=1e30"], "grid_rows"),
+    (["--set", "clock_hz=nan"], "clock_hz = nan"),
+    (["--prompt-tokens", "16777216", "--context", "16"], "--prompt-tokens 16777216"),
+    (["--set", "nofield=1"], "allowed: name, cores"),
+    (["--set", "clock_hz=abc"], "clock_hz must be a number"),
+    (["--set", "clock_hz"], "FIELD=VALUE"),
+])
+def test_bad_override_is_one_error_line(args, needle):
+    res = CliRunner().invoke(main, ["extrapolate", *args])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert needle in lines[0]
+    if " = " in needle:
+        assert "allowed" in lines[0]
+
+
+def test_every_numeric_field_has_a_range():
+    from sparktile.scripts.wafer import RANGES
+    assert set(RANGES) == {k for k, (kind, _u, _m) in FIELDS.items() if kind is not str}
+    for name in PRESETS:
+        load_hardware(name)  # every preset inside its ranges
