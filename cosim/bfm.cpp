@@ -9,9 +9,21 @@
 // linked with -rdynamic), so the simulator never waits for Python inside a transaction.
 
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <random>
+#include <string>
 #include <vector>
+
+#include <sys/stat.h>
+
+#ifdef SPARKTILE_WAVES
+// Traced builds only (cosim/build.py adds -CFLAGS -DSPARKTILE_WAVES): the dump that the
+// harness's $dumpvars opens is owned by the model's symbol table, and Verilator ignores
+// $dumpoff, so stopping a dump at the size limit means closing it there.
+#include "Vtop__Syms.h"
+#include "svdpi.h"
+#endif
 
 namespace {
 
@@ -49,6 +61,36 @@ struct State {
 };
 
 State g;
+
+// The waveform size limit (--waves-limit). Kept apart from State, which sparktile_bfm_init
+// resets: the dump is opened once per simulator process.
+struct Waves {
+    uint64_t limit = 0;          // bytes; 0 = no limit
+    uint64_t stopped_cycle = 0;  // cycle the dump was closed at the limit; 0 = not stopped
+    uint64_t stopped_bytes = 0;  // size of the file then
+    std::string path;            // the file $dumpfile named
+    void *syms = nullptr;        // Vtop__Syms* of the model (traced builds)
+};
+
+Waves w;
+
+uint64_t file_size(const std::string &path) {
+    struct stat st;
+    return (!path.empty() && stat(path.c_str(), &st) == 0) ? (uint64_t)st.st_size : 0;
+}
+
+// Called every 128 cycles while a limited dump is open: close it once the file (as far as
+// the trace writer has flushed it, which lags by its buffer) has reached the limit.
+void check_wave_limit() {
+#ifdef SPARKTILE_WAVES
+    uint64_t size = file_size(w.path);
+    if (size < w.limit) return;
+    static_cast<Vtop__Syms *>(w.syms)->_traceDumpClose();
+    w.syms = nullptr;
+    w.stopped_cycle = g.cycle;
+    w.stopped_bytes = file_size(w.path);
+#endif
+}
 
 bool sources_empty() {
     for (auto &p : g.ports)
@@ -129,6 +171,9 @@ uint64_t sparktile_cycle() { return g.cycle; }
 uint64_t sparktile_src_total() { return g.src_total; }
 uint64_t sparktile_sink_total() { return g.sink_total; }
 void sparktile_wave_enable(int on) { g.wave_on = on; }
+void sparktile_wave_limit(uint64_t bytes) { w.limit = bytes; }
+uint64_t sparktile_wave_stopped_cycle() { return w.stopped_cycle; }
+uint64_t sparktile_wave_stopped_bytes() { return w.stopped_bytes; }
 
 // ---- DPI (called by the harness Verilog) --------------------------------------------------
 
@@ -172,6 +217,7 @@ void st_sink_put(int port, int payload, int cc) {
 // the cycle the armed condition is met (the harness toggles `done` then).
 int st_tick() {
     g.cycle++;
+    if (w.syms && w.limit && (g.cycle & 127) == 0) check_wave_limit();
     if (!g.armed) return 0;
     if (g.received >= g.expect && sources_empty()) {
         g.status = 1;
@@ -187,5 +233,15 @@ int st_tick() {
 }
 
 int st_wave_on() { return g.wave_on; }
+
+#ifdef SPARKTILE_WAVES
+// The harness calls this (a context import, so the scope is known) right after $dumpvars
+// opened the dump: remember the model's symbol table, which owns the trace writer.
+void st_wave_opened() {
+    auto scope = static_cast<const VerilatedScope *>(svGetScope());
+    w.syms = scope ? scope->symsp() : nullptr;
+    w.path = Verilated::threadContextp()->dumpfile();
+}
+#endif
 
 }  // extern "C"

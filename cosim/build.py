@@ -223,7 +223,7 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     # the harness's $dumpvars writes the file named by +waves=.
     flags = VERILATOR_FLAGS + style_flags(style) + \
         (["--threads", str(threads)] if threads > 1 else []) + \
-        (["-DSPARKTILE_WAVES"] if waves else []) + \
+        (["-DSPARKTILE_WAVES", "-CFLAGS", "-DSPARKTILE_WAVES"] if waves else []) + \
         (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else [])
     vlt = vlt_text(style)
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), vlt,

@@ -1,23 +1,87 @@
-"""CLI commands that drive the RTL: ``verilog``, ``stress`` (and ``gemv``, ``run``)."""
+"""CLI commands that drive the RTL: ``verilog``, ``stress`` (and ``gemv``, ``run``).
+
+Errors follow the one error path of :mod:`sparktile.errors`: a bad argument is a click usage
+error at parse time (ranges that also refuse NaN, seeds numpy and the BFMs accept), a bad
+output path a :class:`~sparktile.errors.UserError` *before* anything is built or simulated,
+and a failure on the simulator side that is the user's to fix (a model that does not fit, a
+missing tool, a failed build, a crashed cached simulator) a ``UserError`` with one line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
+from ..errors import UserError, one_line
 from ..hdl.mesh import parse_mesh
+from . import waves as wv
+from .report import check_output, save_json, save_text
 
 __all__ = ["verilog_command", "stress_command", "gemv_command", "run_command", "mesh_option",
-           "fail"]
+           "fail", "SEED", "FiniteFloatRange"]
+
+#: Seeds: numpy's generators refuse negative integers (the ``--seed -1`` traceback), the BFMs
+#: take a uint64 (ctypes would silently wrap a larger one), and 32 bits is what numpy's legacy
+#: ``RandomState`` and most tools take: one range, checked at parse time, for all of them.
+SEED = click.IntRange(0, 2**32 - 1)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses NaN and infinities.
+
+    NaN compares false with both bounds, so click's own range check lets ``--stall nan``
+    through to numpy inside the simulator; an infinite temperature is in ``x >= 0`` but means
+    nothing.
+    """
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number in the range {self._describe_range()}",
+                      param, ctx)
+        return rv
 
 
 def fail(message: str, code: int = 2):
-    """Print a one-line error (no stack trace) and exit."""
-    click.echo(f"error: {message}", err=True)
+    """Stop the command with a one-line error: a :class:`UserError` for exit status 2 (shown
+    by :func:`sparktile.cli.main`), else print and exit with ``code``."""
+    if code == 2:
+        raise UserError(message)
+    click.echo(f"error: {one_line(message)}", err=True)
     sys.exit(code)
+
+
+def _sim_error(exc: Exception) -> UserError:
+    """A failure from the build or the simulator as a one-line user error; the details that
+    follow the first line (the simulator log's tail, a bench's traceback) are printed first,
+    so a bug inside a bench still shows its traceback."""
+    first, _, rest = str(exc).partition("\n")
+    if rest.strip():
+        click.echo(rest.rstrip(), err=True)
+    return UserError(first)
+
+
+@contextlib.contextmanager
+def _replay_file(name: str, wanted: bool):
+    """A path for the plain-harness replay, in a temporary folder removed afterwards; None
+    when no replay is wanted (then no folder is made)."""
+    if not wanted:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="sparktile-replay-") as d:
+        yield Path(d) / name
+
+
+def _outputs(json_path, waves):
+    """Check the output paths before anything runs; returns them absolute (or None)."""
+    return (check_output(json_path, "--json") if json_path else None,
+            check_output(waves, "--waves") if waves else None)
 
 
 def _compare_plain_option(f):
@@ -43,16 +107,27 @@ def _plain_ratio(shape, r, replay) -> dict:
     return r
 
 
-def _print_report(r: dict, keys, waves: str | None, json_path: str | None) -> None:
-    """Print the report's ``keys`` aligned, name the waveform, and write the JSON."""
+def _print_report(r: dict, keys, json_path: Path | None, waves_line: str | None) -> None:
+    """Print the report's ``keys`` aligned and the waveform's line; write the JSON."""
     width = max(len(k) for k in keys) + 2
     for k in keys:
         v = r[k]
         click.echo(f"  {k:<{width}} {v:.4g}" if isinstance(v, float) else f"  {k:<{width}} {v}")
-    if waves:
-        click.echo(f"  {'waves':<{width}} {waves} (VCD; open with surfer or gtkwave)")
+    if waves_line:
+        click.echo(f"  {'waves':<{width}} {waves_line}")
     if json_path:
-        Path(json_path).write_text(json.dumps(r, indent=2))
+        save_json(json_path, r)
+
+
+def _waves_line(waves: Path | None, r: dict, shape, limit_mb: int, cycles=None):
+    """The waveform's report line, after checking the file is there (else a UserError, raised
+    only after the report is saved: see the callers)."""
+    if not waves:
+        return None, None
+    try:
+        return wv.check_written(waves, r, shape, limit_mb, cycles), None
+    except UserError as exc:
+        return None, exc
 
 
 def _parse_mesh(ctx, param, value):
@@ -89,8 +164,9 @@ def verilog_command(mesh, sram_kb, output):
     """Write the Verilog of a mesh configuration (top module sparktile_mesh)."""
     from ..cosim.build import mesh_verilog
     shape = _shape(mesh, sram_kb)
+    path = check_output(output, "-o/--output")
     text = mesh_verilog(shape)
-    Path(output).write_text(text)
+    save_text(path, text, "Verilog")
     click.echo(f"wrote {output}: {shape} mesh, {shape.sram_kb} KiB SRAM per PE, "
                f"{text.count(chr(10))} lines")
 
@@ -99,29 +175,37 @@ def verilog_command(mesh, sram_kb, output):
 @mesh_option("3x5")
 @_sram_option
 @click.option("--wavelets", type=click.IntRange(1, 10_000_000), default=20000, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--max-stall", type=click.FloatRange(0.0, 0.95), default=0.5, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True)
+@click.option("--max-stall", type=FiniteFloatRange(0.0, 0.95), default=0.5, show_default=True,
               help="Upper bound of each edge port's random stall probability.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
-def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves):
+@wv.limit_option
+def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves, waves_limit):
     """Random multicast traffic with random stalls on every edge, checked by a scoreboard.
 
     Exits non-zero if any wavelet was lost, duplicated or reordered.
     """
+    from ..cosim import session
     from ..cosim.build import BuildError
-    from ..cosim.session import BenchError, run_job
-    from ..toolchain import ToolchainError
+    from ..cosim.session import BenchError
     shape = _shape(mesh, sram_kb)
+    json_path, waves = _outputs(json_path, waves)
+    if waves:
+        wv.announce(waves, shape, wv.stress_job_cycles(shape, wavelets, max_stall), waves_limit)
     try:
-        r = run_job(shape, "sparktile.cosim.stress:stress",
-                    {"wavelets": wavelets, "seed": seed, "max_stall": max_stall},
-                    seed=seed, waves=waves)
-    except (ToolchainError, BenchError, BuildError) as exc:
-        fail(str(exc))
+        r = session.run_job(shape, "sparktile.cosim.stress:stress",
+                            {"wavelets": wavelets, "seed": seed, "max_stall": max_stall},
+                            seed=seed, waves=waves and str(waves),
+                            waves_limit=waves_limit * 10**6)
+    except (BenchError, BuildError) as exc:
+        raise _sim_error(exc) from None
+    line, missing = _waves_line(waves, r, shape, waves_limit, r.get("end_cycle"))
     _print_report(r, ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order",
                       "status", "cycles", "link_utilization", "sim_cycles_per_s"],
-                  waves, json_path)
+                  json_path, line)
+    if missing:
+        raise missing
     bad = r["lost"] or r["duplicated"] or r["out_of_order"] or r["status"] != "complete"
     if bad:
         click.echo(f"FAIL: {r['first_error'] or r['status']} (seed {seed}; rerun with "
@@ -140,43 +224,51 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves):
               help="Columns of W (inputs).")
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True,
               help="Vectors streamed back to back through the stationary weights (GEMM).")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--int32", "out_int32", is_flag=True, help="Return int32 sums, not int8.")
 @click.option("--fill", type=click.Choice(["random", "min", "max", "saturate"]),
               default="random", show_default=True)
-@click.option("--stall", type=click.FloatRange(0.0, 0.95), default=0.0, show_default=True,
+@click.option("--stall", type=FiniteFloatRange(0.0, 0.95), default=0.0, show_default=True,
               help="Upper bound of the random stall probability on every edge stream.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
+@wv.limit_option
 @_compare_plain_option
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves,
-                 compare_plain):
+                 waves_limit, compare_plain):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
+    from ..cosim import session
     from ..cosim.build import BuildError
-    from ..cosim.mapping import MappingError, gemv_words
-    from ..cosim.session import BenchError, run_job
-    from ..toolchain import ToolchainError
+    from ..cosim.mapping import Region, gemv_words
+    from ..cosim.session import BenchError
     shape = _shape(mesh, sram_kb)
-    from ..cosim.mapping import Region
     geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
     if geo["words"] > shape.sram_words:
-        fail(f"W ({m}x{n}) needs {geo['words']} SRAM words per PE on the {shape} mesh, but a "
-             f"PE has {shape.sram_words} ({shape.sram_kb} KiB): use a larger --mesh or "
-             f"--sram-kb")
-    import tempfile
-    replay = Path(tempfile.mkdtemp(prefix="sparktile-replay-")) / "gemv.bin"
-    try:
-        r = run_job(shape, "sparktile.cosim.gemv:gemv",
-                    {"m": m, "n": n, "batch": batch, "seed": seed, "out_int32": out_int32,
-                     "fill": fill, "stall": stall,
-                     "record": str(replay) if compare_plain else None}, seed=seed, waves=waves)
-        if compare_plain:
-            r = _plain_ratio(shape, r, replay)
-    except (ToolchainError, MappingError, BenchError, BuildError) as exc:
-        fail(str(exc))
+        raise UserError(f"W ({m}x{n}) needs {geo['words']} SRAM words per PE on the {shape} "
+                        f"mesh, but a PE has {shape.sram_words} ({shape.sram_kb} KiB): use a "
+                        f"larger --mesh or --sram-kb")
+    json_path, waves = _outputs(json_path, waves)
+    if waves:
+        wv.announce(waves, shape, wv.gemv_job_cycles(shape, m, n, batch, out_int32),
+                    waves_limit)
+    with _replay_file("gemv.bin", compare_plain) as replay:
+        try:
+            r = session.run_job(shape, "sparktile.cosim.gemv:gemv",
+                                {"m": m, "n": n, "batch": batch, "seed": seed,
+                                 "out_int32": out_int32, "fill": fill, "stall": stall,
+                                 "record": str(replay) if replay else None},
+                                seed=seed, waves=waves and str(waves),
+                                waves_limit=waves_limit * 10**6)
+            if replay:
+                r = _plain_ratio(shape, r, replay)
+        except (BenchError, BuildError) as exc:
+            raise _sim_error(exc) from None
+    line, missing = _waves_line(waves, r, shape, waves_limit, r.get("end_cycle"))
     _print_report(r, ["mesh", "m", "n", "batch", "seed", "out", "match", "cycles",
                       "ideal_cycles", "model_cycles", "macs", "mac_utilization",
-                      "sim_cycles_per_s"], waves, json_path)
+                      "sim_cycles_per_s"], json_path, line)
+    if missing:
+        raise missing
     if not r["match"]:
         d = r["first_diff"]
         where = (f"first difference at y[{d['vector']}][{d['index']}]: got {d['got']}, "
@@ -211,40 +303,51 @@ def _parse_window(ctx, param, value):
 @click.option("--weights", type=click.Choice(["auto", "stationary", "streaming"]),
               default="auto", show_default=True,
               help="Keep every matrix in SRAM (stationary) or reload before each matmul.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.0), default=0.8, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
+@click.option("--temperature", type=FiniteFloatRange(0.0, 1e6), default=0.8, show_default=True)
 @click.option("--top-k", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0.0, 1.0), default=None)
+@click.option("--top-p", type=FiniteFloatRange(0.0, 1.0), default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
 @click.option("--waves-tokens", callback=_parse_window, default=None,
               help="Token window FIRST:LAST to dump (generation stops after LAST).")
+@wv.limit_option
 @_compare_plain_option
 def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature, top_k,
-                top_p, json_path, waves, waves_tokens, compare_plain):
+                top_p, json_path, waves, waves_tokens, waves_limit, compare_plain):
     """The main job: the code LLM generates with every matmul on the RTL mesh."""
+    from ..cosim import session
     from ..cosim.build import BuildError
     from ..cosim.llm import plan_weights
-    from ..cosim.mapping import MappingError
-    from ..cosim.session import BenchError, run_job
+    from ..cosim.mapping import Region, gemv_words
+    from ..cosim.session import BenchError
     from ..golden_model import load_model
-    from ..toolchain import ToolchainError
     shape = _shape(mesh, sram_kb)
     if waves_tokens and not waves:
         raise click.BadParameter("--waves-tokens needs --waves FILE", param_hint="--waves-tokens")
+    json_path, waves = _outputs(json_path, waves)
     if waves_tokens and waves_tokens[1] < max_tokens:
         click.echo(f"note: stopping after token {waves_tokens[1]}, the end of the wave window "
                    f"(Verilator cannot pause a dump)", err=True)
         max_tokens = waves_tokens[1]
     try:
         lm = load_model(model)
-        mode, words = plan_weights(shape, lm.matmul_ops(), weights)
-    except (MappingError, ValueError, OSError) as exc:
-        fail(str(exc))
-    ops = lm.matmul_ops()
+        ops = lm.matmul_ops()
+        mode, words = plan_weights(shape, ops, weights)
+    except UserError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if mode == "streaming":
+        # Streaming weights hold one matrix at a time: the figure that must fit is the largest
+        # matrix, not the stationary total plan_weights returns.
+        largest = max(gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
+                      for op in ops)
+        usage = f"largest matrix {largest} of {shape.sram_words} words/PE"
+    else:
+        usage = f"{words} of {shape.sram_words} words/PE"
     click.echo(f"model {lm.config.name}: {len(ops)} matmuls per token; {shape} mesh, "
-               f"{shape.sram_kb} KiB SRAM/PE; weights {mode} ({words} of {shape.sram_words} "
-               f"words/PE)", err=True)
+               f"{shape.sram_kb} KiB SRAM/PE; weights {mode} ({usage})", err=True)
     tty = sys.stderr.isatty()
     shown = []
 
@@ -266,29 +369,40 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
             "wave_tokens": waves_tokens if waves else None}
     if waves and not waves_tokens:
         args["wave_tokens"] = [0, max_tokens]
-    import tempfile
-    replay = Path(tempfile.mkdtemp(prefix="sparktile-replay-")) / "run.bin"
-    if compare_plain:
-        args["record"] = str(replay)
-    try:
-        r = run_job(shape, "sparktile.cosim.llm:llm_run", args, seed=seed, waves=waves,
-                    waves_window=bool(waves), progress=progress)
-    except BenchError as exc:
-        click.echo("", err=True)
-        info = exc.info
-        if info:
-            click.echo(f"MISMATCH in {info['matmul']} (layer {info['layer']}, {info['phase']}, "
-                       f"token {info['token']}): element [{info['vector']}][{info['index']}] is "
-                       f"{info['got']} on the RTL, {info['expected']} in the golden model; "
-                       f"cycle {info['cycle']}, seed {info['seed']}", err=True)
-            click.echo(f"Reproduce: sparktile run --prompt {json.dumps(prompt)} --max-tokens "
-                       f"{max_tokens} --mesh {mesh} --sram-kb {sram_kb} --weights {weights} "
-                       f"--seed {seed} --waves fail.vcd --waves-tokens "
-                       f"{max(info['token'], 1)}:{max(info['token'], 1)}", err=True)
-            sys.exit(1)
-        fail(str(exc).splitlines()[0])
-    except (ToolchainError, BuildError) as exc:
-        fail(str(exc))
+    if waves:
+        first, last = args["wave_tokens"]
+        n_prompt = len(lm.tokenizer.prompt_ids(prompt)) if lm.tokenizer else len(prompt)
+        wv.announce(waves, shape, wv.run_job_cycles(shape, ops, mode, n_prompt, first, last),
+                    waves_limit)
+    with _replay_file("run.bin", compare_plain) as replay:
+        if replay:
+            args["record"] = str(replay)
+        try:
+            r = session.run_job(shape, "sparktile.cosim.llm:llm_run", args, seed=seed,
+                                waves=waves and str(waves), waves_window=bool(waves),
+                                progress=progress, waves_limit=waves_limit * 10**6)
+        except BenchError as exc:
+            click.echo("", err=True)
+            info = exc.info
+            if info:
+                click.echo(f"MISMATCH in {info['matmul']} (layer {info['layer']}, "
+                           f"{info['phase']}, token {info['token']}): element "
+                           f"[{info['vector']}][{info['index']}] is {info['got']} on the RTL, "
+                           f"{info['expected']} in the golden model; cycle {info['cycle']}, "
+                           f"seed {info['seed']}", err=True)
+                click.echo(f"Reproduce: sparktile run --prompt {json.dumps(prompt)} "
+                           f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} "
+                           f"--weights {weights} --seed {seed} --waves fail.vcd --waves-tokens "
+                           f"{max(info['token'], 1)}:{max(info['token'], 1)}", err=True)
+                sys.exit(1)
+            raise _sim_error(exc) from None
+        except BuildError as exc:
+            raise _sim_error(exc) from None
+        if replay:
+            try:
+                r = _plain_ratio(shape, r, replay)
+            except BuildError as exc:
+                raise _sim_error(exc) from None
     click.echo("\n", err=True)
     util = r["mac_utilization"]
     rows = [
@@ -314,15 +428,13 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     ]
     for k, v in rows:
         click.echo(f"  {k:<20} {v}")
-    if waves:
-        click.echo(f"  {'waves':<20} {waves} (VCD; open with surfer or gtkwave)")
-    if compare_plain:
-        try:
-            r = _plain_ratio(shape, r, replay)
-        except BuildError as exc:
-            fail(str(exc))
+    line, missing = _waves_line(waves, r, shape, waves_limit)
+    if line:
+        click.echo(f"  {'waves':<20} {line}")
     if json_path:
-        Path(json_path).write_text(json.dumps(r, indent=2))
+        save_json(json_path, r)
+    if missing:
+        raise missing
     if not r["match_golden"]:
         click.echo(f"MISMATCH: the token sequence differs from the golden backend's "
                    f"(RTL {r['tokens']}, golden {r['golden_tokens']}); seed {seed}", err=True)

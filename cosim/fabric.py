@@ -61,6 +61,9 @@ def _lib():
         "sparktile_status": (ctypes.c_int, []),
         "sparktile_cycle": (ctypes.c_uint64, []),
         "sparktile_wave_enable": (None, [ctypes.c_int]),
+        "sparktile_wave_limit": (None, [ctypes.c_uint64]),
+        "sparktile_wave_stopped_cycle": (ctypes.c_uint64, []),
+        "sparktile_wave_stopped_bytes": (ctypes.c_uint64, []),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -161,6 +164,22 @@ class Fabric:
 
     def waves(self, on: bool) -> None:
         self.lib.sparktile_wave_enable(1 if on else 0)
+
+    def wave_limit(self, nbytes: int) -> None:
+        """Close the waveform dump once its file reaches ``nbytes`` (0: no limit).
+
+        Verilator ignores ``$dumpoff``, so the BFM closes the trace writer itself; it checks
+        the file every 128 cycles, and the writer's buffer lags, so the file ends a little
+        past the limit.
+        """
+        self.lib.sparktile_wave_limit(int(nbytes))
+
+    def wave_stopped(self) -> dict | None:
+        """``{"cycle", "bytes"}`` if the dump was closed at the size limit, else ``None``."""
+        cycle = int(self.lib.sparktile_wave_stopped_cycle())
+        if not cycle:
+            return None
+        return {"cycle": cycle, "bytes": int(self.lib.sparktile_wave_stopped_bytes())}
 
     # ---- running -------------------------------------------------------------------------
     async def run(self, expect: int, *, max_cycles: int = 10_000_000,

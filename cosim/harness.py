@@ -86,14 +86,18 @@ def harness_verilog(shape: MeshShape) -> str:
         "    if (st_tick() != 0) done <= ~done;",
         "  end",
         # Waveforms (traced builds only): dumping starts on the first cycle the host enables
-        # it (Fabric.waves), so a bench can dump a window (Verilator ignores $dumpoff).
+        # it (Fabric.waves), so a bench can dump a window (Verilator ignores $dumpoff); the
+        # BFM closes the dump at the size limit (Fabric.wave_limit), st_wave_opened telling it
+        # which model owns the trace writer.
         "`ifdef SPARKTILE_WAVES",
+        '  import "DPI-C" context function void st_wave_opened();',
         "  string wavefile;",
         "  reg dumping = 1'b0;",
         "  always @(posedge clk) begin",
         '    if (!dumping && st_wave_on() != 0 && $value$plusargs("waves=%s", wavefile)) begin',
         "      $dumpfile(wavefile);",
         f"      $dumpvars(0, {HARNESS_TOP});",
+        "      st_wave_opened();",
         "      dumping <= 1'b1;",
         "    end",
         "  end",

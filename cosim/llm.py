@@ -46,7 +46,8 @@ class MatmulMismatch(RuntimeError):
 
 
 def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, int]:
-    """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``.
+    """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``: the
+    sum of all matrices (stationary) or the largest one (streaming).
 
     Raises
     ------
@@ -70,7 +71,8 @@ def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, i
                            f"{shape.sram_words}; use a larger --mesh or more --sram-kb")
     if mode == "auto":
         mode = "stationary" if total <= shape.sram_words else "streaming"
-    return mode, total
+    # Streaming holds one matrix at a time: its need is the largest, not the sum.
+    return mode, (total if mode == "stationary" else max(sizes))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UserError
 from ..golden_model.arith import LANES, pack_int8, unpack_int8
 from ..hdl.mesh import MeshShape
 from ..hdl.pe import FLAG_FIRST, FLAG_INT32, FLAG_LAST
@@ -38,8 +39,9 @@ __all__ = ["Region", "Colors", "GemvMapping", "MappingError", "compile_gemv", "g
 DESC_WORDS = 3
 
 
-class MappingError(ValueError):
-    """The matrix does not fit the region, or the region does not fit the mesh."""
+class MappingError(ValueError, UserError):
+    """The matrix does not fit the region, or the region does not fit the mesh. A
+    :class:`UserError`: the fix is the user's (a larger mesh, more SRAM, another model)."""
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,14 @@ class BenchError(RuntimeError):
 
 def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int = 1,
             waves: str | None = None, build: Build | None = None, quiet: bool = True,
-            threads: int = 1, waves_window: bool = False, progress=None) -> dict:
+            threads: int = 1, waves_window: bool = False, progress=None,
+            waves_limit: int = 0) -> dict:
     """Run the async bench ``entry`` (``"module:function"``) on a mesh of ``shape``.
 
     ``waves`` names a VCD file to dump (the build then includes tracing); with
-    ``waves_window`` the bench enables dumping itself. ``progress(dict)`` is called, from this
+    ``waves_window`` the bench enables dumping itself; ``waves_limit`` (bytes, 0 for none)
+    closes the dump once the file reaches it (the result's ``waves_stopped`` then says at
+    which cycle). ``progress(dict)`` is called, from this
     thread, with each JSON line the bench appends to the file passed to it as ``progress``.
     Returns the bench's result dict with ``build_s`` and ``process_wall_s`` added.
     """
@@ -50,7 +53,8 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         job = {"shape": {"rows": shape.rows, "cols": shape.cols, "sram_kb": shape.sram_kb,
                          "acc_depth": shape.acc_depth, **shape.options()},
                "entry": entry, "args": dict(args or {}), "seed": seed,
-               "result": str(result_path), "waves": bool(waves), "waves_window": waves_window}
+               "result": str(result_path), "waves": bool(waves), "waves_window": waves_window,
+               "waves_limit": int(waves_limit) if waves else 0}
         progress_path = tmp / "progress.jsonl"
         if progress is not None:
             progress_path.touch()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from .errors import UserError
+
 __all__ = ["ToolchainError", "verilator_env", "verilator_version", "fst_supported",
            "cache_dir", "info_command"]
 
@@ -27,8 +29,9 @@ __all__ = ["ToolchainError", "verilator_env", "verilator_version", "fst_supporte
 MIN_VERILATOR = (5, 36)
 
 
-class ToolchainError(RuntimeError):
-    """A tool is missing or too old; the message says how to fix it."""
+class ToolchainError(RuntimeError, UserError):
+    """A tool is missing or too old; the message says how to fix it. A :class:`UserError`:
+    the CLI shows it as one line, since the fix is the user's (install, upgrade)."""
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -31,8 +31,10 @@ async def sparktile_job(dut):
         fabric = Fabric(dut, shape, seed=job.get("seed", 1))
         # Benches that choose their own waveform window say so; the others dump everything.
         fabric.waves(bool(job.get("waves")) and not job.get("waves_window"))
+        fabric.wave_limit(int(job.get("waves_limit") or 0))
         result = await bench(fabric, **job.get("args", {}))
-        result = {"ok": True, **result}
+        result = {"ok": True, **result, "waves_stopped": fabric.wave_stopped(),
+                  "end_cycle": fabric.cycle}
     except Exception as exc:  # noqa: BLE001 - reported to the host, which re-raises
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                   "error_info": getattr(exc, "info", None),

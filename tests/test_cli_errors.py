@@ -1,0 +1,89 @@
+"""Each reproducer of issue 17 that the simulation commands own gives exit 2 and one error
+line naming the bad value, and a bad output path stops the command before any simulation."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparktile.cli import main
+
+
+@pytest.fixture
+def no_sim(monkeypatch):
+    """Fail the test if a simulation is started."""
+    def boom(*a, **k):
+        raise AssertionError("a simulation started")
+    monkeypatch.setattr("sparktile.cosim.session.run_job", boom)
+
+
+def _run(args):
+    r = CliRunner().invoke(main, args)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r
+
+
+@pytest.mark.parametrize("args, bad", [
+    (["gemv", "--mesh", "2x2", "--stall", "nan"], "nan"),
+    (["stress", "--mesh", "2x2", "--max-stall", "nan"], "nan"),
+    (["gemv", "--mesh", "2x2", "--stall", "inf"], "inf"),
+    (["gemv", "--mesh", "2x2", "--seed", "-1"], "-1"),
+    (["stress", "--mesh", "2x2", "--seed", "-1"], "-1"),
+    (["stress", "--mesh", "2x2", "--seed", str(2**32)], str(2**32)),
+    (["run", "--seed", "-1"], "-1"),
+    (["run", "--temperature", "nan"], "nan"),
+    (["gemv", "--mesh", "2x2", "--waves-limit", "-1"], "-1"),
+])
+def test_bad_numbers_are_refused_at_parse_time(no_sim, args, bad):
+    r = _run(args)
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output
+    assert any(bad in line and "rror" in line for line in r.output.splitlines()), r.output
+
+
+@pytest.mark.parametrize("cmd", [["gemv", "--mesh", "2x2", "--m", "4", "--n", "4"],
+                                 ["stress", "--mesh", "2x2"], ["run", "--max-tokens", "1"]])
+@pytest.mark.parametrize("opt", ["--json", "--waves"])
+def test_an_unwritable_output_stops_before_the_simulation(no_sim, tmp_path, cmd, opt):
+    path = tmp_path / "nodir" / "sub" / "r.out"
+    r = _run(cmd + [opt, str(path)])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(tmp_path / "nodir" / "sub") in errors[0], r.output
+    r = _run(cmd + [opt, str(tmp_path)])            # a folder, not a file
+    assert r.exit_code == 2 and ("is a folder" in r.output or "is a directory" in r.output)
+
+
+def test_verilog_to_a_missing_folder_is_one_line(tmp_path):
+    r = _run(["verilog", "--mesh", "1x1", "-o", str(tmp_path / "nodir" / "x.v")])
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_a_report_that_cannot_be_written_is_saved_elsewhere(tmp_path, monkeypatch):
+    from sparktile.cosim import report
+    target = tmp_path / "gone" / "r.json"
+    with pytest.raises(report.UserError, match="saved to") as err:
+        report.save_json(target, {"cycles": 5})
+    saved = str(err.value).split("saved to '")[1].split("'")[0]
+    assert '"cycles": 5' in Path(saved).read_text()
+    Path(saved).unlink()
+
+
+def test_reports_are_replaced_atomically(tmp_path):
+    from sparktile.cosim import report
+    p = tmp_path / "r.json"
+    report.save_json(p, {"a": 1})
+    report.save_json(p, {"a": 2})
+    assert '"a": 2' in p.read_text() and [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_missing_waves_after_a_run_is_an_error(tmp_path):
+    from sparktile.cosim import waves
+    from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.errors import UserError
+    with pytest.raises(UserError, match="no waveform was written"):
+        waves.check_written(tmp_path / "w.vcd", {}, MeshShape(2, 2), 256)
+    (tmp_path / "w.vcd").write_text("")
+    with pytest.raises(UserError, match="empty"):
+        waves.check_written(tmp_path / "w.vcd", {}, MeshShape(2, 2), 256)
