@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sparktile.errors import UserError
 
-__all__ = ["CheckpointError", "CheckpointNotFound", "DataError"]
+__all__ = ["CheckpointError", "CheckpointNotFound", "DataError", "GenerationError"]
 
 
 class CheckpointError(UserError, ValueError):
@@ -26,3 +26,9 @@ class CheckpointNotFound(CheckpointError, FileNotFoundError):
 
 class DataError(UserError, FileNotFoundError):
     """An evaluation data folder that cannot be used (missing, or no ``.py`` file)."""
+
+
+class GenerationError(UserError, ValueError):
+    """A request the model cannot serve as asked: a prompt too long for its context, a token
+    id outside its vocabulary, sampling parameters out of range, a mode whose number formats
+    cannot hold this model."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, GenerationError
 
 __all__ = ["EvalResult", "python_files", "bits_per_byte"]
 
@@ -92,10 +92,10 @@ def bits_per_byte(model, texts, mode: str = "float", window: int = 256) -> EvalR
     """
     tok = model.tokenizer
     if tok is None:
-        raise ValueError("bits_per_byte needs a model with a tokenizer")
+        raise GenerationError("bits_per_byte needs a model with a tokenizer")
     window = min(int(window), model.config.max_position_embeddings - 1)
     if window < 1:
-        raise ValueError(f"window must be at least 1, not {window}")
+        raise GenerationError(f"window must be at least 1, not {window}")
     bits, n_bytes, n_tok, n_files = 0.0, 0, 0, 0
     for item in texts:
         text = item[1] if isinstance(item, tuple) else item
