@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparktile.errors import one_line
+
 from .config import ModelConfig
 from .errors import CheckpointError, CheckpointNotFound
 from .paths import inside
@@ -128,7 +130,7 @@ def read_json(path: Path, what: str = "") -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({type(e).__name__}: "
-                              f"{str(e)[:200]})") from None
+                              f"{one_line(e, 200)})") from None
 
 
 def read_config(folder: Path) -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparktile.errors import one_line
+
 from .checkpoint import validate_weights
 from .config import ModelConfig, check_bool, check_float, check_int
 from .errors import CheckpointError, CheckpointNotFound
@@ -67,7 +69,7 @@ def _open(path: Path):
         return GGUFReader(path)
     except Exception as e:  # gguf raises ValueError, struct/numpy errors on broken files
         raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: "
-                              f"{str(e)[:200]}); truncated or corrupt?") from None
+                              f"{one_line(e, 200)}); truncated or corrupt?") from None
 
 
 def _check_extent(path: Path):
@@ -106,7 +108,7 @@ def _check_extent(path: Path):
         raise
     except Exception as e:  # gguf raises ValueError, struct/numpy errors on broken files
         raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: "
-                              f"{str(e)[:200]}); truncated or corrupt?") from None
+                              f"{one_line(e, 200)}); truncated or corrupt?") from None
 
 
 def _field(reader, key, path, default=None, required=True):
@@ -119,7 +121,7 @@ def _field(reader, key, path, default=None, required=True):
         return f.contents()
     except Exception as e:  # a corrupt value type or length inside the gguf package
         raise CheckpointError(f"{path}: metadata key {key!r} is unreadable "
-                              f"({type(e).__name__}: {str(e)[:200]})") from None
+                              f"({type(e).__name__}: {one_line(e, 200)})") from None
 
 
 def _str(v, key, path) -> str:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparktile.errors import one_line
+
 from .errors import CheckpointError, CheckpointNotFound
 
 __all__ = ["read_safetensors", "write_safetensors", "read_sharded", "MAX_HEADER_BYTES"]
@@ -88,7 +90,7 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
             header = json.loads(f.read(hlen))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise CheckpointError(f"{path}: safetensors header is not valid JSON "
-                                  f"({type(e).__name__}: {str(e)[:200]})") from None
+                                  f"({type(e).__name__}: {one_line(e, 200)})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header must be a JSON object, not a "
                               f"{type(header).__name__}")
@@ -173,7 +175,7 @@ def read_sharded(folder) -> dict[str, np.ndarray]:
     try:
         raw = json.loads(index.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{index}: not valid JSON ({str(e)[:200]})") from None
+        raise CheckpointError(f"{index}: not valid JSON ({one_line(e, 200)})") from None
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict) or not all(
             isinstance(v, str) for v in weight_map.values()):

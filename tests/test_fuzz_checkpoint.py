@@ -134,8 +134,8 @@ def _outcome(fn, *args):
         except CheckpointError as e:
             msg = str(e)
             _event("refused")
-            # A message the user can read: not empty, not a dump of the corrupt data.
-            assert msg.strip() and len(msg) < 5000, msg[:300]
+            # A message the user can read: one line, not empty, not a dump of the data.
+            assert msg.strip() and "\n" not in msg and len(msg) < 5000, msg[:300]
             return None
 
 
