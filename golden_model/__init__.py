@@ -5,7 +5,8 @@
 * :mod:`.model` — the decoder (float32 and int8 paths, KV cache, generation).
 * :mod:`.quant` — weight/activation quantization and calibration.
 * :mod:`.load` — :func:`load_model` for the shipped model, project and Hugging Face
-  folders, and GGUF files (:mod:`.checkpoint`, :mod:`.gguf_loader`).
+  folders, and GGUF files (:mod:`.checkpoint`, :mod:`.gguf_loader`); everything they
+  refuse is a :class:`~.errors.CheckpointError` (:mod:`.errors`).
 
 Usage::
 
@@ -16,7 +17,9 @@ Usage::
 """
 
 from .backend import MatmulOp, NumpyBackend
+from .errors import CheckpointError, CheckpointNotFound, DataError
 from .load import load_model
 from .model import Generation, Model
 
-__all__ = ["load_model", "Model", "Generation", "MatmulOp", "NumpyBackend"]
+__all__ = ["load_model", "Model", "Generation", "MatmulOp", "NumpyBackend", "CheckpointError",
+           "CheckpointNotFound", "DataError"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
+
+from sparktile.errors import UserError
 
 __all__ = ["generate_command", "eval_command"]
 
@@ -18,7 +22,7 @@ __all__ = ["generate_command", "eval_command"]
               help="'default' (the shipped model), a checkpoint folder or a .gguf file.")
 @click.option("--mode", type=click.Choice(["float", "int8", "int"]), default="float",
               show_default=True, help="int8: weight matmuls in int8; int: every op in integers.")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Sample with this seed (default: greedy unless --temperature is set).")
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=None,
               help="Sampling temperature; 0 is greedy. Default: 0.8 with --seed, else 0.")
@@ -71,6 +75,8 @@ def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
     from .evaluate import bits_per_byte, python_files
     from .load import load_model
 
+    if json_path is not None:
+        _check_writable(json_path)  # before the evaluation, not after it
     model = load_model(model_path)
     files = python_files(data_dir, max_bytes)
     res, report = {}, {}
@@ -85,4 +91,28 @@ def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
             d = res[other] - res["float"]
             click.echo(f"{other} - float: {d:+.4f} bits/byte ({100 * d / res['float']:+.2f} %)")
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        _write_report(json_path, json.dumps(report, indent=2) + "\n")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output path whose folder is missing or not writable, before any work."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--json {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--json {path}: folder {parent} is not writable")
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file and a rename, so a failure never leaves a
+    half-written report; if the final path fails, say where the report went instead."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent)
+                               else ".")
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; a report is an ordinary file
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"--json {path}: cannot write ({e.strerror}); the report is in "
+                        f"{tmp}") from None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError, GenerationError
+
 __all__ = ["EvalResult", "python_files", "bits_per_byte"]
 
 
@@ -41,15 +43,21 @@ def python_files(folder, max_bytes: int | None = None) -> list[tuple[str, str]]:
 
     Raises
     ------
-    FileNotFoundError
-        If ``folder`` does not exist or holds no ``.py`` file.
+    DataError
+        If ``folder`` does not exist or holds no ``.py`` file (a :class:`FileNotFoundError`
+        and a user error: the CLI prints it as one line).
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"data folder {folder} not found")
+        raise DataError(f"data folder {folder} not found")
     out, total = [], 0
     for p in sorted(folder.rglob("*.py")):
-        text = p.read_bytes().decode("utf-8", errors="replace")
+        if not p.is_file():  # a folder named x.py
+            continue
+        try:
+            text = p.read_bytes().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
         if max_bytes is not None:
             room = max_bytes - total
             if room <= 0:
@@ -58,7 +66,8 @@ def python_files(folder, max_bytes: int | None = None) -> list[tuple[str, str]]:
         out.append((p.relative_to(folder).as_posix(), text))
         total += len(text.encode())
     if not out:
-        raise FileNotFoundError(f"no .py files under {folder}")
+        raise DataError(f"no .py files under {folder} (--data must be a folder holding Python "
+                        "source files, searched recursively)")
     return out
 
 
@@ -83,10 +92,10 @@ def bits_per_byte(model, texts, mode: str = "float", window: int = 256) -> EvalR
     """
     tok = model.tokenizer
     if tok is None:
-        raise ValueError("bits_per_byte needs a model with a tokenizer")
+        raise GenerationError("bits_per_byte needs a model with a tokenizer")
     window = min(int(window), model.config.max_position_embeddings - 1)
     if window < 1:
-        raise ValueError(f"window must be at least 1, not {window}")
+        raise GenerationError(f"window must be at least 1, not {window}")
     bits, n_bytes, n_tok, n_files = 0.0, 0, 0, 0
     for item in texts:
         text = item[1] if isinstance(item, tuple) else item

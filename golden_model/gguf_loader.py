@@ -11,13 +11,17 @@ are supported.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from sparktile.errors import one_line
+
 from .checkpoint import validate_weights
-from .config import ModelConfig
+from .config import ModelConfig, check_bool, check_float, check_int
+from .errors import CheckpointError, CheckpointNotFound
 from .tokenizer import gguf_bpe_tokenizer
 
 __all__ = ["SUPPORTED_TYPES", "load_gguf", "unpermute_qk", "permute_qk"]
@@ -64,8 +68,8 @@ def _open(path: Path):
     try:
         return GGUFReader(path)
     except Exception as e:  # gguf raises ValueError, struct/numpy errors on broken files
-        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); "
-                         "truncated or corrupt?") from None
+        raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: "
+                              f"{one_line(e, 200)}); truncated or corrupt?") from None
 
 
 def _check_extent(path: Path):
@@ -86,36 +90,51 @@ def _check_extent(path: Path):
                 try:
                     qt = GGMLQuantizationType(int(raw_dtype[0]))
                 except ValueError:
-                    raise ValueError(f"{path}: tensor {name!r} has unknown GGML type "
-                                     f"{int(raw_dtype[0])}") from None
+                    raise CheckpointError(f"{path}: tensor {name!r} has unknown GGML type "
+                                          f"{int(raw_dtype[0])}") from None
                 block, tsize = GGML_QUANT_SIZES[qt]
-                n = int(np.prod(dims.astype(np.int64)))
-                end = int(start_offs + offset[0]) + n * tsize // block
+                # Python ints: a corrupt dimension must not wrap around to a small size.
+                n = math.prod(int(x) for x in dims)
+                end = int(start_offs) + int(offset[0]) + n * tsize // block
                 if end > size:
-                    raise ValueError(f"{path}: tensor {name!r} ({qt.name}, shape "
+                    raise CheckpointError(f"{path}: tensor {name!r} ({qt.name}, shape "
                                      f"{tuple(int(d) for d in reversed(dims))}) ends at byte "
                                      f"{end} but the file has {size} bytes; truncated file")
             self.tensors = []
 
     try:
         _Probe(path)
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a readable GGUF file ({e}); truncated or "
-                         "corrupt?") from None
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); "
-                         "truncated or corrupt?") from None
+    except CheckpointError:
+        raise
+    except Exception as e:  # gguf raises ValueError, struct/numpy errors on broken files
+        raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: "
+                              f"{one_line(e, 200)}); truncated or corrupt?") from None
 
 
 def _field(reader, key, path, default=None, required=True):
     f = reader.fields.get(key)
     if f is None:
         if required and default is None:
-            raise ValueError(f"{path}: metadata key {key!r} missing")
+            raise CheckpointError(f"{path}: metadata key {key!r} missing")
         return default
-    return f.contents()
+    try:
+        return f.contents()
+    except Exception as e:  # a corrupt value type or length inside the gguf package
+        raise CheckpointError(f"{path}: metadata key {key!r} is unreadable "
+                              f"({type(e).__name__}: {one_line(e, 200)})") from None
+
+
+def _str(v, key, path) -> str:
+    if not isinstance(v, str):
+        raise CheckpointError(f"{path}: metadata {key} must be a string, not {v!r:.100}")
+    return v
+
+
+def _strings(v, key, path) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise CheckpointError(f"{path}: metadata {key} must be an array of strings, not "
+                              f"{v!r:.100}")
+    return v
 
 
 def _dequantize(t, path) -> np.ndarray:
@@ -123,8 +142,8 @@ def _dequantize(t, path) -> np.ndarray:
 
     name = t.tensor_type.name
     if name not in SUPPORTED_TYPES:
-        raise ValueError(f"{path}: tensor {t.name!r} has type {name}; supported types are "
-                         f"{', '.join(SUPPORTED_TYPES)}")
+        raise CheckpointError(f"{path}: tensor {t.name!r} has type {name}; supported types "
+                              f"are {', '.join(SUPPORTED_TYPES)}")
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))
     if name in ("F32", "F16"):
         a = np.asarray(t.data, dtype=np.float32)
@@ -147,50 +166,70 @@ def load_gguf(path) -> tuple[ModelConfig, dict, object]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"GGUF file {path} not found")
+        raise CheckpointNotFound(f"GGUF file {path} not found")
     _check_extent(path)
     r = _open(path)
     arch = _field(r, "general.architecture", path)
     if arch not in _ARCHS:
-        raise ValueError(f"{path}: architecture {arch!r} is not supported; supported are "
-                         f"{', '.join(_ARCHS)}")
+        raise CheckpointError(f"{path}: architecture {arch!r:.100} is not supported; "
+                              f"supported are {', '.join(_ARCHS)}")
     a = arch
-    tokens = _field(r, "tokenizer.ggml.tokens", path)
-    d = int(_field(r, f"{a}.embedding_length", path))
-    heads = int(_field(r, f"{a}.attention.head_count", path))
-    kv = int(_field(r, f"{a}.attention.head_count_kv", path, default=heads))
-    hd = int(_field(r, f"{a}.attention.key_length", path, default=d // heads))
-    rope_dim = int(_field(r, f"{a}.rope.dimension_count", path, default=hd))
+
+    def num(key, default=None, lo=1):
+        return check_int(_field(r, f"{a}.{key}", path, default=default), f"{a}.{key}", path,
+                         lo=lo)
+
+    def real(key, default=None, hi=math.inf):
+        return check_float(_field(r, f"{a}.{key}", path, default=default), f"{a}.{key}", path,
+                           hi=hi)
+
+    def opt_id(key):
+        v = _field(r, key, path, required=False)
+        return None if v is None else check_int(v, key, path, lo=0)
+
+    tokens = _strings(_field(r, "tokenizer.ggml.tokens", path), "tokenizer.ggml.tokens", path)
+    d = num("embedding_length")
+    heads = num("attention.head_count")
+    kv = num("attention.head_count_kv", default=heads)
+    if f"{a}.attention.key_length" not in r.fields and d % heads:
+        raise CheckpointError(f"{path}: {a}.embedding_length ({d}) must be divisible by "
+                              f"{a}.attention.head_count ({heads}) when "
+                              f"{a}.attention.key_length is not given")
+    hd = num("attention.key_length", default=d // heads)
+    rope_dim = num("rope.dimension_count", default=hd)
     if rope_dim != hd:
-        raise ValueError(f"{path}: partial rotary embeddings (rope.dimension_count {rope_dim}"
-                         f" != head dim {hd}) are not supported")
+        raise CheckpointError(f"{path}: partial rotary embeddings (rope.dimension_count "
+                              f"{rope_dim} != head dim {hd}) are not supported")
     scaling = None
     st = _field(r, f"{a}.rope.scaling.type", path, required=False)
+    if st is not None:
+        st = _str(st, f"{a}.rope.scaling.type", path)
     if st not in (None, "none"):
-        factor = float(_field(r, f"{a}.rope.scaling.factor", path, default=1.0))
-        scaling = {"rope_type": st, "factor": factor}
-    eos = _field(r, "tokenizer.ggml.eos_token_id", path, required=False)
-    bos = _field(r, "tokenizer.ggml.bos_token_id", path, required=False)
+        scaling = {"rope_type": st, "factor": real("rope.scaling.factor", default=1.0)}
+    eos, bos = opt_id("tokenizer.ggml.eos_token_id"), opt_id("tokenizer.ggml.bos_token_id")
     tensors = {t.name: t for t in r.tensors}
-    config = ModelConfig(
-        vocab_size=int(_field(r, f"{a}.vocab_size", path, default=len(tokens))),
-        hidden_size=d, num_layers=int(_field(r, f"{a}.block_count", path)),
+    vocab = num("vocab_size", default=len(tokens) or None)
+    if len(tokens) > vocab:
+        raise CheckpointError(f"{path}: tokenizer.ggml.tokens has {len(tokens)} tokens but "
+                              f"{a}.vocab_size is {vocab}")
+    config = ModelConfig.checked(
+        str(path), vocab_size=vocab, hidden_size=d, num_layers=num("block_count"),
         num_heads=heads, num_kv_heads=kv, head_dim=hd,
-        intermediate_size=int(_field(r, f"{a}.feed_forward_length", path)),
-        rope_theta=float(_field(r, f"{a}.rope.freq_base", path, default=10000.0)),
-        rms_norm_eps=float(_field(r, f"{a}.attention.layer_norm_rms_epsilon", path)),
+        intermediate_size=num("feed_forward_length"),
+        rope_theta=real("rope.freq_base", default=10000.0),
+        rms_norm_eps=real("attention.layer_norm_rms_epsilon", hi=1.0),
         tie_word_embeddings="output.weight" not in tensors,
         attention_bias="blk.0.attn_q.bias" in tensors,
-        max_position_embeddings=int(_field(r, f"{a}.context_length", path, default=2048)),
-        bos_token_id=None if bos is None else int(bos),
-        eos_token_ids=() if eos is None else (int(eos),), rope_scaling=scaling,
-        name=str(_field(r, "general.name", path, default=path.stem)))
+        max_position_embeddings=num("context_length", default=2048),
+        bos_token_id=bos, eos_token_ids=() if eos is None else (eos,), rope_scaling=scaling,
+        name=_str(_field(r, "general.name", path, default=path.stem), "general.name", path))
 
     # Tensors: refuse unknown types before the (slow) dequantization of the others.
     for t in r.tensors:
         if t.tensor_type.name not in SUPPORTED_TYPES:
-            raise ValueError(f"{path}: tensor {t.name!r} has type {t.tensor_type.name}; "
-                             f"supported types are {', '.join(SUPPORTED_TYPES)}")
+            raise CheckpointError(f"{path}: tensor {t.name!r} has type "
+                                  f"{t.tensor_type.name}; supported types are "
+                                  f"{', '.join(SUPPORTED_TYPES)}")
     weights = {}
     for name, t in tensors.items():
         if name in _GGUF_TOP:
@@ -208,13 +247,13 @@ def load_gguf(path) -> tuple[ModelConfig, dict, object]:
     for key, shape in shapes.items():
         if key not in weights:
             gname = {v: k for k, v in _GGUF_TOP.items()}.get(key) or _gguf_name(key)
-            raise ValueError(f"{path}: tensor {gname!r} is missing (needed with shape "
-                             f"{shape})")
+            raise CheckpointError(f"{path}: tensor {gname!r} is missing (needed with shape "
+                                  f"{shape})")
         gname, t = weights[key]
         got = tuple(int(x) for x in reversed(t.shape.tolist()))
         if got != shape:
-            raise ValueError(f"{path}: tensor {gname!r} has shape {got} but the metadata "
-                             f"says {shape}")
+            raise CheckpointError(f"{path}: tensor {gname!r} has shape {got} but the "
+                                  f"metadata says {shape}")
     out = {}
     for key in shapes:
         gname, t = weights[key]
@@ -228,15 +267,22 @@ def load_gguf(path) -> tuple[ModelConfig, dict, object]:
 
     model = _field(r, "tokenizer.ggml.model", path)
     if model != "gpt2":
-        raise ValueError(f"{path}: tokenizer model {model!r} is not supported; only "
-                         "byte-level BPE ('gpt2') vocabularies are")
+        raise CheckpointError(f"{path}: tokenizer model {model!r:.100} is not supported; only "
+                              "byte-level BPE ('gpt2') vocabularies are")
+    types = _field(r, "tokenizer.ggml.token_type", path, required=False)
+    if types is not None and (not isinstance(types, list) or len(types) != len(tokens)
+                              or not all(isinstance(x, int) for x in types)):
+        raise CheckpointError(f"{path}: tokenizer.ggml.token_type must be an array of "
+                              f"{len(tokens)} integers (one per token), not {types!r:.100}")
     tok = gguf_bpe_tokenizer(
-        tokens, _field(r, "tokenizer.ggml.merges", path),
-        token_types=_field(r, "tokenizer.ggml.token_type", path, required=False),
-        pre=_field(r, "tokenizer.ggml.pre", path, default="gpt2"),
+        tokens, _strings(_field(r, "tokenizer.ggml.merges", path), "tokenizer.ggml.merges",
+                         path),
+        token_types=types,
+        pre=_str(_field(r, "tokenizer.ggml.pre", path, default="gpt2"), "tokenizer.ggml.pre",
+                 path),
         bos_id=config.bos_token_id, eos_ids=config.eos_token_ids,
-        add_bos=bool(_field(r, "tokenizer.ggml.add_bos_token", path, default=False,
-                            required=False)),
+        add_bos=check_bool(_field(r, "tokenizer.ggml.add_bos_token", path, default=False,
+                                  required=False), "tokenizer.ggml.add_bos_token", path),
         source=str(path))
     return config, weights, tok
 

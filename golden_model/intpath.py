@@ -37,6 +37,7 @@ import numpy as np
 
 from . import arith
 from .backend import MatmulOp
+from .errors import GenerationError
 from .quant import act_scale, quantize_weight
 from .rope import rope_tables
 
@@ -118,11 +119,11 @@ class IntParams:
 def check_config(config) -> None:
     """Refuse shapes the integer formats cannot hold, naming the field."""
     if config.head_dim > MAX_HEAD_DIM:
-        raise ValueError(f"config {config.name!r}: head_dim {config.head_dim} is too large "
+        raise GenerationError(f"config {config.name!r}: head_dim {config.head_dim} is too large "
                          f"for the int path (at most {MAX_HEAD_DIM}: the q.k score must fit "
                          "the int32 accumulator)")
     if config.hidden_size > (1 << 20):
-        raise ValueError(f"config {config.name!r}: hidden_size {config.hidden_size} is too "
+        raise GenerationError(f"config {config.name!r}: hidden_size {config.hidden_size} is too "
                          "large for the int path (at most 2**20: the RMSNorm sum of squares "
                          "must stay under 2**50)")
 
@@ -188,7 +189,7 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
     s_r = 2.0 ** -frac
     eps_q = int(round(c.rms_norm_eps * d / s_r ** 2))
     if eps_q >= 1 << 62:
-        raise ValueError(f"config {c.name!r}: rms_norm_eps {c.rms_norm_eps} is too large for "
+        raise GenerationError(f"config {c.name!r}: rms_norm_eps {c.rms_norm_eps} is too large for "
                          "the int path's residual format")
     p = IntParams(frac=frac, eps_q=eps_q, embed_q=e_q, embed_rq=_params(s_e / s_r))
 
@@ -272,7 +273,7 @@ def forward(model, p: IntParams, ids: np.ndarray, cache) -> np.ndarray:
     be = model.backend
     t, start = ids.size, cache.length
     if start + t > MAX_POSITIONS:
-        raise ValueError(f"the int path holds at most {MAX_POSITIONS} positions "
+        raise GenerationError(f"the int path holds at most {MAX_POSITIONS} positions "
                          f"(max_position_embeddings {c.max_position_embeddings}); this "
                          f"sequence needs {start + t}")
     nh, nkv, hd, g = c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group

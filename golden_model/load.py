@@ -15,10 +15,10 @@ a folder whose ``config.json`` has         a Hugging Face Llama / Qwen2 folder
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .checkpoint import load_hf_folder, load_sparktile_folder
+from .checkpoint import load_hf_folder, load_sparktile_folder, read_config
+from .errors import CheckpointError, CheckpointNotFound
 from .gguf_loader import load_gguf
 from .model import Model
 
@@ -44,36 +44,36 @@ def load_model(path_or_name=None) -> Model:
 
     Raises
     ------
-    FileNotFoundError
-        If the path does not exist or a folder lacks ``config.json``.
-    ValueError
-        If the checkpoint is malformed (the message names the file and tensor).
+    CheckpointNotFound
+        If the path does not exist or a folder lacks ``config.json`` (a
+        :class:`FileNotFoundError` too).
+    CheckpointError
+        If the checkpoint is malformed: the message names the file, the field or tensor and
+        what is allowed (a :class:`ValueError` and a :class:`sparktile.errors.UserError`, so
+        the CLI prints it as one line).
     """
     if path_or_name is None or str(path_or_name) in ("default", DEFAULT_MODEL):
         path = DATA_DIR
     else:
         path = Path(path_or_name).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"no model at {path} (expected a .gguf file, a checkpoint "
-                                f"folder, or 'default')")
+        raise CheckpointNotFound(f"no model at {path} (expected a .gguf file, a checkpoint "
+                                 f"folder, or 'default')")
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ValueError(f"{path}: a model file must be .gguf; for safetensors "
-                             "checkpoints pass the folder holding config.json")
+            raise CheckpointError(f"{path}: a model file must be .gguf; for safetensors "
+                                  "checkpoints pass the folder holding config.json")
         config, weights, tok = load_gguf(path)
     else:
         cfg = path / "config.json"
         if not cfg.exists():
-            raise FileNotFoundError(f"{path}: no config.json in this folder")
-        try:
-            raw = json.loads(cfg.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg}: not valid JSON ({e})") from None
+            raise CheckpointNotFound(f"{path}: no config.json in this folder")
+        raw = read_config(path)
         if raw.get("format") == "sparktile-llama":
             config, weights, tok = load_sparktile_folder(path)
         elif "model_type" in raw:
             config, weights, tok = load_hf_folder(path)
         else:
-            raise ValueError(f"{cfg}: neither a sparktile checkpoint ('format': "
-                             "'sparktile-llama') nor a Hugging Face one ('model_type')")
+            raise CheckpointError(f"{cfg}: neither a sparktile checkpoint ('format': "
+                                  "'sparktile-llama') nor a Hugging Face one ('model_type')")
     return Model(config, weights, tok, source=str(path))

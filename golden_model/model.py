@@ -28,6 +28,7 @@ import numpy as np
 from . import arith, intpath
 from .backend import Backend, MatmulOp, NumpyBackend
 from .config import ModelConfig
+from .errors import GenerationError
 from .quant import CALIBRATION_TEXT, QuantLinear, make_linear, quantize_act
 from .rope import apply_rope, rope_tables
 from .sampling import check_sampling, next_token
@@ -259,7 +260,8 @@ class Model:
 
     def _check_mode(self, mode: str) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
+            raise GenerationError(f"mode must be one of {', '.join(map(repr, MODES))}, "
+                                  f"not {mode!r}")
         if mode == "int":
             intpath.check_config(self.config)  # before calibrating: refuse early, by field
         if mode in ("int8", "int") and self._qlin is None:
@@ -305,10 +307,10 @@ class Model:
             raise ValueError("forward needs at least one token")
         if ids.min() < 0 or ids.max() >= c.vocab_size:
             bad = ids[(ids < 0) | (ids >= c.vocab_size)][0]
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {c.vocab_size})")
+            raise GenerationError(f"token id {bad} is outside the vocabulary [0, {c.vocab_size})")
         t, start = ids.size, cache.length
         if start + t > c.max_position_embeddings:
-            raise ValueError(f"sequence of {start + t} tokens exceeds the model's "
+            raise GenerationError(f"sequence of {start + t} tokens exceeds the model's "
                              f"max_position_embeddings ({c.max_position_embeddings})")
         if (mode == "int") != (cache.k.dtype == np.int8):
             raise ValueError(f"mode {mode!r} needs a {'int8' if mode == 'int' else 'float32'} "
@@ -371,21 +373,21 @@ class Model:
         ``on_token(id)`` is called with each new id as it is produced.
         """
         if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
+            raise GenerationError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         check_sampling(temperature, top_k, top_p)
         self._check_mode(mode)
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise ValueError(f"model {self.source or self.config.name!r} has no "
+                raise GenerationError(f"model {self.source or self.config.name!r} has no "
                                  "tokenizer; pass the prompt as a list of token ids")
             ids = self.tokenizer.prompt_ids(prompt)
         else:
             ids = [int(i) for i in prompt]
         if not ids:
-            raise ValueError("the prompt is empty (and the tokenizer adds no BOS)")
+            raise GenerationError("the prompt is empty (and the tokenizer adds no BOS)")
         limit = self.config.max_position_embeddings
         if len(ids) + max_tokens > limit:
-            raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds "
+            raise GenerationError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds "
                              f"the model's max_position_embeddings ({limit})")
         rng = np.random.default_rng(seed)
         eos = set(self.config.eos_token_ids)

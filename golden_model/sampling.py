@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import GenerationError
+
 __all__ = ["check_sampling", "next_token"]
 
 
@@ -22,11 +24,11 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
     """
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature)
             and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")
+        raise GenerationError(f"temperature must be a finite number >= 0, not {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
+        raise GenerationError(f"top_k must be a positive integer or None, not {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None, not {top_p!r}")
+        raise GenerationError(f"top_p must be in (0, 1] or None, not {top_p!r}")
 
 
 def next_token(logits: np.ndarray, rng: np.random.Generator | None = None,

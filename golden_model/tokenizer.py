@@ -7,6 +7,10 @@ All three share one small interface, :class:`Tokenizer`: ``encode(text) -> list[
 
 from __future__ import annotations
 
+from sparktile.errors import one_line
+
+from .errors import CheckpointError
+
 __all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "gguf_bpe_tokenizer"]
 
 # Pre-tokenization split patterns of llama.cpp's byte-level BPE variants (``tokenizer.ggml.pre``),
@@ -95,7 +99,8 @@ class HFTokenizer(Tokenizer):
         try:
             tok = _Tok.from_file(str(path))
         except Exception as e:  # the Rust side raises its own exception type
-            raise ValueError(f"{path}: cannot load tokenizer ({e})") from None
+            raise CheckpointError(f"{path}: cannot load tokenizer "
+                                  f"({one_line(e, 300)})") from None
         return cls(tok, source=str(path), **kw)
 
     def encode(self, text: str) -> list[int]:
@@ -133,9 +138,14 @@ def gguf_bpe_tokenizer(tokens, merges, token_types=None, pre="gpt2", bos_id=None
     for m in merges:
         a, sep, b = m.partition(" ")
         if not sep:
-            raise ValueError(f"{source}: malformed BPE merge {m!r} (expected 'a b')")
+            raise CheckpointError(f"{source}: malformed BPE merge {m!r:.100} (expected "
+                                  "'a b')")
         pairs.append((a, b))
-    tok = _Tok(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    try:
+        tok = _Tok(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    except Exception as e:  # the Rust side raises its own exception type
+        raise CheckpointError(f"{source}: the BPE vocabulary and merges do not fit together "
+                              f"({one_line(e, 300)})") from None
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     pattern = {"llama-bpe": _LLAMA3, "llama3": _LLAMA3, "qwen2": _QWEN2}.get(pre, _GPT2)
     steps = [pre_tokenizers.Split(Regex(pattern), behavior="isolated"), byte_level]

@@ -40,8 +40,11 @@ def test_eval(tmp_path):
 
 
 def test_eval_empty_folder(tmp_path):
+    # A user error: one line on stderr, exit 2, no traceback.
     r = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--mode", "float"])
-    assert r.exit_code != 0 and "no .py files under" in str(r.exception)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(f"error: no .py files under {tmp_path}")
+    assert len(r.stderr.splitlines()) == 1
 
 
 def test_generate_int_mode():
