@@ -275,11 +275,12 @@ def _coerce(key: str, kind: type, raw, origin: str):
             raise ValueError
         if kind is int:
             val = float(raw) if isinstance(raw, str) else raw
-            if float(val) != int(float(val)):
+            # inf and nan are not integers (int() of them raises OverflowError/ValueError).
+            if not math.isfinite(float(val)) or float(val) != int(float(val)):
                 raise ValueError
             return int(float(val))
         return float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         what = "an integer" if kind is int else "a number"
         raise HardwareError(f"hardware field {key} must be {what}, not {raw!r} "
                             f"(from {origin})") from None

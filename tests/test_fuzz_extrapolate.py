@@ -5,7 +5,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sparktile.scripts.wafer import FIELDS
 
@@ -41,6 +41,8 @@ def _check(sets):
 
 @settings(max_examples=200, derandomize=True, database=None, deadline=2000)
 @given(_sets)
+@example(["acc_depth=inf"])  # found by the fuzz run: int() of inf raised OverflowError
+@example(["grid_rows=nan"])
 def test_random_overrides(sets):
     _check(sets)
 
