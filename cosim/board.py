@@ -11,10 +11,14 @@ Three layers, as on hardware:
   read_requests`): :meth:`Board.gemv` runs a GEMV exactly as ``sparktile gemv`` does, and
   :class:`BoardBackend` runs the golden model's matmuls on the board.
 
-Errors: :class:`BoardTimeout` (a :class:`TimeoutError`) when no reply comes, naming the port
-and the timeout; :class:`BridgeError` when the bridge answers with an error frame (bad CRC,
-timeout of a half-received frame, ...); :class:`LinkError` for a reply that is not a valid
-frame.
+Every reply is untrusted. Each failure is a :class:`BoardError` (a
+:class:`~sparktile.errors.UserError`: one line, exit 2) whose message names the port, the
+command and what arrived (hex, truncated to :data:`HEX_BYTES`): :class:`BoardTimeout` (a
+:class:`TimeoutError`) when no reply, or only part of one, comes in time; :class:`BridgeError`
+when the bridge answers with an error frame (bad CRC, timeout of a half-received frame, ...);
+:class:`LinkError` for a reply that is not what the protocol allows (bad CRC, another
+command, a length or a field out of range). Loops that wait on the board are bounded
+(:data:`MAX_IDLE_WRITES`, the stall limit, the timeouts).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import numpy as np
 from sparktile.errors import UserError
 
 from ..hdl.fpga.protocol import (
+    PING_MAGIC,
+    PROTOCOL_VERSION,
     STATUS_FIELDS,
     SYNC,
     WAVELET_IN_BYTES,
@@ -51,6 +57,27 @@ __all__ = ["Transport", "SerialTransport", "SimTransport", "Board", "BoardError"
 #: gives up (it drains the east edge between them when the board says it stalled).
 MAX_IDLE_WRITES = 64
 
+#: Bytes of a bad reply quoted (as hex) in an error message.
+HEX_BYTES = 32
+
+#: Length of the PING reply's payload (``hdl.fpga.bridge.ping_reply``): magic, version, rows,
+#: cols, sram_kb, acc_depth, max_payload, east_depth, divisor, clk_hz.
+PING_BYTES = 19
+
+
+def quote(data: bytes) -> str:
+    """``data`` as hex for an error message, at most :data:`HEX_BYTES` of it."""
+    data = bytes(data)
+    more = f"... ({len(data)} bytes)" if len(data) > HEX_BYTES else ""
+    return (data[:HEX_BYTES].hex() or "nothing") + more
+
+
+def command_name(cmd: int) -> str:
+    try:
+        return Cmd(cmd).name
+    except ValueError:
+        return f"command 0x{cmd:02x}"
+
 
 class BoardError(UserError, RuntimeError):
     """Something went wrong talking to the board."""
@@ -63,14 +90,15 @@ class BoardTimeout(BoardError, TimeoutError):
 class BridgeError(BoardError):
     """The bridge answered with an error frame."""
 
-    def __init__(self, code: int, cmd: int, port: str):
+    def __init__(self, code: int, cmd: int, port: str, payload: bytes = b""):
         self.code = code
         self.cmd = cmd
         try:
             what = ErrorCode(code).name
         except ValueError:
             what = f"unknown error {code}"
-        super().__init__(f"{port}: the board rejected command 0x{cmd:02x} with {what}")
+        super().__init__(f"{port}: the board rejected {command_name(cmd)} with {what} "
+                         f"(reply {quote(payload)})")
 
 
 class LinkError(BoardError):
@@ -240,7 +268,7 @@ class Board:
         ------
         BoardTimeout, BridgeError, LinkError
         """
-        what = f"command 0x{cmd:02x}"
+        what = command_name(cmd)
         self.t.write(encode_frame(cmd, payload) if raw is None else raw)
         deadline = time.monotonic() + self.timeout
         self._got = b""
@@ -255,17 +283,25 @@ class Board:
         length = int.from_bytes(head[0:2], "little")
         body = self._read_exact(length + 2, deadline, what)
         payload_r, crc = body[:-2], int.from_bytes(body[-2:], "big")
+        frame = SYNC + head + body
         if crc16(head + payload_r) != crc:
-            raise LinkError(f"{self.t.name}: reply to {what} failed its CRC")
+            raise LinkError(f"{self.t.name}: reply to {what} failed its CRC (got 0x{crc:04x}, "
+                            f"computed 0x{crc16(head + payload_r):04x}; frame {quote(frame)})")
         rcmd = head[2]
         if rcmd == Cmd.ERROR:
             if not payload_r:
-                raise LinkError(f"{self.t.name}: {what} answered with an empty ERROR payload")
+                raise LinkError(f"{self.t.name}: {what} answered with an empty ERROR payload "
+                                f"(frame {quote(frame)})")
             raise BridgeError(payload_r[0], payload_r[1] if len(payload_r) > 1 else cmd,
-                              self.t.name)
+                              self.t.name, payload_r)
         if rcmd != (cmd | Cmd.REPLY):
-            raise LinkError(f"{self.t.name}: {what} answered with command 0x{rcmd:02x}")
+            raise LinkError(f"{self.t.name}: {what} answered with {command_name(rcmd)} "
+                            f"(0x{rcmd:02x}; frame {quote(frame)}), expected 0x"
+                            f"{cmd | Cmd.REPLY:02x}")
         return payload_r
+
+    def _bad(self, what: str, problem: str, payload: bytes) -> LinkError:
+        return LinkError(f"{self.t.name}: {what}: {problem} (reply {quote(payload)})")
 
     def shape(self) -> MeshShape:
         """The board's mesh, from PING."""
@@ -284,13 +320,18 @@ class Board:
 
     # -- commands --
     def ping(self) -> dict:
+        """What the board says it is (checked: a sparktile bridge of this protocol version,
+        a mesh the host can compile for, buffers large enough for one wavelet)."""
         p = self.request(Cmd.PING)
-        if len(p) < 19:
-            raise LinkError(f"{self.t.name}: PING reply of {len(p)} bytes ({p[:32].hex()}), "
-                            f"expected at least 19")
-        if p[:2] != b"ST":
-            raise LinkError(f"{self.t.name}: PING reply {p!r} is not from a sparktile bridge")
-        self.info = {
+        if len(p) != PING_BYTES:
+            raise self._bad("PING", f"reply of {len(p)} bytes, expected {PING_BYTES}", p)
+        if p[:2] != PING_MAGIC:
+            raise self._bad("PING", f"magic {p[:2].hex()} is not {PING_MAGIC.hex()} "
+                                    f"({PING_MAGIC.decode()}): not a sparktile bridge", p)
+        if p[2] != PROTOCOL_VERSION:
+            raise self._bad("PING", f"protocol version {p[2]}, this host speaks "
+                                    f"{PROTOCOL_VERSION}", p)
+        info = {
             "version": p[2], "rows": p[3], "cols": p[4],
             "sram_kb": int.from_bytes(p[5:7], "little"),
             "acc_depth": int.from_bytes(p[7:9], "little"),
@@ -299,10 +340,27 @@ class Board:
             "divisor": int.from_bytes(p[13:15], "little"),
             "clk_hz": int.from_bytes(p[15:19], "little"),
         }
-        return self.info
+        # (clk_hz may be 0: the virtual board has no clock frequency to state.)
+        for name, lo in (("max_payload", 1 + WAVELET_IN_BYTES), ("east_depth", 1),
+                         ("divisor", 1)):
+            if info[name] < lo:
+                raise self._bad("PING", f"{name} {info[name]} is out of range (at least {lo})",
+                                p)
+        try:
+            MeshShape(info["rows"], info["cols"], sram_kb=info["sram_kb"],
+                      acc_depth=info["acc_depth"])
+        except ValueError as exc:
+            raise self._bad("PING", f"not a mesh this host can drive: {exc}", p) from None
+        self.info = info
+        return info
 
     def status(self) -> dict:
+        """The bridge's counters (:data:`STATUS_FIELDS`)."""
         p = self.request(Cmd.STATUS)
+        want = 4 * len(STATUS_FIELDS)
+        if len(p) != want:
+            raise self._bad("STATUS", f"reply of {len(p)} bytes, expected {want} "
+                                      f"({len(STATUS_FIELDS)} counters of 4 bytes)", p)
         return {name: int.from_bytes(p[4 * i:4 * i + 4], "little")
                 for i, name in enumerate(STATUS_FIELDS)}
 
@@ -315,11 +373,25 @@ class Board:
     def read_east(self, max_count: int = 0xFFFF) -> int:
         """Pop wavelets that left the east edge into the host's per-row queues; returns how
         many arrived."""
-        p = self.request(Cmd.READ, min(max_count, 0xFFFF).to_bytes(2, "little"))
-        n = len(p) // WAVELET_OUT_BYTES
+        max_count = min(max_count, 0xFFFF)
+        rows = (self.info or self.ping())["rows"]
+        p = self.request(Cmd.READ, max_count.to_bytes(2, "little"))
+        n, extra = divmod(len(p), WAVELET_OUT_BYTES)
+        if extra:
+            raise self._bad("READ", f"reply of {len(p)} bytes is not a whole number of "
+                                    f"{WAVELET_OUT_BYTES}-byte wavelets", p)
+        if n > max_count:
+            raise self._bad("READ", f"{n} wavelets in the reply, at most {max_count} asked "
+                                    f"for", p)
+        got = []
         for i in range(n):
             e = p[WAVELET_OUT_BYTES * i:WAVELET_OUT_BYTES * (i + 1)]
-            self._east[e[5]].append((int.from_bytes(e[0:4], "little"), e[4]))
+            if e[5] >= rows:
+                raise self._bad("READ", f"wavelet {i} comes from east row {e[5]}; the mesh "
+                                        f"has rows 0..{rows - 1}", p)
+            got.append((e[5], int.from_bytes(e[0:4], "little"), e[4]))
+        for row, pay, cc in got:
+            self._east[row].append((pay, cc))
         return n
 
     def write(self, side: str, index: int, payloads, ccs) -> None:
@@ -344,23 +416,27 @@ class Board:
             raw[:, 0:4] = pay[pos:pos + k].view(np.uint8).reshape(k, 4)
             raw[:, 4] = ccs[pos:pos + k]
             r = self.request(Cmd.WRITE, bytes([code]) + raw.tobytes())
-            if len(r) < 3:
-                raise LinkError(f"{self.t.name}: WRITE {side}{index}: reply of {len(r)} bytes "
-                                f"({r[:32].hex()}), expected 3 (accepted, stalled)")
+            what = f"WRITE {side}{index}"
+            if len(r) != 3:
+                raise self._bad(what, f"reply of {len(r)} bytes, expected 3 (accepted, "
+                                      f"stalled)", r)
             accepted, stalled = int.from_bytes(r[0:2], "little"), r[2]
             if accepted > k:
-                raise LinkError(f"{self.t.name}: WRITE {side}{index}: the board says it accepted "
-                                f"{accepted} wavelets of {k} sent (reply {r[:32].hex()})")
+                raise self._bad(what, f"the board says it accepted {accepted} wavelets of {k} "
+                                      f"sent", r)
+            if stalled > 1:
+                raise self._bad(what, f"stalled flag {stalled}, expected 0 or 1", r)
             idle = idle + 1 if accepted == 0 else 0
             if idle > MAX_IDLE_WRITES:
-                raise BoardError(f"{self.t.name}: WRITE {side}{index}: the board accepted nothing "
-                                 f"in {idle} WRITEs in a row (last reply {r[:32].hex()})")
+                raise BoardError(f"{self.t.name}: {what}: the board accepted nothing in {idle} "
+                                 f"WRITEs in a row (last reply {quote(r)})")
             pos += accepted
             if stalled:
                 stalls += 1
                 if self.read_east() == 0 and stalls > 8:
-                    raise BoardError(f"{self.t.name}: the mesh stopped taking wavelets on "
-                                     f"{side}{index} and nothing leaves its east edge")
+                    raise BoardError(f"{self.t.name}: {what}: the mesh stopped taking wavelets "
+                                     f"and nothing leaves its east edge (last reply "
+                                     f"{quote(r)})")
 
     def take_east(self, row: int, color: int | None = None) -> list[int]:
         """Payloads received from ``row`` so far (optionally one color), removed."""
@@ -404,6 +480,11 @@ class Board:
         for r in range(shape.rows):
             for p in self.take_east(r, RSP_COLOR)[:n]:
                 col, addr, value = decode_response(p)
+                if col >= shape.cols or (addr >> 1) not in set(map(int, counters)):
+                    raise LinkError(f"{self.t.name}: READ counters: response 0x{p:08x} from "
+                                    f"row {r} names column {col}, counter address {addr}; "
+                                    f"asked for columns 0..{shape.cols - 1}, counters "
+                                    f"{[Counter(k).name for k in counters]}")
                 name = Counter(addr >> 1).name.lower()
                 out[name][r, col] += value << (16 * (addr & 1))
         return out

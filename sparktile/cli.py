@@ -9,6 +9,7 @@ a heavy dependency of another command is missing.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -38,6 +39,29 @@ class _LazyGroup(click.Group):
             return None
         module, attr = _COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        # click's own usage errors (a bad option value, a missing argument) print three lines
+        # (usage, a hint, the error); here they are one line like every other user error.
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()                       # bare "sparktile": the help, as click shows it
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
+            click.echo(f"error: {one_line(e.format_message())}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         # The one error path of every command: a user error is one line and exit status 2;
