@@ -31,11 +31,13 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
 
     Returns the path, absolute (the simulator runs in another working directory).
     """
-    p = Path(path).expanduser()
     shown = os.fspath(path)
+    p = Path(path)
     if not shown.strip():
         raise UserError(f"{option}: the file name is empty")
-    p = p.absolute()
+    if "\0" in shown:
+        raise UserError(f"{option} {shown!r}: a file name cannot contain a NUL byte")
+    p = p.expanduser().absolute()
     parent = p.parent
     if p.is_dir():
         raise UserError(f"{option} {shown!r} is a folder; give a file name inside it")

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import click
+from sparktile.cosim.report import check_output
 
 from sparktile.errors import UserError
 
@@ -76,7 +77,7 @@ def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
     from .load import load_model
 
     if json_path is not None:
-        _check_writable(json_path)  # before the evaluation, not after it
+        json_path = check_output(json_path, "--json")  # before the evaluation, not after it
     model = load_model(model_path)
     files = python_files(data_dir, max_bytes)
     res, report = {}, {}
@@ -92,15 +93,6 @@ def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
             click.echo(f"{other} - float: {d:+.4f} bits/byte ({100 * d / res['float']:+.2f} %)")
     if json_path is not None:
         _write_report(json_path, json.dumps(report, indent=2) + "\n")
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse an output path whose folder is missing or not writable, before any work."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"--json {path}: folder {parent} does not exist (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--json {path}: folder {parent} is not writable")
 
 
 def _write_report(path: Path, text: str) -> None:

@@ -13,13 +13,14 @@ decode; ``--claims seed-article`` checks an article's claims instead.
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 
 from sparktile.errors import UserError
 
+from ..cosim.cli import SEED
+from ..cosim.report import check_output, save_json
 from .perf_model import (
     DTYPES,
     MODELS,
@@ -95,10 +96,11 @@ def run_calibration(fit_cases=None, heldout_cases=None, *, seed: int = 1, echo=N
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the calibration [default: ~/.cache/sparktile/"
                    "calibration.json, read by extrapolate].")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 def calibrate_command(out, seed):
     """Fit the cycle model's overheads and hop latencies to RTL GEMVs on several meshes."""
-    path = out or str(default_calibration_path())
+    # The output is checked before the minutes of RTL runs, not after them.
+    path = str(check_output(out, "--out")) if out else str(default_calibration_path())
     click.echo("measuring GEMVs on the RTL (fit: 1x1, 2x2, 2x3; held out: 3x2, 4x4)")
     try:
         rec = run_calibration(seed=seed, echo=click.echo)
@@ -220,6 +222,12 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     """Extrapolate measured tile cycles to a whole wafer, with every assumption listed."""
     if dtype not in DTYPES:
         _fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if json_path:
+        json_path = check_output(json_path, "--json")
+    if plot_path:
+        from .plots import check_plotting
+        plot_path = check_output(plot_path, "--plot")
+        check_plotting()
     explicit = click.get_current_context().get_parameter_source("prompt_tokens")
     if (context and prompt_tokens and prompt_tokens > context
             and explicit is not click.core.ParameterSource.DEFAULT):
@@ -244,8 +252,7 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
         res["hardware_description"] = hw.as_dict()
         _print_claims(res)
         if json_path:
-            with open(json_path, "w") as fh:
-                json.dump(res, fh, indent=1)
+            save_json(json_path, res)
         return
     try:
         cfg, model_src = load_model_config(model)
@@ -261,15 +268,11 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     r["hardware_description"] = hw.as_dict()
     _print_report(r, hw, cal_origin, model_src)
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(r, fh, indent=1)
+        save_json(json_path, r)
         click.echo(f"wrote {json_path}")
     if plot_path:
-        from .plots import PlotError, plot_report
-        try:
-            plot_report(plot_path, cfg, hw, dtype, context, prompt_tokens, timing, reduce,
-                        hw_file=hw_file, sets=sets)
-        except PlotError as exc:
-            raise click.ClickException(str(exc)) from None
+        from .plots import plot_report
+        plot_report(plot_path, cfg, hw, dtype, context, prompt_tokens, timing, reduce,
+                    hw_file=hw_file, sets=sets)
         click.echo(f"wrote {plot_path}")
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import click
 
+from ..cosim.cli import FiniteFloatRange
+from ..cosim.report import check_output
+
 __all__ = ["fpga_group", "run_demo"]
 
 
@@ -34,10 +37,11 @@ def fpga_group():
               help="Board: ulx3s-85f or icebreaker.")
 @click.option("--mesh", default=None, help="Mesh ROWSxCOLS (default: the board's).")
 @click.option("--sram-kb", type=int, default=None, help="SRAM per PE in KiB (default: board's).")
-@click.option("--target-mhz", type=float, default=None,
+@click.option("--target-mhz", type=FiniteFloatRange(1.0, 2000.0), default=None,
               help="Clock constraint for timing analysis (default: the board's oscillator).")
 @click.option("--build-dir", default="build/fpga", show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placer seed.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True,
+              help="nextpnr placer seed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the tools' output.")
@@ -45,6 +49,8 @@ def build_command(board_name, mesh, sram_kb, target_mhz, build_dir, seed, json_p
     """Build a bitstream and report LUTs, FFs, DSPs, BRAMs and Fmax."""
     from ..hdl.fpga.boards import get_board
     from .fpga_build import FpgaBuildError, build_board, yowasp_cache_state
+    if json_path:
+        json_path = check_output(json_path, "--json")   # before the build, not after it
     try:
         board = get_board(board_name)
         shape = board.shape(mesh, sram_kb=sram_kb)

@@ -6,11 +6,22 @@ against context length for the chosen model; where the time goes per token.
 
 from __future__ import annotations
 
-__all__ = ["PlotError", "plot_report"]
+from sparktile.errors import UserError
+
+__all__ = ["PlotError", "plot_report", "check_plotting"]
 
 
-class PlotError(RuntimeError):
+class PlotError(UserError, RuntimeError):
     """matplotlib is missing, or the figure could not be written."""
+
+
+def check_plotting() -> None:
+    """Raise :class:`PlotError` now if plots cannot be drawn (before the work they follow)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotError("--plot needs matplotlib, which is not installed: "
+                        "pip install 'sparktile[plot]' (or run without --plot)") from None
 
 
 def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,

@@ -46,6 +46,13 @@ class _LazyGroup(click.Group):
         # (usage, a hint, the error); here they are one line like every other user error.
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = sys.argv[1:] if args is None else list(args)
+        for i, arg in enumerate(argv, 1):
+            # A shell cannot pass one (argv are C strings), but a caller in Python can, and
+            # every path option would fail on it inside os.stat.
+            if isinstance(arg, str) and "\0" in arg:
+                click.echo(f"error: argument {i} ({arg!r}) contains a NUL byte", err=True)
+                sys.exit(EXIT_USER_ERROR)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
