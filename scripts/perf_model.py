@@ -352,6 +352,8 @@ def place_matrix(name, m, n, pes, budget_bytes, hw, dtype, timing, reduce) -> Pl
     """The fastest rows x cols <= ``pes`` region whose per-PE words fit ``budget_bytes``."""
     b = DTYPES[dtype]
     best = None
+    if pes < 1:
+        return None
     max_cols_useful = math.ceil(n * b / 4)
     for r in _candidates(min(hw.grid_rows, m, pes)):
         cmax = min(hw.grid_cols, pes // r, max_cols_useful)
@@ -410,13 +412,13 @@ def place(cfg: ModelConfig, hw, dtype: str, context: int, wafers: int, timing: G
                              f"usable SRAM per PE ({hw.sram_usable_per_pe} B)")
     placed = {}
     for name, m, n in mats:
-        share = int(pes_layer * m * n / layer_elems)
+        share = max(1, int(pes_layer * m * n / layer_elems))   # a tiny matrix gets one PE
         p = place_matrix(name, m, n, share, budget, hw, dtype, timing, reduce)
         if p is None:
             raise PlacementError(f"{name} ({m}x{n}) does not fit {share} PEs with {budget:.0f} "
                                  f"B free each")
         placed[name] = p
-    pes_head = int(total_pes * head / all_elems)
+    pes_head = max(1, int(total_pes * head / all_elems))
     p_head = place_matrix("head", cfg.vocab_size, cfg.hidden_size, min(pes_head, hw.pes),
                           hw.sram_usable_per_pe, hw, dtype, timing, reduce)
     if p_head is None:

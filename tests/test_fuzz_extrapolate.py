@@ -1,7 +1,10 @@
 """issue 17: random ``--set field=value`` overrides give a report or one clean error line."""
 
+import json
 import math
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -23,10 +26,13 @@ _names = st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=6))
 _sets = st.lists(st.tuples(_names, _values).map(lambda kv: f"{kv[0]}={kv[1]}"), max_size=3)
 
 
-def _check(sets):
+def _check(sets, extra: bool = False):
     args = ["extrapolate"]
-    for s in sets:
-        args += ["--set", s]
+    if extra:
+        args += sets
+    else:
+        for s in sets:
+            args += ["--set", s]
     res = CliRunner().invoke(main, args)
     assert res.exit_code in (0, 2), (args, res.output, res.exception)
     if res.exit_code == 2:
@@ -52,3 +58,43 @@ def test_random_overrides(sets):
 @given(_sets)
 def test_random_overrides_long(sets):
     _check(sets)
+
+
+# -------- model fields: a Hugging Face config.json with each field near or past its limits
+
+_HF = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 4096,
+       "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+       "num_key_value_heads": 8, "rope_theta": 5e5, "rms_norm_eps": 1e-5,
+       "max_position_embeddings": 8192, "tie_word_embeddings": False}
+_EDGE = st.sampled_from([0, 1, 2, 3, 7, 64, 4096, 4097, 1 << 20, 1 << 31, (1 << 31) + 1,
+                         -1, 1.5, float("nan"), float("inf"), "8", None, True, [], {}])
+_WORK = Path(tempfile.mkdtemp(prefix="sparktile-fuzz-model-"))
+
+
+@st.composite
+def _model_config(draw):
+    cfg = dict(_HF)
+    for key in draw(st.lists(st.sampled_from(sorted(_HF)), min_size=1, max_size=3,
+                             unique=True)):
+        cfg[key] = draw(_EDGE)
+    return cfg
+
+
+def _check_model(cfg):
+    path = _WORK / "config.json"
+    path.write_text(json.dumps(cfg))     # NaN and Infinity as Python's json writes them
+    _check(["--model", str(path)], extra=True)
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=10_000)
+@example({**_HF, "vocab_size": 1})   # found by this test: a 0-PE share, ZeroDivisionError
+@given(_model_config())
+def test_random_model_fields(cfg):
+    _check_model(cfg)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, derandomize=False, database=None, deadline=10_000)
+@given(_model_config())
+def test_random_model_fields_long(cfg):
+    _check_model(cfg)
