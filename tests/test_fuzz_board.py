@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
@@ -243,13 +244,26 @@ def protocol_allows(cmd: int, request: bytes, raw: bytes) -> bool:
     return False
 
 
+class VirtualClock:
+    """The host's clock in these tests: time passes only while the host waits on a read that
+    gets nothing, so timeouts happen exactly when the board is silent, never because the
+    machine running the test was slow (a 2 ms timeout on a real clock is a flaky test)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 class FuzzedBoard(Transport):
     """Answers each request with a reply drawn from ``data``."""
 
     name = "fuzz0"
 
-    def __init__(self, data):
+    def __init__(self, data, clock: VirtualClock):
         self.data = data
+        self.clock = clock
         self.pending = b""
         self.drawn = 0
         self.all_correct = True
@@ -269,6 +283,8 @@ class FuzzedBoard(Transport):
 
     def read(self, n: int, timeout: float) -> bytes:
         out, self.pending = self.pending[:n], self.pending[n:]
+        if not out:
+            self.clock.now += max(timeout, 1e-3)      # silence: the host waited it out
         return out
 
 
@@ -281,8 +297,14 @@ _ops = st.lists(st.one_of(
 
 
 def _check(data, ops, warm: bool | None = None):
-    fake = FuzzedBoard(data)
-    board = Board(fake, timeout=0.002)
+    clock = VirtualClock()
+    fake = FuzzedBoard(data, clock)
+    board = Board(fake, timeout=0.5)
+    with mock.patch("sparktile.cosim.board.time", clock):
+        _run_ops(data, fake, board, ops, warm)
+
+
+def _run_ops(data, fake, board, ops, warm):
     if warm or (warm is None and data.draw(st.booleans())):
         # Most sessions start with a good PING; the drawn replies then reach the other kinds.
         fake.drawn = DRAWN_REPLIES
