@@ -316,5 +316,13 @@ def run_plain(shape: MeshShape, replay: Path, threads: int = 1) -> dict:
     out = subprocess.run([str(exe), str(replay), str(len(edge_ports(shape)))],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        raise BuildError(f"the plain C++ harness failed: {out.stderr.strip()}")
+        how = f"exit status {out.returncode}"
+        if out.returncode < 0:
+            import signal
+            try:
+                how = f"killed by {signal.Signals(-out.returncode).name}"
+            except ValueError:
+                how = f"killed by signal {-out.returncode}"
+        raise BuildError(f"the plain C++ harness failed ({how}): {out.stderr.strip()[-2000:]} "
+                         f"(if it crashed, delete its cache entry {exe.parent} to rebuild it)")
     return json.loads(out.stdout.strip().splitlines()[-1])

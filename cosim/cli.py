@@ -330,14 +330,15 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
         click.echo(f"note: stopping after token {waves_tokens[1]}, the end of the wave window "
                    f"(Verilator cannot pause a dump)", err=True)
         max_tokens = waves_tokens[1]
+    # The loader and the planner raise UserErrors (CheckpointError, MappingError) for what is
+    # the user's to fix; an OS error reading the model (permissions, a vanished file) is too.
+    # Any other exception is a bug and keeps its traceback.
     try:
         lm = load_model(model)
         ops = lm.matmul_ops()
         mode, words = plan_weights(shape, ops, weights)
-    except UserError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read the model {model or '(shipped)'}: {exc}") from None
     if mode == "streaming":
         # Streaming weights hold one matrix at a time: the figure that must fit is the largest
         # matrix, not the stationary total plan_weights returns.

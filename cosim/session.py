@@ -92,9 +92,9 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
                 _with_progress(simulate, progress_path, progress)
         except (RuntimeError, SystemExit) as exc:
             tail = log.read_text()[-4000:] if log.exists() else ""
-            raise BenchError(f"the simulator failed running {entry} (seed {seed}): {exc} "
-                             f"(if the simulator itself crashed, delete its cache entry "
-                             f"{build.directory} to rebuild it)\n{tail}") from None
+            raise BenchError(f"the simulator failed running {entry} (seed {seed}): "
+                             f"{_describe_exit(exc)} (if the simulator itself crashed, delete "
+                             f"its cache entry {build.directory} to rebuild it)\n{tail}") from None
         wall = time.perf_counter() - t0
         if not result_path.exists():
             tail = log.read_text()[-4000:] if log.exists() else ""
@@ -106,6 +106,22 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
     result["build_s"] = build.seconds
     result["process_wall_s"] = wall
     return result
+
+
+def _describe_exit(exc: BaseException) -> str:
+    """The runner's failure, with a negative return code named as the signal that killed the
+    simulator (``-11`` -> ``killed by SIGSEGV``)."""
+    import re
+    import signal
+    text = str(exc)
+    m = re.search(r"return code:? (-\d+)", text)
+    if m:
+        try:
+            name = signal.Signals(-int(m.group(1))).name
+        except ValueError:
+            name = f"signal {-int(m.group(1))}"
+        text = f"{text} (killed by {name})"
+    return text
 
 
 def _with_progress(simulate, path: Path, callback) -> None:

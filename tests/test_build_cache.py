@@ -146,3 +146,48 @@ def test_run_build_reports_progress_and_names_a_failing_command(tmp_path):
     with pytest.raises(BuildCommandError, match=r"exited with 3 .*see .*log2"):
         run_build([[sys.executable, "-c", "raise SystemExit(3)"]], cwd=tmp_path, env=None,
                   log=tmp_path / "log2", what="x", directory=tmp_path, show=False)
+
+
+def test_a_crashing_cached_simulator_names_the_entry_to_delete(tmp_path):
+    """A cached simulator whose hash matches but that crashes (a miscompile, a bad host
+    library) must say which cache entry to delete, not only that the run failed."""
+    import os
+    import stat
+
+    from sparktile.cosim.build import Build
+    from sparktile.cosim.harness import HARNESS_TOP
+    from sparktile.cosim.session import BenchError, run_job
+    from sparktile.hdl.mesh import MeshShape
+
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    exe = entry / HARNESS_TOP
+    exe.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    shape = MeshShape(1, 1)
+    build = Build(shape=shape, directory=entry, key="fake", waves=False, seconds=0.0)
+    env = dict(os.environ)
+    with pytest.raises(BenchError) as e:
+        run_job(shape, "sparktile.cosim.stress:stress", {"wavelets": 1, "seed": 1,
+                                                           "max_stall": 0.0}, build=build)
+    os.environ.clear()
+    os.environ.update(env)
+    first = str(e.value).splitlines()[0]
+    assert f"delete its cache entry {entry}" in first, first
+    assert "killed by SIGSEGV" in first, first
+
+
+def test_a_crashing_plain_harness_names_the_entry_to_delete(tmp_path, monkeypatch):
+    import stat
+
+    from sparktile.cosim import build as b
+    from sparktile.hdl.mesh import MeshShape
+
+    exe = tmp_path / "entry" / "plain_harness"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(b, "build_plain", lambda shape, threads=1: exe)
+    with pytest.raises(b.BuildError, match=f"killed by SIGSEGV.*delete its cache entry "
+                                           f"{exe.parent}"):
+        b.run_plain(MeshShape(1, 1), tmp_path / "replay.bin")
