@@ -12,7 +12,7 @@ Property: the command either gets as far as its work (or finishes, for the pure-
 Never another exception, never a multi-line usage dump, never exit 1 from a parse problem.
 
 Default tier: :data:`DEFAULT_EXAMPLES` command lines per command, derandomized. Long tier
-(``pytest -m fuzz tests/test_fuzz_cli.py``): :data:`LONG_EXAMPLES` per command.
+(``pytest -m fuzz tests/test_fuzz_cli.py``): :data:`LONG_EXAMPLES` command lines in all.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from hypothesis import strategies as st
 from sparktile.cli import _COMMANDS, main
 
 DEFAULT_EXAMPLES = 150
+#: Command lines in the long tier, over all commands (one click parser, each command's own
+#: option types and checks); split evenly between the commands.
 LONG_EXAMPLES = 100_000
 
 _COMMON = dict(deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 DEFAULT = settings(max_examples=DEFAULT_EXAMPLES, derandomize=True, **_COMMON)
-LONG = settings(max_examples=LONG_EXAMPLES, **_COMMON)
 
 #: A folder for the output paths the command lines name (and the cwd of every invocation).
 _WORK = tempfile.mkdtemp(prefix="sparktile-fuzz-cli-")
@@ -75,6 +76,7 @@ def _leaves():
 
 
 LEAVES = dict(_leaves())
+LONG = settings(max_examples=-(-LONG_EXAMPLES // len(LEAVES)), **_COMMON)
 
 _NASTY = ["nan", "inf", "-inf", "-1", "0", "1", "-0", "1e309", "1e-309", "", " ",
           "99999999999999999999", "0x10", "1.5", "abc", "2x2", "0x3", "33x1", "4x4x4", "x",
