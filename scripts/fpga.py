@@ -9,15 +9,13 @@ int8 matmuls through the bridge and checks both against the golden model.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from ..cosim.cli import FiniteFloatRange
-from ..cosim.report import check_output
+from ..cosim.cli import SEED, FiniteFloatRange
+from ..cosim.report import check_output, save_json
 
 __all__ = ["fpga_group", "run_demo"]
 
@@ -76,7 +74,7 @@ def build_command(board_name, mesh, sram_kb, target_mhz, build_dir, seed, json_p
                f"{report['target_mhz']:.1f} MHz; build {report['build_s']:.0f} s")
     click.echo(f"  bitstream {report['bitstream']}\n  program: {report['program']}")
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
+        save_json(json_path, report)
 
 
 def run_demo(board, shape, *, m: int, n: int, batch: int, seed: int, llm: bool,
@@ -158,15 +156,16 @@ def _llm_token(board, shape, echo) -> dict:
 @click.option("--board", "board_name", default="ulx3s-85f", show_default=True,
               help="Board (baud rate; for sim, the mesh and memories it simulates).")
 @click.option("--mesh", default=None, help="sim only: mesh ROWSxCOLS (default: the board's).")
-@click.option("--m", type=int, default=None, help="GEMV rows [default: the board's, 64 on "
-              "the ULX3S, 32 on the iCEBreaker].")
-@click.option("--n", type=int, default=None, help="GEMV columns [default: the board's, 128 "
-              "on the ULX3S, 64 on the iCEBreaker].")
+@click.option("--m", type=click.IntRange(1, 1 << 16), default=None,
+              help="GEMV rows [default: the board's, 64 on the ULX3S, 32 on the iCEBreaker].")
+@click.option("--n", type=click.IntRange(1, 1 << 16), default=None,
+              help="GEMV columns [default: the board's, 128 on the ULX3S, 64 on the "
+                   "iCEBreaker].")
 @click.option("--batch", type=click.IntRange(1, 1 << 16), default=2, show_default=True)
-@click.option("--seed", type=int, default=3, show_default=True)
+@click.option("--seed", type=SEED, default=3, show_default=True)
 @click.option("--llm/--no-llm", default=True, show_default=True,
               help="Also run one token of the shipped model's matmuls on the board.")
-@click.option("--timeout", type=float, default=2.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0.001, 3600.0), default=2.0, show_default=True,
               help="Seconds to wait for each reply.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_path):
@@ -174,6 +173,8 @@ def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_p
     from ..cosim.board import Board, BoardError, open_transport
     from ..cosim.mapping import MappingError
     from ..hdl.fpga.boards import get_board
+    if json_path:
+        json_path = check_output(json_path, "--json")   # before the demo, not after it
     try:
         spec = get_board(board_name)
         shape = spec.shape(mesh)
@@ -191,10 +192,10 @@ def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_p
             report = run_demo(board, shape, m=m, n=n, batch=batch, seed=seed, llm=llm,
                               echo=click.echo)
     except (BoardError, MappingError) as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc))
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     click.echo(f"bridge: {report['status']}")
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
+        save_json(json_path, report)
     if not report["ok"]:
         sys.exit(1)

@@ -87,3 +87,20 @@ def test_missing_waves_after_a_run_is_an_error(tmp_path):
     (tmp_path / "w.vcd").write_text("")
     with pytest.raises(UserError, match="empty"):
         waves.check_written(tmp_path / "w.vcd", {}, MeshShape(2, 2), 256)
+
+
+@pytest.mark.parametrize("cmd", [["fpga", "demo", "--port", "sim"],
+                                 ["fpga", "build"], ["extrapolate"], ["calibrate", "--out"]])
+def test_other_reports_are_checked_before_the_work(monkeypatch, tmp_path, cmd):
+    """fpga demo ran 145 s on the virtual board, then lost its --json report."""
+    def boom(*a, **k):
+        raise AssertionError("the work started")
+    for target in ("sparktile.cosim.board.open_transport",
+                   "sparktile.scripts.fpga_build.build_board",
+                   "sparktile.scripts.extrapolate.run_calibration"):
+        monkeypatch.setattr(target, boom)
+    path = str(tmp_path / "nodir" / "r.json")
+    args = cmd + [path] if cmd[-1] == "--out" else cmd + ["--json", path]
+    r = _run(args)
+    assert r.exit_code == 2, r.output
+    assert "does not exist" in r.output and "Traceback" not in r.output
