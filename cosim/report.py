@@ -37,7 +37,11 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
         raise UserError(f"{option}: the file name is empty")
     if "\0" in shown:
         raise UserError(f"{option} {shown!r}: a file name cannot contain a NUL byte")
-    p = p.expanduser().absolute()
+    try:
+        p = p.expanduser()
+    except RuntimeError:     # "~name" of no user: the shell would keep it as it is, so do we
+        pass
+    p = p.absolute()
     parent = p.parent
     if p.is_dir():
         raise UserError(f"{option} {shown!r} is a folder; give a file name inside it")

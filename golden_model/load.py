@@ -55,7 +55,11 @@ def load_model(path_or_name=None) -> Model:
     if path_or_name is None or str(path_or_name) in ("default", DEFAULT_MODEL):
         path = DATA_DIR
     else:
-        path = Path(path_or_name).expanduser()
+        path = Path(path_or_name)
+        try:
+            path = path.expanduser()
+        except RuntimeError:  # "~name" of no user: kept as it is, as a shell would
+            pass
     if not path.exists():
         raise CheckpointNotFound(f"no model at {path} (expected a .gguf file, a checkpoint "
                                  f"folder, or 'default')")

@@ -80,7 +80,8 @@ LONG = settings(max_examples=-(-LONG_EXAMPLES // len(LEAVES)), **_COMMON)
 
 _NASTY = ["nan", "inf", "-inf", "-1", "0", "1", "-0", "1e309", "1e-309", "", " ",
           "99999999999999999999", "0x10", "1.5", "abc", "2x2", "0x3", "33x1", "4x4x4", "x",
-          "-", "--", "--help", "nodir/sub/out.json", ".", "/", "\x00", "é", "2x2 ", "1e3"]
+          "-", "--", "--help", "nodir/sub/out.json", ".", "/", "\x00", "é", "2x2 ", "1e3",
+          "~0", "~nosuchuser/x"]   # "~0": found by the long run (expanduser RuntimeError)
 
 
 def _bounds(t) -> list[str]:
