@@ -429,6 +429,10 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     ]
     for k, v in rows:
         click.echo(f"  {k:<20} {v}")
+    # The completion once more, whole (the streamed copy above is interleaved with the status
+    # lines when stderr is not a terminal).
+    click.echo("completion:")
+    click.echo(f"{r.get('prompt', prompt)}{r.get('text', '')}")
     line, missing = _waves_line(waves, r, shape, waves_limit)
     if line:
         click.echo(f"  {'waves':<20} {line}")
