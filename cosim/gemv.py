@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..golden_model.arith import matmul_int8, requant_params, requantize
+from ..golden_model.arith import first_difference, gemv_golden, requant_params
 from ..hdl.wavelet import Counter
 from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, Recording
@@ -87,22 +87,19 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     delta = fabric.counter_delta(after, before)
 
     recorded = rec.finish()
-    acc = matmul_int8(w, x.T)
-    golden = acc.T if out_int32 else requantize(acc, mult[:, None], shift[:, None]).T
+    golden = gemv_golden(w, x, mult, shift, out_int32=out_int32)
     complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
                               for v in per_row.values())
     first_diff = None
     match = False
     if complete:
         y = mapping.decode_y(per_row, batch)
-        diff = np.argwhere(y != golden)
-        match = diff.size == 0
+        first_diff = first_difference(y, golden)
+        match = first_diff is None
         if not match:
-            b, i = (int(v) for v in diff[0])
-            r = i // mapping.m_pe
-            first_diff = {"vector": b, "index": i, "got": int(y[b, i]),
-                          "expected": int(golden[b, i]), "mesh_row": r,
-                          "cycle": int(cycles_of[r][-1]) if len(cycles_of[r]) else None}
+            r = first_diff["index"] // mapping.m_pe
+            first_diff.update(mesh_row=r,
+                              cycle=int(cycles_of[r][-1]) if len(cycles_of[r]) else None)
     pes = shape.pes
     macs = m * n * batch
     model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..golden_model.arith import first_difference
 from ..golden_model.backend import MatmulOp, NumpyBackend
 from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, FabricHang, Recording
@@ -175,13 +176,12 @@ class RtlBackend:
                              f"{self.seed})")
         y = mp.decode_y(per_row, batch)
         want = self.golden.matmul(op, x_q)
-        if not np.array_equal(y, want):
-            b, i = (int(v) for v in np.argwhere(y != want)[0])
+        diff = first_difference(y, want)
+        if diff is not None:
             raise MatmulMismatch({
                 "matmul": op.name, "kind": op.kind, "layer": op.layer, "phase": self.phase,
-                "token": len(self.token_cycles), "vector": b, "index": i,
-                "got": int(y[b, i]), "expected": int(want[b, i]),
-                "cycle": last_cycle.get(i // mp.m_pe), "seed": self.seed})
+                "token": len(self.token_cycles), **diff,
+                "cycle": last_cycle.get(diff["index"] // mp.m_pe), "seed": self.seed})
         st = self.stats[self.phase][op.kind]
         st.cycles += res.cycles
         st.macs += op.shape[0] * op.shape[1] * batch

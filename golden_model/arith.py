@@ -32,6 +32,8 @@ __all__ = [
     "matmul_int8",
     "requantize",
     "requant_params",
+    "gemv_golden",
+    "first_difference",
 ]
 
 #: int8 lanes per 32-bit wavelet: the PE performs this many MACs per cycle.
@@ -114,6 +116,33 @@ def requantize(acc, mult, shift) -> np.ndarray:
     rnd = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
     y = (acc * mult + rnd) >> shift
     return np.clip(y, -128, 127).astype(np.int8)
+
+
+def gemv_golden(w, x, mult, shift, *, out_int32: bool = False) -> np.ndarray:
+    """What the mesh returns for ``y = W x`` of a batch: ``(batch, m)``, int32 accumulators
+    (``out_int32``) or int8 after :func:`requantize` with per-row ``mult``/``shift``.
+
+    ``w`` is ``(m, n)`` int8, ``x`` is ``(batch, n)`` int8. The one reference every GEMV
+    check uses (the Verilator bench, the board demo).
+    """
+    acc = matmul_int8(w, np.atleast_2d(x).T)
+    if out_int32:
+        return acc.T
+    return requantize(acc, np.asarray(mult)[:, None], np.asarray(shift)[:, None]).T
+
+
+def first_difference(got, expected) -> dict | None:
+    """The first element (row-major) where ``got`` differs from ``expected``, as
+    ``{"vector", "index", "got", "expected"}`` for a 2-D ``(batch, m)`` result; None when
+    they are equal. The scoreboard of every bit-exact check: a mismatch names an element."""
+    got, expected = np.atleast_2d(got), np.atleast_2d(expected)
+    if got.shape != expected.shape:
+        raise ValueError(f"result shape {got.shape} differs from the golden {expected.shape}")
+    diff = np.argwhere(got != expected)
+    if diff.size == 0:
+        return None
+    b, i = (int(v) for v in diff[0])
+    return {"vector": b, "index": i, "got": int(got[b, i]), "expected": int(expected[b, i])}
 
 
 def requant_params(scale) -> tuple[np.ndarray, np.ndarray]:

@@ -81,11 +81,10 @@ def run_demo(board, shape, *, m: int, n: int, batch: int, seed: int, llm: bool,
              echo=print) -> dict:
     """The demo on an open :class:`~sparktile.cosim.board.Board`: GEMV, then (``llm``) one
     token of the shipped model with every int8 matmul on the board. Returns the report."""
-    import numpy as np
 
     from ..cosim.gemv import random_problem
     from ..cosim.mapping import compile_gemv
-    from ..golden_model.arith import matmul_int8, requantize
+    from ..golden_model.arith import first_difference, gemv_golden
 
     out: dict = {"port": board.t.name, "mesh": str(shape)}
     info = board.ping()
@@ -95,14 +94,11 @@ def run_demo(board, shape, *, m: int, n: int, batch: int, seed: int, llm: bool,
     t0 = time.perf_counter()
     y = board.gemv(mapping, x)
     wall = time.perf_counter() - t0
-    golden = requantize(matmul_int8(w, x.T), mult[:, None], shift[:, None]).T
-    diff = np.argwhere(y != golden)
-    gemv = {"m": m, "n": n, "batch": batch, "seed": seed, "match": diff.size == 0,
+    diff = first_difference(y, gemv_golden(w, x, mult, shift))
+    gemv = {"m": m, "n": n, "batch": batch, "seed": seed, "match": diff is None,
             "wall_s": round(wall, 3)}
-    if diff.size:
-        b, i = (int(v) for v in diff[0])
-        gemv["first_diff"] = {"vector": b, "index": i, "got": int(y[b, i]),
-                              "expected": int(golden[b, i])}
+    if diff is not None:
+        gemv["first_diff"] = diff
     counters = board.read_counters(shape)
     gemv["mac_busy_per_pe"] = counters["mac_busy"].tolist()
     gemv["vectors_per_pe"] = counters["vectors"].tolist()

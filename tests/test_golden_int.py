@@ -315,3 +315,28 @@ def test_int_mode_seeded_sampling_is_reproducible(shipped):
     b = shipped.generate("import ", 16, mode="int", temperature=0.8, top_k=40, seed=7)
     c = shipped.generate("import ", 16, mode="int", temperature=0.8, top_k=40, seed=8)
     assert a.token_ids == b.token_ids and a.token_ids != c.token_ids
+
+
+def test_first_difference_names_the_first_element_row_major():
+    from sparktile.golden_model.arith import first_difference
+    a = np.zeros((3, 5), dtype=np.int32)
+    assert first_difference(a, a.copy()) is None
+    b = a.copy()
+    b[2, 0] = 7
+    b[1, 4] = -3            # earlier in row-major order than [2, 0]
+    assert first_difference(b, a) == {"vector": 1, "index": 4, "got": -3, "expected": 0}
+    with pytest.raises(ValueError, match="shape"):
+        first_difference(a[:2], a)
+
+
+def test_gemv_golden_is_requantized_matmul():
+    from sparktile.golden_model.arith import gemv_golden, matmul_int8, requantize
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, (6, 9), dtype=np.int8)
+    x = rng.integers(-128, 128, (2, 9), dtype=np.int8)
+    mult = rng.integers(1, 1 << 16, 6)
+    shift = rng.integers(8, 20, 6)
+    acc = w.astype(np.int64) @ x.T.astype(np.int64)
+    assert np.array_equal(gemv_golden(w, x, mult, shift, out_int32=True), acc.T)
+    assert np.array_equal(gemv_golden(w, x, mult, shift),
+                          requantize(matmul_int8(w, x.T), mult[:, None], shift[:, None]).T)
