@@ -50,16 +50,29 @@ def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random
 
 async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
                out_int32: bool = False, fill: str = "random", stall: float = 0.0,
-               record: str | None = None) -> dict:
+               record: str | None = None, fault_row: int | None = None) -> dict:
     """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy.
 
     ``record`` names a file to which the whole workload (configuration included) is written
     for replay in the plain C++ harness (:func:`sparktile.cosim.build.run_plain`).
+
+    ``fault_row`` (for the tests that prove the check can fail) gives the mesh a ``W`` with
+    one weight of that row moved to the far end of the int8 range, at the column where the
+    first vector is largest, so the RTL's answer differs from the golden one there (by at
+    least 128 x that input, more than requantization rounds away); the report must name that
+    element.
     """
     shape = fabric.shape
     rec = Recording(fabric, record)
     w, x, mult, shift = random_problem(m, n, batch, seed, fill=fill)
-    mapping = compile_gemv(shape, w, mult, shift, out_int32=out_int32)
+    w_rtl = w
+    if fault_row is not None:
+        if not 0 <= fault_row < m:
+            raise ValueError(f"fault_row must be in [0, {m}), not {fault_row}")
+        col = int(np.argmax(np.abs(x[0].astype(np.int32))))
+        w_rtl = w.copy()
+        w_rtl[fault_row, col] = 127 if w[fault_row, col] < 0 else -128
+    mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
     cfg_cycles = await fabric.configure(mapping.program)
     counters = (Counter.MAC_BUSY, Counter.STALL_IN, Counter.STALL_OUT, Counter.FORWARDED,
                 Counter.TASK_ERRORS, Counter.VECTORS)

@@ -64,3 +64,19 @@ def test_gemv_on_the_small_fpga_tile(run_bench):
     assert r["status"] == "complete", r
     assert r["match"], f"seed {seed}: first difference {r['first_diff']}"
     assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])
+
+
+@pytest.mark.parametrize("out_int32", [True, False])
+def test_a_wrong_result_is_caught_and_named(run_bench, out_int32):
+    """The check can fail: the mesh is given W with one weight of row 5 changed, and the
+    report must name y[0][5] (row-major first), the golden and RTL values, a cycle and the
+    mesh row it came from."""
+    m, n, row = 7, 13, 5
+    r = run_bench(2, 2, GEMV, {"m": m, "n": n, "batch": 2, "seed": 17,
+                               "out_int32": out_int32, "fault_row": row}, seed=17)
+    assert r["status"] == "complete"
+    assert not r["match"]
+    d = r["first_diff"]
+    assert (d["vector"], d["index"]) == (0, row), d
+    assert d["got"] != d["expected"]
+    assert d["mesh_row"] == row // r["m_pe"] and d["cycle"] > 0
