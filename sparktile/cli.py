@@ -27,6 +27,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("sparktile.scripts.extrapolate", "calibrate_command"),
     "extrapolate": ("sparktile.scripts.extrapolate", "extrapolate_command"),
     "fpga": ("sparktile.scripts.fpga", "fpga_group"),
+    "serve": ("sparktile.serve", "serve_command"),
 }
 
 
