@@ -7,6 +7,7 @@ requests no client would send, with raw HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -27,10 +28,11 @@ def backend():
     return GoldenBackend()
 
 
-@pytest.fixture(scope="module")
-def server(backend):
-    config = uvicorn.Config(create_app(backend, time_limit_s=60), host="127.0.0.1", port=0,
-                            log_level="warning", lifespan="off")
+@contextlib.contextmanager
+def serving(app):
+    """``app`` on a free loopback port, in a thread; yields the base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -38,10 +40,17 @@ def server(backend):
     while not srv.started:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    with serving(create_app(backend, time_limit_s=60)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -191,3 +200,21 @@ def test_stop_matcher_holds_back_a_possible_stop():
     assert m.text == "abc"
     m = StopMatcher(["END"])
     assert m.feed("abcE") == "abc" and m.feed("x") == "Ex" and m.flush() == ""
+
+
+def test_rtl_backend_streams_the_golden_tokens(backend):
+    """The rtl backend: every matmul on a 2x2 Verilated mesh; the streamed text equals the
+    golden backend's for the same seed, and the extension says every token matched."""
+    from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.serve import RtlBackend
+    rtl = RtlBackend(MeshShape(2, 2))
+    with serving(create_app(rtl, time_limit_s=600)) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
+        chunks = list(c.completions.create(model=rtl.model_name, prompt="x=", max_tokens=3,
+                                           seed=4, temperature=0.8, stream=True))
+    text = "".join(ch.choices[0].text for ch in chunks)
+    assert text == _golden(backend, "x=", 3, 4, 0.8)
+    ext = chunks[-1].model_extra["sparktile"]
+    assert ext["backend"] == "rtl" and ext["match_golden"] is True
+    assert ext["rtl_cycles"] > 0
