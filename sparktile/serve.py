@@ -278,25 +278,48 @@ class RtlBackend(GoldenBackend):
         return out
 
 
-def _wafer_figures(model_name: str, wafer: str, prompt_tokens: int, completion_tokens: int):
-    """What this request would take on a whole wafer: time to first token and decode
-    tokens/s from the calibrated extrapolation (None where the model does not fit)."""
-    from .scripts.perf_model import PlacementError, estimate, load_calibration, load_model_config
-    from .scripts.wafer import load_hardware
-    try:
-        cfg, _ = load_model_config(model_name)
-    except Exception:  # noqa: BLE001 - a checkpoint not among the presets: no figure
-        return None
-    hw = load_hardware(wafer)
-    timing, _ = load_calibration(None)
-    try:
-        r = estimate(cfg, hw, "fp16", context=max(prompt_tokens + completion_tokens, 1),
-                     prompt_tokens=max(prompt_tokens, 1), timing=timing)
-    except (PlacementError, ValueError):
-        return None
-    tps = r["decode"]["tokens_per_s_per_user"]
-    return {"preset": wafer, "ttft_s": r["prefill"]["ttft_s"], "tokens_per_s": tps,
-            "request_s": r["prefill"]["ttft_s"] + max(completion_tokens - 1, 0) / tps}
+class WaferFigures:
+    """What a request would take on a whole wafer, from the calibrated extrapolation.
+
+    The placement search behind :func:`~sparktile.scripts.perf_model.estimate` takes about a
+    second, too slow for every request, so it runs once, when the server starts, for the
+    model's full context (the placement that leaves room for the largest KV cache). A request
+    of ``p`` prompt and ``c`` generated tokens then costs ``ttft = first-token latency +
+    (p - 1) x the slowest pipeline stage`` (the estimate's own prefill formula) and
+    ``ttft + (c - 1) / decode tokens/s``; the latency and the stage are those of a prompt half
+    the context long, so for short prompts the figure errs high. None where the model is not
+    a preset or does not fit the wafer.
+    """
+
+    def __init__(self, model_name: str, wafer: str, context: int):
+        from .scripts.perf_model import (
+            PlacementError,
+            estimate,
+            load_calibration,
+            load_model_config,
+        )
+        from .scripts.wafer import load_hardware
+        self.preset = wafer
+        self.report = None
+        try:
+            cfg, _ = load_model_config(model_name)
+        except ValueError:          # a checkpoint that is not among the presets
+            return
+        try:
+            timing, _ = load_calibration(None)
+            self.report = estimate(cfg, load_hardware(wafer), "fp16", context=context,
+                                   prompt_tokens=max(context // 2, 1), timing=timing)
+        except (PlacementError, ValueError):
+            self.report = None
+
+    def request(self, prompt_tokens: int, completion_tokens: int) -> dict | None:
+        if self.report is None:
+            return None
+        pre, tps = self.report["prefill"], self.report["decode"]["tokens_per_s_per_user"]
+        slowest = pre["stage_s"][pre["slowest_stage"]]
+        ttft = pre["first_token_latency_s"] + max(prompt_tokens - 1, 0) * slowest
+        return {"preset": self.preset, "ttft_s": ttft, "tokens_per_s": tps,
+                "request_s": ttft + max(completion_tokens - 1, 0) / tps}
 
 
 def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
@@ -307,6 +330,7 @@ def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
 
     lock = asyncio.Lock()
     created = int(time.time())
+    figures = WaferFigures(backend.model_name, wafer, backend.context)
 
     def error(exc: RequestError):
         return JSONResponse(exc.body(), status_code=exc.status)
@@ -369,8 +393,7 @@ def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
 
         def extension(out: Outcome, wall: float) -> dict:
             ext = {"backend": backend.name, "wall_s": round(wall, 4), **out.extension,
-                   "wafer": _wafer_figures(backend.model_name, wafer, out.prompt_tokens,
-                                           out.completion_tokens)}
+                   "wafer": figures.request(out.prompt_tokens, out.completion_tokens)}
             if cancel.is_set():
                 ext["cancelled"] = True
             return ext
