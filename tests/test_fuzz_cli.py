@@ -59,6 +59,8 @@ STUBS = [
     "sparktile.golden_model.load_model",
     "sparktile.cosim.board.open_transport",
     "sparktile.scripts.fpga_build.build_board",
+    "sparktile.cosim.build.build_mesh",
+    "uvicorn.run",                       # serve: never start a server here
 ]
 
 
