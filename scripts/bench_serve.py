@@ -15,29 +15,12 @@ them is printed beside the order they arrived.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import threading
 import time
 import urllib.request
 
 PROMPT = "def fibonacci(n):\n"
-
-
-@contextlib.contextmanager
-def serving(app):
-    import uvicorn
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                        lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 def post(url: str, body: dict):
@@ -54,7 +37,7 @@ def post(url: str, body: dict):
 
 
 def bench_backend(backend, tokens: int, repeat: int) -> dict:
-    from sparktile.serve import CompletionRequest, create_app
+    from sparktile.serve import CompletionRequest, create_app, serving
     req = dict(prompt=PROMPT, max_tokens=tokens, seed=5, temperature=0.8)
     direct = []
     for _ in range(repeat):
@@ -76,7 +59,7 @@ def bench_backend(backend, tokens: int, repeat: int) -> dict:
 
 
 def bench_clients(backend, clients: int) -> dict:
-    from sparktile.serve import create_app
+    from sparktile.serve import create_app, serving
     arrived, finished, errors = [], [], []
     lock = threading.Lock()
     with serving(create_app(backend)) as url:

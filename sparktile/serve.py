@@ -22,6 +22,7 @@ gets a 4xx answer in the OpenAI error format (``{"error": {"message", "type", "p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -29,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 
 __all__ = ["CompletionRequest", "GoldenBackend", "RtlBackend", "StopMatcher", "create_app",
-           "RequestError", "parse_request", "chat_prompt"]
+           "RequestError", "parse_request", "chat_prompt", "serving"]
 
 #: Stop sequences a request may give (the OpenAI API's limit).
 MAX_STOP = 4
@@ -475,6 +476,27 @@ def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ], exception_handlers={404: not_found, 405: bad_method})
+
+
+@contextlib.contextmanager
+def serving(app, host: str = "127.0.0.1", start_timeout: float = 30.0):
+    """``app`` served by uvicorn in a thread on a free port of ``host``; yields the base URL
+    (for tests and benchmarks: a real server, real sockets, the real client)."""
+    import uvicorn
+    srv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
+                                        lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start within {start_timeout} s")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{srv.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve_command_factory():

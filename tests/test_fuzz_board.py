@@ -16,11 +16,10 @@ tests/test_fuzz_board.py``): :data:`LONG_EXAMPLES`.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from unittest import mock
 
 import pytest
+from fuzzing import time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from sparktile.cosim.board import Board, BoardError, Transport
@@ -54,22 +53,6 @@ DEFAULT = settings(max_examples=DEFAULT_EXAMPLES, derandomize=True, **_COMMON)
 LONG = settings(max_examples=LONG_EXAMPLES, **_COMMON)
 
 
-class _Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_limit(seconds=TIME_LIMIT_S):
-    def on_alarm(signum, frame):
-        raise _Hang(f"example still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _event(what: str) -> None:
@@ -311,7 +294,7 @@ def _run_ops(data, fake, board, ops, warm):
         board.ping()
         fake.drawn = 0
     try:
-        with _time_limit():
+        with time_limit(TIME_LIMIT_S):
             for op in ops:
                 if op[0] == "ping":
                     info = board.ping()

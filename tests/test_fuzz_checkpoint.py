@@ -16,11 +16,9 @@ Long tier (``pytest -m fuzz tests/test_fuzz_checkpoint.py``): :data:`LONG_EXAMPL
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import resource
-import signal
 import struct
 import tempfile
 from datetime import timedelta
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzzing import time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from sparktile.golden_model import CheckpointError, load_model
@@ -87,22 +86,6 @@ HF_CONFIG = {
 
 # ------------------------------------------------------------------ guards
 
-class _Hang(Exception):
-    """An example ran past TIME_LIMIT_S (not a clean error: the test fails)."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds=TIME_LIMIT_S):
-    def on_alarm(signum, frame):
-        raise _Hang(f"example still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _peak_mb() -> float:
@@ -126,7 +109,7 @@ def _event(what: str) -> None:
 
 def _outcome(fn, *args):
     """``fn(*args)``, or None if it raised CheckpointError; anything else propagates."""
-    with _time_limit():
+    with time_limit(TIME_LIMIT_S):
         try:
             out = fn(*args)
             _event("accepted")

@@ -7,10 +7,8 @@ requests no client would send, with raw HTTP.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -20,31 +18,12 @@ openai = pytest.importorskip("openai", reason="the serve tests need the openai c
                                               "(pip install -e '.[dev]')")
 uvicorn = pytest.importorskip("uvicorn", reason="sparktile serve needs uvicorn")
 
-from sparktile.serve import GoldenBackend, StopMatcher, create_app  # noqa: E402
+from sparktile.serve import GoldenBackend, StopMatcher, create_app, serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def backend():
     return GoldenBackend()
-
-
-@contextlib.contextmanager
-def serving(app):
-    """``app`` on a free loopback port, in a thread; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +34,11 @@ def server(backend):
 
 @pytest.fixture
 def client(server):
-    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
+    # Closed at the end: an unclosed connection pool is a ResourceWarning that surfaces,
+    # as an error, in whatever test the garbage collector happens to run in.
+    with openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0,
+                       timeout=60) as c:
+        yield c
 
 
 def _golden(backend, prompt, max_tokens, seed, temperature):
@@ -123,9 +106,11 @@ def test_concurrent_clients_are_all_served(server, backend):
 
     def one(i):
         try:
-            c = openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0, timeout=120)
-            results[i] = c.completions.create(model=backend.model_name, prompt=f"# {i}\n",
-                                              max_tokens=8, seed=i).choices[0].text
+            with openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0,
+                               timeout=120) as c:
+                results[i] = c.completions.create(model=backend.model_name,
+                                                  prompt=f"# {i}\n", max_tokens=8,
+                                                  seed=i).choices[0].text
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -210,9 +195,11 @@ def test_rtl_backend_streams_the_golden_tokens(backend):
     from sparktile.serve import RtlBackend
     rtl = RtlBackend(MeshShape(2, 2))
     with serving(create_app(rtl, time_limit_s=600)) as url:
-        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
-        chunks = list(c.completions.create(model=rtl.model_name, prompt="x=", max_tokens=3,
-                                           seed=4, temperature=0.8, stream=True))
+        with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0,
+                           timeout=600) as c:
+            chunks = list(c.completions.create(model=rtl.model_name, prompt="x=",
+                                               max_tokens=3, seed=4, temperature=0.8,
+                                               stream=True))
     text = "".join(ch.choices[0].text for ch in chunks)
     assert text == _golden(backend, "x=", 3, 4, 0.8)
     ext = chunks[-1].model_extra["sparktile"]
