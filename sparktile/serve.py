@@ -29,8 +29,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-__all__ = ["CompletionRequest", "GoldenBackend", "RtlBackend", "StopMatcher", "create_app",
-           "RequestError", "parse_request", "chat_prompt", "serving"]
+__all__ = ["CompletionRequest", "GoldenBackend", "RtlBackend", "BoardServeBackend",
+           "StopMatcher", "create_app", "RequestError", "parse_request", "chat_prompt",
+           "serving"]
 
 #: Stop sequences a request may give (the OpenAI API's limit).
 MAX_STOP = 4
@@ -215,6 +216,8 @@ class GoldenBackend:
         tok = self.lm.tokenizer
         ids, shown, out = [], [0], Outcome(prompt_tokens=self.prompt_tokens(req.prompt))
 
+        self._last_ids = ids
+
         def on_token(t):
             ids.append(t)
             out.completion_tokens = len(ids)
@@ -277,6 +280,49 @@ class RtlBackend(GoldenBackend):
                          "match_golden": bool(r["match_golden"]), "mesh": str(self.shape),
                          "mac_utilization": r["mac_utilization"]["overall"]}
         return out
+
+
+class BoardServeBackend(GoldenBackend):
+    """The golden model's int8 path with every matmul on a board (or the virtual board,
+    ``port="sim"``), through the FPGA host of :mod:`sparktile.cosim.board`. Each answer says
+    whether the tokens equal the numpy golden model's for the same request."""
+
+    name = "board"
+
+    def __init__(self, port: str, board_name: str = "ulx3s-85f", mesh: str | None = None,
+                 model: str | None = None, timeout: float = 2.0):
+        super().__init__(model)
+        from .cosim.board import Board, BoardBackend, open_transport
+        from .golden_model import NumpyBackend
+        from .hdl.fpga.boards import get_board
+        spec = get_board(board_name)
+        shape = spec.shape(mesh)
+        self.transport = open_transport(port, shape=shape, baud=spec.baud,
+                                        bridge=spec.vboard_bridge())
+        board = Board(self.transport, timeout=timeout)
+        self.shape = shape if port == "sim" else board.shape()
+        self.on_board = BoardBackend(board, self.shape)
+        self.numpy = NumpyBackend()
+        self.port = port
+
+    def generate(self, req: CompletionRequest, emit, should_stop) -> Outcome:
+        self.lm.set_backend(self.on_board)
+        ops0 = self.on_board.ops
+        try:
+            out = super().generate(req, emit, should_stop)
+        finally:
+            self.lm.set_backend(self.numpy)
+        golden = self.lm.generate(req.prompt, req.max_tokens, mode=self.mode,
+                                  temperature=req.temperature, top_p=req.top_p,
+                                  seed=req.seed)
+        out.extension = {"port": self.port, "mesh": str(self.shape),
+                         "matmuls_on_board": self.on_board.ops - ops0,
+                         "match_golden": self._last_ids == golden.token_ids[
+                             :len(self._last_ids)]}
+        return out
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 class WaferFigures:
@@ -506,10 +552,15 @@ def serve_command_factory():
     from .errors import UserError
 
     @click.command("serve")
-    @click.option("--backend", type=click.Choice(["golden", "rtl"]), default="golden",
-                  show_default=True, help="golden: the numpy model (int8 matmuls); rtl: every "
-                                          "matmul on the Verilated mesh.")
+    @click.option("--backend", type=click.Choice(["golden", "rtl", "board"]),
+                  default="golden", show_default=True,
+                  help="golden: the numpy model (int8 matmuls); rtl: every matmul on the "
+                       "Verilated mesh; board: on a board through --board-port.")
     @mesh_option("2x2")
+    @click.option("--board-port", default="sim", show_default=True,
+                  help="board backend: a serial port, or sim (the virtual board).")
+    @click.option("--board", "board_name", default="ulx3s-85f", show_default=True,
+                  help="board backend: which board (baud rate, virtual board's mesh).")
     @click.option("--model", default=None, help="Model path (default: the shipped model).")
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -517,7 +568,8 @@ def serve_command_factory():
                   help="Wafer preset for the per-request extrapolation.")
     @click.option("--time-limit", type=click.FloatRange(0.1, 86400.0), default=600.0,
                   show_default=True, help="Seconds a request may generate.")
-    def serve_command(backend, mesh, model, host, port, wafer, time_limit):
+    def serve_command(backend, mesh, board_port, board_name, model, host, port, wafer,
+                      time_limit):
         """An OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
         import uvicorn
 
@@ -525,12 +577,23 @@ def serve_command_factory():
         from .scripts.wafer import PRESETS
         if wafer not in PRESETS:
             raise UserError(f"--wafer {wafer!r} is not a preset; allowed: {', '.join(PRESETS)}")
-        be = GoldenBackend(model) if backend == "golden" else \
-            RtlBackend(MeshShape(mesh.rows, mesh.cols), model)
+        if backend == "golden":
+            be = GoldenBackend(model)
+        elif backend == "rtl":
+            be = RtlBackend(MeshShape(mesh.rows, mesh.cols), model)
+        else:
+            try:
+                be = BoardServeBackend(board_port, board_name, model=model)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
         click.echo(f"serving {be.model_name} ({be.name} backend) on http://{host}:{port}/v1",
                    err=True)
-        uvicorn.run(create_app(be, wafer=wafer, time_limit_s=time_limit), host=host,
-                    port=port, log_level="warning")
+        try:
+            uvicorn.run(create_app(be, wafer=wafer, time_limit_s=time_limit), host=host,
+                        port=port, log_level="warning")
+        finally:
+            if hasattr(be, "close"):
+                be.close()          # the simulator (or the serial port) shut down cleanly
 
     return serve_command
 

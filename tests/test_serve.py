@@ -205,3 +205,30 @@ def test_rtl_backend_streams_the_golden_tokens(backend):
     ext = chunks[-1].model_extra["sparktile"]
     assert ext["backend"] == "rtl" and ext["match_golden"] is True
     assert ext["rtl_cycles"] > 0
+
+
+def test_board_backend_on_the_virtual_board(tmp_path):
+    """The board backend: every matmul of a small random model on the virtual ULX3S board
+    (the FPGA top in Verilator behind its bit-level UART, the same host code a real board
+    gets); the streamed text equals the golden model's (about 10 s, the board build shared
+    with tests/test_fpga_vboard.py)."""
+    from sparktile.golden_model.checkpoint import save_sparktile_folder
+    from sparktile.golden_model.testing import random_weights, tiny_config
+    from sparktile.serve import BoardServeBackend
+    cfg = tiny_config(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+                      intermediate_size=16, name="micro-board")
+    save_sparktile_folder(tmp_path / "m", cfg, random_weights(cfg))
+    be = BoardServeBackend("sim", model=str(tmp_path / "m"))
+    golden = GoldenBackend(str(tmp_path / "m"))
+    try:
+        with serving(create_app(be)) as url, openai.OpenAI(
+                base_url=url + "/v1", api_key="x", max_retries=0, timeout=1200) as c:
+            chunks = list(c.completions.create(model=be.model_name, prompt="ab",
+                                               max_tokens=2, seed=3, stream=True))
+    finally:
+        be.close()
+    text = "".join(ch.choices[0].text for ch in chunks)
+    assert text == _golden(golden, "ab", 2, 3, 1.0)
+    ext = chunks[-1].model_extra["sparktile"]
+    assert ext["backend"] == "board" and ext["match_golden"] is True
+    assert ext["matmuls_on_board"] > 0
