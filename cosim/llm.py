@@ -17,6 +17,7 @@ base, all sharing one set of routes; only the descriptor address selects the mat
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from .program import ConfigProgram
 __all__ = ["RtlBackend", "MatmulMismatch", "plan_weights", "llm_run"]
 
 WEIGHT_MODES = ("auto", "stationary", "streaming")
+
+
+class _Cancelled(Exception):
+    """Raised in the token callback to end a generation the caller cancelled."""
 
 
 class MatmulMismatch(RuntimeError):
@@ -226,8 +231,13 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
                   temperature: float = 0.8, top_k: int | None = 40, top_p: float | None = None,
                   seed: int = 1, weights: str = "auto", progress: str | None = None,
                   wave_tokens: list[int] | None = None, corrupt: str | None = None,
-                  record: str | None = None) -> dict:
-    """Generate ``max_tokens`` tokens with every matmul on the RTL; compare with the golden run."""
+                  record: str | None = None, cancel: str | None = None) -> dict:
+    """Generate ``max_tokens`` tokens with every matmul on the RTL; compare with the golden run.
+
+    ``cancel`` names a file the caller creates to stop the generation after the current token
+    (``sparktile serve`` when its client disconnects); the result then says ``cancelled`` and
+    compares the tokens made so far with the golden run's first ones.
+    """
     from cocotb.task import bridge
 
     from ..golden_model import load_model
@@ -257,6 +267,8 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
     def on_token(tok):
         backend.next_token()
         tokens.append(tok)
+        if cancel and os.path.exists(cancel):
+            raise _Cancelled()
         i = len(tokens)
         if wave_tokens:
             fabric.waves(wave_tokens[0] <= i + 1 <= wave_tokens[1])
@@ -274,9 +286,16 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
 
     if wave_tokens:
         fabric.waves(wave_tokens[0] <= 0)
+    cancelled = False
     try:
         gen = await bridge(lambda: lm.generate(prompt, max_tokens, mode="int8",
                                                on_token=on_token, **sampling))()
+        token_ids, text, prompt_ids = list(gen.token_ids), gen.text, gen.prompt_ids
+    except _Cancelled:
+        cancelled = True
+        token_ids = [int(t) for t in tokens]
+        text = lm.tokenizer.decode(token_ids) if lm.tokenizer else ""
+        prompt_ids = lm.tokenizer.prompt_ids(prompt) if lm.tokenizer else list(prompt)
     finally:
         if log:
             log.close()
@@ -288,13 +307,15 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
     total_cycles = fabric.cycle - cycle0
     util = backend.utilization()
     return {
-        "prompt": prompt, "tokens": [int(t) for t in gen.token_ids], "text": gen.text,
+        "prompt": prompt, "tokens": [int(t) for t in token_ids], "text": text,
         "golden_tokens": [int(t) for t in golden.token_ids], "golden_text": golden.text,
-        "match_golden": list(gen.token_ids) == list(golden.token_ids),
+        "match_golden": token_ids == [int(t) for t in golden.token_ids][
+            :len(token_ids) if cancelled else None],
+        "cancelled": cancelled,
         "mesh": str(fabric.shape), "sram_kb": fabric.shape.sram_kb,
         "weights_mode": backend.mode, "sram_words_per_pe": backend.words,
         "sampling": sampling, "matmuls": backend.matmuls,
-        "prefill_tokens": len(gen.prompt_ids),
+        "prefill_tokens": len(prompt_ids),
         "prefill_cycles": backend.token_cycles[0] if backend.token_cycles else 0,
         "decode_cycles_per_token": float(np.mean(decode)) if decode else None,
         "decode_cycles": decode,

@@ -256,26 +256,32 @@ class RtlBackend(GoldenBackend):
         build_mesh(shape)                                      # built before the first request
 
     def generate(self, req: CompletionRequest, emit, should_stop) -> Outcome:
+        import tempfile
+        from pathlib import Path
+
         from .cosim import session
         out = Outcome(prompt_tokens=self.prompt_tokens(req.prompt))
-        args = {"prompt": req.prompt, "max_tokens": req.max_tokens, "model": self.model,
-                "seed": req.seed or 0, "temperature": req.temperature, "top_k": None,
-                "top_p": req.top_p, "weights": "auto", "wave_tokens": None}
-        stopped = []
+        with tempfile.TemporaryDirectory(prefix="sparktile-serve-") as tmp:
+            # The bench stops after the token during which this file appears (a disconnect,
+            # a stop sequence, the time limit).
+            cancel = Path(tmp) / "cancel"
+            args = {"prompt": req.prompt, "max_tokens": req.max_tokens, "model": self.model,
+                    "seed": req.seed or 0, "temperature": req.temperature, "top_k": None,
+                    "top_p": req.top_p, "weights": "auto", "wave_tokens": None,
+                    "cancel": str(cancel)}
 
-        def progress(p):
-            out.completion_tokens = p["i"]
-            if not stopped:
-                emit(p["text"])
-                if should_stop():
-                    # The simulator runs to max_tokens (a run cannot be paused from here);
-                    # nothing more is sent.
-                    stopped.append(True)
+            def progress(p):
+                out.completion_tokens = p["i"]
+                if not cancel.exists():
+                    emit(p["text"])
+                    if should_stop():
+                        cancel.touch()
 
-        r = session.run_job(self.shape, "sparktile.cosim.llm:llm_run", args,
-                            seed=req.seed or 0, progress=progress)
-        out.completion_tokens = len(r["tokens"]) if not stopped else out.completion_tokens
-        out.finish_reason = "stop" if stopped or r.get("stopped") == "eos" else "length"
+            r = session.run_job(self.shape, "sparktile.cosim.llm:llm_run", args,
+                                seed=req.seed or 0, progress=progress)
+        out.completion_tokens = len(r["tokens"])
+        out.finish_reason = "stop" if r["cancelled"] or len(r["tokens"]) < req.max_tokens \
+            else "length"
         out.extension = {"rtl_cycles": int(r["sim_cycles"]),
                          "match_golden": bool(r["match_golden"]), "mesh": str(self.shape),
                          "mac_utilization": r["mac_utilization"]["overall"]}

@@ -200,11 +200,20 @@ def test_rtl_backend_streams_the_golden_tokens(backend):
             chunks = list(c.completions.create(model=rtl.model_name, prompt="x=",
                                                max_tokens=3, seed=4, temperature=0.8,
                                                stream=True))
+            # A stop sequence ends the simulation itself, not only the text sent.
+            want = _golden(backend, "x=", 12, 4, 0.8)
+            stop = want[1:3]
+            r = c.completions.create(model=rtl.model_name, prompt="x=", max_tokens=12,
+                                     seed=4, temperature=0.8, stop=stop)
     text = "".join(ch.choices[0].text for ch in chunks)
     assert text == _golden(backend, "x=", 3, 4, 0.8)
     ext = chunks[-1].model_extra["sparktile"]
     assert ext["backend"] == "rtl" and ext["match_golden"] is True
     assert ext["rtl_cycles"] > 0
+    assert r.choices[0].text == want[:want.find(stop)]
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens < 12, "the simulator ran on after the stop sequence"
+    assert r.model_extra["sparktile"]["match_golden"] is True
 
 
 def test_board_backend_on_the_virtual_board(tmp_path):
@@ -214,6 +223,7 @@ def test_board_backend_on_the_virtual_board(tmp_path):
     with tests/test_fpga_vboard.py)."""
     from sparktile.golden_model.checkpoint import save_sparktile_folder
     from sparktile.golden_model.testing import random_weights, tiny_config
+
     from sparktile.serve import BoardServeBackend
     cfg = tiny_config(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
                       intermediate_size=16, name="micro-board")
