@@ -32,7 +32,7 @@ from ..hdl import mesh as _mesh_mod
 from ..hdl.mesh import Mesh, MeshShape, mesh_tile
 from ..toolchain import ToolchainError, apply_verilator_env, cache_dir, verilator_env
 from .build_cache import cached_build, cached_text, key_of, notice
-from .build_progress import BuildCommandError, run_build
+from .build_progress import BuildCommandError, exit_description, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
 
 __all__ = ["Build", "mesh_verilog", "build_mesh", "BuildError", "TILE_MODULE",
@@ -316,13 +316,7 @@ def run_plain(shape: MeshShape, replay: Path, threads: int = 1) -> dict:
     out = subprocess.run([str(exe), str(replay), str(len(edge_ports(shape)))],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        how = f"exit status {out.returncode}"
-        if out.returncode < 0:
-            import signal
-            try:
-                how = f"killed by {signal.Signals(-out.returncode).name}"
-            except ValueError:
-                how = f"killed by signal {-out.returncode}"
-        raise BuildError(f"the plain C++ harness failed ({how}): {out.stderr.strip()[-2000:]} "
+        raise BuildError(f"the plain C++ harness failed ({exit_description(out.returncode)}): "
+                         f"{out.stderr.strip()[-2000:]} "
                          f"(if it crashed, delete its cache entry {exe.parent} to rebuild it)")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["run_build", "BuildCommandError", "count_units"]
+__all__ = ["run_build", "BuildCommandError", "count_units", "exit_description"]
 
 #: Seconds between plain progress lines when stderr is not a terminal.
 PLAIN_INTERVAL_S = 20.0
@@ -171,3 +171,15 @@ def run_build(cmds: Sequence[Sequence[str]], *, cwd: Path, env: dict | None, log
                                         f"building {what}; see {log}")
     if reporter:
         reporter.tick(final=True)
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, for an error message: ``exit status 3``, or for a negative
+    return code the signal that killed it (``-11`` -> ``killed by SIGSEGV``)."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    import signal
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"

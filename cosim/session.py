@@ -112,16 +112,11 @@ def _describe_exit(exc: BaseException) -> str:
     """The runner's failure, with a negative return code named as the signal that killed the
     simulator (``-11`` -> ``killed by SIGSEGV``)."""
     import re
-    import signal
+
+    from .build_progress import exit_description
     text = str(exc)
     m = re.search(r"return code:? (-\d+)", text)
-    if m:
-        try:
-            name = signal.Signals(-int(m.group(1))).name
-        except ValueError:
-            name = f"signal {-int(m.group(1))}"
-        text = f"{text} (killed by {name})"
-    return text
+    return f"{text} ({exit_description(int(m.group(1)))})" if m else text
 
 
 def _with_progress(simulate, path: Path, callback) -> None:
