@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..golden_model.paths import expand_home
 
 __all__ = ["check_output", "save_text", "save_json"]
 
@@ -32,16 +33,11 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
     Returns the path, absolute (the simulator runs in another working directory).
     """
     shown = os.fspath(path)
-    p = Path(path)
     if not shown.strip():
         raise UserError(f"{option}: the file name is empty")
     if "\0" in shown:
         raise UserError(f"{option} {shown!r}: a file name cannot contain a NUL byte")
-    try:
-        p = p.expanduser()
-    except RuntimeError:     # "~name" of no user: the shell would keep it as it is, so do we
-        pass
-    p = p.absolute()
+    p = expand_home(path).absolute()
     parent = p.parent
     if p.is_dir():
         raise UserError(f"{option} {shown!r} is a folder; give a file name inside it")

@@ -21,6 +21,7 @@ from .checkpoint import load_hf_folder, load_sparktile_folder, read_config
 from .errors import CheckpointError, CheckpointNotFound
 from .gguf_loader import load_gguf
 from .model import Model
+from .paths import expand_home
 
 __all__ = ["DEFAULT_MODEL", "DATA_DIR", "load_model"]
 
@@ -55,11 +56,7 @@ def load_model(path_or_name=None) -> Model:
     if path_or_name is None or str(path_or_name) in ("default", DEFAULT_MODEL):
         path = DATA_DIR
     else:
-        path = Path(path_or_name)
-        try:
-            path = path.expanduser()
-        except RuntimeError:  # "~name" of no user: kept as it is, as a shell would
-            pass
+        path = expand_home(path_or_name)
     if not path.exists():
         raise CheckpointNotFound(f"no model at {path} (expected a .gguf file, a checkpoint "
                                  f"folder, or 'default')")

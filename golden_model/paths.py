@@ -12,7 +12,17 @@ from pathlib import Path
 
 from .errors import CheckpointError, CheckpointNotFound
 
-__all__ = ["inside"]
+__all__ = ["inside", "expand_home"]
+
+
+def expand_home(path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as a shell does; a ``~name`` of no
+    user is kept as it is (where :meth:`pathlib.Path.expanduser` raises RuntimeError)."""
+    p = Path(path)
+    try:
+        return p.expanduser()
+    except RuntimeError:
+        return p
 
 
 def inside(folder, name, what: str) -> Path:
