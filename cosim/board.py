@@ -477,10 +477,11 @@ class Board:
         self.wait_east({r: (RSP_COLOR, n) for r in range(shape.rows)})
         out = {Counter(k).name.lower(): np.zeros((shape.rows, shape.cols), dtype=np.int64)
                for k in counters}
+        asked = set(map(int, counters))
         for r in range(shape.rows):
             for p in self.take_east(r, RSP_COLOR)[:n]:
                 col, addr, value = decode_response(p)
-                if col >= shape.cols or (addr >> 1) not in set(map(int, counters)):
+                if col >= shape.cols or (addr >> 1) not in asked:
                     raise LinkError(f"{self.t.name}: READ counters: response 0x{p:08x} from "
                                     f"row {r} names column {col}, counter address {addr}; "
                                     f"asked for columns 0..{shape.cols - 1}, counters "
