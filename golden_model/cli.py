@@ -32,26 +32,22 @@ __all__ = ["generate_command", "eval_command"]
 def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, top_k, top_p):
     """Complete PROMPT with the golden model; print the completion and tokens/s."""
     from .load import load_model
+    from .tokenizer import TextStream
 
     if temperature is None:
         temperature = 0.8 if seed is not None else 0.0
     model = load_model(model_path)
     click.echo(prompt, nl=False)
-    stream = sys.stdout.isatty()
-    ids, shown = [], [0]
+    # Stream to a terminal (whole when piped).
+    stream = TextStream(model.tokenizer) if sys.stdout.isatty() else None
 
     def on_token(tok):
-        # Stream to a terminal; hold back a partial UTF-8 character until it is complete.
         if stream:
-            ids.append(tok)
-            text = model.tokenizer.decode(ids)
-            if not text.endswith("\ufffd"):
-                click.echo(text[shown[0]:], nl=False)
-                shown[0] = len(text)
+            click.echo(stream.push(tok), nl=False)
 
     g = model.generate(prompt, max_tokens, mode=mode, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=seed, on_token=on_token)
-    click.echo(g.text[shown[0]:] if stream else g.text, nl=False)
+    click.echo(stream.rest(g.text) if stream else g.text, nl=False)
     click.echo("")
     click.echo(f"[{model.config.name}, {mode}: {len(g.token_ids)} tokens, prefill "
                f"{len(g.prompt_ids)} tokens in {g.prefill_s:.2f} s, decode "

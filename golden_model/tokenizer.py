@@ -11,7 +11,7 @@ from sparktile.errors import one_line
 
 from .errors import CheckpointError
 
-__all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "gguf_bpe_tokenizer"]
+__all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "gguf_bpe_tokenizer", "TextStream"]
 
 # Pre-tokenization split patterns of llama.cpp's byte-level BPE variants (``tokenizer.ggml.pre``),
 # as in the corresponding Hugging Face tokenizer.json files.
@@ -42,6 +42,33 @@ class Tokenizer:
         if self.add_bos and self.bos_id is not None:
             ids = [self.bos_id] + ids
         return ids
+
+
+class TextStream:
+    """The text of a generation as its tokens arrive, released piece by piece.
+
+    A byte-level token can end in the middle of a UTF-8 character, which decodes as U+FFFD;
+    that tail is held back until the token that completes it arrives, so a streamed copy never
+    shows a replacement character the whole text does not have.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.shown = 0          # characters released so far
+
+    def push(self, token: int) -> str:
+        """Add ``token``; return the text that may be released now (possibly "")."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        out, self.shown = text[self.shown:], len(text)
+        return out
+
+    def rest(self, text: str) -> str:
+        """What of the generation's final ``text`` has not been released yet."""
+        return text[self.shown:]
 
 
 class ByteTokenizer(Tokenizer):

@@ -191,6 +191,7 @@ class _Cancelled(Exception):
 class Outcome:
     completion_tokens: int = 0
     prompt_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "length"
     extension: dict = field(default_factory=dict)
 
@@ -213,28 +214,22 @@ class GoldenBackend:
     def generate(self, req: CompletionRequest, emit, should_stop) -> Outcome:
         """Run one request; ``emit(text)`` gets each released piece; ``should_stop()`` is
         polled once per token."""
-        tok = self.lm.tokenizer
-        ids, shown, out = [], [0], Outcome(prompt_tokens=self.prompt_tokens(req.prompt))
-
-        self._last_ids = ids
+        from .golden_model.tokenizer import TextStream
+        stream = TextStream(self.lm.tokenizer)
+        out = Outcome(prompt_tokens=self.prompt_tokens(req.prompt), token_ids=stream.ids)
 
         def on_token(t):
-            ids.append(t)
-            out.completion_tokens = len(ids)
-            text = tok.decode(ids)
-            if not text.endswith("\ufffd"):        # a partial UTF-8 character waits
-                emit(text[shown[0]:])
-                shown[0] = len(text)
+            emit(stream.push(t))
+            out.completion_tokens = len(stream.ids)
             if should_stop():
                 raise _Cancelled()
 
-        temperature = req.temperature
         try:
             g = self.lm.generate(req.prompt, req.max_tokens, mode=self.mode,
-                                 temperature=temperature, top_p=req.top_p, seed=req.seed,
+                                 temperature=req.temperature, top_p=req.top_p, seed=req.seed,
                                  on_token=on_token)
             out.finish_reason = "stop" if g.stopped == "eos" else "length"
-            emit(g.text[shown[0]:])
+            emit(stream.rest(g.text))
         except _Cancelled:
             out.finish_reason = "stop"
         return out
@@ -323,8 +318,8 @@ class BoardServeBackend(GoldenBackend):
                                   seed=req.seed)
         out.extension = {"port": self.port, "mesh": str(self.shape),
                          "matmuls_on_board": self.on_board.ops - ops0,
-                         "match_golden": self._last_ids == golden.token_ids[
-                             :len(self._last_ids)]}
+                         "match_golden": out.token_ids == golden.token_ids[
+                             :len(out.token_ids)]}
         return out
 
     def close(self) -> None:

@@ -122,3 +122,15 @@ def test_gqa_group_sharing():
     assert m.logits(IDS).shape == (len(IDS), 256)
     ops = m.matmul_ops()
     assert ops[1].shape == (16, 64) and ops[2].shape == (16, 64)
+
+
+def test_text_stream_holds_back_a_partial_utf8_character():
+    from sparktile.golden_model.tokenizer import ByteTokenizer, TextStream
+    tok = ByteTokenizer()
+    ids = tok.encode("aé€b")
+    s = TextStream(tok)
+    pieces = [s.push(i) for i in ids]
+    assert "".join(pieces) == "aé€b"
+    assert not any("\ufffd" in p for p in pieces)
+    assert pieces[1] == ""                      # the first byte of "é" waits for the second
+    assert s.rest("aé€b") == ""
