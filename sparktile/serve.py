@@ -454,7 +454,9 @@ def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
                 body = {"text": text, "logprobs": None}
             return {"index": 0, **body, "finish_reason": finish}
 
-        async def events():
+        async def generation():
+            """The request's events, in order: ("text", str)..., then ("done", Outcome,
+            wall seconds) or ("error", exception); one request at a time."""
             async with lock:
                 t0 = time.monotonic()
                 task = loop.run_in_executor(None, work)
@@ -462,46 +464,50 @@ def create_app(backend, *, wafer: str = "wse3", time_limit_s: float = 600.0):
                     while True:
                         what, value = await queue.get()
                         if what == "text":
-                            chunk = {"id": rid, "object": kind + (".chunk" if chat else ""),
-                                     "created": int(time.time()), "model": backend.model_name,
-                                     "choices": [choice(value, None, True)]}
-                            yield f"data: {json.dumps(chunk)}\n\n"
-                        elif what == "done":
-                            chunk = {"id": rid, "object": kind + (".chunk" if chat else ""),
-                                     "created": int(time.time()), "model": backend.model_name,
-                                     "choices": [choice("", value.finish_reason, True)],
-                                     "usage": usage(value),
-                                     "sparktile": extension(value, time.monotonic() - t0)}
-                            yield f"data: {json.dumps(chunk)}\n\n"
-                            yield "data: [DONE]\n\n"
-                            return
+                            yield what, value, None
                         else:
-                            err = RequestError(f"the backend failed: {value}"[:500],
-                                               status=500, kind="server_error")
-                            yield f"data: {json.dumps(err.body())}\n\n"
+                            yield what, value, time.monotonic() - t0
                             return
                 finally:
                     cancel.set()          # a client that went away stops the generation
                     await task
 
+        def head() -> dict:
+            return {"id": rid, "created": int(time.time()), "model": backend.model_name}
+
+        def failure(exc) -> RequestError:
+            return RequestError(f"the backend failed: {exc}"[:500], status=500,
+                                kind="server_error")
+
+        async def events():
+            obj = kind + (".chunk" if chat else "")
+            async for what, value, wall in generation():
+                if what == "text":
+                    chunk = {**head(), "object": obj, "choices": [choice(value, None, True)]}
+                elif what == "done":
+                    chunk = {**head(), "object": obj,
+                             "choices": [choice("", value.finish_reason, True)],
+                             "usage": usage(value), "sparktile": extension(value, wall)}
+                else:
+                    chunk = failure(value).body()
+                yield f"data: {json.dumps(chunk)}\n\n"
+            if what == "done":
+                yield "data: [DONE]\n\n"
+
         if req.stream:
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, final = "", None
-        async for line in events():
-            payload = line[len("data: "):].strip()
-            if payload == "[DONE]":
-                break
-            msg = json.loads(payload)
-            if "error" in msg:
-                return JSONResponse(msg, status_code=500)
-            piece = msg["choices"][0]
-            text += piece["delta"]["content"] if chat else piece["text"]
-            final = msg
-        body = {"id": rid, "object": kind, "created": int(time.time()),
-                "model": backend.model_name,
-                "choices": [choice(text, final["choices"][0]["finish_reason"], False)],
-                "usage": final["usage"], "sparktile": final["sparktile"]}
-        return JSONResponse(body)
+        pieces = []
+        async for what, value, wall in generation():
+            if what == "text":
+                pieces.append(value)
+            elif what == "error":
+                return error(failure(value))
+            else:
+                return JSONResponse({**head(), "object": kind,
+                                     "choices": [choice("".join(pieces), value.finish_reason,
+                                                        False)],
+                                     "usage": usage(value),
+                                     "sparktile": extension(value, wall)})
 
     async def completions(request):
         return await handle(request, chat=False)
