@@ -22,6 +22,7 @@ import numpy as np
 
 from sparktile.errors import one_line
 
+from .chat import for_tokenizer, read_hf_template
 from .config import ModelConfig
 from .errors import CheckpointError, CheckpointNotFound
 from .paths import inside
@@ -197,7 +198,7 @@ def load_hf_folder(folder) -> tuple[ModelConfig, dict, object]:
     tok = None
     tj = folder / "tokenizer.json"
     if tj.exists():
-        add_bos = False
+        add_bos, raw = False, None
         tc = folder / "tokenizer_config.json"
         if tc.exists():
             raw = read_json(tc)
@@ -207,6 +208,9 @@ def load_hf_folder(folder) -> tuple[ModelConfig, dict, object]:
                                       f"{add_bos!r}")
         tok = HFTokenizer.from_file(tj, bos_id=config.bos_token_id,
                                     eos_ids=config.eos_token_ids, add_bos=add_bos)
+        template = read_hf_template(folder, raw)
+        if template is not None:
+            tok.chat_template = for_tokenizer(tok, *template)
     return config, weights, _check_tokenizer(tok, config, str(tj))
 
 

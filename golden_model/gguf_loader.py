@@ -19,6 +19,7 @@ import numpy as np
 
 from sparktile.errors import one_line
 
+from .chat import for_tokenizer
 from .checkpoint import validate_weights
 from .config import ModelConfig, check_bool, check_float, check_int
 from .errors import CheckpointError, CheckpointNotFound
@@ -284,6 +285,10 @@ def load_gguf(path) -> tuple[ModelConfig, dict, object]:
         add_bos=check_bool(_field(r, "tokenizer.ggml.add_bos_token", path, default=False,
                                   required=False), "tokenizer.ggml.add_bos_token", path),
         source=str(path))
+    template = _field(r, "tokenizer.chat_template", path, required=False)
+    if template is not None:
+        tok.chat_template = for_tokenizer(tok, _str(template, "tokenizer.chat_template", path),
+                                          f"{path}: tokenizer.chat_template")
     return config, weights, tok
 
 

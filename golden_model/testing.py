@@ -53,13 +53,14 @@ def random_model(config: ModelConfig | None = None, seed: int = 0) -> Model:
 
 
 def write_gguf(path, config: ModelConfig | None = None, weights: dict | None = None,
-               tokens: list[str] | None = None) -> None:
+               tokens: list[str] | None = None, chat_template: str | None = None) -> None:
     """Write a llama.cpp-style GGUF file of ``config`` / ``weights`` (F32 tensors).
 
     Laid out as llama.cpp's converter writes it (``blk.N.*`` names, q/k rows permuted for
     its interleaved rotary kernel), with a byte-level BPE vocabulary of ``tokens`` (default:
     ``config.vocab_size`` made-up tokens and one merge), so :func:`~.gguf_loader.load_gguf`
-    reads it back. Small files of this kind are what the fuzz tests mutate.
+    reads it back, and ``chat_template`` as ``tokenizer.chat_template``. Small files of this
+    kind are what the fuzz tests mutate.
     """
     from gguf import GGUFWriter
 
@@ -85,6 +86,8 @@ def write_gguf(path, config: ModelConfig | None = None, weights: dict | None = N
     w.add_token_list(tokens)
     w.add_token_types([1] * len(tokens))
     w.add_token_merges(["a b"])
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     if config.bos_token_id is not None:
         w.add_bos_token_id(config.bos_token_id)
     if config.eos_token_ids:

@@ -29,6 +29,8 @@ class Tokenizer:
     bos_id: int | None = None
     eos_ids: tuple[int, ...] = ()
     add_bos: bool = False
+    #: The checkpoint's own chat template (:class:`~.chat.ChatTemplate`), where it has one.
+    chat_template = None
 
     def encode(self, text: str) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError

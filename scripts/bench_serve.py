@@ -7,7 +7,8 @@ For each backend (golden; rtl on a small mesh when ``--rtl-mesh`` is given) it t
 request (prompt, seed, temperature, max_tokens) three ways: the backend called directly (for
 the rtl backend this is what ``sparktile run`` does: one simulator run), through the server
 non-streamed, and through the server streamed (time to first byte, tokens/s). The overhead is
-the server's wall time over the direct call's, both the best of ``--repeat``. Then
+the server's wall time over the direct call's, both the best of ``--repeat`` (and the ratio
+of the medians), the three interleaved so that a change in load touches all alike. Then
 ``--clients`` clients at once: all must be served, and the order in which the server finished
 them is printed beside the order they arrived.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 import time
 import urllib.request
@@ -39,22 +41,22 @@ def post(url: str, body: dict):
 def bench_backend(backend, tokens: int, repeat: int) -> dict:
     from sparktile.serve import CompletionRequest, create_app, serving
     req = dict(prompt=PROMPT, max_tokens=tokens, seed=5, temperature=0.8)
-    direct = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        backend.generate(CompletionRequest(**req), lambda s: None, lambda: False)
-        direct.append(time.perf_counter() - t0)
-    whole, ttfb, streamed = [], [], []
+    direct, whole, ttfb, streamed = [], [], [], []
     with serving(create_app(backend)) as url:
+        # Interleaved, so that a change in the machine's load touches all three alike.
         for _ in range(repeat):
+            t0 = time.perf_counter()
+            backend.generate(CompletionRequest(**req), lambda s: None, lambda: False)
+            direct.append(time.perf_counter() - t0)
             _, total, _ = post(url, req)
             whole.append(total)
             first, total, _ = post(url, {**req, "stream": True})
             ttfb.append(first)
             streamed.append(total)
-    best = min(direct)
-    return {"backend": backend.name, "direct_s": best, "server_s": min(whole),
-            "overhead": min(whole) / best - 1, "ttfb_s": min(ttfb),
+    return {"backend": backend.name, "direct_s": min(direct), "server_s": min(whole),
+            "overhead": min(whole) / min(direct) - 1,
+            "overhead_median": statistics.median(whole) / statistics.median(direct) - 1,
+            "overhead_ms": (min(whole) - min(direct)) * 1e3, "ttfb_s": min(ttfb),
             "stream_tokens_per_s": tokens / min(streamed)}
 
 
@@ -96,11 +98,12 @@ def main(argv=None):
     if a.rtl_mesh:
         from sparktile.hdl.mesh import parse_mesh
         rows.append(bench_backend(RtlBackend(parse_mesh(a.rtl_mesh)), a.tokens, a.repeat))
-    print(f"{'backend':<8} {'direct s':>9} {'server s':>9} {'overhead':>9} {'TTFB s':>8} "
-          f"{'stream tok/s':>13}")
+    print(f"{'backend':<8} {'direct s':>9} {'server s':>9} {'overhead':>9} {'(median)':>9} "
+          f"{'ms/req':>7} {'TTFB s':>8} {'stream tok/s':>13}")
     for r in rows:
         print(f"{r['backend']:<8} {r['direct_s']:>9.3f} {r['server_s']:>9.3f} "
-              f"{r['overhead']:>+8.1%} {r['ttfb_s']:>8.3f} {r['stream_tokens_per_s']:>13.1f}")
+              f"{r['overhead']:>+8.1%} {r['overhead_median']:>+8.1%} {r['overhead_ms']:>7.1f} "
+              f"{r['ttfb_s']:>8.3f} {r['stream_tokens_per_s']:>13.1f}")
     c = bench_clients(golden, a.clients)
     print(f"{c['clients']} concurrent clients: {c['served']} served, {len(c['errors'])} "
           f"errors; arrived {c['arrived']}, finished {c['finished']}")

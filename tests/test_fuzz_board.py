@@ -19,7 +19,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
-from fuzzing import time_limit
+from fuzzing import run_long, time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from sparktile.cosim.board import Board, BoardError, Transport
@@ -352,15 +352,14 @@ def test_fuzz_board_reply_of_one_command(command, data):
 
 
 @pytest.mark.fuzz
-@LONG
-@given(st.data(), _ops)
-def test_fuzz_long_board_replies(data, ops):
-    _check(data, ops, limit=LONG_TIME_LIMIT_S)
+def test_fuzz_long_board_replies():
+    run_long(lambda data, ops: _check(data, ops, limit=LONG_TIME_LIMIT_S), st.data(), _ops,
+             settings_=LONG, total=LONG_EXAMPLES)
 
 
 @pytest.mark.fuzz
 @pytest.mark.parametrize("command", sorted(_ONE))
-@LONG
-@given(data=st.data())
-def test_fuzz_long_board_reply_of_one_command(command, data):
-    _check(data, data.draw(_ONE[command]), warm=True, limit=LONG_TIME_LIMIT_S)
+def test_fuzz_long_board_reply_of_one_command(command):
+    run_long(lambda data: _check(data, data.draw(_ONE[command]), warm=True,
+                                 limit=LONG_TIME_LIMIT_S),
+             st.data(), settings_=LONG, total=LONG_EXAMPLES)

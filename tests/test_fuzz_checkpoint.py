@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzzing import time_limit
+from fuzzing import run_long, time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from sparktile.golden_model import CheckpointError, load_model
@@ -428,32 +428,24 @@ def test_huge_header_claims_refused_without_allocating(raw):
 
 @pytest.mark.fuzz
 @pytest.mark.usefixtures("memory_bound")
-@LONG
-@given(CONFIG_INPUT)
-def test_fuzz_long_config_parser(inp):
-    _run_config(inp)
+def test_fuzz_long_config_parser():
+    run_long(_run_config, CONFIG_INPUT, settings_=LONG, total=LONG_EXAMPLES)
 
 
 @pytest.mark.fuzz
 @pytest.mark.usefixtures("memory_bound")
-@LONG
-@given(FOLDER_INPUT)
-def test_fuzz_long_checkpoint_loader(inp):
-    _run_folder(inp)
+def test_fuzz_long_checkpoint_loader():
+    run_long(_run_folder, FOLDER_INPUT, settings_=LONG, total=LONG_EXAMPLES)
 
 
 @pytest.mark.fuzz
 @pytest.mark.usefixtures("memory_bound")
-@LONG
-@given(mutated_safetensors())
-def test_fuzz_long_safetensors_reader(raw):
-    _run_safetensors(raw)
+def test_fuzz_long_safetensors_reader():
+    run_long(_run_safetensors, mutated_safetensors(), settings_=LONG, total=LONG_EXAMPLES)
 
 
 @pytest.mark.fuzz
 @pytest.mark.usefixtures("memory_bound")
-@LONG
-@given(GGUF_INPUT)
-def test_fuzz_long_gguf_reader(raw):
-    _run_gguf(raw)
+def test_fuzz_long_gguf_reader():
+    run_long(_run_gguf, GGUF_INPUT, settings_=LONG, total=LONG_EXAMPLES)
 

@@ -25,6 +25,7 @@ from unittest import mock
 import click
 import pytest
 from click.testing import CliRunner
+from fuzzing import run_long
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -78,7 +79,7 @@ def _leaves():
 
 
 LEAVES = dict(_leaves())
-LONG = settings(max_examples=-(-LONG_EXAMPLES // len(LEAVES)), **_COMMON)
+LONG = settings(**_COMMON)
 
 _NASTY = ["nan", "inf", "-inf", "-1", "0", "1", "-0", "1e309", "1e-309", "", " ",
           "99999999999999999999", "0x10", "1.5", "abc", "2x2", "0x3", "33x1", "4x4x4", "x",
@@ -214,7 +215,5 @@ def test_fuzz_command_line(path, data):
 
 @pytest.mark.fuzz
 @pytest.mark.parametrize("path", sorted(LEAVES), ids=" ".join)
-@LONG
-@given(data=st.data())
-def test_fuzz_long_command_line(path, data):
-    check(data.draw(command_line(path)))
+def test_fuzz_long_command_line(path):
+    run_long(check, command_line(path), settings_=LONG, total=-(-LONG_EXAMPLES // len(LEAVES)))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fuzzing import run_long, time_limit
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sparktile.scripts.wafer import FIELDS
@@ -15,6 +16,9 @@ from sparktile.scripts.wafer import FIELDS
 from sparktile.cli import main
 
 FUZZ_EXAMPLES = 100_000
+#: The long tier runs beside other jobs: a wall-clock bound per example, not a deadline.
+LONG = settings(deadline=None, database=None)
+LONG_TIME_LIMIT_S = 30.0
 
 _values = st.one_of(
     st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e30", "1e-30", "abc", "", "1e6", "8"]),
@@ -53,11 +57,16 @@ def test_random_overrides(sets):
     _check(sets)
 
 
+def _bounded(check):
+    def run(x):
+        with time_limit(LONG_TIME_LIMIT_S):
+            check(x)
+    return run
+
+
 @pytest.mark.fuzz
-@settings(max_examples=FUZZ_EXAMPLES, derandomize=False, database=None, deadline=2000)
-@given(_sets)
-def test_random_overrides_long(sets):
-    _check(sets)
+def test_random_overrides_long():
+    run_long(_bounded(_check), _sets, settings_=LONG, total=FUZZ_EXAMPLES)
 
 
 # -------- model fields: a Hugging Face config.json with each field near or past its limits
@@ -94,7 +103,5 @@ def test_random_model_fields(cfg):
 
 
 @pytest.mark.fuzz
-@settings(max_examples=FUZZ_EXAMPLES, derandomize=False, database=None, deadline=10_000)
-@given(_model_config())
-def test_random_model_fields_long(cfg):
-    _check_model(cfg)
+def test_random_model_fields_long():
+    run_long(_bounded(_check_model), _model_config(), settings_=LONG, total=FUZZ_EXAMPLES)

@@ -242,3 +242,33 @@ def test_board_backend_on_the_virtual_board(tmp_path):
     ext = chunks[-1].model_extra["sparktile"]
     assert ext["backend"] == "board" and ext["match_golden"] is True
     assert ext["matmuls_on_board"] > 0
+
+
+def test_chat_uses_the_checkpoint_template(tmp_path):
+    """A checkpoint with its own chat template (ChatML in a GGUF file, byte tokens so that
+    every character counts) gets its conversation laid out by that template."""
+    from sparktile.golden_model.chat import ChatTemplate
+    from sparktile.golden_model.testing import tiny_config, write_gguf
+    from test_golden_chat import CHATML
+    # GPT-2's byte-to-unicode alphabet: one token per byte, then the merge write_gguf adds.
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    alphabet = [chr(b if b in printable else next(extra)) for b in range(256)]
+    cfg = tiny_config(vocab_size=257)
+    write_gguf(tmp_path / "chat.gguf", cfg, tokens=alphabet + ["ab"], chat_template=CHATML)
+    backend = GoldenBackend(str(tmp_path / "chat.gguf"))
+    msgs = [{"role": "user", "content": "hi"}]
+    expected = backend.lm.tokenizer.chat_template.render(msgs)
+    assert expected.startswith("<|im_start|>system\n")
+    with serving(create_app(backend, time_limit_s=60)) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                          timeout=60) as c:
+        r = c.chat.completions.create(model=backend.model_name, messages=msgs, max_tokens=3,
+                                      seed=1)
+        assert r.usage.prompt_tokens == len(expected.encode()) == \
+            len(backend.lm.tokenizer.prompt_ids(expected))
+        bad = [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
+        backend.lm.tokenizer.chat_template = ChatTemplate(
+            "{{ raise_exception('the first message must be from the user') }}")
+        with pytest.raises(openai.BadRequestError, match="first message must be from the user"):
+            c.chat.completions.create(model=backend.model_name, messages=bad, max_tokens=3)
