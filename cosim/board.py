@@ -33,6 +33,7 @@ import numpy as np
 
 from sparktile.errors import UserError
 
+from ..hdl.formats import CC_COLOR, RSP_COLOR, Counter
 from ..hdl.fpga.protocol import (
     PING_MAGIC,
     PROTOCOL_VERSION,
@@ -47,7 +48,6 @@ from ..hdl.fpga.protocol import (
     port_code,
 )
 from ..hdl.mesh import MeshShape
-from ..hdl.wavelet import RSP_COLOR, Counter, decode_response
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Board", "BoardError",
            "BoardTimeout", "BridgeError", "LinkError", "open_transport", "BoardBackend"]
@@ -442,7 +442,7 @@ class Board:
         """Payloads received from ``row`` so far (optionally one color), removed."""
         keep, out = [], []
         for pay, cc in self._east[row]:
-            (out if color is None or (cc & 0x1F) == color else keep).append(pay)
+            (out if color is None or (cc & CC_COLOR) == color else keep).append(pay)
         self._east[row] = keep
         return out
 
@@ -450,12 +450,12 @@ class Board:
         """Read the east edge until ``counts[row] = (color, n)`` wavelets arrived per row."""
         deadline = time.monotonic() + timeout
         while True:
-            done = all(sum(1 for _, cc in self._east[r] if (cc & 0x1F) == col) >= n
+            done = all(sum(1 for _, cc in self._east[r] if (cc & CC_COLOR) == col) >= n
                        for r, (col, n) in counts.items())
             if done:
                 return
             if time.monotonic() > deadline:
-                got = {r: sum(1 for _, cc in self._east[r] if (cc & 0x1F) == col)
+                got = {r: sum(1 for _, cc in self._east[r] if (cc & CC_COLOR) == col)
                        for r, (col, _n) in counts.items()}
                 raise BoardTimeout(f"{self.t.name}: results incomplete after {timeout:g} s: "
                                    f"expected {counts}, got {got}")
@@ -470,25 +470,16 @@ class Board:
 
     def read_counters(self, shape: MeshShape, counters=tuple(Counter)) -> dict[str, np.ndarray]:
         """Per-tile counters (rows x cols arrays) through READ configuration headers."""
-        from .program import read_requests
+        from .program import counters_from_responses, read_requests
         for r, (pay, ccs) in enumerate(read_requests(shape, counters)):
             self.write("W", r, pay, ccs)
         n = shape.cols * len(counters) * 2
         self.wait_east({r: (RSP_COLOR, n) for r in range(shape.rows)})
-        out = {Counter(k).name.lower(): np.zeros((shape.rows, shape.cols), dtype=np.int64)
-               for k in counters}
-        asked = set(map(int, counters))
-        for r in range(shape.rows):
-            for p in self.take_east(r, RSP_COLOR)[:n]:
-                col, addr, value = decode_response(p)
-                if col >= shape.cols or (addr >> 1) not in asked:
-                    raise LinkError(f"{self.t.name}: READ counters: response 0x{p:08x} from "
-                                    f"row {r} names column {col}, counter address {addr}; "
-                                    f"asked for columns 0..{shape.cols - 1}, counters "
-                                    f"{[Counter(k).name for k in counters]}")
-                name = Counter(addr >> 1).name.lower()
-                out[name][r, col] += value << (16 * (addr & 1))
-        return out
+        responses = [self.take_east(r, RSP_COLOR)[:n] for r in range(shape.rows)]
+        try:
+            return counters_from_responses(shape, counters, responses)
+        except ValueError as exc:
+            raise LinkError(f"{self.t.name}: READ counters: {exc}") from None
 
     def run_x(self, mapping, x) -> None:
         """Send a GEMV's activation streams, column by column one vector at a time, so that

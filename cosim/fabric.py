@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hdl.formats import CC_COLOR, RSP_COLOR, Counter
 from ..hdl.mesh import MeshShape
-from ..hdl.wavelet import RSP_COLOR, Counter, decode_response
 from .harness import edge_ports, port_index
-from .program import ConfigProgram, read_requests
+from .program import ConfigProgram, counters_from_responses, read_requests
 
 __all__ = ["Fabric", "RunResult", "FabricHang", "STATUS", "Recording"]
 
@@ -227,9 +227,9 @@ class Fabric:
                              f"after {result.cycles} cycles")
         for r in range(self.shape.rows):
             p, c, _ = self.receive(self.port("E", r))
-            if not np.all((c & 0x1F) == RSP_COLOR):
+            if not np.all((c & CC_COLOR) == RSP_COLOR):
                 raise FabricHang(f"unexpected wavelets on the east edge of row {r} during "
-                                 f"configuration: colors {sorted(set((c & 0x1F).tolist()))}")
+                                 f"configuration: colors {sorted(set((c & CC_COLOR).tolist()))}")
         return self.cycle - start
 
     async def read_counters(self, counters=tuple(Counter)) -> dict[str, np.ndarray]:
@@ -242,17 +242,11 @@ class Fabric:
         result = await self.run(total)
         if not result.ok:
             raise FabricHang(f"counter read did not complete: {STATUS[result.status]}")
-        values = {Counter(k).name.lower(): np.zeros((self.shape.rows, self.shape.cols),
-                                                    dtype=np.uint64) for k in counters}
+        responses = []
         for r in range(self.shape.rows):
             p, c, _ = self.receive(self.port("E", r))
-            for payload, color in zip(p.tolist(), c.tolist(), strict=True):
-                if color & 0x1F != RSP_COLOR:
-                    continue
-                col, addr, value = decode_response(payload)
-                name = Counter(addr >> 1).name.lower()
-                values[name][r, col] |= np.uint64(value << (16 * (addr & 1)))
-        return values
+            responses.append(p[(c & CC_COLOR) == RSP_COLOR].tolist())
+        return counters_from_responses(self.shape, counters, responses)
 
     def counter_delta(self, after: dict, before: dict) -> dict[str, np.ndarray]:
         """``after - before`` for the counters read both times, modulo the counters' width

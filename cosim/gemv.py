@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from ..golden_model.arith import first_difference, gemv_golden, requant_params
-from ..hdl.wavelet import Counter
+from ..hdl.formats import Counter
 from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, Recording
 from .mapping import compile_gemv

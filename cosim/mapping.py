@@ -29,14 +29,24 @@ import numpy as np
 
 from ..errors import UserError
 from ..golden_model.arith import LANES, pack_int8, unpack_int8
+from ..hdl.formats import (
+    DESC_WORDS,
+    ROUTABLE_COLORS,
+    DescWord0,
+    DescWord1,
+    DescWord2,
+    PeReg,
+    Port,
+    RequantWord,
+    cc,
+    pack,
+    pack_array,
+)
 from ..hdl.mesh import MeshShape
-from ..hdl.pe import FLAG_FIRST, FLAG_INT32, FLAG_LAST
-from ..hdl.wavelet import ROUTABLE_COLORS, PeReg, Port
-from .program import ConfigProgram, cc
+from .program import ConfigProgram
 
 __all__ = ["Region", "Colors", "GemvMapping", "MappingError", "compile_gemv", "gemv_words"]
 
-DESC_WORDS = 3
 
 
 class MappingError(ValueError, UserError):
@@ -216,7 +226,10 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
     wp[:m, :n] = w
     q = np.zeros(region.rows * m_pe, dtype=np.uint32)
     if not out_int32:
-        q[:m] = (mult.astype(np.uint32) & 0xFFFF) | (shift.astype(np.uint32) << 16)
+        try:
+            q[:m] = pack_array(RequantWord, mult=mult, shift=shift)
+        except ValueError as exc:       # a mult or shift the requantization word cannot hold
+            raise MappingError(str(exc)) from None
 
     w_base = base
     q_base = w_base + m_pe * nw_pe
@@ -238,10 +251,10 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
             desc = []
             first, last = cc_ == 0, cc_ == region.cols - 1
             for _addr, row0, rows in mapping.passes:
-                flags = (FLAG_FIRST if first else 0) | (FLAG_LAST if last else 0) | \
-                        (FLAG_INT32 if out_int32 and last else 0)
-                desc += [(w_base + row0 * nw_pe) | (nw_pe << 16), rows | (flags << 16),
-                         q_base + row0]
+                flags = {"first": first, "last": last, "int32": out_int32 and last}
+                desc += [pack(DescWord0, w_base=w_base + row0 * nw_pe, n_words=nw_pe),
+                         pack(DescWord1, rows=rows, flags=flags),
+                         pack(DescWord2, q_base=q_base + row0)]
             sram = np.concatenate([words, q[rr * m_pe:(rr + 1) * m_pe],
                                    np.array(desc, dtype=np.uint32)])
             prog.write_sram(r, c, w_base, sram)

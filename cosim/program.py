@@ -2,7 +2,7 @@
 
 A :class:`ConfigProgram` collects route-table entries, PE register values, SRAM images and
 counter reads per tile and lays them out as one configuration stream per row, to be sent into
-the row's west edge on :data:`~sparktile.hdl.wavelet.CFG_COLOR`. Pure Python: the mapping
+the row's west edge on :data:`~sparktile.hdl.formats.CFG_COLOR`. Pure Python: the mapping
 compiler, the cocotb benches and the FPGA host all use it.
 """
 
@@ -12,26 +12,24 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..hdl.mesh import MeshShape
-from ..hdl.wavelet import (
+from ..hdl.formats import (
     CFG_COLOR,
+    HALF_BITS,
     ROUTABLE_COLORS,
     CfgOp,
     Counter,
     Port,
+    ReadAddress,
+    cc,
     cfg_header,
+    decode_response,
+    pack,
     route_entry,
+    unpack,
 )
+from ..hdl.mesh import MeshShape
 
-__all__ = ["ConfigProgram", "Route", "CC_CTRL", "cc"]
-
-#: Bit of the BFM's ``cc`` byte that carries the wavelet's control bit (color in bits 4:0).
-CC_CTRL = 1 << 5
-
-
-def cc(color: int, ctrl: int = 0) -> int:
-    """The BFM's color/control byte."""
-    return (color & 0x1F) | (CC_CTRL if ctrl else 0)
+__all__ = ["ConfigProgram", "Route", "read_requests", "counters_from_responses"]
 
 
 class Route:
@@ -134,9 +132,33 @@ def read_requests(shape: MeshShape, counters=tuple(Counter)) -> list[tuple[np.nd
     """Per row, the READ headers that fetch ``counters`` (both halves) from every tile."""
     out = []
     for _r in range(shape.rows):
-        pay = [cfg_header(c, CfgOp.READ, 2 * int(k) + half, 0)
+        pay = [cfg_header(c, CfgOp.READ, pack(ReadAddress, counter=int(k), half=half), 0)
                for c in range(shape.cols) for k in counters for half in (0, 1)]
         out.append((np.array(pay, dtype=np.uint32),
                     np.full(len(pay), cc(CFG_COLOR, 1), dtype=np.uint8)))
     return out
 
+
+
+def counters_from_responses(shape: MeshShape, counters, responses) -> dict[str, np.ndarray]:
+    """The counters that :func:`read_requests` asked for, from the READ responses of each
+    row (``responses[r]``: payloads on :data:`RSP_COLOR`): name -> (rows, cols) ``uint64``.
+
+    A response naming a column outside the mesh or a counter not asked for raises
+    ``ValueError`` (the board host turns it into a ``LinkError``).
+    """
+    asked = {int(k) for k in counters}
+    out = {Counter(k).name.lower(): np.zeros((shape.rows, shape.cols), dtype=np.uint64)
+           for k in counters}
+    for r, payloads in enumerate(responses):
+        for p in payloads:
+            col, addr, value = decode_response(p)
+            a = unpack(ReadAddress, addr)
+            if col >= shape.cols or a["counter"] not in asked:
+                raise ValueError(f"READ response 0x{int(p):08x} from row {r} names column "
+                                 f"{col}, counter address {addr}; asked for columns 0.."
+                                 f"{shape.cols - 1}, counters "
+                                 f"{[Counter(k).name for k in counters]}")
+            out[Counter(a["counter"]).name.lower()][r, col] |= np.uint64(
+                value << (HALF_BITS * a["half"]))
+    return out

@@ -18,11 +18,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..hdl.formats import (
+    CC_COLOR,
+    CFG_COLOR,
+    ROUTABLE_COLORS,
+    CfgOp,
+    Counter,
+    Port,
+    ReadAddress,
+    RouteEntry,
+    cc,
+    cfg_header,
+    pack,
+    route_entry,
+    width_of,
+)
 from ..hdl.mesh import MeshShape
-from ..hdl.wavelet import CFG_COLOR, ROUTABLE_COLORS, CfgOp, Counter, Port, cfg_header
 from .fabric import STATUS, Fabric
 from .harness import EdgePort, edge_ports
-from .program import ConfigProgram, cc
+from .program import ConfigProgram
 
 __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency", "throughput",
            "bad_config"]
@@ -99,7 +113,7 @@ class Scoreboard:
 
     def observe(self, port: int, payloads, ccs) -> None:
         for p, c in zip(payloads.tolist(), ccs.tolist(), strict=True):
-            self.received[port, c & 0x1F].append(p)
+            self.received[port, c & CC_COLOR].append(p)
 
     def report(self) -> dict:
         lost = dup = ooo = spurious = 0
@@ -247,17 +261,21 @@ def malformed_config(shape: MeshShape) -> list[tuple[str, int, int, int]]:
     cases = [
         ("unknown opcode 5", cfg_header(last, 5, 0, 0), hdr),
         ("unknown opcode 7", cfg_header(0, 7, 1, 2), hdr),
-        ("route of a reserved color", cfg_header(last, CfgOp.ROUTE, ROUTABLE_COLORS, 0x0B), hdr),
-        ("route from port 6", cfg_header(0, CfgOp.ROUTE, 3, 0x06 | (1 << 3)), hdr),
-        ("route with high bits set", cfg_header(0, CfgOp.ROUTE, 3, 0x100), hdr),
+        ("route of a reserved color", cfg_header(last, CfgOp.ROUTE, ROUTABLE_COLORS,
+                                                 route_entry(Port.W, [Port.N])), hdr),
+        ("route from port 6",
+         cfg_header(0, CfgOp.ROUTE, 3, pack(RouteEntry, src=6, dst=1 << Port.N)), hdr),
+        ("route with high bits set", cfg_header(0, CfgOp.ROUTE, 3, 1 << width_of(RouteEntry)),
+         hdr),
         ("PE register 9", cfg_header(last, CfgOp.PE_REG, 9, 1), hdr),
         ("PE register value 40", cfg_header(0, CfgOp.PE_REG, 0, 40), hdr),
         ("burst beyond SRAM", cfg_header(0, CfgOp.SRAM_BURST, 0, shape.sram_words), hdr),
-        ("read of counter 100", cfg_header(last, CfgOp.READ, 200, 0), hdr),
+        ("read of counter 100",
+         cfg_header(last, CfgOp.READ, pack(ReadAddress, counter=100), 0), hdr),
     ]
     if shape.cols < 32:
         cases.append(("header for a column beyond the edge",
-                      cfg_header(shape.cols, CfgOp.ROUTE, 0, 0x0B), hdr))
+                      cfg_header(shape.cols, CfgOp.ROUTE, 0, route_entry(Port.W, [Port.N])), hdr))
     # A data word after a non-burst header is an error at the addressed agent.
     cases.append(("data after a non-burst header", 0xDEADBEEF, cc(CFG_COLOR, 0)))
     return cases

@@ -11,8 +11,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .formats import MAX_MESH_DIM, ROUTABLE_COLORS, Port, Wavelet
 from .tile import Tile
-from .wavelet import MAX_MESH_DIM, ROUTABLE_COLORS, Port, Wavelet
 
 __all__ = ["Mesh", "MeshShape", "parse_mesh", "mesh_tile"]
 

@@ -6,13 +6,15 @@ color has its own input queue, and the router offers the ramp a wavelet only whi
 queue has room (``accept``), so a task waiting for one color never blocks the other.
 
 Descriptors. A control wavelet (``ctrl = 1``) on the activation color selects a *descriptor*:
-its payload is the SRAM word address of three words ::
+its payload is the SRAM word address of three words, laid out in :mod:`~sparktile.hdl.formats`
+(:class:`DescWord0`, :class:`DescWord1`, :class:`DescWord2`) ::
 
     d0 = w_base[15:0]  | n_words[31:16]   weights: m rows of n_words packed words, row-major
-    d1 = m[15:0]       | flags[31:16]     flags: bit 0 FIRST (no partial-sum input)
+    d1 = m[15:0]       | flags[18:16]     flags: bit 0 FIRST (no partial-sum input)
                                                  bit 1 LAST  (emit results, not partial sums)
                                                  bit 2 INT32 (LAST emits raw int32, else int8)
-    d2 = q_base[15:0]                     requantization words: mult[15:0] | shift[21:16]
+    d2 = q_base[15:0]                     requantization words (:class:`RequantWord`):
+                                          mult[15:0] | shift[21:16]
 
 The descriptor stays selected: every following ``n_words`` data wavelets form one activation
 vector (four int8 lanes each), so a batch of vectors streams through back to back (GEMM).
@@ -38,21 +40,20 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .formats import (
+    NUM_COLORS,
+    NUM_PE_REGS,
+    DescFlags,
+    DescWord0,
+    DescWord1,
+    DescWord2,
+    RequantWord,
+    Wavelet,
+)
 from .mac import MacPipeline
 from .requant import RequantPipeline
-from .wavelet import NUM_COLORS, NUM_PE_REGS, Wavelet
 
-__all__ = ["PE", "ConfigWriteSignature", "DescFlags", "FLAG_FIRST", "FLAG_LAST", "FLAG_INT32"]
-
-FLAG_FIRST = 1 << 0
-FLAG_LAST = 1 << 1
-FLAG_INT32 = 1 << 2
-
-
-class DescFlags(data.Struct):
-    first: 1
-    last: 1
-    int32: 1
+__all__ = ["PE", "ConfigWriteSignature"]
 
 
 class ConfigWriteSignature(wiring.Signature):
@@ -106,7 +107,7 @@ class PE(wiring.Component):
     ramp_out : Out(stream.Signature(Wavelet))
         Partial sums and results towards the router's ramp input.
     reg_write : In(ConfigWriteSignature())
-        PE register write (:class:`~sparktile.hdl.wavelet.PeReg`).
+        PE register write (:class:`~sparktile.hdl.formats.PeReg`).
     sram_write : In(ConfigWriteSignature())
         SRAM word write (configuration path).
     mac_busy, stall_in, stall_out, task_errors, vectors : Out(counter_bits)
@@ -280,17 +281,20 @@ class PE(wiring.Component):
                 with m.Else():
                     m.d.comb += ev_stall_in.eq(k != 0)
             with m.State("DESC0"):
+                d0 = data.View(DescWord0, sram_rd.data)
                 m.d.comb += [sram_addr.eq(desc_ptr), sram_en.eq(1)]
-                m.d.sync += [w_base.eq(sram_rd.data[0:16]), n_words.eq(sram_rd.data[16:32]),
+                m.d.sync += [w_base.eq(d0.w_base), n_words.eq(d0.n_words),
                              desc_ptr.eq(desc_ptr + 1)]
                 m.next = "DESC1"
             with m.State("DESC1"):
+                d1 = data.View(DescWord1, sram_rd.data)
                 m.d.comb += [sram_addr.eq(desc_ptr), sram_en.eq(1)]
-                m.d.sync += [rows.eq(sram_rd.data[0:16]), flags.eq(sram_rd.data[16:19])]
+                m.d.sync += [rows.eq(d1.rows), flags.eq(d1.flags)]
                 m.next = "DESC2"
             with m.State("DESC2"):
+                d2 = data.View(DescWord2, sram_rd.data)
                 ok = (rows != 0) & (rows <= self.acc_depth) & (n_words != 0)
-                m.d.sync += [q_base.eq(sram_rd.data[0:16]), desc_ok.eq(ok)]
+                m.d.sync += [q_base.eq(d2.q_base), desc_ok.eq(ok)]
                 m.d.comb += ev_error.eq(~ok)
                 m.next = "IDLE"
             with m.State("MAC"):
@@ -330,6 +334,7 @@ class PE(wiring.Component):
                 psum = Mux(flags.first, 0, ph.payload)
                 v = Signal(32)
                 m.d.comb += v.eq(acc_rd.data + psum)
+                q_word = data.View(RequantWord, sram_rd.data)
                 lane = rb_row[0:2]
                 last_row = rb_row + 1 == rows
                 p_ok = flags.first | pq.r_rdy
@@ -338,8 +343,8 @@ class PE(wiring.Component):
                 m.d.comb += [
                     rq.i.valid.eq(rb_valid & p_ok & int8_out),
                     rq.i.payload.v.eq(v),
-                    rq.i.payload.mult.eq(sram_rd.data[0:16]),
-                    rq.i.payload.shift.eq(sram_rd.data[16:22]),
+                    rq.i.payload.mult.eq(q_word.mult),
+                    rq.i.payload.shift.eq(q_word.shift),
                     rq.i.payload.lane.eq(lane),
                     rq.i.payload.emit.eq((lane == 3) | last_row),
                 ]

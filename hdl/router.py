@@ -31,12 +31,13 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
-from .wavelet import (
+from .formats import (
     CFG_COLOR,
     NUM_COLORS,
     NUM_PORTS,
     ROUTABLE_COLORS,
     RSP_COLOR,
+    CfgHeader,
     Port,
     RouteEntry,
     Wavelet,
@@ -222,7 +223,7 @@ class Router(wiring.Component):
 
             with m.If(inw.color == CFG_COLOR):
                 if i == Port.W:
-                    header_col = inw.payload[27:32]
+                    header_col = data.View(CfgHeader, inw.payload).col
                     with m.If(inw.ctrl):
                         with m.If(header_col == self._col):
                             m.d.comb += lookup_want.eq(1 << _CFG_OUT)

@@ -6,28 +6,37 @@ SRAM bursts and counter reads. Every malformed header (unknown opcode, a color, 
 address or counter out of range, a route naming a port that does not exist, an SRAM burst that
 runs past the end of the SRAM, data with no burst open) is dropped and counted in
 ``CFG_ERRORS``; none of them stalls the fabric. Counter reads are answered on
-:data:`~sparktile.hdl.wavelet.RSP_COLOR`, which the routers carry east to the row's edge.
+:data:`~sparktile.hdl.formats.RSP_COLOR`, which the routers carry east to the row's edge.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Const, Module, Mux, Signal, Value
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import PE
-from .router import Router, RouteWriteSignature
-from .wavelet import (
+from .formats import (
+    HALF_BITS,
     NUM_COUNTERS,
     NUM_PE_REGS,
     NUM_PORTS,
     ROUTABLE_COLORS,
     RSP_COLOR,
+    CfgHeader,
     CfgOp,
+    CfgResponse,
     Counter,
     Port,
+    ReadAddress,
+    RouteEntry,
     Wavelet,
+    width_of,
 )
+from .pe import PE
+from .router import Router, RouteWriteSignature
 
 __all__ = ["ConfigAgent", "Tile"]
+
+#: Bits of a route entry in a ROUTE header's 16-bit data field (the rest must be 0).
+ENTRY_BITS = width_of(RouteEntry)
 
 
 class ConfigAgent(wiring.Component):
@@ -54,8 +63,8 @@ class ConfigAgent(wiring.Component):
     reg_write, sram_write : Out(ConfigWriteSignature())
         To the PE.
     counters : In(32).array(NUM_COUNTERS)
-        Values readable with :attr:`~sparktile.hdl.wavelet.CfgOp.READ`, by
-        :class:`~sparktile.hdl.wavelet.Counter`.
+        Values readable with :attr:`~sparktile.hdl.formats.CfgOp.READ`, by
+        :class:`~sparktile.hdl.formats.Counter`.
     resp : Out(stream.Signature(Wavelet))
         Read responses.
     errors : Out(counter_bits)
@@ -90,21 +99,21 @@ class ConfigAgent(wiring.Component):
         m.d.comb += self.cfg.ready.eq(resp_free)
 
         w = self.cfg.payload
-        op = w.payload[24:27]
-        addr = w.payload[16:24]
-        value = w.payload[0:16]
+        header = data.View(CfgHeader, w.payload)
+        op, addr, value = header.op, header.addr, header.value
         with m.If(self.cfg.valid & self.cfg.ready):
             with m.If(w.ctrl):
                 m.d.sync += burst.eq(0)
                 with m.Switch(op):
                     with m.Case(CfgOp.ROUTE):
-                        ok = (addr < self._route_colors) & (value[0:3] < NUM_PORTS) & \
-                             (value[8:16] == 0)
+                        entry = data.View(RouteEntry, value[:ENTRY_BITS])
+                        ok = (addr < self._route_colors) & (entry.src < NUM_PORTS) & \
+                             (value[ENTRY_BITS:] == 0)
                         with m.If(ok):
                             m.d.comb += [
                                 self.route_write.en.eq(1),
                                 self.route_write.color.eq(addr),
-                                self.route_write.entry.eq(value[0:8]),
+                                self.route_write.entry.eq(entry),
                             ]
                         with m.Else():
                             m.d.comb += error.eq(1)
@@ -123,18 +132,21 @@ class ConfigAgent(wiring.Component):
                         with m.Else():
                             m.d.comb += error.eq(1)
                     with m.Case(CfgOp.READ):
-                        index = addr[1:8]
+                        read = data.View(ReadAddress, addr)
+                        index = read.counter
                         with m.If(index < NUM_COUNTERS):
                             selected = Signal(32)
                             with m.Switch(index):
                                 for c in range(NUM_COUNTERS):
                                     with m.Case(c):
                                         m.d.comb += selected.eq(self.counters[c])
-                            half = Mux(addr[0], selected[16:32], selected[0:16])
+                            half = Mux(read.half, selected[HALF_BITS:], selected[:HALF_BITS])
+                            resp = Signal(CfgResponse)
+                            m.d.comb += [resp.value.eq(half), resp.addr.eq(addr),
+                                         resp.col.eq(self._col)]
                             m.d.sync += [
                                 self.resp.valid.eq(1),
-                                self.resp.payload.payload.eq(
-                                    Cat(half, addr, Const(0, 3), self._col)),
+                                self.resp.payload.payload.eq(resp),
                                 self.resp.payload.color.eq(RSP_COLOR),
                                 self.resp.payload.ctrl.eq(0),
                             ]

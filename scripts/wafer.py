@@ -4,7 +4,7 @@ A :class:`Hardware` is a set of named fields (:data:`FIELDS`), each holding a va
 source string. Presets:
 
 * ``tile`` — the RTL as configured, read from the design's own parameters
-  (:mod:`sparktile.hdl.mesh`, :mod:`sparktile.hdl.wavelet`, :mod:`sparktile.golden_model.arith`);
+  (:mod:`sparktile.hdl.mesh`, :mod:`sparktile.hdl.formats`, :mod:`sparktile.golden_model.arith`);
 * ``wse2``, ``wse3`` — Cerebras WSE-2 / WSE-3 from the sourced figures of
   ``shared/wafer_facts.md`` (tags: [V] vendor, [P] paper, [3P] third party, [D] derived here,
   [A] an assumption made here, with its reason).
@@ -170,16 +170,16 @@ def _wafer(name: str) -> dict[str, tuple[object, str]]:
 def _tile() -> dict[str, tuple[object, str]]:
     """The RTL as configured: values read from the design's own parameters."""
     from ..golden_model.arith import LANES
+    from ..hdl.formats import MAX_MESH_DIM, PAYLOAD_BITS
     from ..hdl.mesh import MeshShape
-    from ..hdl.wavelet import MAX_MESH_DIM, PAYLOAD_BITS
 
     shape = MeshShape(MAX_MESH_DIM, MAX_MESH_DIM)  # defaults of the RTL's generator
     p = {
         "name": ("tile", "preset"),
-        "cores": (shape.pes, ("hdl.wavelet.MAX_MESH_DIM squared (5-bit column in config "
+        "cores": (shape.pes, ("hdl.formats.MAX_MESH_DIM squared (5-bit column in config "
                              "headers): the largest mesh the RTL generates")),
-        "grid_rows": (shape.rows, "hdl.wavelet.MAX_MESH_DIM"),
-        "grid_cols": (shape.cols, "hdl.wavelet.MAX_MESH_DIM"),
+        "grid_rows": (shape.rows, "hdl.formats.MAX_MESH_DIM"),
+        "grid_cols": (shape.cols, "hdl.formats.MAX_MESH_DIM"),
         "sram_bytes_per_pe": (shape.sram_words * 4, (f"hdl.mesh.MeshShape default sram_kb="
                                                     f"{shape.sram_kb} (32-bit words)")),
         "sram_reserve_bytes_per_pe": (0, ("the RTL's PEs hold no code (tasks are hardware); "
@@ -191,7 +191,7 @@ def _tile() -> dict[str, tuple[object, str]]:
                             "[V]) taken so tile and wafer figures compare")),
         "lanes_int8": (LANES, "golden_model.arith.LANES: 4 int8 MACs per cycle (hdl.pe)"),
         "lanes_fp16": (0, "hdl.pe has no FP16 datapath"),
-        "link_bits": (PAYLOAD_BITS, "hdl.wavelet.PAYLOAD_BITS"),
+        "link_bits": (PAYLOAD_BITS, "hdl.formats.PAYLOAD_BITS"),
         "hop_cycles": (1.0, ("measured: 1 cycle per hop (tests/test_fabric_rtl.py "
                             "test_latency_is_one_cycle_per_hop)")),
         "pe_area_um2": (38_000.0, ("[A] no layout; the WSE-2 PE's ~38,000 um^2 [V] taken for "
@@ -279,7 +279,9 @@ def _coerce(key: str, kind: type, raw, origin: str):
             if not math.isfinite(float(val)) or float(val) != int(float(val)):
                 raise ValueError
             return int(float(val))
-        return float(raw)
+        # + 0.0 turns -0.0 into 0.0: a zero energy or latency must not print as "-0.00"
+        # (found by the long fuzz run: e_link_fj_per_bit_mm=-0.0).
+        return float(raw) + 0.0
     except (TypeError, ValueError, OverflowError):
         what = "an integer" if kind is int else "a number"
         raise HardwareError(f"hardware field {key} must be {what}, not {raw!r} "

@@ -15,20 +15,31 @@ from dataclasses import dataclass
 import pytest
 from amaranth.hdl import Cat
 from amaranth.sim import Simulator
-from sparktile.hdl.tile import ConfigAgent
-from sparktile.hdl.wavelet import (
+from sparktile.hdl.formats import (
     CFG_COLOR,
     NUM_COUNTERS,
     NUM_PE_REGS,
     NUM_PORTS,
+    PAYLOAD_BITS,
     ROUTABLE_COLORS,
     RSP_COLOR,
+    WAVELET_BITS,
+    CfgHeader,
     CfgOp,
+    CfgResponse,
     Port,
+    RouteEntry,
+    Wavelet,
+    cat_bits,
     cfg_header,
     decode_response,
+    pack,
     route_entry,
+    split_bits,
+    unpack,
+    width_of,
 )
+from sparktile.hdl.tile import ConfigAgent
 
 COL = 2
 SRAM_WORDS = 64
@@ -36,16 +47,17 @@ SRAM_WORDS = 64
 
 def header(op, addr=0, value=0, col=COL) -> int:
     """A header wavelet; ``op`` may be any 3-bit opcode, ``addr``/``value`` any field value."""
-    payload = (col << 27) | ((int(op) & 7) << 24) | ((addr & 0xFF) << 16) | (value & 0xFFFF)
-    return payload | (CFG_COLOR << 32) | (1 << 37)
+    payload = pack(CfgHeader, col=col, op=int(op) & 7, addr=addr & 0xFF, value=value & 0xFFFF)
+    return pack(Wavelet, payload=payload, color=CFG_COLOR, ctrl=1)
 
 
 def data(value) -> int:
-    return (value & 0xFFFF_FFFF) | (CFG_COLOR << 32)
+    return pack(Wavelet, payload=value & ((1 << PAYLOAD_BITS) - 1), color=CFG_COLOR)
 
 
 def response(col, addr, half) -> int:
-    return ((col << 27) | (addr << 16) | half) | (RSP_COLOR << 32)
+    return pack(Wavelet, payload=pack(CfgResponse, col=col, addr=addr, value=half),
+                color=RSP_COLOR)
 
 
 # ---- reference model -----------------------------------------------------------------------
@@ -56,12 +68,15 @@ def agent_model(items, *, col=COL, sram_words=SRAM_WORDS, counters):
     events, resps, errors = [], [], 0
     burst, ptr = False, 0
     for w in items:
-        p = w & 0xFFFF_FFFF
-        if w >> 37 & 1:
+        wl = unpack(Wavelet, w)
+        p = wl["payload"]
+        if wl["ctrl"]:
             burst = False
-            op, addr, value = p >> 24 & 7, p >> 16 & 0xFF, p & 0xFFFF
-            if op == CfgOp.ROUTE and addr < ROUTABLE_COLORS and value & 7 < NUM_PORTS \
-                    and value >> 8 == 0:
+            h = unpack(CfgHeader, p)
+            op, addr, value = h["op"], h["addr"], h["value"]
+            if op == CfgOp.ROUTE and addr < ROUTABLE_COLORS \
+                    and unpack(RouteEntry, value)["src"] < NUM_PORTS \
+                    and value >> width_of(RouteEntry) == 0:
                 events.append(("route", addr, value))
             elif op == CfgOp.PE_REG and addr < NUM_PE_REGS and value < 32:
                 events.append(("reg", addr, value))
@@ -100,6 +115,9 @@ def run_agent(items, *, seed, counters, p_valid=0.7, p_ready=0.6, col=COL,
                   dut.reg_write.en, dut.reg_write.addr, dut.reg_write.data,
                   dut.sram_write.en, dut.sram_write.addr, dut.sram_write.data,
                   dut.resp.valid, dut.resp.payload.as_value())
+    widths = [1, 1, len(dut.route_write.color), len(dut.route_write.entry.as_value()),
+              1, len(dut.reg_write.addr), len(dut.reg_write.data),
+              1, len(dut.sram_write.addr), len(dut.sram_write.data), 1, WAVELET_BITS]
     events, responses = [], []
 
     async def bench(ctx):
@@ -110,20 +128,10 @@ def run_agent(items, *, seed, counters, p_valid=0.7, p_ready=0.6, col=COL,
             if not valid and queue and rng.random() < p_valid:
                 valid = 1
             ready = int(rng.random() < p_ready)
-            ctx.set(drive, valid | (queue[0] if valid else 0) << 1 | ready << 39)
-            o = ctx.get(observe)
-
-            def take(width):
-                nonlocal o
-                v = o & ((1 << width) - 1)
-                o >>= width
-                return v
-
-            cfg_ready = take(1)
-            rw_en, rw_color, rw_entry = take(1), take(5), take(8)
-            reg_en, reg_addr, reg_data = take(1), take(16), take(32)
-            sr_en, sr_addr, sr_data = take(1), take(16), take(32)
-            resp_valid, resp_w = take(1), take(38)
+            ctx.set(drive, cat_bits((valid, 1), (queue[0] if valid else 0, WAVELET_BITS),
+                                    (ready, 1)))
+            (cfg_ready, rw_en, rw_color, rw_entry, reg_en, reg_addr, reg_data, sr_en, sr_addr,
+             sr_data, resp_valid, resp_w) = split_bits(ctx.get(observe), *widths)
             fire = valid and cfg_ready
             for name, en, a, d in (("route", rw_en, rw_color, rw_entry),
                                    ("reg", reg_en, reg_addr, reg_data),
@@ -213,10 +221,12 @@ def test_read_every_counter_half(p_ready):
     items = [header(CfgOp.READ, a) for a in range(2 * NUM_COUNTERS)]
     run = check(items, seed=seed, counters=counters, p_ready=p_ready)
     for a, r in enumerate(run.responses):
-        assert r >> 32 == RSP_COLOR, f"seed={seed}: response color/ctrl {r >> 32}"
-        assert decode_response(r & 0xFFFF_FFFF) == (COL, a, counters[a // 2] >> 16 * (a % 2)
-                                                    & 0xFFFF), f"seed={seed}: address {a}"
-        assert (r >> 24) & 7 == 0, f"seed={seed}: bits [26:24] of a response must be 0"
+        wl = unpack(Wavelet, r)
+        assert (wl["color"], wl["ctrl"]) == (RSP_COLOR, 0), f"seed={seed}: response {wl}"
+        assert decode_response(wl["payload"]) == (COL, a, counters[a // 2] >> 16 * (a % 2)
+                                                  & 0xFFFF), f"seed={seed}: address {a}"
+        assert unpack(CfgResponse, wl["payload"])["zero"] == 0, (
+            f"seed={seed}: bits [26:24] of a response must be 0")
     assert len(run.responses) == 2 * NUM_COUNTERS and run.errors == 0
 
 
@@ -231,7 +241,7 @@ MALFORMED = {
                        []),
     "route_color_31": ([header(CfgOp.ROUTE, 31, route_entry(Port.N, [Port.E]))], []),
     "route_color_255": ([header(CfgOp.ROUTE, 255, 0)], []),
-    "route_src_5": ([header(CfgOp.ROUTE, 3, 5 | 0b00010 << 3)], []),
+    "route_src_5": ([header(CfgOp.ROUTE, 3, pack(RouteEntry, src=5, dst=0b00010))], []),
     "route_src_7": ([header(CfgOp.ROUTE, 3, 7)], []),
     "route_high_byte": ([header(CfgOp.ROUTE, 3, route_entry(Port.W, [Port.E]) | 0x100)], []),
     "route_high_byte_ff": ([header(CfgOp.ROUTE, 3, 0xFF00)], []),
@@ -304,6 +314,7 @@ def test_header_column_field_is_echoed_not_checked():
     # says (cfg_header is the public encoder: use it once here).
     seed = 160
     counters = random_counters(seed)
-    items = [cfg_header(5, CfgOp.READ, 1) | (CFG_COLOR << 32) | (1 << 37)]
+    items = [pack(Wavelet, payload=cfg_header(5, CfgOp.READ, 1), color=CFG_COLOR, ctrl=1)]
     run = check(items, seed=seed, counters=counters)
-    assert decode_response(run.responses[0] & 0xFFFF_FFFF) == (COL, 1, counters[0] >> 16)
+    assert decode_response(unpack(Wavelet, run.responses[0])["payload"]) == (
+        COL, 1, counters[0] >> 16)

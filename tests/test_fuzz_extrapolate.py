@@ -53,6 +53,7 @@ def _check(sets, extra: bool = False):
 @given(_sets)
 @example(["acc_depth=inf"])  # found by the fuzz run: int() of inf raised OverflowError
 @example(["grid_rows=nan"])
+@example(["e_link_fj_per_bit_mm=-0.0"])  # long fuzz run: accepted, printed "fabric -0.00"
 def test_random_overrides(sets):
     _check(sets)
 

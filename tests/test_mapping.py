@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 from sparktile.cosim.mapping import Colors, MappingError, Region, compile_gemv, gemv_words
-from sparktile.cosim.program import CC_CTRL
 from sparktile.golden_model.arith import (
     matmul_int8,
     requant_params,
@@ -14,8 +13,17 @@ from sparktile.golden_model.arith import (
     unpack_int8,
     wrap_int32,
 )
+from sparktile.hdl.formats import (
+    CC_CTRL,
+    DESC_WORDS,
+    DescWord0,
+    DescWord1,
+    DescWord2,
+    PeReg,
+    RequantWord,
+    unpack,
+)
 from sparktile.hdl.mesh import MeshShape
-from sparktile.hdl.wavelet import PeReg
 
 
 def _sram(mapping, r, c):
@@ -40,22 +48,26 @@ def emulate(mapping, x):
                 for cc in range(reg.cols):
                     c = reg.col + cc
                     img = _sram(mapping, r, c)
-                    d0, d1, d2 = img[desc:desc + 3]
-                    w_base, nw = d0 & 0xFFFF, d0 >> 16
-                    rows, flags, q_base = d1 & 0xFFFF, d1 >> 16, d2 & 0xFFFF
+                    d0, d1, d2 = (unpack(lay, word) for lay, word in zip(
+                        (DescWord0, DescWord1, DescWord2), img[desc:desc + DESC_WORDS],
+                        strict=True))
+                    w_base, nw, rows, q_base = d0["w_base"], d0["n_words"], d1["rows"], \
+                        d2["q_base"]
+                    flags = d1["flags"]
                     pay, ccs = streams[c]
                     data = pay[(ccs & CC_CTRL) == 0]
                     xs = unpack_int8(data[b * nw:(b + 1) * nw]).astype(np.int64)
                     w = unpack_int8(img[w_base:w_base + rows * nw]).reshape(rows, nw * 4)
                     acc = wrap_int32(w.astype(np.int64) @ xs)
-                    assert bool(flags & 1) == (chain is None)
+                    assert bool(flags["first"]) == (chain is None)
                     chain = acc if chain is None else wrap_int32(acc.astype(np.int64) + chain)
-                    if flags & 2:
-                        if flags & 4:
+                    if flags["last"]:
+                        if flags["int32"]:
                             words_out += chain.view(np.uint32).tolist()
                         else:
-                            q = img[q_base:q_base + rows]
-                            y = requantize(chain, q & 0xFFFF, q >> 16)
+                            q = [unpack(RequantWord, w) for w in img[q_base:q_base + rows]]
+                            y = requantize(chain, np.array([e["mult"] for e in q]),
+                                           np.array([e["shift"] for e in q]))
                             pad = np.zeros(math.ceil(rows / 4) * 4, np.int8)
                             pad[:rows] = y
                             words_out += pad.view(np.uint32).tolist()

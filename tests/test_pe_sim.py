@@ -31,8 +31,25 @@ from sparktile.golden_model.arith import (
     unpack_int8,
     wrap_int32,
 )
-from sparktile.hdl.pe import FLAG_FIRST, FLAG_INT32, FLAG_LAST, PE
-from sparktile.hdl.wavelet import PeReg
+from sparktile.hdl.formats import (
+    FLAG_FIRST,
+    FLAG_INT32,
+    FLAG_LAST,
+    NUM_COLORS,
+    PAYLOAD_BITS,
+    WAVELET_BITS,
+    DescWord0,
+    DescWord1,
+    DescWord2,
+    PeReg,
+    RequantWord,
+    Wavelet,
+    cat_bits,
+    pack,
+    split_bits,
+    unpack,
+)
+from sparktile.hdl.pe import PE
 
 SRAM_WORDS = 256
 ACC_DEPTH = 16
@@ -40,11 +57,16 @@ X_COLOR, PSUM_COLOR, OUT_COLOR = 3, 4, 6
 DESC_ADDR = 200          # descriptor: three words
 W_BASE = 0               # weights: up to 16 rows x 8 words
 Q_BASE = 160             # requantization words: up to 16
-ALL_COLORS = (1 << 32) - 1
+ALL_COLORS = (1 << NUM_COLORS) - 1
+WORD = (1 << PAYLOAD_BITS) - 1
 
 
 def wavelet(payload: int, color: int, ctrl: int = 0) -> int:
-    return (int(payload) & 0xFFFF_FFFF) | (color << 32) | (ctrl << 37)
+    return pack(Wavelet, payload=int(payload) & WORD, color=color, ctrl=ctrl)
+
+
+def color_of(w: int) -> int:
+    return unpack(Wavelet, w)["color"]
 
 
 # ---- one PE job: operands, SRAM image, streams, expected output ----------------------------
@@ -74,14 +96,15 @@ class Job:
         return self.x.shape[0]
 
     def sram(self) -> dict[int, int]:
-        image = {self.desc: self.w_base | self.n_words << 16,
-                 self.desc + 1: self.m | self.flags << 16,
-                 self.desc + 2: self.q_base}
+        image = {self.desc: pack(DescWord0, w_base=self.w_base, n_words=self.n_words),
+                 self.desc + 1: pack(DescWord1, rows=self.m, flags=self.flags),
+                 self.desc + 2: pack(DescWord2, q_base=self.q_base)}
         for i in range(self.m):
             for k, word in enumerate(pack_int8(self.w[i])):
                 image[self.w_base + i * self.n_words + k] = int(word)
             if self.mult is not None:
-                image[self.q_base + i] = int(self.mult[i]) | int(self.shift[i]) << 16
+                image[self.q_base + i] = pack(RequantWord, mult=self.mult[i],
+                                              shift=self.shift[i])
         return image
 
     def x_stream(self, with_selector=True) -> list[int]:
@@ -91,7 +114,7 @@ class Job:
     def p_stream(self) -> list[int]:
         if self.flags & FLAG_FIRST:
             return []
-        return [wavelet(int(p) & 0xFFFF_FFFF, PSUM_COLOR) for v in self.psum for p in v]
+        return [wavelet(int(p) & WORD, PSUM_COLOR) for v in self.psum for p in v]
 
 
 def pe_model(job: Job) -> list[int]:
@@ -155,34 +178,35 @@ def run_pe(*, sram, streams, n_out, seed, p_valid=0.7, p_ready=0.7, regs=None,
     drive = Cat(dut.ramp_in.valid, dut.ramp_in.payload.as_value(), dut.ramp_out.ready)
     reg_w = Cat(dut.reg_write.en, dut.reg_write.addr, dut.reg_write.data)
     sram_w = Cat(dut.sram_write.en, dut.sram_write.addr, dut.sram_write.data)
+    a_bits, d_bits = len(dut.sram_write.addr), len(dut.sram_write.data)
     run = PERun(out=[], out_cycles=[], counters={})
 
     async def bench(ctx):
         for addr, value in regs.items():
-            ctx.set(reg_w, 1 | int(addr) << 1 | value << 17)
+            ctx.set(reg_w, cat_bits((1, 1), (int(addr), a_bits), (value, d_bits)))
             await ctx.tick()
         ctx.set(reg_w, 0)
         for addr, word in sram.items():
-            ctx.set(sram_w, 1 | addr << 1 | word << 17)
+            ctx.set(sram_w, cat_bits((1, 1), (addr, a_bits), (word, d_bits)))
             await ctx.tick()
         ctx.set(sram_w, 0)
 
         holding, waiting, cycle, done_at = None, None, 0, None
         while done_at is None or cycle < done_at + tail:
             seen = ctx.get(before)
-            accept, out_valid, out_w = seen & ALL_COLORS, seen >> 32 & 1, seen >> 33
+            accept, out_valid, out_w = split_bits(seen, NUM_COLORS, 1, WAVELET_BITS)
             run.accept.append(accept)
             if holding is None and rng.random() < p_valid:
                 ready_q = [name for name, (q, start) in queues.items()
                            if q and cycle >= start
-                           and (not respect_accept or accept >> (q[0] >> 32 & 0x1F) & 1)]
+                           and (not respect_accept or accept >> color_of(q[0]) & 1)]
                 if ready_q:
                     holding = rng.choice(ready_q)
             w = queues[holding][0][0] if holding is not None else 0
             ready = int(rng.random() < p_ready)
-            ctx.set(drive, (holding is not None) | w << 1 | ready << 39)
+            ctx.set(drive, cat_bits((holding is not None, 1), (w, WAVELET_BITS), (ready, 1)))
             if holding is not None:
-                color = w >> 32 & 0x1F
+                color = color_of(w)
                 in_ready = ctx.get(dut.ramp_in.ready)
                 # Without the ramp register ``ready`` follows the color's queue (= accept); with
                 # it the PE takes everything and ``accept`` reserves the room.
@@ -228,10 +252,10 @@ def check_job(job: Job, *, seed, p_valid=0.7, p_ready=0.7, extra=None, task_erro
                "psum": (job.p_stream(), 0), **(extra or {})}
     run = run_pe(sram=job.sram(), streams=streams, n_out=len(want), seed=seed,
                  p_valid=p_valid, p_ready=p_ready, ramp_reg=ramp_reg)
-    got = [w & 0xFFFF_FFFF for w in run.out]
-    assert all(w >> 32 == OUT_COLOR for w in run.out), (
-        f"seed={seed}: outputs must be data wavelets on OUT_COLOR {OUT_COLOR}: "
-        f"{[w >> 32 for w in run.out]}")
+    got = [unpack(Wavelet, w)["payload"] for w in run.out]
+    kinds = [(color_of(w), unpack(Wavelet, w)["ctrl"]) for w in run.out]
+    assert all(k == (OUT_COLOR, 0) for k in kinds), (
+        f"seed={seed}: outputs must be data wavelets on OUT_COLOR {OUT_COLOR}: {kinds}")
     assert got == want, (
         f"seed={seed}: m={job.m} n_words={job.n_words} batch={job.batch} flags={job.flags}: "
         f"got {[hex(v) for v in got]}, expected {[hex(v) for v in want]}")
@@ -378,7 +402,7 @@ def test_accept_drops_when_x_queue_is_full():
     run = run_pe(sram=job.sram(), streams={"x": (job.x_stream(), 0),
                                            "psum": (job.p_stream(), hold)},
                  n_out=len(want), seed=seed, p_valid=1.0, p_ready=1.0)
-    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    assert [unpack(Wavelet, w)["payload"] for w in run.out] == want, f"seed={seed}"
     full = [c for c, a in enumerate(run.accept[:hold]) if not a >> X_COLOR & 1]
     assert full, f"seed={seed}: accept bit of X_COLOR never dropped while the x queue filled"
     assert all(run.accept[c] == ALL_COLORS & ~(1 << X_COLOR) for c in full), (
@@ -395,7 +419,7 @@ def test_ramp_ready_follows_accept_when_pushed_anyway():
     run = run_pe(sram=job.sram(), streams={"x": (job.x_stream(), 0)}, n_out=len(want),
                  seed=seed, p_valid=1.0, p_ready=1.0, respect_accept=False)
     assert run.blocked, f"seed={seed}: the x queue never filled"
-    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    assert [unpack(Wavelet, w)["payload"] for w in run.out] == want, f"seed={seed}"
 
 
 def test_unbound_colours_are_accepted_and_counted():
@@ -418,8 +442,9 @@ def test_data_before_descriptor_counts_errors():
                          ids=["m0", "m_too_big", "n_words0"])
 def test_bad_descriptor_counts_error_then_data_is_dropped(m, n_words):
     seed = 94
-    sram = {DESC_ADDR: W_BASE | n_words << 16, DESC_ADDR + 1: m | FLAG_FIRST << 16 | 2 << 16,
-            DESC_ADDR + 2: Q_BASE}
+    sram = {DESC_ADDR: pack(DescWord0, w_base=W_BASE, n_words=n_words),
+            DESC_ADDR + 1: pack(DescWord1, rows=m, flags=FLAG_FIRST | FLAG_LAST),
+            DESC_ADDR + 2: pack(DescWord2, q_base=Q_BASE)}
     x = [wavelet(DESC_ADDR, X_COLOR, 1)] + [wavelet(k, X_COLOR) for k in range(3)]
     run = run_pe(sram=sram, streams={"x": (x, 0)}, n_out=0, seed=seed)
     assert run.out == [], f"seed={seed}"
@@ -454,7 +479,7 @@ def run_two_jobs(a: Job, b: Job, *, seed, p_valid, p_ready) -> PERun:
     run = run_pe(sram={**a.sram(), **b.sram()},
                  streams={"x": (a.x_stream() + b.x_stream(), 0)}, n_out=len(want), seed=seed,
                  p_valid=p_valid, p_ready=p_ready)
-    assert [w & 0xFFFF_FFFF for w in run.out] == want, f"seed={seed}"
+    assert [unpack(Wavelet, w)["payload"] for w in run.out] == want, f"seed={seed}"
     return run
 
 

@@ -23,19 +23,28 @@ from dataclasses import dataclass, field
 import pytest
 from amaranth.hdl import Cat
 from amaranth.sim import Simulator
-from sparktile.hdl.router import Router
-from sparktile.hdl.wavelet import (
+from sparktile.hdl.formats import (
     CFG_COLOR,
+    NUM_COLORS,
     NUM_PORTS,
+    PAYLOAD_BITS,
     ROUTABLE_COLORS,
     RSP_COLOR,
+    WAVELET_BITS,
+    CfgHeader,
     CfgOp,
     Port,
+    Wavelet,
+    cat_bits,
     cfg_header,
+    pack,
     route_entry,
+    split_bits,
+    unpack,
 )
+from sparktile.hdl.router import Router
 
-ALL_COLORS = (1 << 32) - 1
+ALL_COLORS = (1 << NUM_COLORS) - 1
 #: Output index of the ``cfg`` stream, after the five ports.
 CFG_OUT = NUM_PORTS
 OUT_NAMES = [p.name for p in Port] + ["cfg"]
@@ -46,19 +55,19 @@ SEEDS = [1, 2, 3]
 # ---- wavelet encoding (the Wavelet struct's bit layout) ------------------------------------
 
 def wavelet(payload: int, color: int, ctrl: int = 0) -> int:
-    return (payload & 0xFFFF_FFFF) | (color << 32) | (ctrl << 37)
+    return pack(Wavelet, payload=payload & ((1 << PAYLOAD_BITS) - 1), color=color, ctrl=ctrl)
 
 
 def color_of(w: int) -> int:
-    return (w >> 32) & 0x1F
+    return unpack(Wavelet, w)["color"]
 
 
 def ctrl_of(w: int) -> int:
-    return (w >> 37) & 1
+    return unpack(Wavelet, w)["ctrl"]
 
 
 def payload_of(w: int) -> int:
-    return w & 0xFFFF_FFFF
+    return unpack(Wavelet, w)["payload"]
 
 
 def describe(w: int) -> str:
@@ -74,7 +83,7 @@ class Serial:
     def __call__(self, src: int, hi: int = 0) -> int:
         self.n += 1
         assert self.n < (1 << 20)
-        return (hi << 27) | (int(src) << 20) | self.n
+        return cat_bits((self.n, 20), (int(src), 3), (0, 4), (hi, 5))
 
 
 # ---- bench components ----------------------------------------------------------------------
@@ -171,45 +180,46 @@ def run_router(*, traffic, routes=None, col=1, last_col=False, seed=1, p_valid=0
     observe = Cat(*[Cat(s.valid, s.payload.as_value()) for s in out_streams],
                   *[s.ready for s in dut.inputs])
     rw = Cat(dut.route_write.en, dut.route_write.color, dut.route_write.entry.as_value())
+    c_bits, e_bits = len(dut.route_write.color), len(dut.route_write.entry.as_value())
+
+    def route_write(color, src, dsts):
+        return cat_bits((1, 1), (color, c_bits), (route_entry(src, dsts), e_bits))
     result = {}
 
     async def bench(ctx):
         for color, (src, dsts) in (routes or {}).items():
-            ctx.set(rw, 1 | (color << 1) | (route_entry(src, dsts) << 6))
+            ctx.set(rw, route_write(color, src, dsts))
             await ctx.tick()
         ctx.set(rw, 0)
 
         cycle, quiet = 0, 0
         while True:
-            bits, pos = 0, 0
+            fields = []
             for src in sources:
                 valid, w = src.offer()
-                bits |= (valid | (w << 1)) << pos
-                pos += 39
+                fields += [(valid, 1), (w, WAVELET_BITS)]
             for o, sink in enumerate(sinks):
                 ready = sink.choose_ready()
                 if ready_fn is not None:
                     ready = sink.ready = int(ready_fn(o, cycle))
-                bits |= ready << pos
-                pos += 1
-            bits |= ramp_accept(cycle) << pos
-            ctx.set(drive, bits)
+                fields.append((ready, 1))
+            fields.append((ramp_accept(cycle), NUM_COLORS))
+            ctx.set(drive, cat_bits(*fields))
             if rewrites and cycle in rewrites:
                 color, src, dsts = rewrites[cycle]
-                ctx.set(rw, 1 | (color << 1) | (route_entry(src, dsts) << 6))
+                ctx.set(rw, route_write(color, src, dsts))
             elif rewrites and cycle - 1 in rewrites:
                 ctx.set(rw, 0)
 
             seen = ctx.get(observe)
             any_valid = False
-            for sink in sinks:
-                valid = seen & 1
-                sink.observe(cycle, valid, (seen >> 1) & ((1 << 38) - 1))
+            fields = split_bits(seen, *[1, WAVELET_BITS] * len(sinks), *[1] * len(sources))
+            for i, sink in enumerate(sinks):
+                valid, w = fields[2 * i], fields[2 * i + 1]
+                sink.observe(cycle, valid, w)
                 any_valid |= bool(valid)
-                seen >>= 39
-            for src in sources:
-                src.settle(seen & 1)
-                seen >>= 1
+            for src, ready in zip(sources, fields[2 * len(sinks):], strict=True):
+                src.settle(ready)
             await ctx.tick()
             cycle += 1
             if on_cycle is not None:
@@ -257,7 +267,8 @@ def router_model(*, traffic, routes=None, col=1, last_col=False) -> Expected:
                     exp.cfg_drops += 1
                     continue
                 if ctrl_of(w):
-                    target = "mine" if payload_of(w) >> 27 == col else "other"
+                    target = "mine" if unpack(CfgHeader, payload_of(w))["col"] == col \
+                        else "other"
                 if target == "mine":
                     dsts = [CFG_OUT]
                 elif target == "other" and not last_col:
@@ -361,7 +372,8 @@ def random_accept(seed: int, p_accept: float, cycles: int = 6000):
     if p_accept >= 1.0:
         return lambda cycle: ALL_COLORS
     rng = random.Random(seed)
-    masks = [sum(1 << c for c in range(32) if rng.random() < p_accept) for _ in range(cycles)]
+    masks = [sum(1 << c for c in range(NUM_COLORS) if rng.random() < p_accept)
+             for _ in range(cycles)]
     return lambda cycle: masks[cycle % cycles]
 
 

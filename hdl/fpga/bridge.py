@@ -21,7 +21,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import crc, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..wavelet import COLOR_BITS, Wavelet
+from ..formats import COLOR_BITS, Wavelet
 from .protocol import (
     CRC_PARAMS,
     PING_MAGIC,

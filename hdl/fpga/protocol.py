@@ -17,7 +17,7 @@ bytes stop arriving for ``frame_timeout`` cycles (a dropped byte) is answered wi
 executes anything, so the host may resend it.
 
 Wavelets travel as 5 bytes (host to board: payload little-endian, then ``cc`` = color |
-ctrl << 5, as in :func:`sparktile.cosim.program.cc`) or 6 bytes (board to host: the same plus
+ctrl << 5, :func:`sparktile.hdl.formats.cc`) or 6 bytes (board to host: the same plus
 the mesh row the wavelet left from).
 """
 
