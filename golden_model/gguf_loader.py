@@ -73,17 +73,51 @@ def _open(path: Path):
                               f"{one_line(e, 200)}); truncated or corrupt?") from None
 
 
+def _min_item_bytes() -> dict[int, int]:
+    """The fewest bytes one element of a metadata array of each GGUF value type takes."""
+    from gguf import GGUFValueType
+    sizes = {GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.BOOL: 1,
+             GGUFValueType.UINT16: 2, GGUFValueType.INT16: 2, GGUFValueType.UINT32: 4,
+             GGUFValueType.INT32: 4, GGUFValueType.FLOAT32: 4, GGUFValueType.UINT64: 8,
+             GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8,
+             GGUFValueType.STRING: 8,      # the length, then the bytes
+             GGUFValueType.ARRAY: 12}      # element type and count, then the elements
+    return {int(k): v for k, v in sizes.items()}
+
+
 def _check_extent(path: Path):
     """Before ``GGUFReader`` maps the tensors: every tensor's bytes must lie in the file.
 
     ``GGUFReader`` itself reports a truncated file without the tensor's name; this walks the
     header with ``gguf``'s own field parser to name it.
     """
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
     size = os.path.getsize(path)
+    min_item_bytes = _min_item_bytes()
 
     class _Probe(GGUFReader):
+        def _get_field_parts(self, orig_offs, raw_type):
+            # An array's element count comes from the file: GGUFReader loops over it, and
+            # past the end of the file each element reads as zero bytes, so a count of 2**40
+            # loops (and allocates) for ever. Found by the long fuzz run.
+            if raw_type == GGUFValueType.ARRAY:
+                head = self._get(orig_offs, np.uint32, 3)
+                if len(head) == 3:
+                    itype = int(head[0])
+                    count = int(self._get(orig_offs + 4, np.uint64)[0])
+                    per = min_item_bytes.get(itype)
+                    left = size - (orig_offs + 12)
+                    if per is None:
+                        raise CheckpointError(f"{path}: metadata array at byte {orig_offs} has "
+                                              f"unknown element type {itype}")
+                    if count * per > left:
+                        raise CheckpointError(
+                            f"{path}: metadata array at byte {orig_offs} claims {count} "
+                            f"elements ({per} bytes or more each) but {max(left, 0)} bytes "
+                            f"are left in the file; corrupt file")
+            return super()._get_field_parts(orig_offs, raw_type)
+
         def _build_tensors(self, start_offs, fields):
             for field in fields:
                 _nl, name_data, _nd, dims, raw_dtype, offset = field.parts

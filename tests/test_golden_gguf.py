@@ -234,3 +234,25 @@ def test_not_a_gguf(tmp_path):
     p.write_bytes(b"GGUF" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match=r"junk\.gguf: not a readable GGUF file"):
         load_model(p)
+
+
+@pytest.mark.parametrize("key, count", [("tokenizer.ggml.token_type", 1 << 40),
+                                        ("tokenizer.ggml.tokens", 1 << 62),
+                                        ("tokenizer.ggml.merges", 10 ** 6)])
+def test_gguf_array_claiming_more_elements_than_the_file_holds(tmp_path, key, count):
+    """GGUFReader loops over an array's element count, and past the end of the file every
+    element reads as zero bytes: a count of 2**40 looped and allocated for ever (the long fuzz
+    run, 7 GB when it was stopped). The count is checked against the bytes left first."""
+    import struct
+
+    from fuzzing import time_limit
+    from sparktile.golden_model.testing import write_gguf
+    write_gguf(tmp_path / "m.gguf")
+    raw = bytearray((tmp_path / "m.gguf").read_bytes())
+    at = raw.index(key.encode()) + len(key) + 8          # value type, element type, count
+    struct.pack_into("<Q", raw, at, count)
+    (tmp_path / "bad.gguf").write_bytes(bytes(raw))
+    with time_limit(30), pytest.raises(   # a hang guard: without the check it never returns
+            ValueError, match=rf"metadata array at byte \d+ claims {count} elements "
+                              rf"\(\d+ bytes or more each\) but \d+ bytes are left"):
+        load_model(tmp_path / "bad.gguf")
