@@ -318,7 +318,7 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     """The main job: the code LLM generates with every matmul on the RTL mesh."""
     from ..cosim import session
     from ..cosim.build import BuildError
-    from ..cosim.llm import plan_weights
+    from ..cosim.llm import mismatch_message, plan_weights
     from ..cosim.mapping import Region, gemv_words
     from ..cosim.session import BenchError
     from ..golden_model import load_model
@@ -386,11 +386,7 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
             click.echo("", err=True)
             info = exc.info
             if info:
-                click.echo(f"MISMATCH in {info['matmul']} (layer {info['layer']}, "
-                           f"{info['phase']}, token {info['token']}): element "
-                           f"[{info['vector']}][{info['index']}] is {info['got']} on the RTL, "
-                           f"{info['expected']} in the golden model; cycle {info['cycle']}, "
-                           f"seed {info['seed']}", err=True)
+                click.echo(f"MISMATCH in {mismatch_message(info)}", err=True)
                 click.echo(f"Reproduce: sparktile run --prompt {json.dumps(prompt)} "
                            f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} "
                            f"--weights {weights} --seed {seed} --waves fail.vcd --waves-tokens "
@@ -420,7 +416,6 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
         ("simulated cycles", r["sim_cycles"]),
         ("wall: simulation", f"{r['sim_wall_s']:.2f} s ({r['sim_cycles_per_s']:.3g} cycles/s)"),
         ("wall: python+model", f"{r['python_wall_s']:.2f} s"),
-        ("wall: golden run", f"{r['golden_wall_s']:.2f} s"),
         ("wall: load+quantize", f"{r['load_and_quantize_wall_s']:.2f} s"),
         ("weight loads", f"{r['config_cycles']} cycles, " + (
             f"once before generating ({r['preload_wall_s']:.2f} s)"
@@ -441,6 +436,6 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     if missing:
         raise missing
     if not r["match_golden"]:
-        click.echo(f"MISMATCH: the token sequence differs from the golden backend's "
-                   f"(RTL {r['tokens']}, golden {r['golden_tokens']}); seed {seed}", err=True)
+        click.echo(f"MISMATCH: no matmul ran on the RTL, nothing was checked; seed {seed}",
+                   err=True)
         sys.exit(1)

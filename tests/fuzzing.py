@@ -41,7 +41,13 @@ def time_limit(seconds: float):
 def run_long(body, *strategies, settings_: settings, total: int, part: int = LONG_PART):
     """``body(*drawn)`` for ``total`` examples of ``strategies``, as independent Hypothesis
     runs of ``part`` examples with seeds 0, 1, ... (see :data:`LONG_PART`); a failing example
-    is shrunk and reported as in any Hypothesis test, with the seed of its run."""
+    is shrunk and reported as in any Hypothesis test, with the seed of its run.
+
+    Prints (``pytest -rA`` shows it) how many examples ran: fewer than ``total`` where a small
+    input space was exhausted (Hypothesis stops a run once it has tried every distinct input).
+    Returns that number.
+    """
+    ran = 0
     for i in range(-(-total // part)):
         n = min(part, total - i * part)
 
@@ -49,6 +55,11 @@ def run_long(body, *strategies, settings_: settings, total: int, part: int = LON
         @settings(settings_, max_examples=n, derandomize=False)
         @given(st.tuples(*strategies))
         def one(drawn):
+            nonlocal ran
+            ran += 1
             body(*drawn)
 
         one()
+    print(f"run_long: {ran} examples run ({total} asked, {-(-total // part)} runs of up to "
+          f"{part})")
+    return ran
