@@ -270,9 +270,12 @@ def load_gguf(path) -> tuple[ModelConfig, dict, object]:
         if name in _GGUF_TOP:
             key = _GGUF_TOP[name]
         elif name.startswith("blk."):
-            _, i, rest = name.split(".", 2)
-            if rest not in _GGUF_LAYER:
+            parts = name.split(".", 2)
+            # A name that is not blk.<layer>.<kind> is not a tensor this loader uses (found by
+            # the long fuzz run: "blk.0\0\0...weight" raised ValueError from the unpacking).
+            if len(parts) < 3 or not parts[1].isdigit() or parts[2] not in _GGUF_LAYER:
                 continue
+            _, i, rest = parts
             key = f"layers.{i}.{_GGUF_LAYER[rest]}"
         else:
             continue

@@ -256,3 +256,19 @@ def test_gguf_array_claiming_more_elements_than_the_file_holds(tmp_path, key, co
             ValueError, match=rf"metadata array at byte \d+ claims {count} elements "
                               rf"\(\d+ bytes or more each\) but \d+ bytes are left"):
         load_model(tmp_path / "bad.gguf")
+
+
+@pytest.mark.parametrize("bad", ["blk.0", "blk.x.ffn_up.weight", "blk..weight"])
+def test_gguf_tensor_name_that_is_not_blk_layer_kind(tmp_path, bad):
+    """A mangled tensor name (the long fuzz run: "blk.0\\0\\0...weight") is not used, and the
+    tensor it should have been is reported missing, by name."""
+    from sparktile.golden_model.testing import write_gguf
+    write_gguf(tmp_path / "m.gguf")
+    raw = (tmp_path / "m.gguf").read_bytes()
+    good = b"blk.0.ffn_up.weight"
+    assert len(bad) <= len(good)
+    # Same length, so every offset in the file stays valid: pad with NULs inside the name.
+    mangled = bad.encode() + b"\0" * (len(good) - len(bad))
+    (tmp_path / "bad.gguf").write_bytes(raw.replace(good, mangled, 1))
+    with pytest.raises(ValueError, match=r"tensor 'blk.0.ffn_up.weight' is missing"):
+        load_model(tmp_path / "bad.gguf")
