@@ -7,7 +7,7 @@ Three layers, as on hardware:
 * :class:`Board` speaks the bridge's protocol (:mod:`sparktile.hdl.fpga.protocol`): PING,
   WRITE into a west/north edge port, READ the east edge, STATUS;
 * on top, the same configuration programs and streams the Verilator benches use
-  (:func:`~sparktile.cosim.mapping.compile_gemv`, :func:`~sparktile.cosim.program.
+  (:func:`~sparktile.compiler.mapping.compile_gemv`, :func:`~sparktile.compiler.program.
   read_requests`): :meth:`Board.gemv` runs a GEMV exactly as ``sparktile gemv`` does, and
   :class:`BoardBackend` runs the golden model's matmuls on the board.
 
@@ -463,14 +463,14 @@ class Board:
 
     # -- mesh level --
     def configure(self, program) -> None:
-        """Send a :class:`~sparktile.cosim.program.ConfigProgram` into the west edges."""
+        """Send a :class:`~sparktile.compiler.program.ConfigProgram` into the west edges."""
         for r, (pay, ccs) in enumerate(program.row_streams()):
             if len(pay):
                 self.write("W", r, pay, ccs)
 
     def read_counters(self, shape: MeshShape, counters=tuple(Counter)) -> dict[str, np.ndarray]:
         """Per-tile counters (rows x cols arrays) through READ configuration headers."""
-        from .program import counters_from_responses, read_requests
+        from ..compiler.program import counters_from_responses, read_requests
         for r, (pay, ccs) in enumerate(read_requests(shape, counters)):
             self.write("W", r, pay, ccs)
         n = shape.cols * len(counters) * 2
@@ -510,7 +510,7 @@ class Board:
             pending += per_vector
 
     def gemv(self, mapping, x, *, configure: bool = True, timeout: float = 60.0) -> np.ndarray:
-        """``y`` of a compiled GEMV (:func:`~sparktile.cosim.mapping.compile_gemv`)."""
+        """``y`` of a compiled GEMV (:func:`~sparktile.compiler.mapping.compile_gemv`)."""
         batch = np.atleast_2d(x).shape[0]
         if configure:
             self.configure(mapping.program)
@@ -542,7 +542,7 @@ class BoardBackend:
         self.loads = 0
 
     def matmul(self, op, x_q):
-        from .mapping import compile_gemv
+        from ..compiler.mapping import compile_gemv
         if self._loaded != op.name:
             self._mapping = compile_gemv(self.shape, op.w_q, op.mult, op.shift,
                                          out_int32=(op.out == "int32"))

@@ -237,9 +237,9 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves, w
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves,
                  waves_limit, compare_plain):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
+    from ..compiler.mapping import Region, gemv_words
     from ..cosim import session
     from ..cosim.build import BuildError
-    from ..cosim.mapping import Region, gemv_words
     from ..cosim.session import BenchError
     shape = _shape(mesh, sram_kb)
     geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
@@ -316,10 +316,10 @@ def _parse_window(ctx, param, value):
 def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature, top_k,
                 top_p, json_path, waves, waves_tokens, waves_limit, compare_plain):
     """The main job: the code LLM generates with every matmul on the RTL mesh."""
+    from ..compiler.mapping import Region, gemv_words
     from ..cosim import session
     from ..cosim.build import BuildError
     from ..cosim.llm import mismatch_message, plan_weights
-    from ..cosim.mapping import Region, gemv_words
     from ..cosim.session import BenchError
     from ..golden_model import load_model
     shape = _shape(mesh, sram_kb)

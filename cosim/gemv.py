@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
+from ..compiler.cycle_model import gemv_cycles, timing_for
+from ..compiler.mapping import compile_gemv
 from ..golden_model.arith import first_difference, gemv_golden, requant_params
 from ..hdl.formats import Counter
-from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, Recording
-from .mapping import compile_gemv
 
 __all__ = ["gemv", "random_problem"]
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compiler.cycle_model import gemv_cycles, timing_for
+from ..compiler.mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
+from ..compiler.program import ConfigProgram
 from ..golden_model.arith import first_difference
 from ..golden_model.backend import MatmulOp, NumpyBackend
-from .cycle_model import gemv_cycles, timing_for
 from .fabric import STATUS, Fabric, FabricHang, Recording
-from .mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
-from .program import ConfigProgram
 
 __all__ = ["RtlBackend", "MatmulMismatch", "mismatch_message", "plan_weights", "llm_run"]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..compiler.program import ConfigProgram
 from ..hdl.formats import (
     CC_COLOR,
     CFG_COLOR,
@@ -36,7 +37,6 @@ from ..hdl.formats import (
 from ..hdl.mesh import MeshShape
 from .fabric import STATUS, Fabric
 from .harness import EdgePort, edge_ports
-from .program import ConfigProgram
 
 __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency", "throughput",
            "bad_config"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import click
 
+from ..compiler.cycle_model import gemv_cycles, timing_for
+from ..compiler.mapping import Region, gemv_words
 from ..errors import UserError
-from .cycle_model import gemv_cycles, timing_for
-from .mapping import Region, gemv_words
 
 __all__ = ["BYTES_PER_CYCLE_PER_PE", "DEFAULT_LIMIT_MB", "estimate_bytes", "gemv_job_cycles",
            "stress_job_cycles", "run_job_cycles", "announce", "check_written", "limit_option"]

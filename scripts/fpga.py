@@ -82,8 +82,8 @@ def run_demo(board, shape, *, m: int, n: int, batch: int, seed: int, llm: bool,
     """The demo on an open :class:`~sparktile.cosim.board.Board`: GEMV, then (``llm``) one
     token of the shipped model with every int8 matmul on the board. Returns the report."""
 
+    from ..compiler.mapping import compile_gemv
     from ..cosim.gemv import random_problem
-    from ..cosim.mapping import compile_gemv
     from ..golden_model.arith import first_difference, gemv_golden
 
     out: dict = {"port": board.t.name, "mesh": str(shape)}
@@ -116,8 +116,8 @@ def _llm_token(board, shape, echo) -> dict:
     """One token of the shipped model (int8 path) with the matmuls on the board."""
     import numpy as np
 
+    from ..compiler.mapping import MappingError
     from ..cosim.board import BoardBackend
-    from ..cosim.mapping import MappingError
     from ..golden_model import NumpyBackend, load_model
 
     model = load_model()
@@ -166,8 +166,8 @@ def _llm_token(board, shape, echo) -> dict:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_path):
     """Run the GEMV (and LLM) demo through a board or the virtual board."""
+    from ..compiler.mapping import MappingError
     from ..cosim.board import Board, BoardError, open_transport
-    from ..cosim.mapping import MappingError
     from ..hdl.fpga.boards import get_board
     if json_path:
         json_path = check_output(json_path, "--json")   # before the demo, not after it

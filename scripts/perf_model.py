@@ -3,13 +3,13 @@
 Three parts:
 
 * **Calibration** (:func:`fit_timing`): the free parameters of the PE issue's cycle model
-  (:class:`~sparktile.cosim.cycle_model.GemvTiming`: per-task overheads and per-hop latencies)
+  (:class:`~sparktile.compiler.cycle_model.GemvTiming`: per-task overheads and per-hop latencies)
   fitted by least squares to GEMV cycle counts measured on the RTL (``sparktile calibrate``).
   The model is linear in them; ``fill`` and ``drain`` always appear as a sum, so their sum is
   fitted and split in the ratio of the RTL reading (3:3).
 * **Placement** (:func:`place`): every matrix of every decoder layer (and the LM head) gets a
   rectangle of the wafer grid, with the mapping compiler's geometry
-  (:func:`~sparktile.cosim.mapping.gemv_words`: rows of W over region rows, packed words of x
+  (:func:`~sparktile.compiler.mapping.gemv_words`: rows of W over region rows, packed words of x
   over region columns, partial sums reduced along rows), sized by its share of the weights and
   shaped to minimise the cycle model's time while its words and the layer's KV cache fit SRAM.
 * **Estimate** (:func:`estimate`): decode time per token = the cycle model of each matrix,
@@ -31,8 +31,8 @@ import numpy as np
 
 from sparktile.errors import UserError
 
-from ..cosim.cycle_model import GemvTiming, gemv_cycles
-from ..cosim.mapping import Region, gemv_words
+from ..compiler.cycle_model import GemvTiming, gemv_cycles
+from ..compiler.mapping import Region, gemv_words
 from ..golden_model.config import ModelConfig
 
 __all__ = ["MODELS", "DTYPES", "ModelError", "CalibrationError", "load_model_config",
@@ -49,10 +49,10 @@ ASSUMPTIONS = [
     "Single user, batch 1, no speculative decoding, greedy sampling on the wafer.",
     ("Weight-stationary: every weight and the KV cache stay in PE SRAM; nothing streams from "
     "off-wafer memory during inference."),
-    ("Each matrix is placed as cosim.mapping places it (rows of W over region rows, packed "
+    ("Each matrix is placed as compiler.mapping places it (rows of W over region rows, packed "
     "words of x over region columns, partial sums reduced west to east); regions are checked "
     "by area only (rectangles assumed to pack into the grid)."),
-    ("Matrix time is cosim.cycle_model.gemv_cycles with the calibrated GemvTiming; n is scaled "
+    ("Matrix time is compiler.cycle_model.gemv_cycles with the calibrated GemvTiming; n is scaled "
     "by 4 / lanes so a PE with L lanes does L MACs per cycle; if the SRAM cannot feed L "
     "elements per cycle the lanes are reduced to what it can (the 'sram_bandwidth' term)."),
     ("The calibrated per-task and per-hop costs (cycles) of the RTL PE are taken for the "
@@ -285,7 +285,7 @@ def gemv_breakdown(m: int, n: int, rows: int, cols: int, hw, dtype: str, timing:
     """Cycles of an M x N GEMV on a rows x cols region, split by :data:`CATEGORIES`.
 
     With ``reduce="chain"`` and 4 int8 lanes fed by a 4 B/cycle SRAM this is exactly
-    :func:`~sparktile.cosim.cycle_model.gemv_cycles` (a test checks it).
+    :func:`~sparktile.compiler.cycle_model.gemv_cycles` (a test checks it).
     """
     b = DTYPES[dtype]
     lanes = hw.lanes(dtype)

@@ -184,7 +184,7 @@ def _tile() -> dict[str, tuple[object, str]]:
                                                     f"{shape.sram_kb} (32-bit words)")),
         "sram_reserve_bytes_per_pe": (0, ("the RTL's PEs hold no code (tasks are hardware); "
                                          "descriptors and requantization words are counted by "
-                                         "cosim.mapping.gemv_words")),
+                                         "compiler.mapping.gemv_words")),
         "sram_read_bytes_per_cycle": (4.0, "hdl.pe: one 32-bit SRAM read port"),
         "acc_depth": (shape.acc_depth, "hdl.mesh.MeshShape default acc_depth"),
         "clock_hz": (1.1e9, ("[A] the RTL has no clock target; WSE-2's 1.1 GHz (Hot Chips 34 "

@@ -5,7 +5,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from sparktile.cosim.cycle_model import GemvTiming, gemv_cycles
 from sparktile.scripts.extrapolate import FIT_CASES, HELDOUT_CASES
 from sparktile.scripts.perf_model import (
     CATEGORIES,
@@ -18,6 +17,7 @@ from sparktile.scripts.perf_model import (
 from sparktile.scripts.wafer import FIELDS, PRESETS, HardwareError, load_hardware
 
 from sparktile.cli import main
+from sparktile.compiler.cycle_model import GemvTiming, gemv_cycles
 
 
 def _cli(*args):

@@ -22,10 +22,11 @@ from sparktile.cosim.board import (
     Transport,
 )
 from sparktile.cosim.gemv import random_problem
-from sparktile.cosim.mapping import compile_gemv
 from sparktile.golden_model.arith import matmul_int8, requantize
 from sparktile.hdl.fpga.protocol import Cmd, ErrorCode, encode_frame, port_code
 from sparktile.hdl.mesh import MeshShape
+
+from sparktile.compiler.mapping import compile_gemv
 
 #: The ULX3S configuration (2x2, 16 KiB per PE), so the CLI demo shares the cached build.
 SHAPE = MeshShape(2, 2, sram_kb=16, acc_depth=256, link_regs=True)  # as on the boards
@@ -95,7 +96,7 @@ def test_garbage_before_a_frame_is_skipped(board):
 def test_a_dropped_byte_rejects_that_frame_and_the_next_one_works(board):
     before = board.status()
     # Three READ headers into row 0: executed, they would put responses on the east edge.
-    from sparktile.cosim.program import read_requests
+    from sparktile.compiler.program import read_requests
     pay, ccs = read_requests(SHAPE)[0]
     raw = np.zeros((3, 5), np.uint8)
     raw[:, 0:4] = pay[:3].view(np.uint8).reshape(3, 4)

@@ -35,7 +35,7 @@ def test_gemv_bit_exact(run_bench, rows, cols, m, n, batch, extra):
     if "stall" in extra:
         assert r["cycles"] >= r["model_cycles"]
     else:
-        # The analytic model (sparktile.cosim.cycle_model) against the RTL's cycle count.
+        # The analytic model (sparktile.compiler.cycle_model) against the RTL's cycle count.
         assert abs(r["cycles"] - r["model_cycles"]) <= 2, (r["cycles"], r["model_cycles"])
 
 

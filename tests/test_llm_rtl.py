@@ -2,12 +2,13 @@
 
 import pytest
 from sparktile.cosim.llm import plan_weights
-from sparktile.cosim.mapping import MappingError
 from sparktile.cosim.session import BenchError, run_job
 from sparktile.golden_model import load_model
 from sparktile.golden_model.checkpoint import save_sparktile_folder
 from sparktile.golden_model.testing import random_model, tiny_config
 from sparktile.hdl.mesh import MeshShape
+
+from sparktile.compiler.mapping import MappingError
 
 LLM = "sparktile.cosim.llm:llm_run"
 

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from sparktile.cosim.mapping import Colors, MappingError, Region, compile_gemv, gemv_words
 from sparktile.golden_model.arith import (
     matmul_int8,
     requant_params,
@@ -24,6 +23,8 @@ from sparktile.hdl.formats import (
     unpack,
 )
 from sparktile.hdl.mesh import MeshShape
+
+from sparktile.compiler.mapping import Colors, MappingError, Region, compile_gemv, gemv_words
 
 
 def _sram(mapping, r, c):

@@ -12,7 +12,7 @@ requantization parameters and a region of the mesh, :func:`compile_gemv` produce
   cannot accept a color from the west and also send it east from its ramp); the east-most PE of
   each row requantizes and sends ``y`` on color ``Y``, which passes east to the mesh's edge;
 * the SRAM images (weights, requantization words, descriptors) and PE registers, as a
-  :class:`~sparktile.cosim.program.ConfigProgram`;
+  :class:`~sparktile.compiler.program.ConfigProgram`;
 * the host's streams: per region column, a descriptor selector then ``nw_pe`` packed words per
   vector (GEMM: vectors back to back); and how to decode the ``y`` wavelets per region row.
 
