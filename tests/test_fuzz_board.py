@@ -189,11 +189,12 @@ def reply_to(draw, cmd: int, payload: bytes) -> tuple[bytes, bool]:
     return junk + good, SYNC not in junk + good[:1]
 
 
-def protocol_allows(cmd: int, request: bytes, raw: bytes) -> bool:
+def protocol_allows(cmd: int, request: bytes, raw: bytes, rows: int = ROWS) -> bool:
     """The spec, written apart from the host: may a correct host accept ``raw`` as the reply
     to ``cmd`` (with request payload ``request``)? Bytes before the first sync are skipped;
     the frame must be complete, its CRC right, its command the reply to ``cmd``, and its
-    payload what the protocol allows for that command."""
+    payload what the protocol allows for that command. ``rows``: the mesh rows the board
+    announced in its last PING reply (a READ wavelet must come from one of them)."""
     at = raw.find(SYNC)
     if at < 0 or len(raw) < at + 7:
         return False
@@ -223,7 +224,7 @@ def protocol_allows(cmd: int, request: bytes, raw: bytes) -> bool:
     if cmd == Cmd.READ:
         want = int.from_bytes(request[:2], "little")
         return (len(body) % WAVELET_OUT_BYTES == 0 and len(body) // WAVELET_OUT_BYTES <= want
-                and all(body[i + 5] < ROWS for i in range(0, len(body), WAVELET_OUT_BYTES)))
+                and all(body[i + 5] < rows for i in range(0, len(body), WAVELET_OUT_BYTES)))
     if cmd == Cmd.WRITE:
         k = (len(request) - 1) // WAVELET_IN_BYTES
         return len(body) == 3 and int.from_bytes(body[:2], "little") <= k and body[2] <= 1
@@ -253,6 +254,10 @@ class FuzzedBoard(Transport):
         self.pending = b""
         self.drawn = 0
         self.all_correct = True
+        # The rows the board announced last (a drawn PING reply may announce another valid
+        # shape; the host must then hold the board to it), and every row announced.
+        self.rows = ROWS
+        self.announced = {ROWS}
 
     def write(self, data: bytes) -> None:
         assert data[:2] == SYNC, f"the host sent a frame without sync: {data.hex()}"
@@ -260,11 +265,15 @@ class FuzzedBoard(Transport):
         if self.drawn < DRAWN_REPLIES:
             self.drawn += 1
             reply, same = self.data.draw(reply_to(cmd, payload))
-            ok = protocol_allows(cmd, payload, reply)
+            ok = protocol_allows(cmd, payload, reply, self.rows)
             assert ok or not same, f"the oracle refuses a correct reply {reply.hex()}"
             self.all_correct &= ok
         else:
-            reply = correct_reply(cmd, payload)
+            reply, ok = correct_reply(cmd, payload), True
+        if ok and cmd == Cmd.PING:
+            at = reply.find(SYNC)
+            self.rows = reply[at + 5 + 3]          # payload byte 3: rows
+            self.announced.add(self.rows)
         self.pending = reply        # a new request: a stale reply is gone (as after resync)
 
     def read(self, n: int, timeout: float) -> bytes:
@@ -324,7 +333,7 @@ def _run_ops(data, fake, board, ops, warm, limit):
         outcome = type(exc).__name__
     _event(f"outcome: {outcome}")
     # Wavelets the host queued came from rows that exist.
-    assert set(r for r, q in board._east.items() if q) <= set(range(ROWS))
+    assert all(r < max(fake.announced) for r, q in board._east.items() if q)
 
 
 #: One command at a time after a good PING, so that each reply parser gets its share.
