@@ -62,7 +62,8 @@ class MatmulMismatch(RuntimeError):
 
 def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, int]:
     """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``: the
-    sum of all matrices (stationary) or the largest one (streaming).
+    sum of all matrices (stationary) or the largest one (streaming). ``ops`` may be
+    :class:`~sparktile.golden_model.backend.MatmulShape` s (only names and shapes are read).
 
     Raises
     ------

@@ -19,12 +19,31 @@ import numpy as np
 
 from . import arith
 
-__all__ = ["KINDS", "OUTS", "MatmulOp", "Backend", "NumpyBackend"]
+__all__ = ["KINDS", "OUTS", "MatmulOp", "MatmulShape", "output_of", "Backend", "NumpyBackend"]
 
 #: The matmuls of a decoder layer, plus the output head.
 KINDS = ("q", "k", "v", "o", "gate", "up", "down", "head")
 #: Output formats: requantized int8, or raw int32 accumulators (output head).
 OUTS = ("int8", "int32")
+
+
+def output_of(kind: str) -> str:
+    """What a matmul of ``kind`` returns: the output head its raw int32 accumulators (the
+    host scales them into logits), every other matmul requantized int8."""
+    return "int32" if kind == "head" else "int8"
+
+
+@dataclass(frozen=True)
+class MatmulShape:
+    """What a planner needs of a :class:`MatmulOp` before anything is quantized: a fit check
+    or a cycle estimate needs only the name, kind, layer, ``(M, N)`` and output type, and
+    quantization (calibration over a text) costs seconds (:meth:`Model.matmul_shapes`)."""
+
+    name: str
+    kind: str
+    layer: int
+    shape: tuple[int, int]
+    out: str
 
 
 @dataclass(eq=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arith, intpath
-from .backend import Backend, MatmulOp, NumpyBackend
+from .backend import Backend, MatmulOp, MatmulShape, NumpyBackend, output_of
 from .config import ModelConfig
 from .errors import GenerationError
 from .quant import CALIBRATION_TEXT, QuantLinear, make_linear, quantize_act
@@ -231,7 +231,7 @@ class Model:
             a_in, a_out = stats[name]
             w = qw["head.weight"] if name == "head" else qw[name + ".weight"]
             qlin[name] = make_linear(name, kind, layer, w, a_in.max(),
-                                     None if kind == "head" else a_out,
+                                     None if output_of(kind) == "int32" else a_out,
                                      qw.get(name + ".bias"))
         self._qweights = qw
         self._qlin = qlin
@@ -245,6 +245,13 @@ class Model:
         if self._qlin is None:
             self.quantize()
         return [self._qlin[name].op for name, _, _ in self.sites()]
+
+    def matmul_shapes(self) -> list[MatmulShape]:
+        """:meth:`matmul_ops` without quantizing: name, kind, layer, shape and output type of
+        every matmul, in the same order (what a fit check or a cycle estimate needs)."""
+        return [MatmulShape(name, kind, layer, tuple(int(d) for d in self.weight(name).shape),
+                            output_of(kind))
+                for name, kind, layer in self.sites()]
 
     def quant_linears(self) -> dict[str, QuantLinear]:
         """The :class:`QuantLinear` of each site (quantizes if needed)."""

@@ -258,7 +258,9 @@ class RtlBackend(GoldenBackend):
         from .cosim.llm import plan_weights
         self.shape = shape
         self.model = model
-        plan_weights(shape, self.lm.matmul_ops(), "auto")     # fits, or a clear error now
+        # Fits, or a clear error now; shapes only: each request's simulator process
+        # quantizes, so the server does not do it too.
+        plan_weights(shape, self.lm.matmul_shapes(), "auto")
         build_mesh(shape)                                      # built before the first request
 
     def generate(self, req: CompletionRequest, emit, should_stop) -> Outcome:

@@ -134,3 +134,16 @@ def test_text_stream_holds_back_a_partial_utf8_character():
     assert not any("\ufffd" in p for p in pieces)
     assert pieces[1] == ""                      # the first byte of "é" waits for the second
     assert s.rest("aé€b") == ""
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True},
+                                       {"attention_bias": True, "num_layers": 3}])
+def test_matmul_shapes_are_the_ops_without_quantizing(overrides):
+    """A planner (`sparktile run`'s fit check, the serve rtl backend) reads these instead of
+    quantizing in its own process: they must be what matmul_ops() gives, in order."""
+    from sparktile.golden_model.testing import random_model, tiny_config
+    lm = random_model(tiny_config(**overrides), seed=3)
+    shapes = lm.matmul_shapes()
+    assert lm._qlin is None, "matmul_shapes must not quantize"
+    assert [(s.name, s.kind, s.layer, s.shape, s.out) for s in shapes] == [
+        (o.name, o.kind, o.layer, tuple(o.shape), o.out) for o in lm.matmul_ops()]
