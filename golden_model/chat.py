@@ -17,6 +17,7 @@ not when the first request arrives.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from sparktile.errors import one_line
 from .errors import CheckpointError
 
 __all__ = ["ChatTemplate", "ChatTemplateError", "PLAIN_TEMPLATE", "ROLES", "read_hf_template",
-           "for_tokenizer"]
+           "for_tokenizer", "plain_template"]
 
 #: The roles a message may have.
 ROLES = ("system", "user", "assistant")
@@ -150,3 +151,9 @@ def for_tokenizer(tok, source: str, origin: str) -> ChatTemplate:
     return ChatTemplate(source, bos_token=text(tok.bos_id),
                         eos_token=text(tok.eos_ids[0] if tok.eos_ids else None),
                         strip_bos=tok.add_bos, origin=origin)
+
+
+@functools.cache
+def plain_template() -> ChatTemplate:
+    """:data:`PLAIN_TEMPLATE`, compiled once."""
+    return ChatTemplate(PLAIN_TEMPLATE, origin="the plain chat template")

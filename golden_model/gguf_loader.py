@@ -74,15 +74,14 @@ def _open(path: Path):
 
 
 def _min_item_bytes() -> dict[int, int]:
-    """The fewest bytes one element of a metadata array of each GGUF value type takes."""
-    from gguf import GGUFValueType
-    sizes = {GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.BOOL: 1,
-             GGUFValueType.UINT16: 2, GGUFValueType.INT16: 2, GGUFValueType.UINT32: 4,
-             GGUFValueType.INT32: 4, GGUFValueType.FLOAT32: 4, GGUFValueType.UINT64: 8,
-             GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8,
-             GGUFValueType.STRING: 8,      # the length, then the bytes
-             GGUFValueType.ARRAY: 12}      # element type and count, then the elements
-    return {int(k): v for k, v in sizes.items()}
+    """The fewest bytes one element of a metadata array of each GGUF value type takes: the
+    scalar types' sizes from gguf's own table, a string's length field, an array's element
+    type and count."""
+    from gguf import GGUFReader, GGUFValueType
+    sizes = {int(k): np.dtype(v).itemsize for k, v in GGUFReader.gguf_scalar_to_np.items()}
+    sizes[int(GGUFValueType.STRING)] = 8
+    sizes[int(GGUFValueType.ARRAY)] = 12
+    return sizes
 
 
 def _check_extent(path: Path):
@@ -102,10 +101,10 @@ def _check_extent(path: Path):
             # past the end of the file each element reads as zero bytes, so a count of 2**40
             # loops (and allocates) for ever. Found by the long fuzz run.
             if raw_type == GGUFValueType.ARRAY:
-                head = self._get(orig_offs, np.uint32, 3)
-                if len(head) == 3:
-                    itype = int(head[0])
-                    count = int(self._get(orig_offs + 4, np.uint64)[0])
+                itype, count = self._get(orig_offs, np.uint32), self._get(orig_offs + 4,
+                                                                          np.uint64)
+                if len(itype) and len(count):   # else GGUFReader reports the truncation
+                    itype, count = int(itype[0]), int(count[0])
                     per = min_item_bytes.get(itype)
                     left = size - (orig_offs + 12)
                     if per is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import threading
 import time
@@ -87,7 +86,7 @@ def chat_prompt(messages, template=None) -> str:
     """The prompt for a chat request: ``messages`` checked, then laid out by ``template`` (a
     :class:`~sparktile.golden_model.chat.ChatTemplate`, the checkpoint's own where it has
     one), by default one ``role: content`` line per message and ``assistant: ``."""
-    from .golden_model.chat import PLAIN_TEMPLATE, ROLES, ChatTemplate, ChatTemplateError
+    from .golden_model.chat import ROLES, ChatTemplateError, plain_template
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list of {role, content} objects",
                            param="messages")
@@ -97,17 +96,12 @@ def chat_prompt(messages, template=None) -> str:
             raise RequestError(f"messages[{i}] must be an object with role system, user or "
                                f"assistant and a string content, not {m!r}"[:300],
                                param=f"messages[{i}]")
-    template = template or _plain_template(ChatTemplate, PLAIN_TEMPLATE)
+    template = template or plain_template()
     try:
         return template.render([{"role": m["role"], "content": m["content"]}
                                 for m in messages])
     except ChatTemplateError as exc:
         raise RequestError(str(exc)[:500], param="messages") from None
-
-
-@functools.cache
-def _plain_template(cls, source):
-    return cls(source, origin="the plain chat template")
 
 
 def parse_request(raw: bytes, *, chat: bool, model_name: str, max_tokens_limit: int,
