@@ -332,15 +332,9 @@ FLAG_INT32 = pack(DescFlags, int32=1)
 
 
 def cfg_header(col: int, op: "CfgOp", addr: int = 0, value: int = 0) -> int:
-    """Payload of a configuration header addressed to column ``col`` of the row it enters."""
-    if not 0 <= col < MAX_MESH_DIM:
-        raise ValueError(f"column must be in [0, {MAX_MESH_DIM - 1}], not {col}")
-    if not 0 <= int(op) < 8:
-        raise ValueError(f"opcode must be in [0, 7], not {op}")
-    if not 0 <= addr < 256:
-        raise ValueError(f"address must be in [0, 255], not {addr}")
-    if not 0 <= value < 65536:
-        raise ValueError(f"data must be in [0, 65535], not {value}")
+    """Payload of a configuration header addressed to column ``col`` of the row it enters
+    (``ValueError`` naming the field for a value that does not fit: the column field holds
+    0 .. MAX_MESH_DIM - 1)."""
     return pack(CfgHeader, col=col, op=int(op), addr=addr, value=value)
 
 

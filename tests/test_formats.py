@@ -45,6 +45,8 @@ def test_documented_bit_positions():
     assert f.pack(f.DescWord1, flags=f.FLAG_INT32) == 4 << 16
     assert f.pack(f.RequantWord, shift=1) == 1 << 16
     assert f.cc(5, 1) == (5 | f.CC_CTRL) and f.CC_CTRL == 1 << 5 and f.CC_COLOR == 0x1F
+    # cfg_header's column check is the field's width: it must span the largest mesh.
+    assert 1 << data.Layout.cast(f.CfgHeader)["col"].width == f.MAX_MESH_DIM
     assert f.cfg_header(3, f.CfgOp.READ, 5, 7) == f.pack(f.CfgHeader, col=3, op=3, addr=5,
                                                           value=7)
 
