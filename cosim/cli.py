@@ -20,8 +20,8 @@ import click
 
 from ..errors import UserError, one_line
 from ..hdl.mesh import parse_mesh
+from ..report import check_output, save_json, save_text
 from . import waves as wv
-from .report import check_output, save_json, save_text
 
 __all__ = ["verilog_command", "stress_command", "gemv_command", "run_command", "mesh_option",
            "fail", "SEED", "FiniteFloatRange"]
@@ -90,42 +90,42 @@ def _compare_plain_option(f):
                              "Python) and report the speed ratio.")(f)
 
 
-def _plain_ratio(shape, r, replay) -> dict:
+def _plain_ratio(shape, r, replay):
     """Replay ``replay`` in the plain C++ harness; add and print the speed comparison."""
-    from ..cosim.build import run_plain
+    from .sim.build import run_plain
     plain = run_plain(shape, replay)
-    mine = r["recorded"]
+    mine = r.recorded
     if plain["cycles"] != mine["cycles"]:
         click.echo(f"note: plain harness simulated {plain['cycles']} cycles, the cocotb run "
                    f"{mine['cycles']}", err=True)
     ratio = mine["cycles_per_s"] / plain["cycles_per_s"] if plain["cycles_per_s"] else 0.0
-    r["plain_harness"] = plain
-    r["speed_ratio_vs_plain"] = ratio
+    r.plain_harness = plain
+    r.speed_ratio_vs_plain = ratio
     click.echo(f"  {'vs plain C++':<17} cocotb {mine['cycles_per_s']:.3g} cycles/s (Python "
                f"included), plain Verilator harness {plain['cycles_per_s']:.3g} cycles/s: "
                f"ratio {ratio:.2f}")
     return r
 
 
-def _print_report(r: dict, keys, json_path: Path | None, waves_line: str | None) -> None:
-    """Print the report's ``keys`` aligned and the waveform's line; write the JSON."""
+def _print_report(r, keys, json_path: Path | None, waves_line: str | None) -> None:
+    """Print the result's fields ``keys`` aligned and the waveform's line; write the JSON."""
     width = max(len(k) for k in keys) + 2
     for k in keys:
-        v = r[k]
+        v = getattr(r, k)
         click.echo(f"  {k:<{width}} {v:.4g}" if isinstance(v, float) else f"  {k:<{width}} {v}")
     if waves_line:
         click.echo(f"  {'waves':<{width}} {waves_line}")
     if json_path:
-        save_json(json_path, r)
+        save_json(json_path, r.to_json())
 
 
-def _waves_line(waves: Path | None, r: dict, shape, limit_mb: int, cycles=None):
+def _waves_line(waves: Path | None, r, shape, limit_mb: int, cycles=None):
     """The waveform's report line, after checking the file is there (else a UserError, raised
     only after the report is saved: see the callers)."""
     if not waves:
         return None, None
     try:
-        return wv.check_written(waves, r, shape, limit_mb, cycles), None
+        return wv.check_written(waves, r.job.waves_stopped, shape, limit_mb, cycles), None
     except UserError as exc:
         return None, exc
 
@@ -162,7 +162,7 @@ def _shape(mesh, sram_kb):
               help="Verilog file to write.")
 def verilog_command(mesh, sram_kb, output):
     """Write the Verilog of a mesh configuration (top module sparktile_mesh)."""
-    from ..cosim.build import mesh_verilog
+    from .sim.build import mesh_verilog
     shape = _shape(mesh, sram_kb)
     path = check_output(output, "-o/--output")
     text = mesh_verilog(shape)
@@ -186,29 +186,30 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves, w
 
     Exits non-zero if any wavelet was lost, duplicated or reordered.
     """
-    from ..cosim import session
-    from ..cosim.build import BuildError
-    from ..cosim.session import BenchError
+    from .benches.stress import stress
+    from .sim import session
+    from .sim.build import BuildError
+    from .sim.session import BenchError
     shape = _shape(mesh, sram_kb)
     json_path, waves = _outputs(json_path, waves)
     if waves:
         wv.announce(waves, shape, wv.stress_job_cycles(shape, wavelets, max_stall), waves_limit)
     try:
-        r = session.run_job(shape, "sparktile.cosim.stress:stress",
+        r = session.run_job(shape, stress,
                             {"wavelets": wavelets, "seed": seed, "max_stall": max_stall},
                             seed=seed, waves=waves and str(waves),
                             waves_limit=waves_limit * 10**6)
     except (BenchError, BuildError) as exc:
         raise _sim_error(exc) from None
-    line, missing = _waves_line(waves, r, shape, waves_limit, r.get("end_cycle"))
+    line, missing = _waves_line(waves, r, shape, waves_limit, r.job.end_cycle)
     _print_report(r, ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order",
                       "status", "cycles", "link_utilization", "sim_cycles_per_s"],
                   json_path, line)
     if missing:
         raise missing
-    bad = r["lost"] or r["duplicated"] or r["out_of_order"] or r["status"] != "complete"
+    bad = r.lost or r.duplicated or r.out_of_order or r.status != "complete"
     if bad:
-        click.echo(f"FAIL: {r['first_error'] or r['status']} (seed {seed}; rerun with "
+        click.echo(f"FAIL: {r.first_error or r.status} (seed {seed}; rerun with "
                    f"`sparktile stress --mesh {mesh} --wavelets {wavelets} --seed {seed} "
                    f"--waves fail.vcd`)", err=True)
         sys.exit(1)
@@ -238,9 +239,10 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                  waves_limit, compare_plain):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
     from ..compiler.mapping import Region, gemv_words
-    from ..cosim import session
-    from ..cosim.build import BuildError
-    from ..cosim.session import BenchError
+    from .benches.gemv import gemv
+    from .sim import session
+    from .sim.build import BuildError
+    from .sim.session import BenchError
     shape = _shape(mesh, sram_kb)
     geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
     if geo["words"] > shape.sram_words:
@@ -253,7 +255,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                     waves_limit)
     with _replay_file("gemv.bin", compare_plain) as replay:
         try:
-            r = session.run_job(shape, "sparktile.cosim.gemv:gemv",
+            r = session.run_job(shape, gemv,
                                 {"m": m, "n": n, "batch": batch, "seed": seed,
                                  "out_int32": out_int32, "fill": fill, "stall": stall,
                                  "record": str(replay) if replay else None},
@@ -263,17 +265,17 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                 r = _plain_ratio(shape, r, replay)
         except (BenchError, BuildError) as exc:
             raise _sim_error(exc) from None
-    line, missing = _waves_line(waves, r, shape, waves_limit, r.get("end_cycle"))
+    line, missing = _waves_line(waves, r, shape, waves_limit, r.job.end_cycle)
     _print_report(r, ["mesh", "m", "n", "batch", "seed", "out", "match", "cycles",
                       "ideal_cycles", "model_cycles", "macs", "mac_utilization",
                       "sim_cycles_per_s"], json_path, line)
     if missing:
         raise missing
-    if not r["match"]:
-        d = r["first_diff"]
+    if not r.match:
+        d = r.first_diff
         where = (f"first difference at y[{d['vector']}][{d['index']}]: got {d['got']}, "
                  f"expected {d['expected']} (mesh row {d['mesh_row']}, cycle {d['cycle']})"
-                 if d else f"the run did not complete: {r['status']}")
+                 if d else f"the run did not complete: {r.status}")
         click.echo(f"MISMATCH: {where}; seed {seed}. Reproduce with `sparktile gemv --mesh "
                    f"{mesh} --m {m} --n {n} --batch {batch} --seed {seed} --waves fail.vcd`",
                    err=True)
@@ -317,11 +319,11 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
                 top_p, json_path, waves, waves_tokens, waves_limit, compare_plain):
     """The main job: the code LLM generates with every matmul on the RTL mesh."""
     from ..compiler.mapping import Region, gemv_words
-    from ..cosim import session
-    from ..cosim.build import BuildError
-    from ..cosim.llm import mismatch_message, plan_weights
-    from ..cosim.session import BenchError
     from ..golden_model import load_model
+    from .benches.llm import llm_run, mismatch_message, plan_weights
+    from .sim import session
+    from .sim.build import BuildError
+    from .sim.session import BenchError
     shape = _shape(mesh, sram_kb)
     if waves_tokens and not waves:
         raise click.BadParameter("--waves-tokens needs --waves FILE", param_hint="--waves-tokens")
@@ -380,7 +382,7 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
         if replay:
             args["record"] = str(replay)
         try:
-            r = session.run_job(shape, "sparktile.cosim.llm:llm_run", args, seed=seed,
+            r = session.run_job(shape, llm_run, args, seed=seed,
                                 waves=waves and str(waves), waves_window=bool(waves),
                                 progress=progress, waves_limit=waves_limit * 10**6)
         except BenchError as exc:
@@ -402,25 +404,25 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
             except BuildError as exc:
                 raise _sim_error(exc) from None
     click.echo("\n", err=True)
-    util = r["mac_utilization"]
+    util = r.mac_utilization
     rows = [
-        ("match_golden", r["match_golden"]),
-        ("weights_mode", r["weights_mode"]),
-        ("prefill", f"{r['prefill_tokens']} tokens, {r['prefill_cycles']} cycles"),
-        ("decode cycles/token", f"{r['decode_cycles_per_token']:.0f}"
-         if r["decode_cycles_per_token"] else "-"),
+        ("match_golden", r.match_golden),
+        ("weights_mode", r.weights_mode),
+        ("prefill", f"{r.prefill_tokens} tokens, {r.prefill_cycles} cycles"),
+        ("decode cycles/token", f"{r.decode_cycles_per_token:.0f}"
+         if r.decode_cycles_per_token else "-"),
         ("  MAC bound / model",
-         f"{r['decode_mac_bound_cycles']} / {r['decode_model_cycles']:.0f}"),
+         f"{r.decode_mac_bound_cycles} / {r.decode_model_cycles:.0f}"),
         ("MAC utilization", f"{util['overall']:.1%} overall; " + ", ".join(
             f"{k} {v:.0%}" for k, v in util.items() if k != "overall")),
-        ("matmuls on the RTL", r["matmuls"]),
-        ("simulated cycles", r["sim_cycles"]),
-        ("wall: simulation", f"{r['sim_wall_s']:.2f} s ({r['sim_cycles_per_s']:.3g} cycles/s)"),
-        ("wall: python+model", f"{r['python_wall_s']:.2f} s"),
-        ("wall: load+quantize", f"{r['load_and_quantize_wall_s']:.2f} s"),
-        ("weight loads", f"{r['config_cycles']} cycles, " + (
-            f"once before generating ({r['preload_wall_s']:.2f} s)"
-            if r["weights_mode"] == "stationary" else
+        ("matmuls on the RTL", r.matmuls),
+        ("simulated cycles", r.sim_cycles),
+        ("wall: simulation", f"{r.sim_wall_s:.2f} s ({r.sim_cycles_per_s:.3g} cycles/s)"),
+        ("wall: python+model", f"{r.python_wall_s:.2f} s"),
+        ("wall: load+quantize", f"{r.load_and_quantize_wall_s:.2f} s"),
+        ("weight loads", f"{r.config_cycles} cycles, " + (
+            f"once before generating ({r.preload_wall_s:.2f} s)"
+            if r.weights_mode == "stationary" else
             "before every matmul (inside the simulation time above)")),
     ]
     for k, v in rows:
@@ -428,15 +430,15 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     # The completion once more, whole (the streamed copy above is interleaved with the status
     # lines when stderr is not a terminal).
     click.echo("completion:")
-    click.echo(f"{r.get('prompt', prompt)}{r.get('text', '')}")
+    click.echo(f"{r.prompt}{r.text}")
     line, missing = _waves_line(waves, r, shape, waves_limit)
     if line:
         click.echo(f"  {'waves':<20} {line}")
     if json_path:
-        save_json(json_path, r)
+        save_json(json_path, r.to_json())
     if missing:
         raise missing
-    if not r["match_golden"]:
+    if not r.match_golden:
         click.echo(f"MISMATCH: no matmul ran on the RTL, nothing was checked; seed {seed}",
                    err=True)
         sys.exit(1)

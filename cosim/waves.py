@@ -4,7 +4,7 @@ A VCD records every signal change of the whole mesh, so its size grows with the 
 cycles dumped: a one-token ``run`` on a 2x2 mesh is ~80k cycles and ~470 MB. Before a dump
 starts, :func:`announce` prints an estimate (cycles expected x PEs x
 :data:`BYTES_PER_CYCLE_PER_PE`), and the BFM closes the dump once the file reaches
-``--waves-limit`` (:meth:`sparktile.cosim.fabric.Fabric.wave_limit`; Verilator ignores
+``--waves-limit`` (:meth:`sparktile.cosim.sim.fabric.Fabric.wave_limit`; Verilator ignores
 ``$dumpoff``). After the run :func:`check_written` verifies the file exists and is not empty
 before the command says it wrote it, and prints what was measured, so the estimate can be
 checked against the real figure each time.
@@ -116,10 +116,11 @@ def announce(path: Path, shape, cycles: float, limit_mb: int) -> None:
     click.echo(line, err=True)
 
 
-def check_written(path: Path, result: dict, shape, limit_mb: int,
+def check_written(path: Path, stopped: dict | None, shape, limit_mb: int,
                   cycles: int | None = None) -> str:
     """The line to print about the dump, once the file is known to exist and to be non-empty;
-    with ``cycles`` (the cycles dumped, when known) it gives the measured bytes/cycle/PE.
+    ``stopped`` is the job's ``waves_stopped`` (where the size limit closed the dump); with
+    ``cycles`` (the cycles dumped, when known) it gives the measured bytes/cycle/PE.
 
     Raises
     ------
@@ -134,7 +135,6 @@ def check_written(path: Path, result: dict, shape, limit_mb: int,
         raise UserError(f"no waveform was written to {str(path)!r} "
                         f"({'the file is empty' if size == 0 else 'no such file'}); the run "
                         f"itself finished, its report is above")
-    stopped = result.get("waves_stopped")
     per = ""
     if cycles:
         per = f", {size / (cycles * shape.pes):,.0f} bytes/cycle/PE"

@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import click
-from sparktile.cosim.report import check_output
 
 from sparktile.errors import UserError
+from sparktile.report import check_output
 
 __all__ = ["generate_command", "eval_command"]
 

@@ -1,7 +1,7 @@
 """How the cost of a mesh grows with its size: cold build time, peak build memory and simulated
 speed per build style, measured (``python -m sparktile.scripts.bench_mesh_scaling``).
 
-For every mesh size and build style (see :func:`sparktile.cosim.build.build_style`) it
+For every mesh size and build style (see :func:`sparktile.cosim.sim.build.build_style`) it
 
 1. builds the cocotb simulator and the plain C++ harness in an empty cache of their own, in a
    child process, and records the wall time and the largest resident set of any process of
@@ -31,7 +31,7 @@ __all__ = ["measure_build", "measure_speed", "main"]
 
 _BUILD_CHILD = """
 import json, sys, time
-from sparktile.cosim.build import build_mesh, build_plain
+from sparktile.cosim.sim.build import build_mesh, build_plain
 from sparktile.hdl.mesh import MeshShape
 shape = MeshShape(int(sys.argv[1]), int(sys.argv[2]))
 t0 = time.monotonic()
@@ -71,25 +71,27 @@ def measure_speed(rows: int, cols: int, style: str, cache: Path, workload: str,
     """Run ``workload`` (``gemv`` or ``run``) under cocotb, replay it in the plain harness."""
     os.environ["SPARKTILE_BUILD"] = style
     os.environ["SPARKTILE_CACHE"] = str(cache)
-    from sparktile.cosim.build import run_plain
-    from sparktile.cosim.session import run_job
+    from sparktile.cosim.benches.gemv import gemv
+    from sparktile.cosim.benches.llm import llm_run
+    from sparktile.cosim.sim.build import run_plain
+    from sparktile.cosim.sim.session import run_job
     from sparktile.hdl.mesh import MeshShape
     shape = MeshShape(rows, cols)
     replay = tmp / f"{workload}_{rows}x{cols}_{style}.bin"
     if workload == "gemv":
-        r = run_job(shape, "sparktile.cosim.gemv:gemv",
+        r = run_job(shape, gemv,
                     {"m": 64 * rows, "n": 248 * cols, "batch": 1, "seed": 3,
                      "record": str(replay)})
-        ok = r["match"]
+        ok = r.match
     else:
-        r = run_job(shape, "sparktile.cosim.llm:llm_run",
+        r = run_job(shape, llm_run,
                     {"prompt": "def f(x):", "max_tokens": 4, "seed": 1,
                      "record": str(replay)})
-        ok = r["match_golden"]
+        ok = r.match_golden
     if not ok:
         raise click.ClickException(f"{workload} on {rows}x{cols} ({style}) did not match the "
                                    f"golden model")
-    mine = r["recorded"]
+    mine = r.recorded
     plain = run_plain(shape, replay)
     if plain["cycles"] != mine["cycles"]:
         raise click.ClickException(f"the plain harness simulated {plain['cycles']} cycles, the "

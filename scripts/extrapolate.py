@@ -1,10 +1,10 @@
 """``sparktile calibrate`` and ``sparktile extrapolate``: from RTL cycles to a whole wafer.
 
 ``calibrate`` runs GEMVs on several mesh sizes in Verilator, fits the cycle model's free
-parameters (:func:`~sparktile.scripts.perf_model.fit_timing`), checks the fit on meshes and
+parameters (:func:`~sparktile.scripts.perf.estimate.fit_timing`), checks the fit on meshes and
 shapes it was not fitted on, and stores the result (default
 ``~/.cache/sparktile/calibration.json``, which ``extrapolate`` then reads; without it,
-``extrapolate`` uses the shipped ``scripts/data/calibration.json``).
+``extrapolate`` uses the shipped ``scripts/perf/data/calibration.json``).
 
 ``extrapolate`` reports, for a model on a hardware description (:mod:`.wafer`), whether it
 fits, decode speed, time to first token, the largest context, energy and power, and what bounds
@@ -13,84 +13,25 @@ decode; ``--claims seed-article`` checks an article's claims instead.
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from sparktile.errors import UserError
 
 from ..cosim.cli import SEED
-from ..cosim.report import check_output, save_json
-from .perf_model import (
-    DTYPES,
-    MODELS,
+from ..report import check_output, save_json
+from .perf.calibration import (
     CalibrationError,
-    ModelError,
-    PlacementError,
     default_calibration_path,
-    estimate,
-    fit_timing,
     load_calibration,
-    load_model_config,
-    predict_cycles,
+    run_calibration,
     save_calibration,
 )
-from .wafer import PRESETS, HardwareError, load_hardware
+from .perf.estimate import estimate
+from .perf.hardware import PRESETS, HardwareError, load_hardware
+from .perf.models import DTYPES, MODELS, ModelError, load_model_config
+from .perf.placement import PlacementError
 
-__all__ = ["calibrate_command", "extrapolate_command", "FIT_CASES", "HELDOUT_CASES",
-           "run_calibration"]
-
-_SWEEP = "sparktile.scripts.calib_bench:gemv_sweep"
-
-#: (rows, cols) -> GEMV cases used for the fit: three (rows-1, cols-1) spans, batches 1-4,
-#: and two-pass cases (m_pe > 256) so every parameter is determined.
-FIT_CASES = {
-    (1, 1): [{"m": 300, "n": 40, "batch": 2}, {"m": 20, "n": 24, "batch": 3}],
-    (2, 2): [{"m": 24, "n": 40, "batch": 1}, {"m": 600, "n": 16, "batch": 2}],
-    (2, 3): [{"m": 33, "n": 70, "batch": 2}, {"m": 10, "n": 100, "batch": 4}],
-}
-#: Meshes and shapes the fit never sees.
-HELDOUT_CASES = {
-    (3, 2): [{"m": 45, "n": 64, "batch": 2}, {"m": 30, "n": 60, "batch": 1}],
-    (4, 4): [{"m": 64, "n": 200, "batch": 3}, {"m": 100, "n": 96, "batch": 1}],
-}
-
-
-def measure(cases: dict, *, seed: int = 1, echo=None) -> list[dict]:
-    """Run every case on the RTL (one simulator start per mesh); bit-exact checked."""
-    from ..cosim.session import run_job
-    from ..hdl.mesh import MeshShape
-
-    runs = []
-    for (rows, cols), items in cases.items():
-        t0 = time.perf_counter()
-        args = {"cases": [{**c, "seed": seed + i} for i, c in enumerate(items)]}
-        res = run_job(MeshShape(rows, cols), _SWEEP, args, seed=seed)
-        for r in res["runs"]:
-            if not r["match"] or r["status"] != "complete":
-                raise CalibrationError(f"GEMV {r['m']}x{r['n']} batch {r['batch']} on "
-                                       f"{rows}x{cols} did not complete bit-exactly: {r}")
-            runs.append(r)
-        if echo:
-            echo(f"  {rows}x{cols}: {len(items)} GEMVs in {time.perf_counter() - t0:.1f} s")
-    return runs
-
-
-def run_calibration(fit_cases=None, heldout_cases=None, *, seed: int = 1, echo=None) -> dict:
-    """Measure, fit, and check the fit on held-out runs. Returns the calibration record."""
-    fit_runs = measure(fit_cases or FIT_CASES, seed=seed, echo=echo)
-    timing, fit = fit_timing(fit_runs)
-    held = []
-    for r in measure(heldout_cases or HELDOUT_CASES, seed=seed + 100, echo=echo):
-        pred = predict_cycles(r, timing)
-        held.append({"mesh": r["mesh"], "m": r["m"], "n": r["n"], "batch": r["batch"],
-                     "cycles": r["cycles"], "predicted": pred,
-                     "error_pct": 100.0 * (pred - r["cycles"]) / r["cycles"]})
-    return {"timing": timing.as_dict(), "fit": fit, "heldout": held,
-            "heldout_max_abs_error_pct": max(abs(h["error_pct"]) for h in held),
-            "rtl": {"sram_kb": 16, "acc_depth": 256},
-            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-
+__all__ = ["calibrate_command", "extrapolate_command"]
 
 @click.command("calibrate")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -225,7 +166,7 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     if json_path:
         json_path = check_output(json_path, "--json")
     if plot_path:
-        from .plots import check_plotting
+        from .perf.plots import check_plotting
         plot_path = check_output(plot_path, "--plot")
         check_plotting()
     explicit = click.get_current_context().get_parameter_source("prompt_tokens")
@@ -242,7 +183,7 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     except CalibrationError as exc:
         _fail(str(exc))
     if claims:
-        from .claims import check_claims
+        from .perf.claims import check_claims
         try:
             res = check_claims(claims, hw, timing, context=context, prompt_tokens=prompt_tokens,
                                reduce=reduce)
@@ -271,7 +212,7 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
         save_json(json_path, r)
         click.echo(f"wrote {json_path}")
     if plot_path:
-        from .plots import plot_report
+        from .perf.plots import plot_report
         plot_report(plot_path, cfg, hw, dtype, context, prompt_tokens, timing, reduce,
                     hw_file=hw_file, sets=sets)
         click.echo(f"wrote {plot_path}")

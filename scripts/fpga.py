@@ -3,8 +3,9 @@
 ``sparktile fpga build --board ulx3s-85f [--mesh 2x2] [--json r.json]`` builds the bitstream
 with the YoWASP toolchain and reports resources and post-route Fmax (:mod:`.fpga_build`).
 ``sparktile fpga demo --port /dev/ttyUSB0`` (a board) or ``--port sim`` (the virtual board: the
-same FPGA top in Verilator, UART included) runs a GEMV and one token of the shipped model's
-int8 matmuls through the bridge and checks both against the golden model.
+same FPGA top in Verilator, UART included) runs :mod:`sparktile.cosim.board.demo`: a GEMV and
+one token of the shipped model's int8 matmuls through the bridge, both checked against the
+golden model.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 import click
 
 from ..cosim.cli import SEED, FiniteFloatRange
-from ..cosim.report import check_output, save_json
+from ..report import check_output, save_json
 
-__all__ = ["fpga_group", "run_demo"]
+__all__ = ["fpga_group"]
 
 
 def _fail(message: str, code: int = 2):
@@ -77,76 +78,6 @@ def build_command(board_name, mesh, sram_kb, target_mhz, build_dir, seed, json_p
         save_json(json_path, report)
 
 
-def run_demo(board, shape, *, m: int, n: int, batch: int, seed: int, llm: bool,
-             echo=print) -> dict:
-    """The demo on an open :class:`~sparktile.cosim.board.Board`: GEMV, then (``llm``) one
-    token of the shipped model with every int8 matmul on the board. Returns the report."""
-
-    from ..compiler.mapping import compile_gemv
-    from ..cosim.gemv import random_problem
-    from ..golden_model.arith import first_difference, gemv_golden
-
-    out: dict = {"port": board.t.name, "mesh": str(shape)}
-    info = board.ping()
-    out["board"] = info
-    w, x, mult, shift = random_problem(m, n, batch, seed)
-    mapping = compile_gemv(shape, w, mult, shift)
-    t0 = time.perf_counter()
-    y = board.gemv(mapping, x)
-    wall = time.perf_counter() - t0
-    diff = first_difference(y, gemv_golden(w, x, mult, shift))
-    gemv = {"m": m, "n": n, "batch": batch, "seed": seed, "match": diff is None,
-            "wall_s": round(wall, 3)}
-    if diff is not None:
-        gemv["first_diff"] = diff
-    counters = board.read_counters(shape)
-    gemv["mac_busy_per_pe"] = counters["mac_busy"].tolist()
-    gemv["vectors_per_pe"] = counters["vectors"].tolist()
-    out["gemv"] = gemv
-    echo(f"GEMV {m}x{n} batch {batch} seed {seed}: "
-         f"{'MATCH' if gemv['match'] else 'MISMATCH'} in {wall:.2f} s")
-    if llm:
-        out["llm"] = _llm_token(board, shape, echo)
-    out["status"] = board.status()
-    out["ok"] = bool(gemv["match"] and out.get("llm", {}).get("match", True))
-    return out
-
-
-def _llm_token(board, shape, echo) -> dict:
-    """One token of the shipped model (int8 path) with the matmuls on the board."""
-    import numpy as np
-
-    from ..compiler.mapping import MappingError
-    from ..cosim.board import BoardBackend
-    from ..golden_model import NumpyBackend, load_model
-
-    model = load_model()
-    prompt = model.tokenizer.prompt_ids("def") if model.tokenizer else [1]
-    model.set_backend(NumpyBackend())
-    ref = model.logits(prompt, mode="int8")
-    backend = BoardBackend(board, shape)
-    model.set_backend(backend)
-    t0 = time.perf_counter()
-    try:
-        got = model.logits(prompt, mode="int8")
-    except MappingError as exc:
-        # The whole model's matrices must fit the mesh one at a time; on a small board they
-        # do not, and the LLM part cannot run there (the GEMV still proves the board).
-        echo(f"LLM skipped: a matmul of the shipped model does not fit the {shape} mesh "
-             f"({exc})")
-        return {"skipped": str(exc)}
-    finally:
-        model.set_backend(NumpyBackend())
-    wall = time.perf_counter() - t0
-    match = bool(np.array_equal(np.asarray(got), np.asarray(ref)))
-    nxt = int(np.argmax(np.asarray(got)[-1]))
-    echo(f"LLM: {len(prompt)} prompt tokens, {backend.ops} matmuls on the board "
-         f"({backend.loads} weight loads): logits {'MATCH' if match else 'MISMATCH'}; "
-         f"next token {nxt}; {wall:.1f} s")
-    return {"prompt_tokens": len(prompt), "matmuls": backend.ops, "loads": backend.loads,
-            "match": match, "next_token": nxt, "wall_s": round(wall, 2)}
-
-
 @fpga_group.command("demo")
 @click.option("--port", required=True, help="Serial port of the board, or 'sim'.")
 @click.option("--board", "board_name", default="ulx3s-85f", show_default=True,
@@ -167,7 +98,8 @@ def _llm_token(board, shape, echo) -> dict:
 def demo_command(port, board_name, mesh, m, n, batch, seed, llm, timeout, json_path):
     """Run the GEMV (and LLM) demo through a board or the virtual board."""
     from ..compiler.mapping import MappingError
-    from ..cosim.board import Board, BoardError, open_transport
+    from ..cosim.board.demo import run_demo
+    from ..cosim.board.host import Board, BoardError, open_transport
     from ..hdl.fpga.boards import get_board
     if json_path:
         json_path = check_output(json_path, "--json")   # before the demo, not after it

@@ -6,7 +6,7 @@ would to a cloud model: ``GET /v1/models``, ``POST /v1/completions`` and
 ``data: [DONE]``) or not. Each response carries ``usage`` and a ``sparktile`` extension: the
 backend, the RTL cycles and whether every token matched the golden model (rtl backend), and
 what the same request would take on a whole wafer (the calibrated extrapolation of
-:mod:`sparktile.scripts.perf_model`).
+:mod:`sparktile.scripts.perf.estimate`).
 
 Framework: Starlette (ASGI) served by uvicorn, both small, well kept and pure-Python wheels;
 FastAPI would add pydantic for a handful of fields validated here by hand with messages that
@@ -248,8 +248,8 @@ class RtlBackend(GoldenBackend):
 
     def __init__(self, shape, model: str | None = None):
         super().__init__(model)
-        from .cosim.build import build_mesh
-        from .cosim.llm import plan_weights
+        from .cosim.benches.llm import plan_weights
+        from .cosim.sim.build import build_mesh
         self.shape = shape
         self.model = model
         # Fits, or a clear error now; shapes only: each request's simulator process
@@ -261,7 +261,8 @@ class RtlBackend(GoldenBackend):
         import tempfile
         from pathlib import Path
 
-        from .cosim import session
+        from .cosim.benches.llm import llm_run
+        from .cosim.sim import session
         out = Outcome(prompt_tokens=self.prompt_tokens(req.prompt))
         with tempfile.TemporaryDirectory(prefix="sparktile-serve-") as tmp:
             # The bench stops after the token during which this file appears (a disconnect,
@@ -279,20 +280,20 @@ class RtlBackend(GoldenBackend):
                     if should_stop():
                         cancel.touch()
 
-            r = session.run_job(self.shape, "sparktile.cosim.llm:llm_run", args,
+            r = session.run_job(self.shape, llm_run, args,
                                 seed=req.seed or 0, progress=progress)
-        out.completion_tokens = len(r["tokens"])
-        out.finish_reason = "stop" if r["cancelled"] or len(r["tokens"]) < req.max_tokens \
+        out.completion_tokens = len(r.tokens)
+        out.finish_reason = "stop" if r.cancelled or len(r.tokens) < req.max_tokens \
             else "length"
-        out.extension = {"rtl_cycles": int(r["sim_cycles"]),
-                         "match_golden": bool(r["match_golden"]), "mesh": str(self.shape),
-                         "mac_utilization": r["mac_utilization"]["overall"]}
+        out.extension = {"rtl_cycles": int(r.sim_cycles),
+                         "match_golden": bool(r.match_golden), "mesh": str(self.shape),
+                         "mac_utilization": r.mac_utilization["overall"]}
         return out
 
 
 class BoardServeBackend(GoldenBackend):
     """The golden model's int8 path with every matmul on a board (or the virtual board,
-    ``port="sim"``), through the FPGA host of :mod:`sparktile.cosim.board`. Each answer says
+    ``port="sim"``), through the FPGA host of :mod:`sparktile.cosim.board.host`. Each answer says
     whether the tokens equal the numpy golden model's for the same request."""
 
     name = "board"
@@ -300,7 +301,7 @@ class BoardServeBackend(GoldenBackend):
     def __init__(self, port: str, board_name: str = "ulx3s-85f", mesh: str | None = None,
                  model: str | None = None, timeout: float = 2.0):
         super().__init__(model)
-        from .cosim.board import Board, BoardBackend, open_transport
+        from .cosim.board.host import Board, BoardBackend, open_transport
         from .golden_model import NumpyBackend
         from .hdl.fpga.boards import get_board
         spec = get_board(board_name)
@@ -336,7 +337,7 @@ class BoardServeBackend(GoldenBackend):
 class WaferFigures:
     """What a request would take on a whole wafer, from the calibrated extrapolation.
 
-    The placement search behind :func:`~sparktile.scripts.perf_model.estimate` takes about a
+    The placement search behind :func:`~sparktile.scripts.perf.estimate.estimate` takes about a
     second, too slow for every request, so it runs once, when the server starts, for the
     model's full context (the placement that leaves room for the largest KV cache). A request
     of ``p`` prompt and ``c`` generated tokens then costs ``ttft = first-token latency +
@@ -347,13 +348,11 @@ class WaferFigures:
     """
 
     def __init__(self, model_name: str, wafer: str, context: int):
-        from .scripts.perf_model import (
-            PlacementError,
-            estimate,
-            load_calibration,
-            load_model_config,
-        )
-        from .scripts.wafer import load_hardware
+        from .scripts.perf.calibration import load_calibration
+        from .scripts.perf.estimate import estimate
+        from .scripts.perf.hardware import load_hardware
+        from .scripts.perf.models import load_model_config
+        from .scripts.perf.placement import PlacementError
         self.preset = wafer
         self.report = None
         try:
@@ -595,7 +594,7 @@ def serve_command_factory():
         import uvicorn
 
         from .hdl.mesh import MeshShape
-        from .scripts.wafer import PRESETS
+        from .scripts.perf.hardware import PRESETS
         if wafer not in PRESETS:
             raise UserError(f"--wafer {wafer!r} is not a preset; allowed: {', '.join(PRESETS)}")
         if backend == "golden":

@@ -1,7 +1,7 @@
 """issue 17: the FPGA host treats every reply as untrusted (fake transport, short timeouts)."""
 
 import pytest
-from sparktile.cosim.board import Board, BoardError, BoardTimeout, LinkError, Transport
+from sparktile.cosim.board.host import Board, BoardError, BoardTimeout, LinkError, Transport
 from sparktile.hdl.fpga.bridge import ping_reply
 from sparktile.hdl.fpga.protocol import STATUS_FIELDS, Cmd, encode_frame
 

@@ -9,8 +9,8 @@ import json
 import sys
 
 import pytest
-from sparktile.cosim.build_cache import cached_build, cached_text
-from sparktile.cosim.build_progress import BuildCommandError, count_units, run_build
+from sparktile.cosim.sim.build_cache import cached_build, cached_text
+from sparktile.cosim.sim.build_progress import BuildCommandError, count_units, run_build
 
 
 def _builder(calls, payload=b"\x7fELF-simulator" * 100):
@@ -131,7 +131,7 @@ def test_run_build_reports_progress_and_names_a_failing_command(tmp_path):
               "VM_CLASSES_FAST += \\\\\\n  Vtop \\\\\\n\\n')\n"
               "(d / 'Vtop__ALL.cpp').write_text('x')\n"
               "time.sleep(1.5)\n(d / 'Vtop__ALL.o').write_text('')\n")
-    import sparktile.cosim.build_progress as bp
+    import sparktile.cosim.sim.build_progress as bp
     old = bp.PLAIN_INTERVAL_S
     bp.PLAIN_INTERVAL_S = 0.0
     try:
@@ -154,9 +154,9 @@ def test_a_crashing_cached_simulator_names_the_entry_to_delete(tmp_path):
     import os
     import stat
 
-    from sparktile.cosim.build import Build
-    from sparktile.cosim.harness import HARNESS_TOP
-    from sparktile.cosim.session import BenchError, run_job
+    from sparktile.cosim.sim.build import Build
+    from sparktile.cosim.sim.harness import HARNESS_TOP
+    from sparktile.cosim.sim.session import BenchError, run_job
     from sparktile.hdl.mesh import MeshShape
 
     entry = tmp_path / "entry"
@@ -167,8 +167,9 @@ def test_a_crashing_cached_simulator_names_the_entry_to_delete(tmp_path):
     shape = MeshShape(1, 1)
     build = Build(shape=shape, directory=entry, key="fake", waves=False, seconds=0.0)
     env = dict(os.environ)
+    from sparktile.cosim.benches.stress import stress
     with pytest.raises(BenchError) as e:
-        run_job(shape, "sparktile.cosim.stress:stress", {"wavelets": 1, "seed": 1,
+        run_job(shape, stress, {"wavelets": 1, "seed": 1,
                                                            "max_stall": 0.0}, build=build)
     os.environ.clear()
     os.environ.update(env)
@@ -180,7 +181,7 @@ def test_a_crashing_cached_simulator_names_the_entry_to_delete(tmp_path):
 def test_a_crashing_plain_harness_names_the_entry_to_delete(tmp_path, monkeypatch):
     import stat
 
-    from sparktile.cosim import build as b
+    from sparktile.cosim.sim import build as b
     from sparktile.hdl.mesh import MeshShape
 
     exe = tmp_path / "entry" / "plain_harness"

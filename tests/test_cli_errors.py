@@ -14,7 +14,7 @@ def no_sim(monkeypatch):
     """Fail the test if a simulation is started."""
     def boom(*a, **k):
         raise AssertionError("a simulation started")
-    monkeypatch.setattr("sparktile.cosim.session.run_job", boom)
+    monkeypatch.setattr("sparktile.cosim.sim.session.run_job", boom)
 
 
 def _run(args):
@@ -60,7 +60,7 @@ def test_verilog_to_a_missing_folder_is_one_line(tmp_path):
 
 
 def test_a_report_that_cannot_be_written_is_saved_elsewhere(tmp_path, monkeypatch):
-    from sparktile.cosim import report
+    from sparktile import report
     target = tmp_path / "gone" / "r.json"
     with pytest.raises(report.UserError, match="saved to") as err:
         report.save_json(target, {"cycles": 5})
@@ -70,7 +70,7 @@ def test_a_report_that_cannot_be_written_is_saved_elsewhere(tmp_path, monkeypatc
 
 
 def test_reports_are_replaced_atomically(tmp_path):
-    from sparktile.cosim import report
+    from sparktile import report
     p = tmp_path / "r.json"
     report.save_json(p, {"a": 1})
     report.save_json(p, {"a": 2})
@@ -95,7 +95,7 @@ def test_other_reports_are_checked_before_the_work(monkeypatch, tmp_path, cmd):
     """fpga demo ran 145 s on the virtual board, then lost its --json report."""
     def boom(*a, **k):
         raise AssertionError("the work started")
-    for target in ("sparktile.cosim.board.open_transport",
+    for target in ("sparktile.cosim.board.host.open_transport",
                    "sparktile.scripts.fpga_build.build_board",
                    "sparktile.scripts.extrapolate.run_calibration"):
         monkeypatch.setattr(target, boom)

@@ -5,16 +5,17 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from sparktile.scripts.extrapolate import FIT_CASES, HELDOUT_CASES
-from sparktile.scripts.perf_model import (
-    CATEGORIES,
+from sparktile.scripts.perf.calibration import (
+    FIT_CASES,
+    HELDOUT_CASES,
     CalibrationError,
     fit_timing,
-    gemv_breakdown,
     load_calibration,
     predict_cycles,
+    shipped_calibration,
 )
-from sparktile.scripts.wafer import FIELDS, PRESETS, HardwareError, load_hardware
+from sparktile.scripts.perf.gemv_time import CATEGORIES, gemv_breakdown
+from sparktile.scripts.perf.hardware import FIELDS, PRESETS, HardwareError, load_hardware
 
 from sparktile.cli import main
 from sparktile.compiler.cycle_model import GemvTiming, gemv_cycles
@@ -89,11 +90,8 @@ def test_fit_says_which_parameters_it_cannot_determine():
 
 
 def test_shipped_calibration_predicts_held_out_cases():
-    timing, origin = load_calibration(
-        __import__("importlib.resources").resources.files("sparktile.scripts")
-        .joinpath("data/calibration.json"))
-    data = json.loads(__import__("importlib.resources").resources.files("sparktile.scripts")
-                      .joinpath("data/calibration.json").read_text())
+    timing, origin = load_calibration(shipped_calibration())
+    data = json.loads(shipped_calibration().read_text())
     for h in data["heldout"]:
         assert abs(predict_cycles(h, timing) - h["cycles"]) / h["cycles"] < 0.05
 
@@ -242,7 +240,7 @@ def test_bad_override_is_one_error_line(args, needle):
 
 
 def test_every_numeric_field_has_a_range():
-    from sparktile.scripts.wafer import RANGES
+    from sparktile.scripts.perf.hardware import RANGES
     assert set(RANGES) == {k for k, (kind, _u, _m) in FIELDS.items() if kind is not str}
     for name in PRESETS:
         load_hardware(name)  # every preset inside its ranges

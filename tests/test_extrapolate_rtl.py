@@ -1,7 +1,7 @@
 """System tier: the calibrated cycle model predicts RTL cycles on meshes and shapes it was not
 fitted on (issue 6). Fit on 1x1, 2x2, 2x3; predict 3x2 and 4x4 with other M, N and batch."""
 
-from sparktile.scripts.extrapolate import FIT_CASES, HELDOUT_CASES, run_calibration
+from sparktile.scripts.perf.calibration import FIT_CASES, HELDOUT_CASES, run_calibration
 
 
 def test_calibrated_model_predicts_held_out_rtl_runs_within_5_percent():

@@ -2,27 +2,25 @@
 
 import numpy as np
 import pytest
-from sparktile.cosim.stress import malformed_config
-
-STRESS = "sparktile.cosim.stress:stress"
+from sparktile.cosim.benches.stress import bad_config, latency, malformed_config, stress, throughput
 
 
 @pytest.mark.parametrize("rows,cols,seed", [(2, 3, 11), (3, 2, 12), (1, 1, 13), (4, 4, 14)])
 def test_random_multicast_traffic_is_exact(run_bench, rows, cols, seed):
-    r = run_bench(rows, cols, STRESS, {"wavelets": 3000, "seed": seed, "max_stall": 0.6},
+    r = run_bench(rows, cols, stress, {"wavelets": 3000, "seed": seed, "max_stall": 0.6},
                   seed=seed)
-    assert r["status"] == "complete", r
-    assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0), \
-        f"seed {seed}: {r['first_error']}"
-    assert r["delivered"] == r["expected_deliveries"]
-    assert r["route_drops"] == 0 and r["cfg_errors"] == 0
+    assert r.status == "complete", r
+    assert (r.lost, r.duplicated, r.out_of_order) == (0, 0, 0), \
+        f"seed {seed}: {r.first_error}"
+    assert r.delivered == r.expected_deliveries
+    assert r.route_drops == 0 and r.cfg_errors == 0
 
 
 def test_straight_streams_sustain_one_wavelet_per_cycle_per_link(run_bench):
-    r = run_bench(2, 3, "sparktile.cosim.stress:throughput", {"wavelets": 800})
-    assert r["status"] == "complete"
-    assert len(r["streams"]) == 2 + 3
-    for s in r["streams"]:
+    r = run_bench(2, 3, throughput, {"wavelets": 800})
+    assert r.status == "complete"
+    assert len(r.streams) == 2 + 3
+    for s in r.streams:
         assert s["in_order"], s
         assert s["wavelets"] == 800
         # 800 wavelets delivered in 800 consecutive cycles on every link at once.
@@ -30,19 +28,19 @@ def test_straight_streams_sustain_one_wavelet_per_cycle_per_link(run_bench):
 
 
 def test_latency_is_one_cycle_per_hop(run_bench):
-    r = run_bench(4, 4, "sparktile.cosim.stress:latency")
-    hops = np.array([s["hops"] for s in r["samples"]])
-    lat = np.array([s["latency"] for s in r["samples"]])
-    assert all(s["ok"] for s in r["samples"])
+    r = run_bench(4, 4, latency)
+    hops = np.array([s["hops"] for s in r.samples])
+    lat = np.array([s["latency"] for s in r.samples])
+    assert all(s["ok"] for s in r.samples)
     slope, intercept = np.polyfit(hops, lat, 1)
     assert np.allclose(lat, hops * 1 + 0), list(zip(hops, lat, strict=True))
     assert round(slope, 6) == 1.0 and round(intercept, 6) == 0.0
 
 
 def test_malformed_config_is_dropped_counted_and_harmless(run_bench):
-    r = run_bench(2, 3, "sparktile.cosim.stress:bad_config", seed=3)
-    assert r["counted"] == r["sent_malformed"], r
-    assert r["stress_after"] == {"lost": 0, "duplicated": 0, "out_of_order": 0,
+    r = run_bench(2, 3, bad_config, seed=3)
+    assert r.counted == r.sent_malformed, r
+    assert r.stress_after == {"lost": 0, "duplicated": 0, "out_of_order": 0,
                                  "status": "complete"}
 
 

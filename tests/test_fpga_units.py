@@ -157,7 +157,7 @@ def test_cli_lists_fpga_commands_and_rejects_a_bad_board():
 
 
 def test_serial_port_that_does_not_exist_is_a_clear_error():
-    from sparktile.cosim.board import BoardError, SerialTransport
+    from sparktile.cosim.board.host import BoardError, SerialTransport
     pytest.importorskip("serial", reason="pyserial is part of the fpga extra")
     with pytest.raises(BoardError, match="/dev/ttyNOPE0"):
         SerialTransport("/dev/ttyNOPE0", 1_000_000)

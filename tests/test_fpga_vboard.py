@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 import pytest
-from sparktile.cosim.board import (
+from sparktile.cosim.benches.gemv import random_problem
+from sparktile.cosim.board.host import (
     Board,
     BoardTimeout,
     BridgeError,
     SimTransport,
     Transport,
 )
-from sparktile.cosim.gemv import random_problem
 from sparktile.golden_model.arith import matmul_int8, requantize
 from sparktile.hdl.fpga.protocol import Cmd, ErrorCode, encode_frame, port_code
 from sparktile.hdl.mesh import MeshShape
@@ -202,8 +202,8 @@ def test_the_cli_demo_on_the_icebreaker_skips_an_llm_that_cannot_fit(tmp_path):
 def test_one_llm_token_on_the_virtual_board_equals_the_numpy_backend(board):
     """The shipped model's int8 path with all 29 matmuls on the virtual board (~3 minutes:
     every matmul's weights cross the simulated UART), so not in CI (`pytest -m fpga`)."""
-    from sparktile.scripts.fpga import _llm_token
-    result = _llm_token(board, SHAPE, echo=lambda s: None)
+    from sparktile.cosim.board.demo import llm_token
+    result = llm_token(board, SHAPE, echo=lambda s: None)
     assert result["match"], result
     assert result["matmuls"] == 29
 

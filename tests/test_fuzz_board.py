@@ -3,8 +3,8 @@
 A fake board answers every request the host sends (PING, STATUS, READ, WRITE) with a reply that
 Hypothesis draws: the correct reply, that reply mutated (bits flipped, bytes cut, inserted,
 replaced, the length field or CRC rewritten to match the damage), another command's reply,
-random bytes or nothing. Whatever arrives, :class:`~sparktile.cosim.board.Board` either
-returns a sane answer or raises a :class:`~sparktile.cosim.board.BoardError`; no other
+random bytes or nothing. Whatever arrives, :class:`~sparktile.cosim.board.host.Board` either
+returns a sane answer or raises a :class:`~sparktile.cosim.board.host.BoardError`; no other
 exception, no hang (a time bound per example), no wavelets invented. The verdict is checked
 against :func:`protocol_allows`, the protocol's rules written apart from the host: the host
 answers exactly when every reply it received was one the protocol allows, so the property
@@ -22,7 +22,7 @@ import pytest
 from fuzzing import run_long, time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
-from sparktile.cosim.board import Board, BoardError, Transport
+from sparktile.cosim.board.host import Board, BoardError, Transport
 from sparktile.hdl.fpga.bridge import ping_reply
 from sparktile.hdl.fpga.protocol import (
     PING_MAGIC,
@@ -297,7 +297,7 @@ def _check(data, ops, warm: bool | None = None, limit: float = TIME_LIMIT_S):
     clock = VirtualClock()
     fake = FuzzedBoard(data, clock)
     board = Board(fake, timeout=0.5)
-    with mock.patch("sparktile.cosim.board.time", clock):
+    with mock.patch("sparktile.cosim.board.host.time", clock):
         _run_ops(data, fake, board, ops, warm, limit)
 
 

@@ -54,13 +54,13 @@ def _reached(*args, **kwargs):
 
 #: The work behind the parsers, replaced by :func:`_reached`.
 STUBS = [
-    "sparktile.cosim.session.run_job",
-    "sparktile.cosim.build.mesh_verilog",
+    "sparktile.cosim.sim.session.run_job",
+    "sparktile.cosim.sim.build.mesh_verilog",
     "sparktile.golden_model.load.load_model",
     "sparktile.golden_model.load_model",
-    "sparktile.cosim.board.open_transport",
+    "sparktile.cosim.board.host.open_transport",
     "sparktile.scripts.fpga_build.build_board",
-    "sparktile.cosim.build.build_mesh",
+    "sparktile.cosim.sim.build.build_mesh",
     "uvicorn.run",                       # serve: never start a server here
 ]
 

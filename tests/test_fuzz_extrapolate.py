@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fuzzing import run_long, time_limit
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from sparktile.scripts.wafer import FIELDS
+from sparktile.scripts.perf.hardware import FIELDS
 
 from sparktile.cli import main
 

@@ -1,16 +1,14 @@
-"""Hardware in the loop: the LLM generates with every matmul on the RTL mesh (issue 5)."""
+"""Hardware in the loop: the llm_run generates with every matmul on the RTL mesh (issue 5)."""
 
 import pytest
-from sparktile.cosim.llm import plan_weights
-from sparktile.cosim.session import BenchError, run_job
+from sparktile.cosim.benches.llm import llm_run, plan_weights
+from sparktile.cosim.sim.session import BenchError, run_job
 from sparktile.golden_model import load_model
 from sparktile.golden_model.checkpoint import save_sparktile_folder
 from sparktile.golden_model.testing import random_model, tiny_config
 from sparktile.hdl.mesh import MeshShape
 
 from sparktile.compiler.mapping import MappingError
-
-LLM = "sparktile.cosim.llm:llm_run"
 
 
 def _golden(model, prompt, max_tokens, seed):
@@ -30,35 +28,35 @@ def tiny_folder(tmp_path_factory):
 
 
 def test_stationary_weights_generate_like_the_golden_model(tiny_folder):
-    r = run_job(MeshShape(2, 3), LLM, {"prompt": "def f(x):", "max_tokens": 3,
+    r = run_job(MeshShape(2, 3), llm_run, {"prompt": "def f(x):", "max_tokens": 3,
                                        "model": tiny_folder, "weights": "stationary",
                                        "seed": 4}, seed=4)
-    assert r["weights_mode"] == "stationary"
-    assert r["match_golden"]
-    assert r["tokens"] == _golden(tiny_folder, "def f(x):", 3, 4)
-    assert len(r["tokens"]) == 3
+    assert r.weights_mode == "stationary"
+    assert r.match_golden
+    assert r.tokens == _golden(tiny_folder, "def f(x):", 3, 4)
+    assert len(r.tokens) == 3
     ops = len(load_model(tiny_folder).matmul_ops())
-    assert r["matmuls"] == 3 * ops  # prefill + 2 decode steps, every matmul on the RTL
+    assert r.matmuls == 3 * ops  # prefill + 2 decode steps, every matmul on the RTL
     # Decode cycles per token: the sum of the analytic GEMV model over every matmul, and never
     # below the MAC bound.
-    for c in r["decode_cycles"]:
-        assert abs(c - r["decode_model_cycles"]) <= 2 * ops, (c, r["decode_model_cycles"])
-        assert c >= r["decode_mac_bound_cycles"]
-    assert 0 < r["mac_utilization"]["overall"] <= 1
-    assert set(r["mac_utilization"]) >= {"q", "k", "v", "o", "gate", "up", "down", "head"}
+    for c in r.decode_cycles:
+        assert abs(c - r.decode_model_cycles) <= 2 * ops, (c, r.decode_model_cycles)
+        assert c >= r.decode_mac_bound_cycles
+    assert 0 < r.mac_utilization["overall"] <= 1
+    assert set(r.mac_utilization) >= {"q", "k", "v", "o", "gate", "up", "down", "head"}
 
 
 def test_streamed_weights_shipped_model():
-    r = run_job(MeshShape(2, 3), LLM, {"prompt": "import os\n", "max_tokens": 2,
+    r = run_job(MeshShape(2, 3), llm_run, {"prompt": "import os\n", "max_tokens": 2,
                                        "seed": 2}, seed=2)
-    assert r["weights_mode"] == "streaming"
-    assert r["match_golden"] and r["tokens"] == _golden(None, "import os\n", 2, 2)
-    assert r["decode_cycles_per_token"] == pytest.approx(r["decode_model_cycles"], abs=60)
+    assert r.weights_mode == "streaming"
+    assert r.match_golden and r.tokens == _golden(None, "import os\n", 2, 2)
+    assert r.decode_cycles_per_token == pytest.approx(r.decode_model_cycles, abs=60)
 
 
 def test_a_bad_weight_is_caught_with_layer_matmul_element_cycle_and_seed(tiny_folder):
     with pytest.raises(BenchError) as err:
-        run_job(MeshShape(2, 3), LLM, {"prompt": "ab", "max_tokens": 2, "model": tiny_folder,
+        run_job(MeshShape(2, 3), llm_run, {"prompt": "ab", "max_tokens": 2, "model": tiny_folder,
                                        "weights": "stationary", "seed": 9,
                                        "corrupt": "layers.0.mlp.up"}, seed=9)
     info = err.value.info

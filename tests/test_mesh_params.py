@@ -55,7 +55,7 @@ def test_the_tiled_verilog_holds_one_tile_module_whatever_the_mesh():
     its column on a port, so the C++ of a tile is generated and compiled once."""
     import re
 
-    from sparktile.cosim.build import TILE_MODULE, tiled_mesh_verilog
+    from sparktile.cosim.sim.build import TILE_MODULE, tiled_mesh_verilog
     text = tiled_mesh_verilog(MeshShape(2, 3))
     assert len(re.findall(rf"^module {TILE_MODULE}\(", text, re.M)) == 1
     instances = re.findall(rf"^\s*{TILE_MODULE} (\S+) \(", text, re.M)

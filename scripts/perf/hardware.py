@@ -169,9 +169,9 @@ def _wafer(name: str) -> dict[str, tuple[object, str]]:
 
 def _tile() -> dict[str, tuple[object, str]]:
     """The RTL as configured: values read from the design's own parameters."""
-    from ..golden_model.arith import LANES
-    from ..hdl.formats import MAX_MESH_DIM, PAYLOAD_BITS
-    from ..hdl.mesh import MeshShape
+    from ...golden_model.arith import LANES
+    from ...hdl.formats import MAX_MESH_DIM, PAYLOAD_BITS
+    from ...hdl.mesh import MeshShape
 
     shape = MeshShape(MAX_MESH_DIM, MAX_MESH_DIM)  # defaults of the RTL's generator
     p = {

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .perf_model import estimate, kv_bytes_per_token, load_model_config, weight_bytes
+from .estimate import estimate
+from .models import kv_bytes_per_token, load_model_config, weight_bytes
 
 __all__ = ["CLAIM_SETS", "check_claims", "CODE_BYTES_PER_LINE", "CODE_BYTES_PER_TOKEN"]
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.program import ConfigProgram, counters_from_responses, read_requests
-from ..hdl.formats import CC_COLOR, RSP_COLOR, Counter
-from ..hdl.mesh import MeshShape
+from ...compiler.program import ConfigProgram, counters_from_responses, read_requests
+from ...hdl.formats import CC_COLOR, RSP_COLOR, Counter
+from ...hdl.mesh import MeshShape
 from .harness import edge_ports, port_index
 
 __all__ = ["Fabric", "RunResult", "FabricHang", "STATUS", "Recording"]

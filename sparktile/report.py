@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from ..golden_model.paths import expand_home
+from .errors import UserError
+from .golden_model.paths import expand_home
 
 __all__ = ["check_output", "save_text", "save_json"]
 

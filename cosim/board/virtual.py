@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from ..hdl.fpga.top import FPGA_TOP, FpgaTop
-from ..hdl.mesh import MeshShape, mesh_tile
-from ..toolchain import apply_verilator_env, cache_dir, verilator_env
-from .build import TILE_MODULE, BuildError, build_style, hdl_fingerprint, style_flags, vlt_text
-from .build_cache import cached_build, cached_text, key_of, notice
-from .build_progress import BuildCommandError, run_build
+from ...hdl.fpga.top import FPGA_TOP, FpgaTop
+from ...hdl.mesh import MeshShape, mesh_tile
+from ...toolchain import apply_verilator_env, cache_dir, verilator_env
+from ..sim.build import TILE_MODULE, BuildError, build_style, hdl_fingerprint, style_flags, vlt_text
+from ..sim.build_cache import cached_build, cached_text, key_of, notice
+from ..sim.build_progress import BuildCommandError, run_build
 
 __all__ = ["VBoardBuild", "build_vboard", "VBOARD_DIVISOR", "fpga_verilog"]
 

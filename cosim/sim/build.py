@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from ..hdl import mesh as _mesh_mod
-from ..hdl.mesh import Mesh, MeshShape, mesh_tile
-from ..toolchain import ToolchainError, apply_verilator_env, cache_dir, verilator_env
+from ...hdl import mesh as _mesh_mod
+from ...hdl.mesh import Mesh, MeshShape, mesh_tile
+from ...toolchain import ToolchainError, apply_verilator_env, cache_dir, verilator_env
 from .build_cache import cached_build, cached_text, key_of, notice
 from .build_progress import BuildCommandError, exit_description, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog

@@ -33,8 +33,11 @@ def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,
     except ImportError:
         raise PlotError("plots need matplotlib, which is not installed: "
                         "pip install 'sparktile[plot]' (or run without --plot)") from None
-    from .perf_model import CATEGORIES, MODELS, PlacementError, estimate, load_model_config
-    from .wafer import load_hardware
+    from .estimate import estimate
+    from .gemv_time import CATEGORIES
+    from .hardware import load_hardware
+    from .models import MODELS, load_model_config
+    from .placement import PlacementError
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     # 1. tokens/s against model size, wse2 and wse3.

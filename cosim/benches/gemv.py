@@ -9,16 +9,60 @@ mesh, and the seed.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.cycle_model import gemv_cycles, timing_for
-from ..compiler.mapping import compile_gemv
-from ..golden_model.arith import first_difference, gemv_golden, requant_params
-from ..hdl.formats import Counter
-from .fabric import STATUS, Fabric, Recording
+from ...compiler.cycle_model import gemv_cycles, timing_for
+from ...compiler.mapping import compile_gemv
+from ...golden_model.arith import first_difference, gemv_golden, requant_params
+from ...hdl.formats import Counter
+from ..sim.fabric import STATUS, Fabric, Recording
+from ..sim.registry import BenchResult, bench
 
-__all__ = ["gemv", "random_problem"]
+__all__ = ["gemv", "random_problem", "GemvResult"]
+
+
+@dataclass
+class GemvResult(BenchResult):
+    """One GEMV/GEMM on the mesh, checked against the golden model.
+
+    ``match``: every element equal; ``first_diff`` (when not): the element, both values, the
+    mesh row and the cycle its wavelet left the mesh. Cycle figures come from the harness's
+    cycle counter; ``mac_busy_*``, ``stall_*``, ``task_errors`` and ``vectors_per_pe`` from
+    the PEs' own counters, read back over the fabric before and after the run.
+    """
+
+    mesh: str
+    m: int
+    n: int
+    batch: int
+    seed: int
+    fill: str
+    out: str                    # "int8" or "int32"
+    match: bool
+    status: str                 # "complete", "hang", ...
+    first_diff: dict | None
+    cycles: int                 # first x wavelet in to last y wavelet out
+    config_cycles: int
+    macs: int
+    mac_utilization: float      # macs / (PEs x 4 lanes x cycles)
+    ideal_cycles: int           # macs / (PEs x 4 lanes)
+    model_cycles: float         # the compiler's cycle model
+    m_pe: int
+    nw_pe: int
+    sram_words_per_pe: int
+    mac_busy_cycles: int
+    mac_busy_per_pe: list
+    stall_in_cycles: list
+    stall_out_cycles: list
+    task_errors: int
+    vectors_per_pe: list
+    sim_cycles_per_s: float
+    recorded: dict | None       # the replay file's figures when ``record`` was given
+    # Filled by the CLI's ``--compare-plain``: the plain C++ harness's replay of ``recorded``.
+    plain_harness: dict | None = None
+    speed_ratio_vs_plain: float | None = None
 
 
 def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random"):
@@ -48,13 +92,14 @@ def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random
     return w, x, mult, shift
 
 
+@bench(GemvResult)
 async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
                out_int32: bool = False, fill: str = "random", stall: float = 0.0,
-               record: str | None = None, fault_row: int | None = None) -> dict:
+               record: str | None = None, fault_row: int | None = None) -> GemvResult:
     """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy.
 
     ``record`` names a file to which the whole workload (configuration included) is written
-    for replay in the plain C++ harness (:func:`sparktile.cosim.build.run_plain`).
+    for replay in the plain C++ harness (:func:`sparktile.cosim.sim.build.run_plain`).
 
     ``fault_row`` (for the tests that prove the check can fail) gives the mesh a ``W`` with
     one weight of that row moved to the far end of the int8 range, at the column where the
@@ -117,21 +162,21 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     macs = m * n * batch
     model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
                         out_int32=out_int32, timing=timing_for(shape))
-    return {
-        "mesh": str(shape), "m": m, "n": n, "batch": batch, "seed": seed, "fill": fill,
-        "out": "int32" if out_int32 else "int8", "match": bool(match),
-        "status": STATUS[res.status], "first_diff": first_diff,
-        "cycles": res.cycles, "config_cycles": cfg_cycles, "macs": macs,
-        "mac_utilization": macs / (pes * 4 * max(res.cycles, 1)),
-        "ideal_cycles": int(np.ceil(macs / (pes * 4))),
-        "model_cycles": model,
-        "m_pe": mapping.m_pe, "nw_pe": mapping.nw_pe, "sram_words_per_pe": mapping.words,
-        "mac_busy_cycles": int(delta["mac_busy"].max()),
-        "mac_busy_per_pe": delta["mac_busy"].tolist(),
-        "stall_in_cycles": delta["stall_in"].tolist(),
-        "stall_out_cycles": delta["stall_out"].tolist(),
-        "task_errors": int(delta["task_errors"].sum()),
-        "vectors_per_pe": delta["vectors"].tolist(),
-        "sim_cycles_per_s": res.cycles / wall if wall > 0 else 0.0,
-        "recorded": recorded,
-    }
+    return GemvResult(
+        mesh=str(shape), m=m, n=n, batch=batch, seed=seed, fill=fill,
+        out="int32" if out_int32 else "int8", match=bool(match),
+        status=STATUS[res.status], first_diff=first_diff,
+        cycles=res.cycles, config_cycles=cfg_cycles, macs=macs,
+        mac_utilization=macs / (pes * 4 * max(res.cycles, 1)),
+        ideal_cycles=int(np.ceil(macs / (pes * 4))),
+        model_cycles=model,
+        m_pe=mapping.m_pe, nw_pe=mapping.nw_pe, sram_words_per_pe=mapping.words,
+        mac_busy_cycles=int(delta["mac_busy"].max()),
+        mac_busy_per_pe=delta["mac_busy"].tolist(),
+        stall_in_cycles=delta["stall_in"].tolist(),
+        stall_out_cycles=delta["stall_out"].tolist(),
+        task_errors=int(delta["task_errors"].sum()),
+        vectors_per_pe=delta["vectors"].tolist(),
+        sim_cycles_per_s=res.cycles / wall if wall > 0 else 0.0,
+        recorded=recorded,
+    )

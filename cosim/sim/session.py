@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..hdl.mesh import MeshShape
-from ..toolchain import apply_verilator_env
+from ...hdl.mesh import MeshShape
+from ...toolchain import apply_verilator_env
 from .build import Build, build_mesh
 from .harness import HARNESS_TOP
 
@@ -29,21 +29,26 @@ class BenchError(RuntimeError):
         self.info = info
 
 
-def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int = 1,
+def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
             waves: str | None = None, build: Build | None = None, quiet: bool = True,
             threads: int = 1, waves_window: bool = False, progress=None,
-            waves_limit: int = 0) -> dict:
-    """Run the async bench ``entry`` (``"module:function"``) on a mesh of ``shape``.
+            waves_limit: int = 0):
+    """Run the registered async ``bench`` (the function itself, see
+    :mod:`sparktile.cosim.sim.registry`) on a mesh of ``shape``.
 
     ``waves`` names a VCD file to dump (the build then includes tracing); with
     ``waves_window`` the bench enables dumping itself; ``waves_limit`` (bytes, 0 for none)
     closes the dump once the file reaches it (the result's ``waves_stopped`` then says at
     which cycle). ``progress(dict)`` is called, from this
     thread, with each JSON line the bench appends to the file passed to it as ``progress``.
-    Returns the bench's result dict with ``build_s`` and ``process_wall_s`` added.
+    Returns the bench's result dataclass; its ``job``
+    (:class:`~sparktile.cosim.sim.registry.JobInfo`) holds the end cycle, the build and
+    process times.
     """
     from cocotb_tools.runner import get_runner  # noqa: F401 - ensure cocotb is importable
 
+    from .registry import JobInfo, decode, name_of
+    entry = name_of(bench)   # before any build: not a bench is the caller's bug, named now
     apply_verilator_env()
     build = build or build_mesh(shape, waves=bool(waves), threads=threads)
     from .build import _runner
@@ -73,7 +78,7 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         def simulate():
             with quieted or contextlib.nullcontext():
                 runner.test(
-                    test_module="sparktile.cosim.benches.job",
+                    test_module="sparktile.cosim.sim.job",
                     hdl_toplevel=HARNESS_TOP,
                     hdl_toplevel_lang="verilog",
                     build_dir=build.directory,
@@ -99,13 +104,12 @@ def run_job(shape: MeshShape, entry: str, args: dict | None = None, *, seed: int
         if not result_path.exists():
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise BenchError(f"the simulator ended without a result for {entry}:\n{tail}")
-        result = json.loads(result_path.read_text())
-    if not result.get("ok"):
-        raise BenchError(f"{entry} failed in the simulator (seed {seed}): {result['error']}\n"
-                         f"{result.get('traceback', '')}", result.get("error_info"))
-    result["build_s"] = build.seconds
-    result["process_wall_s"] = wall
-    return result
+        out = json.loads(result_path.read_text())
+    if not out.get("ok"):
+        raise BenchError(f"{entry} failed in the simulator (seed {seed}): {out['error']}\n"
+                         f"{out.get('traceback', '')}", out.get("error_info"))
+    job = JobInfo(**out["job"], build_s=build.seconds, process_wall_s=wall)
+    return decode(entry, out["result"], job)
 
 
 def _describe_exit(exc: BaseException) -> str:

@@ -4,8 +4,8 @@ Routes are dimension-ordered multicast trees (along the source's row first, then
 columns), the same discipline the mapping compiler uses, so the channel-dependency graph is
 acyclic and the fabric cannot deadlock (see ``docs/architecture.md``).
 
-Each bench is an async function taking a :class:`~sparktile.cosim.fabric.Fabric`; run them with
-:func:`sparktile.cosim.session.run_job`. Structure: the *driver* queues wavelets on the source
+Each bench is an async function taking a :class:`~sparktile.cosim.sim.fabric.Fabric`; run them with
+:func:`sparktile.cosim.sim.session.run_job`. Structure: the *driver* queues wavelets on the source
 BFMs, the *monitor* is the sink BFMs' queues, the *model* is the route trees (which ports must
 see which wavelets, in which order), and :class:`Scoreboard` compares.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compiler.program import ConfigProgram
-from ..hdl.formats import (
+from ...compiler.program import ConfigProgram
+from ...hdl.formats import (
     CC_COLOR,
     CFG_COLOR,
     ROUTABLE_COLORS,
@@ -34,9 +34,10 @@ from ..hdl.formats import (
     route_entry,
     width_of,
 )
-from ..hdl.mesh import MeshShape
-from .fabric import STATUS, Fabric
-from .harness import EdgePort, edge_ports
+from ...hdl.mesh import MeshShape
+from ..sim.fabric import STATUS, Fabric
+from ..sim.harness import EdgePort, edge_ports
+from ..sim.registry import BenchResult, bench
 
 __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency", "throughput",
            "bad_config"]
@@ -146,8 +147,64 @@ class Scoreboard:
                 "first_error": first_error}
 
 
+@dataclass
+class StressResult(BenchResult):
+    """Random multicast traffic, judged by the :class:`Scoreboard`.
+
+    ``lost``/``duplicated``/``out_of_order`` count deliveries against the routes;
+    ``first_error`` names the first port and color that went wrong. ``link_utilization`` is
+    the routers' own ``forwarded`` counters over (4 links x PEs x cycles).
+    """
+
+    mesh: str
+    seed: int
+    flows: int
+    sent: int
+    expected_deliveries: int
+    delivered: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    first_error: str | None
+    status: str
+    cycles: int
+    config_cycles: int
+    link_utilization: float
+    route_drops: int
+    cfg_errors: int
+    sim_cycles_per_s: float
+
+
+@dataclass
+class LatencyResult(BenchResult):
+    """``samples``: one ``{"hops", "latency", "ok"}`` per straight path."""
+
+    samples: list
+
+
+@dataclass
+class ThroughputResult(BenchResult):
+    """``streams``: one ``{"flow", "wavelets", "span_cycles", "wavelets_per_cycle",
+    "in_order"}`` per row and column stream."""
+
+    status: str
+    streams: list
+
+
+@dataclass
+class BadConfigResult(BenchResult):
+    """Malformed configuration wavelets sent, counted (``cfg_errors``) and the fabric after."""
+
+    sent_malformed: int
+    counted: int
+    cases: list
+    per_tile: list
+    stress_after: dict
+
+
+@bench(StressResult)
 async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall: float = 0.5,
-                 n_flows: int = ROUTABLE_COLORS) -> dict:
+                 n_flows: int = ROUTABLE_COLORS) -> StressResult:
     """Random traffic on random multicast routes with random stalls on every edge stream."""
     shape = fabric.shape
     rng = np.random.default_rng(seed)
@@ -189,21 +246,22 @@ async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall:
     forwarded = int(fabric.counter_delta(after, before)["forwarded"].sum())
     links = 4 * shape.pes
     report = board.report()
-    return {
-        "mesh": str(shape), "seed": seed, "flows": len(flows),
-        "sent": int(wavelets), "expected_deliveries": expect,
-        "delivered": int(sum(len(v) for v in board.received.values())),
+    return StressResult(
+        mesh=str(shape), seed=seed, flows=len(flows),
+        sent=int(wavelets), expected_deliveries=expect,
+        delivered=int(sum(len(v) for v in board.received.values())),
         **report,
-        "status": STATUS[result.status],
-        "cycles": result.cycles, "config_cycles": cfg_cycles,
-        "link_utilization": forwarded / (links * max(result.cycles, 1)),
-        "route_drops": int(after["route_drops"].sum()),
-        "cfg_errors": int(after["cfg_errors"].sum()),
-        "sim_cycles_per_s": result.cycles / wall if wall > 0 else 0.0,
-    }
+        status=STATUS[result.status],
+        cycles=result.cycles, config_cycles=cfg_cycles,
+        link_utilization=forwarded / (links * max(result.cycles, 1)),
+        route_drops=int(after["route_drops"].sum()),
+        cfg_errors=int(after["cfg_errors"].sum()),
+        sim_cycles_per_s=result.cycles / wall if wall > 0 else 0.0,
+    )
 
 
-async def latency(fabric: Fabric) -> dict:
+@bench(LatencyResult)
+async def latency(fabric: Fabric) -> LatencyResult:
     """Latency of single wavelets over straight paths of every length the mesh offers."""
     shape = fabric.shape
     ports = {(p.side, p.pos): p for p in fabric.ports}
@@ -226,10 +284,11 @@ async def latency(fabric: Fabric) -> dict:
         _, _, t = fabric.receive(f.dsts[0].index)
         hops = len(xy_routes(shape, f.src, f.dsts))
         samples.append({"hops": hops, "latency": int(t[0] - taken[-1]), "ok": res.ok})
-    return {"samples": samples}
+    return LatencyResult(samples=samples)
 
 
-async def throughput(fabric: Fabric, wavelets: int = 1000) -> dict:
+@bench(ThroughputResult)
+async def throughput(fabric: Fabric, wavelets: int = 1000) -> ThroughputResult:
     """Every row streams west to east and every column north to south, all at once."""
     shape = fabric.shape
     ports = {(p.side, p.pos): p for p in fabric.ports}
@@ -248,7 +307,7 @@ async def throughput(fabric: Fabric, wavelets: int = 1000) -> dict:
         rates.append({"flow": f"{f.src.side}{f.src.pos}->{f.dsts[0].side}{f.dsts[0].pos}",
                       "wavelets": len(p), "span_cycles": span,
                       "wavelets_per_cycle": len(p) / span, "in_order": in_order})
-    return {"status": STATUS[res.status], "streams": rates}
+    return ThroughputResult(status=STATUS[res.status], streams=rates)
 
 
 def malformed_config(shape: MeshShape) -> list[tuple[str, int, int, int]]:
@@ -281,7 +340,8 @@ def malformed_config(shape: MeshShape) -> list[tuple[str, int, int, int]]:
     return cases
 
 
-async def bad_config(fabric: Fabric, seed: int = 1) -> dict:
+@bench(BadConfigResult)
+async def bad_config(fabric: Fabric, seed: int = 1) -> BadConfigResult:
     """Malformed configuration wavelets are dropped and counted, and the fabric still works."""
     shape = fabric.shape
     rng = np.random.default_rng(seed)
@@ -303,7 +363,8 @@ async def bad_config(fabric: Fabric, seed: int = 1) -> dict:
     counted = int(counters["cfg_errors"].sum())
     # The fabric still works: a stress run after the bad wavelets.
     after = await stress(fabric, wavelets=200, seed=seed + 1, max_stall=0.3)
-    return {"sent_malformed": len(cases) + extra, "counted": counted,
-            "cases": [c[0] for c in cases], "per_tile": counters["cfg_errors"].tolist(),
-            "stress_after": {k: after[k] for k in ("lost", "duplicated", "out_of_order",
-                                                   "status")}}
+    return BadConfigResult(
+        sent_malformed=len(cases) + extra, counted=counted, cases=[c[0] for c in cases],
+        per_tile=counters["cfg_errors"].tolist(),
+        stress_after={k: getattr(after, k) for k in ("lost", "duplicated", "out_of_order",
+                                                     "status")})

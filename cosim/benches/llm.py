@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.cycle_model import gemv_cycles, timing_for
-from ..compiler.mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
-from ..compiler.program import ConfigProgram
-from ..golden_model.arith import first_difference
-from ..golden_model.backend import MatmulOp, NumpyBackend
-from .fabric import STATUS, Fabric, FabricHang, Recording
+from ...compiler.cycle_model import gemv_cycles, timing_for
+from ...compiler.mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
+from ...compiler.program import ConfigProgram
+from ...golden_model.arith import first_difference
+from ...golden_model.backend import MatmulOp, NumpyBackend
+from ..sim.fabric import STATUS, Fabric, FabricHang, Recording
+from ..sim.registry import BenchResult, bench
 
 __all__ = ["RtlBackend", "MatmulMismatch", "mismatch_message", "plan_weights", "llm_run"]
 
@@ -237,11 +238,58 @@ class RtlBackend:
         return {"mac_bound_cycles": ideal, "model_cycles": model}
 
 
+@dataclass
+class LlmResult(BenchResult):
+    """A generation with every matmul on the RTL.
+
+    ``match_golden``: every one of the ``matmuls`` results equalled the golden backend's (a
+    difference raises :class:`MatmulMismatch` instead), so ``tokens`` are the golden model's.
+    Cycle figures are the harness's cycle counter between a token's first matmul and its
+    last; ``decode_mac_bound_cycles`` and ``decode_model_cycles`` are the MAC bound and the
+    compiler's cycle model of one decode token; ``mac_utilization`` by matmul kind and
+    ``overall``. The ``*_wall_s`` figures split the job's wall time.
+    """
+
+    prompt: str
+    tokens: list[int]
+    text: str
+    match_golden: bool
+    cancelled: bool
+    mesh: str
+    sram_kb: int
+    weights_mode: str
+    sram_words_per_pe: int
+    sampling: dict
+    matmuls: int
+    prefill_tokens: int
+    prefill_cycles: int
+    decode_cycles_per_token: float | None
+    decode_cycles: list[int]
+    decode_mac_bound_cycles: int
+    decode_model_cycles: float
+    config_cycles: int
+    mac_utilization: dict
+    sim_cycles: int
+    load_and_quantize_wall_s: float
+    preload_wall_s: float
+    sim_wall_s: float
+    generate_wall_s: float
+    python_wall_s: float
+    sim_cycles_per_s: float
+    end_to_end_cycles_per_s: float
+    job_wall_s: float
+    recorded: dict | None
+    # Filled by the CLI's ``--compare-plain``: the plain C++ harness's replay of ``recorded``.
+    plain_harness: dict | None = None
+    speed_ratio_vs_plain: float | None = None
+
+
+@bench(LlmResult)
 async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str | None = None,
                   temperature: float = 0.8, top_k: int | None = 40, top_p: float | None = None,
                   seed: int = 1, weights: str = "auto", progress: str | None = None,
                   wave_tokens: list[int] | None = None, corrupt: str | None = None,
-                  record: str | None = None, cancel: str | None = None) -> dict:
+                  record: str | None = None, cancel: str | None = None) -> LlmResult:
     """Generate ``max_tokens`` tokens with every matmul on the RTL; compare with the golden run.
 
     ``cancel`` names a file the caller creates to stop the generation after the current token
@@ -250,7 +298,7 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
     """
     from cocotb.task import bridge
 
-    from ..golden_model import load_model
+    from ...golden_model import load_model
 
     t_start = time.perf_counter()
     lm = load_model(model)
@@ -310,32 +358,33 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
     decode = backend.token_cycles[1:]
     total_cycles = fabric.cycle - cycle0
     util = backend.utilization()
-    return {
-        "prompt": prompt, "tokens": [int(t) for t in token_ids], "text": text,
+    bounds = backend.decode_bounds()
+    return LlmResult(
+        prompt=prompt, tokens=[int(t) for t in token_ids], text=text,
         # Every one of the `matmuls` results was compared with the golden backend's and was
         # equal (a difference raises MatmulMismatch): the tokens are the golden model's. A run
         # cancelled before its first matmul verified nothing.
-        "match_golden": backend.matmuls > 0,
-        "cancelled": cancelled,
-        "mesh": str(fabric.shape), "sram_kb": fabric.shape.sram_kb,
-        "weights_mode": backend.mode, "sram_words_per_pe": backend.words,
-        "sampling": sampling, "matmuls": backend.matmuls,
-        "prefill_tokens": len(prompt_ids),
-        "prefill_cycles": backend.token_cycles[0] if backend.token_cycles else 0,
-        "decode_cycles_per_token": float(np.mean(decode)) if decode else None,
-        "decode_cycles": decode,
-        **{f"decode_{k}": v for k, v in backend.decode_bounds().items()},
-        "config_cycles": backend.config_cycles,
-        "mac_utilization": util,
-        "sim_cycles": total_cycles,
-        "load_and_quantize_wall_s": load_s,
-        "preload_wall_s": sim0,
-        "sim_wall_s": sim_s,
-        "generate_wall_s": wall,
-        "python_wall_s": wall - sim_s,
-        "sim_cycles_per_s": total_cycles / sim_s if sim_s else 0.0,
-        "end_to_end_cycles_per_s": total_cycles / wall if wall else 0.0,
-        "job_wall_s": time.perf_counter() - t_start,
-        "recorded": recorded,
-    }
-
+        match_golden=backend.matmuls > 0,
+        cancelled=cancelled,
+        mesh=str(fabric.shape), sram_kb=fabric.shape.sram_kb,
+        weights_mode=backend.mode, sram_words_per_pe=backend.words,
+        sampling=sampling, matmuls=backend.matmuls,
+        prefill_tokens=len(prompt_ids),
+        prefill_cycles=backend.token_cycles[0] if backend.token_cycles else 0,
+        decode_cycles_per_token=float(np.mean(decode)) if decode else None,
+        decode_cycles=decode,
+        decode_mac_bound_cycles=bounds["mac_bound_cycles"],
+        decode_model_cycles=bounds["model_cycles"],
+        config_cycles=backend.config_cycles,
+        mac_utilization=util,
+        sim_cycles=total_cycles,
+        load_and_quantize_wall_s=load_s,
+        preload_wall_s=sim0,
+        sim_wall_s=sim_s,
+        generate_wall_s=wall,
+        python_wall_s=wall - sim_s,
+        sim_cycles_per_s=total_cycles / sim_s if sim_s else 0.0,
+        end_to_end_cycles_per_s=total_cycles / wall if wall else 0.0,
+        job_wall_s=time.perf_counter() - t_start,
+        recorded=recorded,
+    )

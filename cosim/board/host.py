@@ -33,8 +33,8 @@ import numpy as np
 
 from sparktile.errors import UserError
 
-from ..hdl.formats import CC_COLOR, RSP_COLOR, Counter
-from ..hdl.fpga.protocol import (
+from ...hdl.formats import CC_COLOR, RSP_COLOR, Counter
+from ...hdl.fpga.protocol import (
     PING_MAGIC,
     PROTOCOL_VERSION,
     STATUS_FIELDS,
@@ -47,7 +47,7 @@ from ..hdl.fpga.protocol import (
     encode_frame,
     port_code,
 )
-from ..hdl.mesh import MeshShape
+from ...hdl.mesh import MeshShape
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Board", "BoardError",
            "BoardTimeout", "BridgeError", "LinkError", "open_transport", "BoardBackend"]
@@ -170,7 +170,7 @@ class SimTransport(Transport):
     """
 
     def __init__(self, shape: MeshShape, **bridge):
-        from .vboard import build_vboard
+        from .virtual import build_vboard
         self.build = build_vboard(shape, **bridge)
         self.name = f"sim ({shape} virtual board)"
         env = dict(os.environ, SPARKTILE_UART_DIVISOR=str(self.build.divisor))
@@ -470,7 +470,7 @@ class Board:
 
     def read_counters(self, shape: MeshShape, counters=tuple(Counter)) -> dict[str, np.ndarray]:
         """Per-tile counters (rows x cols arrays) through READ configuration headers."""
-        from ..compiler.program import counters_from_responses, read_requests
+        from ...compiler.program import counters_from_responses, read_requests
         for r, (pay, ccs) in enumerate(read_requests(shape, counters)):
             self.write("W", r, pay, ccs)
         n = shape.cols * len(counters) * 2
@@ -542,7 +542,7 @@ class BoardBackend:
         self.loads = 0
 
     def matmul(self, op, x_q):
-        from ..compiler.mapping import compile_gemv
+        from ...compiler.mapping import compile_gemv
         if self._loaded != op.name:
             self._mapping = compile_gemv(self.shape, op.w_q, op.mult, op.shift,
                                          out_int32=(op.out == "int32"))

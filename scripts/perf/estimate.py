@@ -1,0 +1,213 @@
+"""The estimate: one model on one wafer preset, from the calibrated tile to tokens/s.
+
+Decode time per token is the time of each placed matrix (:mod:`.gemv_time`, :mod:`.placement`),
+plus attention over the KV cache, norms, transfers between regions and crossings between
+wafers; prefill (time to first token) uses the same regions as a pipeline; energy and power
+come from :mod:`.energy`; capacity (the largest context) from the SRAM left after the
+weights. Every assumption the estimate makes is listed in :data:`ASSUMPTIONS` and in its
+report.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...compiler.cycle_model import GemvTiming
+from ...golden_model.config import ModelConfig
+from .energy import token_energy
+from .gemv_time import CATEGORIES, per_vector_cycles, reduction_cycles
+from .models import DTYPES, kv_bytes_per_token, model_params, weight_bytes
+from .placement import Placed, place, wafer_crossings, wafers_needed
+
+__all__ = ["estimate", "token_cycles", "ASSUMPTIONS"]
+
+ASSUMPTIONS = [
+    "Single user, batch 1, no speculative decoding, greedy sampling on the wafer.",
+    ("Weight-stationary: every weight and the KV cache stay in PE SRAM; nothing streams from "
+    "off-wafer memory during inference."),
+    ("Each matrix is placed as compiler.mapping places it (rows of W over region rows, packed "
+    "words of x over region columns, partial sums reduced west to east); regions are checked "
+    "by area only (rectangles assumed to pack into the grid)."),
+    ("Matrix time is compiler.cycle_model.gemv_cycles with the calibrated GemvTiming; n is scaled "
+    "by 4 / lanes so a PE with L lanes does L MACs per cycle; if the SRAM cannot feed L "
+    "elements per cycle the lanes are reduced to what it can (the 'sram_bandwidth' term)."),
+    ("The calibrated per-task and per-hop costs (cycles) of the RTL PE are taken for the "
+    "wafer's PE; x_hop and p_hop are rescaled by the preset's cycles per hop."),
+    ("PEs are shared among matrices in proportion to their weight bytes; each layer's KV cache "
+    "is spread evenly over that layer's PEs."),
+    ("q, k, v run in parallel on their own regions, then attention, o, gate and up in "
+    "parallel, down; the LM head after the last layer."),
+    ("Attention for one token: 2 x context x q_dim MACs over the layer's PEs, bounded by reading "
+    "the layer's K and V once from SRAM; three reductions (max, sum, output) across the layer "
+    "block's side."),
+    ("Two RMSNorms per layer each cost one reduction along the producing region's rows; RoPE, "
+    "SiLU and residual adds are element-wise on the PEs that hold the data and are not charged."),
+    ("A vector moving between regions crosses rows_src + cols_dst hops and is serialised over "
+    "min(rows_src, cols_dst) links of link_bits per cycle."),
+    ("Layers are split evenly over wafers; a token crosses every wafer boundary once forward and "
+    "once back (sampled token to the first wafer), each crossing costing wafer_link_latency_s "
+    "plus hidden_size x bytes / wafer_link_bytes_per_s."),
+    ("Prefill: the prompt streams through the regions as a pipeline; TTFT = one token's latency "
+    "+ (prompt - 1) x the slowest stage's time per token (attention at half the prompt). "
+    "Network and host time are not included."),
+    ("Energy: MACs x e_mac + bytes read from SRAM (weights, KV) x e_sram + bits x hops x hop "
+    "length x e_link + off-wafer bits x e_offwafer, all x energy_node_scale (except off-wafer). "
+    "Dynamic energy only: no leakage, clock tree, control, I/O or cooling."),
+    ("Largest context: free SRAM after weights divided by KV bytes per token (KV moved freely "
+    "between PEs); the model's own max_position_embeddings is reported beside it."),
+    "Model shapes only (no weights); KV cache in the weights' data type.",
+]
+
+
+def _zero():
+    return dict.fromkeys(CATEGORIES, 0.0)
+
+
+def _add(acc, parts, k=1.0):
+    for key, v in parts.items():
+        acc[key] += k * v
+
+
+def _transfer(length: int, b: int, src: Placed, dst_cols: int, hw) -> float:
+    links = max(1, min(src.rows, dst_cols))
+    return hw.hop_cycles * (src.rows + dst_cols) + math.ceil(
+        length * b / (hw.link_bits / 8 * links))
+
+
+def _attention(cfg, hw, dtype, timing, ctx, pes, reduce) -> dict:
+    b = DTYPES[dtype]
+    qd, kvd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    macs = 2.0 * ctx * qd
+    kv = 2.0 * ctx * kvd * b
+    compute = macs / (pes * hw.lanes(dtype))
+    sram = kv / (pes * hw.sram_read_bytes_per_cycle)
+    side = math.sqrt(pes)
+    return {"compute": compute, "sram_bandwidth": max(0.0, sram - compute),
+            "reduction": 3 * reduction_cycles(side, hw, timing, reduce)
+            + timing.x_hop * hw.hop_cycles * side,
+            "task_overhead": 3 * (timing.desc + timing.vec), "pipeline": 0.0}
+
+
+def token_cycles(cfg, hw, dtype, timing, pl, ctx, reduce="chain") -> dict:
+    """Cycles of one decode token at context ``ctx``, by category, for one layer and total."""
+    b = DTYPES[dtype]
+    L = pl["layer"]
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    qd, kvd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    layer = _zero()
+    qkv = max((L["q"], L["k"], L["v"]), key=lambda p: p.cycles)
+    _add(layer, qkv.parts)
+    attn = _attention(cfg, hw, dtype, timing, ctx, pl["pes_layer"], reduce)
+    _add(layer, attn)
+    _add(layer, L["o"].parts)
+    gu = max((L["gate"], L["up"]), key=lambda p: p.cycles)
+    _add(layer, gu.parts)
+    _add(layer, L["down"].parts)
+    side = math.sqrt(pl["pes_layer"])
+    layer["reduction"] += reduction_cycles(L["o"].rows, hw, timing, reduce) + \
+        reduction_cycles(L["down"].rows, hw, timing, reduce)
+    layer["pipeline"] += (
+        _transfer(qd + 2 * kvd, b, qkv, int(side), hw)        # q, k, v to attention
+        + _transfer(qd, b, L["o"], L["o"].cols, hw)            # attention to o (its rows)
+        + _transfer(d, b, L["o"], gu.cols, hw)                 # o to gate/up
+        + _transfer(f, b, gu, L["down"].cols, hw)              # gate*up to down
+        + _transfer(d, b, L["down"], L["q"].cols, hw))         # down to the next layer
+    total = _zero()
+    _add(total, layer, cfg.num_layers)
+    _add(total, pl["head"].parts)
+    total["reduction"] += reduction_cycles(pl["head"].rows, hw, timing, reduce)  # argmax
+    return {"layer": layer, "total": total}
+
+
+def estimate(cfg: ModelConfig, hw, dtype: str, *, context: int, prompt_tokens: int,
+             timing: GemvTiming, wafers: int | None = None, reduce: str = "chain") -> dict:
+    """The full report for one model on one hardware description (see the module docstring)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if hw.lanes(dtype) < 1:
+        raise ValueError(f"the {hw.name} preset has no {dtype} datapath (lanes_{dtype} = 0); "
+                         f"use --dtype int8 or --set lanes_{dtype}=N")
+    b = DTYPES[dtype]
+    need = wafers_needed(cfg, hw, dtype, context, timing, reduce)
+    used = wafers or need
+    fits = used >= need
+    n_w = used if fits else need  # too few wafers: performance is given on the wafers needed
+    pl = place(cfg, hw, dtype, context, n_w, timing, reduce)
+    clk = hw.clock_hz
+    tc = token_cycles(cfg, hw, dtype, timing, pl, context, reduce)
+    cross_s = wafer_crossings(n_w) * (hw.wafer_link_latency_s
+                                 + cfg.hidden_size * b / hw.wafer_link_bytes_per_s)
+    parts_s = {k: v / clk for k, v in tc["total"].items()}
+    parts_s["pipeline"] += cross_s
+    t_token = sum(parts_s.values())
+    bound = max(parts_s, key=parts_s.get)
+
+    # Prefill: the regions as a pipeline.
+    stage = {name: per_vector_cycles(p.m, p.n, p.rows, p.cols, hw, dtype, timing)
+             for name, p in pl["layer"].items()}
+    stage["head"] = per_vector_cycles(pl["head"].m, pl["head"].n, pl["head"].rows, pl["head"].cols,
+                               hw, dtype, timing)
+    at = _attention(cfg, hw, dtype, timing, max(prompt_tokens // 2, 1), pl["pes_layer"], reduce)
+    stage["attention"] = at["compute"] + at["sram_bandwidth"]
+    stage_s = {k: v / clk for k, v in stage.items()}
+    if n_w > 1:
+        stage_s["wafer_link"] = cfg.hidden_size * b / hw.wafer_link_bytes_per_s
+    slowest = max(stage_s, key=stage_s.get)
+    tc_prompt = token_cycles(cfg, hw, dtype, timing, pl, prompt_tokens, reduce)
+    latency_prompt = sum(tc_prompt["total"].values()) / clk + cross_s
+    ttft = latency_prompt + (prompt_tokens - 1) * stage_s[slowest]
+
+    # Capacity.
+    kv_tok = kv_bytes_per_token(cfg, dtype)
+    capacity = n_w * hw.pes * hw.sram_usable_per_pe
+    free = capacity - pl["used_weight_bytes"]
+    max_ctx = int(free // kv_tok) if free > 0 else 0
+
+    # Energy and power.
+    en = token_energy(cfg, hw, dtype, context, pl, n_w)
+    tps = 1.0 / t_token
+    stages = 5 * cfg.num_layers + 1
+    users_sram = max(1, int(free // (kv_tok * context))) if context else stages
+    agg = min(stages, users_sram) / t_token
+    agg = min(agg, 1.0 / max(stage_s.values()))
+    roof_compute = en["macs"] / (n_w * hw.pes * hw.lanes(dtype) * clk)
+    roof_sram = en["sram_bytes"] / (n_w * hw.pes * hw.sram_read_bytes_per_cycle * clk)
+    report = {
+        "model": cfg.name, "params": model_params(cfg), "dtype": dtype,
+        "hardware": hw.name, "reduce": reduce, "context": context,
+        "prompt_tokens": prompt_tokens,
+        "fit": {
+            "weights_bytes": weight_bytes(cfg, dtype),
+            "kv_bytes_per_token": kv_tok, "kv_bytes": kv_tok * context,
+            "sram_usable_bytes_per_wafer": hw.pes * hw.sram_usable_per_pe,
+            "wafers_needed": need, "wafers": used, "fits": fits,
+            "max_context": max_ctx,
+            "model_max_position_embeddings": cfg.max_position_embeddings,
+        },
+        "placement": {
+            "pes_per_layer": pl["pes_layer"], "pes_used": pl["pes_used"],
+            "pes_total": pl["total_pes"], "kv_bytes_per_pe": pl["kv_per_pe"],
+            "regions": {k: {"rows": p.rows, "cols": p.cols, "m": p.m, "n": p.n,
+                            "sram_words_per_pe": p.words, "cycles": p.cycles}
+                        for k, p in {**pl["layer"], "head": pl["head"]}.items()},
+        },
+        "decode": {
+            "tokens_per_s_per_user": tps, "time_per_token_s": t_token,
+            "breakdown_s": parts_s, "bound": bound,
+            "layer_cycles": tc["layer"], "wafer_crossings_s": cross_s,
+            "aggregate_tokens_per_s": agg,
+            "roofline_tokens_per_s": 1.0 / max(roof_compute, roof_sram),
+        },
+        "prefill": {"ttft_s": ttft, "first_token_latency_s": latency_prompt,
+                    "stage_s": stage_s, "slowest_stage": slowest},
+        "energy": {
+            **en,
+            "power_w_single_user": en["per_token_j"] * tps,
+            "power_w_aggregate": en["per_token_j"] * agg,
+            "vendor_system_power_w": hw.system_power_w * n_w,
+            "vendor_pe_peak_power_w": hw.pe_peak_power_w * hw.cores * n_w,
+            "vendor_j_per_token_single_user": hw.system_power_w * n_w / tps,
+        },
+        "assumptions": ASSUMPTIONS,
+    }
+    return report
