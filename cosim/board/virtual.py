@@ -17,10 +17,16 @@ from pathlib import Path
 
 from ...hdl.fpga.top import FPGA_TOP, FpgaTop
 from ...hdl.mesh import MeshShape, mesh_tile
-from ...toolchain import apply_verilator_env, cache_dir, verilator_env
-from ..sim.build import TILE_MODULE, BuildError, build_style, hdl_fingerprint, style_flags, vlt_text
-from ..sim.build_cache import cached_build, cached_text, key_of, notice
-from ..sim.build_progress import BuildCommandError, run_build
+from ...toolchain import apply_verilator_env, cache_dir
+from ..sim.build import (
+    TILE_MODULE,
+    build_executable,
+    build_style,
+    hdl_fingerprint,
+    style_flags,
+    vlt_text,
+)
+from ..sim.build_cache import cached_text, key_of, notice
 
 __all__ = ["VBoardBuild", "build_vboard", "VBOARD_DIVISOR", "fpga_verilog"]
 
@@ -80,28 +86,15 @@ def build_vboard(shape: MeshShape, *, divisor: int = VBOARD_DIVISOR, **bridge) -
     directory = cache_dir() / "vboard" / f"{shape.rows}x{shape.cols}_{key}"
     what = f"the {shape} virtual board"
 
-    def build(directory: Path) -> None:
+    def sources(directory: Path) -> list[Path]:
         (directory / "top.v").write_text(text)
         shutil.copy(VBOARD_SOURCE, directory / "vboard.cpp")
         (directory / "tile.vlt").write_text(vlt)
         notice(f"building {what}: first use of this configuration; cached in {directory}")
-        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *flags,
-               "--top-module", FPGA_TOP, "-Mdir", str(directory / "obj"),
-               "-o", str(directory / "vboard"),
-               # The wheel's verilated.mk leaves the precompiled-header include flag empty.
-               "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2",
-               str(directory / "tile.vlt"), str(directory / "top.v"),
-               str(directory / "vboard.cpp")]
-        try:
-            run_build([cmd], cwd=directory, env=verilator_env(), log=directory / "build.log",
-                      what=what, directory=directory)
-        except BuildCommandError as exc:
-            raise BuildError(str(exc)) from None
+        return [directory / "tile.vlt", directory / "top.v", directory / "vboard.cpp"]
 
-    try:
-        seconds = cached_build(directory, "vboard", what, build)
-    except FileNotFoundError as exc:
-        raise BuildError(f"{exc}; see {directory / 'build.log'}") from None
+    seconds = build_executable(directory, "vboard", what, sources, top=FPGA_TOP, flags=flags,
+                               mdir=directory / "obj")
     if seconds:
         notice(f"built {what} in {seconds:.0f} s (cache {directory})")
     return VBoardBuild(shape, directory / "vboard", divisor, seconds)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -35,7 +36,8 @@ from .build_cache import cached_build, cached_text, key_of, notice
 from .build_progress import BuildCommandError, exit_description, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
 
-__all__ = ["Build", "mesh_verilog", "build_mesh", "BuildError", "TILE_MODULE",
+__all__ = ["Build", "mesh_verilog", "build_mesh", "build_plain", "run_plain", "build_executable",
+           "BuildError", "TILE_MODULE",
            "hdl_fingerprint", "HIER_FLAGS", "build_style", "BUILD_STYLES", "SHARED_MAX_PES"]
 
 _HERE = Path(__file__).resolve().parent
@@ -267,6 +269,40 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
 PLAIN_MAIN = _HERE / "plain_main.cpp"
 
 
+def build_executable(directory: Path, artifact: str, what: str,
+                     sources: Callable[[Path], list[Path]], *, top: str, flags: list[str],
+                     mdir: Path) -> float:
+    """Verilate and compile a stand-alone executable (a C++ ``main`` of our own, no cocotb)
+    into cache entry ``directory``, unless it is already there; returns the build's seconds
+    (0 when cached).
+
+    ``sources(directory)`` lays the sources out and returns them in Verilator's order; the
+    executable is ``directory/artifact``. The plain C++ harness and the virtual board are
+    built this way (the cocotb mesh simulators through cocotb's runner, :func:`build_mesh`).
+
+    Raises
+    ------
+    BuildError
+        When Verilator or the C++ compiler fails; the message names the log.
+    """
+    def build(directory: Path) -> None:
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
+               "-o", str(directory / artifact), "-Mdir", str(mdir), *flags,
+               # The wheel's verilated.mk leaves the precompiled-header include flag empty.
+               "-MAKEFLAGS", f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={OPT_FAST}",
+               *(str(s) for s in sources(directory))]
+        try:
+            run_build([cmd], cwd=directory, env=verilator_env(), log=directory / "build.log",
+                      what=what, directory=directory)
+        except BuildCommandError as exc:
+            raise BuildError(str(exc)) from None
+
+    try:
+        return cached_build(directory, artifact, what, build)
+    except FileNotFoundError as exc:
+        raise BuildError(f"{exc}; see {directory / 'build.log'}") from None
+
+
 def build_plain(shape: MeshShape, threads: int = 1) -> Path:
     """The same harness and BFMs under a plain C++ main (no cocotb, no Python); cached.
 
@@ -285,24 +321,14 @@ def build_plain(shape: MeshShape, threads: int = 1) -> Path:
         f"plain_{shape.rows}x{shape.cols}_{style}{f'_t{threads}' if threads > 1 else ''}_{key}"
     what = f"the {shape} plain C++ harness ({style} build)"
 
-    def build(directory: Path) -> None:
+    def sources(directory: Path) -> list[Path]:
         src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE, PLAIN_MAIN))
-        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", HARNESS_TOP,
-               "--prefix", "Vtop", "-o", "plain_harness", "-Mdir", str(directory),
-               "--timescale", "1ns/1ps", *flags,
-               "-MAKEFLAGS", f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={OPT_FAST}",
-               str(src / "harness.vlt"), str(src / "mesh.v"), str(src / "harness.sv"),
-               str(src / "bfm.cpp"), str(src / "plain_main.cpp")]
-        try:
-            run_build([cmd], cwd=directory, env=verilator_env(), log=directory / "build.log",
-                      what=what, directory=directory)
-        except BuildCommandError as exc:
-            raise BuildError(str(exc)) from None
+        return [src / "harness.vlt", src / "mesh.v", src / "harness.sv", src / "bfm.cpp",
+                src / "plain_main.cpp"]
 
-    try:
-        cached_build(directory, "plain_harness", what, build)
-    except FileNotFoundError as exc:
-        raise BuildError(f"{exc}; see {directory / 'build.log'}") from None
+    build_executable(directory, "plain_harness", what, sources, top=HARNESS_TOP,
+                     flags=["--prefix", "Vtop", "--timescale", "1ns/1ps", *flags],
+                     mdir=directory)
     return directory / "plain_harness"
 
 
