@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparktile-installed
-EXTRAS ?= dev
+EXTRAS ?= dev,formal
 
-.PHONY: all venv test test-all bench demo lint clean info
+.PHONY: all venv test test-all bench demo formal lint clean info
 
 all: test
 
@@ -41,6 +41,11 @@ bench: $(STAMP)
 # weights stationary), each checked against the golden model as it goes.
 demo: $(STAMP)
 	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 24 --json demo-report.json
+
+# Formal proofs of the router, its FIFO and arbiters and the requantization pipeline, each
+# with a mutant that must fail (SymbiYosys from PyPI; the table gives times and traces).
+formal: $(STAMP)
+	$(PY) -m sparktile.formal --keep build/formal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,33 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RequantIn", "RequantPipeline"]
+__all__ = ["RequantIn", "RequantPipeline", "shift_stage", "round_saturate_stage"]
+
+
+def shift_stage(m: Module, prod, shift):
+    """Stage E's logic: ``t = (prod << 1) >> shift`` (arithmetic) of a signed 48-bit
+    product, returned as its low ten bits (signed), whether ``t`` fits in ten signed bits, and its
+    sign. Module-level so that the formal proof of the arithmetic
+    (:mod:`sparktile.formal.requant`) checks exactly this logic."""
+    t = Signal(signed(49))
+    m.d.comb += t.eq(Cat(Const(0, 1), prod).as_signed() >> shift)
+    fits = Signal()
+    m.d.comb += fits.eq((t[9:49] == 0) | (t[9:49] == (1 << 40) - 1))
+    return t[0:10].as_signed(), fits, t[48]
+
+
+def round_saturate_stage(m: Module, t10, fits, neg):
+    """Stage F's logic: ``sat8((t + 1) >> 1)`` from stage E's three results."""
+    y_mid = Signal(signed(11))
+    m.d.comb += y_mid.eq((t10 + 1) >> 1)
+    y8 = Signal(signed(8))
+    with m.If(fits & (y_mid <= 127) & (y_mid >= -128)):
+        m.d.comb += y8.eq(y_mid)
+    with m.Elif(neg):
+        m.d.comb += y8.eq(-128)
+    with m.Else():
+        m.d.comb += y8.eq(127)
+    return y8
 
 
 class RequantIn(data.Struct):
@@ -108,24 +134,14 @@ class RequantPipeline(wiring.Component):
             m.d.sync += d_prod.eq((c_hi << 16) + c_lo)
         # E: t = (prod << 1) >> shift, arithmetic; only its low ten bits, its sign and whether
         # it fits in ten bits travel on.
-        t = Signal(signed(49))
-        m.d.comb += t.eq(Cat(Const(0, 1), d_prod).as_signed() >> carry[1].shift)
+        t10, fits, neg = shift_stage(m, d_prod, carry[1].shift)
         e_t = Signal(signed(10))
         e_fits = Signal()
         e_neg = Signal()
         with m.If(move[2]):
-            m.d.sync += [e_t.eq(t[0:10]), e_neg.eq(t[48]),
-                         e_fits.eq((t[9:49] == 0) | (t[9:49] == (1 << 40) - 1))]
+            m.d.sync += [e_t.eq(t10), e_neg.eq(neg), e_fits.eq(fits)]
         # F: y = sat8((t + 1) >> 1); in range exactly when -257 <= t <= 254.
-        y_mid = Signal(signed(11))
-        m.d.comb += y_mid.eq((e_t + 1) >> 1)
-        y8 = Signal(signed(8))
-        with m.If(e_fits & (y_mid <= 127) & (y_mid >= -128)):
-            m.d.comb += y8.eq(y_mid)
-        with m.Elif(e_neg):
-            m.d.comb += y8.eq(-128)
-        with m.Else():
-            m.d.comb += y8.eq(127)
+        y8 = round_saturate_stage(m, e_t, e_fits, e_neg)
         pack = Signal(32)        # int8 results of the word being packed
         packed = Signal(32)
         m.d.comb += packed.eq(pack)

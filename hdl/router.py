@@ -43,11 +43,12 @@ from .formats import (
     Wavelet,
 )
 
-__all__ = ["Router", "RouteWriteSignature", "round_robin"]
+__all__ = ["Router", "RouteWriteSignature", "OutputArbiter", "round_robin"]
 
 #: Output index of the configuration-agent stream, after the five ports.
 _CFG_OUT = NUM_PORTS
 _NUM_OUTS = NUM_PORTS + 1
+_OUT_NAMES = [p.name.lower() for p in Port] + ["cfg"]
 
 
 class RouteWriteSignature(wiring.Signature):
@@ -86,6 +87,52 @@ def round_robin(m: Module, requests: Signal, last: Signal, n: int) -> tuple[Sign
                     with m.If(requests[idx]):
                         m.d.comb += choice.eq(idx)
     return requests.any(), choice
+
+
+class OutputArbiter(wiring.Component):
+    """One output's arbiter: round-robin among the requesting inputs, holding its choice
+    until the transfer.
+
+    The choice starts after the input granted last, so every input that keeps requesting is
+    granted within ``n`` transfers (proved in :mod:`sparktile.formal.router`). Once
+    ``valid`` is up without ``ready`` the arbiter is *locked*: ``valid`` stays up and
+    ``choice`` does not move until the transfer, which is what keeps the output's payload
+    (the chosen input's head) stable, as Amaranth's stream rules require.
+
+    Parameters
+    ----------
+    n : int
+        Number of requesters (the router's five inputs).
+
+    Members
+    -------
+    requests : In(n)
+        Inputs offering a wavelet to this output.
+    ready : In(1)
+        The output stream's ``ready``.
+    valid : Out(1)
+        The output stream's ``valid``.
+    choice : Out(range(n))
+        The input whose head is on the output.
+    """
+
+    def __init__(self, n: int):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"OutputArbiter needs n >= 1 requesters, not {n!r}")
+        self._n = n
+        super().__init__({"requests": In(n), "ready": In(1), "valid": Out(1),
+                          "choice": Out(range(n))})
+
+    def elaborate(self, platform):
+        m = Module()
+        last = Signal(range(self._n))
+        locked = Signal()
+        any_req, rr = round_robin(m, self.requests, last, self._n)
+        m.d.comb += [self.choice.eq(Mux(locked, last, rr)),
+                     self.valid.eq(Mux(locked, 1, any_req))]
+        with m.If(self.valid):
+            m.d.sync += [last.eq(self.choice), locked.eq(~self.ready)]
+        return m
 
 
 class Router(wiring.Component):
@@ -277,10 +324,8 @@ class Router(wiring.Component):
                 if o == Port.RAMP:
                     offer &= self.ramp_accept.bit_select(heads[i].color, 1)
                 m.d.comb += req[i].eq(offer)
-            last = Signal(range(NUM_PORTS), name=f"last_{o}")
-            locked = Signal(name=f"locked_{o}")
-            any_req, rr = round_robin(m, req, last, NUM_PORTS)
-            choice = Mux(locked, last, rr)
+            arbiter = m.submodules[f"arbiter_{_OUT_NAMES[o]}"] = OutputArbiter(NUM_PORTS)
+            m.d.comb += arbiter.requests.eq(req)
             out = out_streams[o]
             if self._link_regs and o in (Port.N, Port.E, Port.S, Port.W):
                 # A register stage on the link: the arbiter hands the wavelet to it, and the
@@ -291,15 +336,12 @@ class Router(wiring.Component):
                     m.d.sync += [out.valid.eq(arb.valid), out.payload.eq(arb.payload)]
             else:
                 arb = out
-            m.d.comb += arb.valid.eq(Mux(locked, 1, any_req))
-            with m.Switch(choice):
+            m.d.comb += [arb.valid.eq(arbiter.valid), arbiter.ready.eq(arb.ready)]
+            with m.Switch(arbiter.choice):
                 for i in range(NUM_PORTS):
                     with m.Case(i):
                         m.d.comb += arb.payload.eq(heads[i])
                         m.d.comb += taken[i][o].eq(arb.valid & arb.ready)
-            with m.If(arb.valid):
-                m.d.sync += last.eq(choice)
-                m.d.sync += locked.eq(~arb.ready)
             if o in (Port.N, Port.E, Port.S, Port.W):
                 fwd_count.append(out.valid & out.ready)
 
