@@ -28,7 +28,7 @@ info: $(STAMP)
 
 # CI's entry point (.ci/run). Unit tier (Amaranth simulator) + system tier (cocotb+Verilator).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Everything, long sweeps included.
 test-all: $(STAMP)
