@@ -178,25 +178,39 @@ def verilog_command(mesh, sram_kb, output):
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--max-stall", type=FiniteFloatRange(0.0, 0.95), default=0.5, show_default=True,
               help="Upper bound of each edge port's random stall probability.")
+@click.option("--routes", "routes_path", type=click.Path(dir_okay=False), default=None,
+              help="Route file (JSON, see docs/architecture.md) instead of random XY routes; "
+                   "checked for deadlock before the simulator starts.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
 @wv.limit_option
-def stress_command(mesh, sram_kb, wavelets, seed, max_stall, json_path, waves, waves_limit):
+def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, json_path, waves,
+                   waves_limit):
     """Random multicast traffic with random stalls on every edge, checked by a scoreboard.
 
     Exits non-zero if any wavelet was lost, duplicated or reordered.
     """
+    from ..compiler.routes import check_deadlock_free, load_routes, trace_flows
     from .benches.stress import stress
     from .sim import session
     from .sim.build import BuildError
     from .sim.session import BenchError
     shape = _shape(mesh, sram_kb)
+    routes = None
+    if routes_path:
+        # Everything about the routes is checked before a build or a simulation starts.
+        program, routes = load_routes(routes_path, shape)
+        check_deadlock_free(program)
+        flows = trace_flows(program)
+        click.echo(f"routes {routes_path}: {len(routes)} entries, {len(flows)} flows, no "
+                   f"channel-dependency cycle", err=True)
     json_path, waves = _outputs(json_path, waves)
     if waves:
         wv.announce(waves, shape, wv.stress_job_cycles(shape, wavelets, max_stall), waves_limit)
     try:
         r = session.run_job(shape, stress,
-                            {"wavelets": wavelets, "seed": seed, "max_stall": max_stall},
+                            {"wavelets": wavelets, "seed": seed, "max_stall": max_stall,
+                             "routes": routes},
                             seed=seed, waves=waves and str(waves),
                             waves_limit=waves_limit * 10**6)
     except (BenchError, BuildError) as exc:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...compiler.program import ConfigProgram
+from ...compiler.routes import program_from_entries, trace_flows
 from ...hdl.formats import (
     CC_COLOR,
     CFG_COLOR,
@@ -204,12 +205,24 @@ class BadConfigResult(BenchResult):
 
 @bench(StressResult)
 async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall: float = 0.5,
-                 n_flows: int = ROUTABLE_COLORS) -> StressResult:
-    """Random traffic on random multicast routes with random stalls on every edge stream."""
+                 n_flows: int = ROUTABLE_COLORS, routes: list | None = None) -> StressResult:
+    """Random traffic on random multicast routes with random stalls on every edge stream.
+
+    ``routes`` (entries of a route file, :mod:`sparktile.compiler.routes`) replaces the
+    random XY routes: the traffic then follows the flows those routes make, from the edge
+    where each color enters to every edge it reaches.
+    """
     shape = fabric.shape
     rng = np.random.default_rng(seed)
-    flows = random_flows(shape, rng, n_flows)
-    cfg_cycles = await fabric.configure(program_flows(shape, flows))
+    if routes is None:
+        flows = random_flows(shape, rng, n_flows)
+        program = program_flows(shape, flows)
+    else:
+        program = program_from_entries(shape, routes)
+        ports = {(p.side, p.pos): p for p in edge_ports(shape)}
+        flows = [Flow(color, ports[src], [ports[d] for d in dsts])
+                 for color, src, dsts in trace_flows(program)]
+    cfg_cycles = await fabric.configure(program)
     before = await fabric.read_counters((Counter.FORWARDED,))
 
     # Driver: interleave flows per source port, keeping each flow's order.

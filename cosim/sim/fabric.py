@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compiler.program import ConfigProgram, counters_from_responses, read_requests
+from ...compiler.routes import check_deadlock_free
 from ...hdl.formats import CC_COLOR, RSP_COLOR, Counter
 from ...hdl.mesh import MeshShape
 from .harness import edge_ports, port_index
@@ -211,7 +212,15 @@ class Fabric:
         A counter read of each row's east-most tile follows the row's stream; configuration
         wavelets apply in order along a row, so its response is the fence. Returns the cycles
         the configuration took.
+
+        Raises
+        ------
+        RouteError
+            Before anything is sent, when the program's routes can deadlock (a cycle in
+            their channel-dependency graph, :func:`~sparktile.compiler.routes.
+            check_deadlock_free`).
         """
+        check_deadlock_free(program)
         start = self.cycle
         streams = program.row_streams()
         fence = read_requests(self.shape, counters=(Counter.CYCLES,))
