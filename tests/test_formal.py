@@ -54,3 +54,5 @@ def test_the_mutants_compile_from_the_current_rtl():
     for make in (DuplicatingRouter, ReorderingRouter, UnlockedRouter):
         Fragment.get(make(col=0, last_col=False), None)
     Fragment.get(starving_arbiter(5), None)
+    from sparktile.formal.config_agent import unchecked_route_agent
+    Fragment.get(unchecked_route_agent(col=0, sram_words=8), None)

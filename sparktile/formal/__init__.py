@@ -7,6 +7,7 @@ shows the proof can fail. ``tests/test_formal.py`` runs the same entries in CI.
 
 The specs: :mod:`.fifo` (the router's input FIFO against a naive model), :mod:`.router`
 (exactly-once, routed, unmodified, in order, stream rules; each output arbiter's bound),
+:mod:`.config_agent` (keeps accepting; a malformed word changes nothing) and
 :mod:`.requant` (the PE's requantization pipeline against ``arith.requantize``).
 """
 
@@ -67,6 +68,16 @@ def _mutant(name):
     return make
 
 
+def _config_agent():
+    from .config_agent import ConfigAgentSpec
+    return ConfigAgentSpec()
+
+
+def _config_agent_unchecked():
+    from .config_agent import ConfigAgentSpec, unchecked_route_agent
+    return ConfigAgentSpec(make=unchecked_route_agent)
+
+
 def _rounding():
     from .requant import RoundingLemma
     return RoundingLemma()
@@ -113,6 +124,11 @@ PROOFS: list[Proof] = [
           "bounded, 6 cycles: every output of the router, any inputs and stalls"),
     Proof("router_unlocked", _router("stream", _mutant("UnlockedRouter")), "bmc", 6, "fail",
           "arbiters that move while their output waits", "router_stream_rules"),
+    Proof("config_agent", _config_agent, "bmc", 20, "pass",
+          "bounded, 20 cycles: any word sequence, malformed ones included, and response "
+          "stalls; a 6-word SRAM so bursts run past its end"),
+    Proof("config_agent_unchecked_route", _config_agent_unchecked, "bmc", 20, "fail",
+          "route writes with high bits set are applied", "config_agent"),
     Proof("requant_rounding", _rounding, "prove", 1, "pass",
           "unbounded: combinational, every 48-bit product and shift 0..47"),
     Proof("requant_rounding_floor", _rounding_floor, "bmc", 1, "fail",
@@ -133,12 +149,12 @@ def run_all(names=None, *, echo=print, keep=None) -> list:
 
     chosen = [p for p in PROOFS if names is None or p.name in names]
     out = []
-    echo(f"{'proof':<26} {'mode':<6} {'depth':>5} {'expect':<6} {'got':<7} {'time':>7}  "
+    echo(f"{'proof':<30} {'mode':<6} {'depth':>5} {'expect':<6} {'got':<7} {'time':>7}  "
          f"{'trace':>5}  what")
     for p in chosen:
         r = prove(p.build(), name=p.name, mode=p.mode, depth=p.depth, keep=keep)
         trace = f"{r.trace_cycles}" if r.trace_cycles else "-"
-        echo(f"{p.name:<26} {p.mode:<6} {p.depth:>5} {p.expect:<6} {r.status:<7} "
+        echo(f"{p.name:<30} {p.mode:<6} {p.depth:>5} {p.expect:<6} {r.status:<7} "
              f"{r.seconds:>6.1f}s  {trace:>5}  {p.why}")
         out.append((p, r))
     return out
