@@ -48,3 +48,25 @@ def test_malformed_config_cases_cover_every_check():
     from sparktile.hdl.mesh import MeshShape
     names = [c[0] for c in malformed_config(MeshShape(2, 3))]
     assert len(names) == len(set(names)) >= 10
+
+
+def test_the_reproduce_command_of_a_run_reruns_it_with_waves(tmp_path, monkeypatch):
+    # What a failing system-tier test prints (tests/conftest.py) and a failing bench's
+    # BenchError ends with: rerun as a shell command, it must dump the waveform it names.
+    import shlex
+    import subprocess
+    import sys
+
+    from sparktile.cosim.sim.session import reproduce_command
+    from sparktile.hdl.mesh import MeshShape
+
+    waves = tmp_path / "fail.vcd"
+    cmd = reproduce_command(MeshShape(1, 1), stress, {"wavelets": 20, "seed": 2,
+                                                      "max_stall": 0.3}, 2, waves=str(waves))
+    argv = shlex.split(cmd)
+    assert argv[0] == ".venv/bin/python" and argv[1] == "-c"
+    out = subprocess.run([sys.executable, "-c", argv[2]], capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "StressResult(" in out.stdout and "lost=0" in out.stdout
+    assert waves.stat().st_size > 0

@@ -15,7 +15,24 @@ from ...toolchain import apply_verilator_env
 from .build import Build, build_mesh
 from .harness import HARNESS_TOP
 
-__all__ = ["run_job", "BenchError"]
+__all__ = ["run_job", "BenchError", "reproduce_command"]
+
+
+def _shape_fields(shape: MeshShape) -> dict:
+    return {"rows": shape.rows, "cols": shape.cols, "sram_kb": shape.sram_kb,
+            "acc_depth": shape.acc_depth, **shape.options()}
+
+
+def reproduce_command(shape: MeshShape, bench, args: dict | None, seed: int,
+                      waves: str = "fail.vcd") -> str:
+    """A shell command that reruns bench ``bench`` as the call did, dumping ``waves``."""
+    from .registry import name_of
+    module, func = name_of(bench).split(":")
+    code = (f"from {module} import {func}; from sparktile.cosim.sim.session import run_job; "
+            f"from sparktile.hdl.mesh import MeshShape; "
+            f"print(run_job(MeshShape(**{_shape_fields(shape)!r}), {func}, {dict(args or {})!r}, "
+            f"seed={seed}, waves={waves!r}))")
+    return f".venv/bin/python -c {json.dumps(code)}"
 
 
 class BenchError(RuntimeError):
@@ -55,8 +72,7 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
     with tempfile.TemporaryDirectory(prefix="sparktile-") as tmp:
         tmp = Path(tmp)
         result_path = tmp / "result.json"
-        job = {"shape": {"rows": shape.rows, "cols": shape.cols, "sram_kb": shape.sram_kb,
-                         "acc_depth": shape.acc_depth, **shape.options()},
+        job = {"shape": _shape_fields(shape),
                "entry": entry, "args": dict(args or {}), "seed": seed,
                "result": str(result_path), "waves": bool(waves), "waves_window": waves_window,
                "waves_limit": int(waves_limit) if waves else 0}
@@ -107,7 +123,9 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
         out = json.loads(result_path.read_text())
     if not out.get("ok"):
         raise BenchError(f"{entry} failed in the simulator (seed {seed}): {out['error']}\n"
-                         f"{out.get('traceback', '')}", out.get("error_info"))
+                         f"{out.get('traceback', '')}"
+                         f"reproduce with waves: "
+                         f"{reproduce_command(shape, bench, args, seed)}", out.get("error_info"))
     job = JobInfo(**out["job"], build_s=build.seconds, process_wall_s=wall)
     return decode(entry, out["result"], job)
 
