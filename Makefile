@@ -27,8 +27,11 @@ info: $(STAMP)
 	$(VENV)/bin/sparktile info
 
 # CI's entry point (.ci/run). Unit tier (Amaranth simulator) + system tier (cocotb+Verilator).
+# Tests run on every core (pytest-xdist; TEST_JOBS=1 for one process): the Verilator build
+# cache is locked per entry, so two workers wanting one configuration build it once.
+TEST_JOBS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # Everything, long sweeps included.
 test-all: $(STAMP)
