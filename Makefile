@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparktile-installed
 EXTRAS ?= dev,formal
 
-.PHONY: all venv test test-all bench demo formal lint clean info
+.PHONY: all venv test test-all bench demo formal coverage lint clean info
 
 all: test
 
@@ -49,6 +49,11 @@ demo: $(STAMP)
 # with a mutant that must fail (SymbiYosys from PyPI; the table gives times and traces).
 formal: $(STAMP)
 	$(PY) -m sparktile.formal --keep build/formal
+
+# RTL code coverage (Verilator line, branch, toggle) of a seeded regression, merged into
+# build/coverage/report.md with the per-module table and the lines never hit.
+coverage: $(STAMP)
+	$(PY) -m sparktile.scripts.coverage_regression --out build/coverage
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

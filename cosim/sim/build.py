@@ -206,8 +206,13 @@ def _runner(public_flat_rw: bool = False, what: str = "the simulator"):
 
 
 def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
-               quiet: bool = True, public_flat_rw: bool = False) -> Build:
+               quiet: bool = True, public_flat_rw: bool = False,
+               coverage: bool = False) -> Build:
     """Verilate the harness around a mesh of ``shape`` (cached by a hash of the Verilog).
+
+    ``coverage`` builds with Verilator's line and toggle coverage: the simulator then writes
+    its counts where ``+verilator+coverage+file+PATH`` says when it ends
+    (:mod:`.coverage` merges and reports them).
 
     ``public_flat_rw`` keeps cocotb's default of making every signal public (only for the
     benchmark that measures what dropping it gains).
@@ -226,13 +231,14 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     flags = VERILATOR_FLAGS + style_flags(style) + \
         (["--threads", str(threads)] if threads > 1 else []) + \
         (["-DSPARKTILE_WAVES", "-CFLAGS", "-DSPARKTILE_WAVES"] if waves else []) + \
-        (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else [])
+        (["-DSPARKTILE_PUBLIC_FLAT_RW"] if public_flat_rw else []) + \
+        (["--coverage-line", "--coverage-toggle"] if coverage else [])
     vlt = vlt_text(style)
     key = key_of([mesh_v, harness_v, BFM_SOURCE.read_text(), vlt,
                   " ".join(flags), OPT_FAST, version("verilator"), version("cocotb")])
     directory = cache_dir() / "verilator" / f"{shape.rows}x{shape.cols}_{style}_{key}"
     what = f"the {shape} mesh simulator ({style} build" + \
-        (", with tracing)" if waves else ")")
+        (", with tracing" if waves else "") + (", with coverage" if coverage else "") + ")"
 
     def build(directory: Path) -> None:
         src = _write_sources(directory, mesh_v, harness_v, vlt, (BFM_SOURCE,))

@@ -49,7 +49,7 @@ class BenchError(RuntimeError):
 def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
             waves: str | None = None, build: Build | None = None, quiet: bool = True,
             threads: int = 1, waves_window: bool = False, progress=None,
-            waves_limit: int = 0):
+            waves_limit: int = 0, coverage: str | None = None):
     """Run the registered async ``bench`` (the function itself, see
     :mod:`sparktile.cosim.sim.registry`) on a mesh of ``shape``.
 
@@ -58,6 +58,8 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
     closes the dump once the file reaches it (the result's ``waves_stopped`` then says at
     which cycle). ``progress(dict)`` is called, from this
     thread, with each JSON line the bench appends to the file passed to it as ``progress``.
+    ``coverage`` names a file for the run's line and toggle coverage counts (the build
+    then has Verilator's coverage; :mod:`.coverage` merges and reports them).
     Returns the bench's result dataclass; its ``job``
     (:class:`~sparktile.cosim.sim.registry.JobInfo`) holds the end cycle, the build and
     process times.
@@ -67,7 +69,8 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
     from .registry import JobInfo, decode, name_of
     entry = name_of(bench)   # before any build: not a bench is the caller's bug, named now
     apply_verilator_env()
-    build = build or build_mesh(shape, waves=bool(waves), threads=threads)
+    build = build or build_mesh(shape, waves=bool(waves), threads=threads,
+                                coverage=bool(coverage))
     from .build import _runner
     with tempfile.TemporaryDirectory(prefix="sparktile-") as tmp:
         tmp = Path(tmp)
@@ -85,6 +88,8 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
         runner = _runner()
         runner.hdl_toplevel = HARNESS_TOP
         plusargs = [f"+waves={os.path.abspath(waves)}"] if waves else []
+        if coverage:
+            plusargs.append(f"+verilator+coverage+file+{os.path.abspath(coverage)}")
         log = tmp / "sim.log"
         t0 = time.perf_counter()
         # (Not with a progress callback: redirecting stdout is process-wide and would swallow
