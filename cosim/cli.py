@@ -181,11 +181,16 @@ def verilog_command(mesh, sram_kb, output):
 @click.option("--routes", "routes_path", type=click.Path(dir_okay=False), default=None,
               help="Route file (JSON, see docs/architecture.md) instead of random XY routes; "
                    "checked for deadlock before the simulator starts.")
+@click.option("--cover-goal", type=FiniteFloatRange(0.0, 100.0), default=0.0,
+              help="Coverage-driven: rerun with the next seeds until this percentage of the "
+                   "functional coverage bins is hit (or --max-runs).")
+@click.option("--max-runs", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="With --cover-goal: the most runs.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
 @wv.limit_option
-def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, json_path, waves,
-                   waves_limit):
+def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_goal, max_runs,
+                   json_path, waves, waves_limit):
     """Random multicast traffic with random stalls on every edge, checked by a scoreboard.
 
     Exits non-zero if any wavelet was lost, duplicated or reordered.
@@ -207,24 +212,43 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, json_p
     json_path, waves = _outputs(json_path, waves)
     if waves:
         wv.announce(waves, shape, wv.stress_job_cycles(shape, wavelets, max_stall), waves_limit)
-    try:
-        r = session.run_job(shape, stress,
-                            {"wavelets": wavelets, "seed": seed, "max_stall": max_stall,
-                             "routes": routes},
-                            seed=seed, waves=waves and str(waves),
-                            waves_limit=waves_limit * 10**6)
-    except (BenchError, BuildError) as exc:
-        raise _sim_error(exc) from None
+    from .benches import coverage_bins
+    merged, runs = {}, 0
+    for k in range(max_runs if cover_goal else 1):
+        run_seed = seed + k
+        try:
+            r = session.run_job(shape, stress,
+                                {"wavelets": wavelets, "seed": run_seed,
+                                 "max_stall": max_stall, "routes": routes},
+                                seed=run_seed, waves=waves and str(waves),
+                                waves_limit=waves_limit * 10**6)
+        except (BenchError, BuildError) as exc:
+            raise _sim_error(exc) from None
+        runs += 1
+        merged = dict(coverage_bins.merge_bins(merged, r.coverage))
+        bad = r.lost or r.duplicated or r.out_of_order or r.status != "complete"
+        if bad:
+            break
+        hit = 100.0 * (1 - len(coverage_bins.missing(merged)) / len(coverage_bins.ALL_BINS))
+        if cover_goal:
+            click.echo(f"run {runs} (seed {run_seed}): {hit:.1f} % of the bins", err=True)
+            if hit >= cover_goal:
+                break
+    if cover_goal:
+        r.coverage = merged
     line, missing = _waves_line(waves, r, shape, waves_limit, r.job.end_cycle)
     _print_report(r, ["mesh", "seed", "sent", "delivered", "lost", "duplicated", "out_of_order",
                       "status", "cycles", "link_utilization", "sim_cycles_per_s"],
                   json_path, line)
+    click.echo(coverage_bins.table(merged))
+    never = coverage_bins.missing(merged)
+    if never:
+        click.echo(f"never hit ({len(never)}): {', '.join(never)}")
     if missing:
         raise missing
-    bad = r.lost or r.duplicated or r.out_of_order or r.status != "complete"
     if bad:
-        click.echo(f"FAIL: {r.first_error or r.status} (seed {seed}; rerun with "
-                   f"`sparktile stress --mesh {mesh} --wavelets {wavelets} --seed {seed} "
+        click.echo(f"FAIL: {r.first_error or r.status} (seed {run_seed}; rerun with "
+                   f"`sparktile stress --mesh {mesh} --wavelets {wavelets} --seed {run_seed} "
                    f"--waves fail.vcd`)", err=True)
         sys.exit(1)
     click.echo("PASS: every wavelet delivered exactly once, in order per color")

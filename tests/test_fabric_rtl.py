@@ -70,3 +70,34 @@ def test_the_reproduce_command_of_a_run_reruns_it_with_waves(tmp_path, monkeypat
     assert out.returncode == 0, out.stderr[-3000:]
     assert "StressResult(" in out.stdout and "lost=0" in out.stdout
     assert waves.stat().st_size > 0
+
+
+def test_functional_coverage_of_a_stress_run_counts_every_delivery(run_bench):
+    from sparktile.cosim.benches import coverage_bins
+    r = run_bench(2, 3, stress, {"wavelets": 1500, "seed": 9, "max_stall": 0.6}, seed=9)
+    assert r.lost == 0
+    stalls = {k: v for k, v in r.coverage.items() if k.startswith("stall:")}
+    hops = {k: v for k, v in r.coverage.items() if k.startswith("hop:")}
+    # One stall bin per delivery (source pause x destination stall of that delivery).
+    assert sum(stalls.values()) == r.delivered
+    assert set(r.coverage) <= coverage_bins.ALL_BINS and hops
+    # A hop bin counts each wavelet once per hop it made, so at least once per wavelet sent
+    # through a router, never more than deliveries x the mesh's tiles.
+    assert r.sent <= sum(hops.values()) <= r.delivered * 6
+
+
+def test_coverage_driven_stress_stops_at_its_goal(tmp_path):
+    from click.testing import CliRunner
+
+    from sparktile.cli import main
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["stress", "--mesh", "2x2", "--wavelets", "300",
+                                    "--cover-goal", "50", "--max-runs", "5",
+                                    "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "bins hit:" in res.output and "PASS" in res.output
+    import json
+    cov = json.loads(out.read_text())["coverage"]
+    from sparktile.cosim.benches import coverage_bins
+    hit = len(coverage_bins.ALL_BINS) - len(coverage_bins.missing(cov))
+    assert hit >= 0.5 * len(coverage_bins.ALL_BINS)

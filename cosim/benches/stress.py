@@ -39,6 +39,7 @@ from ...hdl.mesh import MeshShape
 from ..sim.fabric import STATUS, Fabric
 from ..sim.harness import EdgePort, edge_ports
 from ..sim.registry import BenchResult, bench
+from . import coverage_bins
 
 __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency", "throughput",
            "bad_config"]
@@ -174,6 +175,8 @@ class StressResult(BenchResult):
     route_drops: int
     cfg_errors: int
     sim_cycles_per_s: float
+    #: Functional coverage bins hit, with counts (:mod:`.coverage_bins`).
+    coverage: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -240,9 +243,10 @@ async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall:
     for port, items in per_port.items():
         arr = np.array(items, dtype=np.uint64)
         fabric.send(port, arr[:, 0], [cc(int(c), int(k)) for c, k in arr[:, 1:]])
+    pauses = {}
     for p in fabric.ports:
-        fabric.set_pauses(p.index, float(rng.uniform(0, max_stall)),
-                          float(rng.uniform(0, max_stall)))
+        pauses[p.index] = (float(rng.uniform(0, max_stall)), float(rng.uniform(0, max_stall)))
+        fabric.set_pauses(p.index, *pauses[p.index])
     expect = sum(len(f.ids) * len(f.dsts) for f in flows)
 
     t0 = time.perf_counter()
@@ -259,6 +263,15 @@ async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall:
     forwarded = int(fabric.counter_delta(after, before)["forwarded"].sum())
     links = 4 * shape.pes
     report = board.report()
+    if routes is None:
+        def routes_of(f):
+            return xy_routes(shape, f.src, f.dsts)
+    else:
+        def routes_of(f):     # a route file's color: all of its entries
+            return {tile: (e[f.color].src, e[f.color].dst)
+                    for tile, e in program.routes.items() if f.color in e}
+    bins = coverage_bins.merge_bins(coverage_bins.hop_bins(shape, flows, routes_of),
+                                    coverage_bins.stall_bins(flows, pauses))
     return StressResult(
         mesh=str(shape), seed=seed, flows=len(flows),
         sent=int(wavelets), expected_deliveries=expect,
@@ -270,6 +283,7 @@ async def stress(fabric: Fabric, wavelets: int = 2000, seed: int = 1, max_stall:
         route_drops=int(after["route_drops"].sum()),
         cfg_errors=int(after["cfg_errors"].sum()),
         sim_cycles_per_s=result.cycles / wall if wall > 0 else 0.0,
+        coverage=dict(bins),
     )
 
 

@@ -1,0 +1,96 @@
+"""Functional coverage of the stress bench: which hops, fan-outs and stall patterns ran.
+
+Bins (own bins rather than cocotb-coverage: the events are computed from the routes and the
+scoreboard after a run, not sampled from signals in the simulator, so a decorator-based
+sampler has nothing to hook into):
+
+* ``hop:<in>><out>:fanout=<1|2|3+>``: a router passed a wavelet from input side ``in`` to
+  output side ``out`` while sending it to that many outputs (multicast). Counted once per
+  delivered wavelet per hop of its route's tree; the scoreboard has checked that every
+  wavelet arrived exactly once at every destination, so every hop of the tree happened.
+* ``stall:src=<none|low|high>,dst=<none|low|high>``: a flow's source edge paused and its
+  destination edge dropped ``ready`` with these probabilities (none < 0.05 <= low < 0.3 <=
+  high), counted per delivered wavelet.
+
+Not binned: FIFO occupancy at each transfer (the routers' internal signals are not public in
+the fast build) and the PE's task kinds (the stress bench runs no task).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ...hdl.formats import Port
+
+__all__ = ["ALL_BINS", "hop_bins", "stall_bins", "missing", "merge_bins", "table"]
+
+_SIDES = ("N", "E", "S", "W")
+_FANOUT = ("1", "2", "3+")
+_STALL = ("none", "low", "high")
+
+#: Every bin the stress bench can hit: every input and output side (an output on the side a
+#: wavelet came in on is an edge tile sending back to its own edge), every stall pair.
+ALL_BINS = frozenset(
+    [f"hop:{i}>{o}:fanout={f}" for i in _SIDES for o in _SIDES for f in _FANOUT]
+    + [f"stall:src={s},dst={d}" for s in _STALL for d in _STALL])
+
+
+def _fanout(n: int) -> str:
+    return "3+" if n >= 3 else str(n)
+
+
+def _stall(p: float) -> str:
+    return "none" if p < 0.05 else "low" if p < 0.3 else "high"
+
+
+def hop_bins(shape, flows, routes_of) -> Counter:
+    """Hop bins of ``flows`` (each with its delivered ``ids``); ``routes_of(flow)`` gives
+    the flow's tree as ``{tile: (input, outputs)}``."""
+    bins: Counter = Counter()
+    for f in flows:
+        for _tile, (inp, outs) in routes_of(f).items():
+            for out in outs:
+                if Port(out) == Port.RAMP or Port(inp) == Port.RAMP:
+                    continue
+                bins[f"hop:{Port(inp).name}>{Port(out).name}:fanout={_fanout(len(outs))}"] += \
+                    len(f.ids)
+    return bins
+
+
+def stall_bins(flows, pauses: dict[int, tuple[float, float]]) -> Counter:
+    """Stall bins: ``pauses[port] = (source idle, sink stall)`` of each edge port."""
+    bins: Counter = Counter()
+    for f in flows:
+        for d in f.dsts:
+            bins[f"stall:src={_stall(pauses[f.src.index][0])},"
+                 f"dst={_stall(pauses[d.index][1])}"] += len(f.ids)
+    return bins
+
+
+def merge_bins(*runs) -> Counter:
+    total: Counter = Counter()
+    for run in runs:
+        total.update(run)
+    return total
+
+
+def missing(bins) -> list[str]:
+    """Bins of :data:`ALL_BINS` never hit, sorted."""
+    return sorted(b for b in ALL_BINS if not bins.get(b))
+
+
+def table(bins) -> str:
+    """A readable table: hop bins by (input > output) row and fan-out column, then stalls."""
+    lines = [f"{'hop':<8}" + "".join(f"{'fanout ' + f:>12}" for f in _FANOUT)]
+    for i in _SIDES:
+        for o in _SIDES:
+            lines.append(f"{i}>{o:<6}" + "".join(
+                f"{bins.get(f'hop:{i}>{o}:fanout={f}', 0):>12}" for f in _FANOUT))
+    corner = "src/dst"
+    lines.append(f"{corner:<8}" + "".join(f"{s:>12}" for s in _STALL))
+    for s in _STALL:
+        lines.append(f"{s:<8}" + "".join(f"{bins.get(f'stall:src={s},dst={d}', 0):>12}"
+                                         for d in _STALL))
+    hit = len(ALL_BINS) - len(missing(bins))
+    lines.append(f"bins hit: {hit} of {len(ALL_BINS)} ({100.0 * hit / len(ALL_BINS):.1f} %)")
+    return "\n".join(lines)
