@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparktile-installed
-EXTRAS ?= dev,formal
+EXTRAS ?= dev,formal,regress
 
 .PHONY: all venv test test-all bench demo formal coverage lint clean info
 

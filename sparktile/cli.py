@@ -22,6 +22,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "stress": ("sparktile.cosim.cli", "stress_command"),
     "gemv": ("sparktile.cosim.cli", "gemv_command"),
     "run": ("sparktile.cosim.cli", "run_command"),
+    "regress": ("sparktile.cosim.regress", "regress_command"),
     "generate": ("sparktile.golden_model.cli", "generate_command"),
     "eval": ("sparktile.golden_model.cli", "eval_command"),
     "calibrate": ("sparktile.scripts.extrapolate", "calibrate_command"),

@@ -62,6 +62,7 @@ STUBS = [
     "sparktile.scripts.fpga_build.build_board",
     "sparktile.cosim.sim.build.build_mesh",
     "uvicorn.run",                       # serve: never start a server here
+    "sparktile.cosim.regress._client",   # regress: never start a Dask cluster here
 ]
 
 
