@@ -35,108 +35,67 @@ class Proof:
     mutant_of: str | None = None
 
 
-def _fifo():
-    from .fifo import FifoSpec
-    return FifoSpec(depth=2)
+def _spec(spec: str, make: str | None = None, **kwargs) -> Callable[[], object]:
+    """A builder of spec ``"module.Class"`` of this package (imported when the proof runs),
+    given the design under test ``make`` (``"module.name"``, for a mutant) and ``kwargs``."""
+    def build():
+        import importlib
+
+        def attr(path):
+            module, name = path.rsplit(".", 1)
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return attr(spec)(**kwargs, **({"make": attr(make)} if make else {}))
+    return build
 
 
-def _fifo_dropping():
-    from .fifo import DroppingFifo, FifoSpec
-    return FifoSpec(depth=2, make=DroppingFifo)
-
-
-def _arbiter():
-    from .router import ArbiterSpec
-    return ArbiterSpec()
-
-
-def _arbiter_starving():
-    from .router import ArbiterSpec, starving_arbiter
-    return ArbiterSpec(make=starving_arbiter)
-
-
-def _router(checks, make=None):
-    from .router import RouterSpec
-    return lambda: RouterSpec(route_colors=1, checks={checks},
-                              **({"make": make()} if make else {}))
-
-
-def _mutant(name):
-    def make():
-        from . import router
-        return getattr(router, name)
-    return make
-
-
-def _config_agent():
-    from .config_agent import ConfigAgentSpec
-    return ConfigAgentSpec()
-
-
-def _config_agent_unchecked():
-    from .config_agent import ConfigAgentSpec, unchecked_route_agent
-    return ConfigAgentSpec(make=unchecked_route_agent)
-
-
-def _rounding():
-    from .requant import RoundingLemma
-    return RoundingLemma()
-
-
-def _rounding_floor():
-    from .requant import FloorRequantLemma
-    return FloorRequantLemma()
-
-
-def _requant():
-    from .requant import RequantSpec
-    return RequantSpec()
-
-
-def _requant_eager():
-    from .requant import EagerEmpty, RequantSpec
-    return RequantSpec(make=EagerEmpty)
+def _router(checks: str, make: str | None = None):
+    return _spec("router.RouterSpec", make, route_colors=1, checks={checks})
 
 
 PROOFS: list[Proof] = [
-    Proof("fifo", _fifo, "bmc", 12, "pass",
+    Proof("fifo", _spec("fifo.FifoSpec", depth=2), "bmc", 12, "pass",
           "bounded, 12 cycles: every state of a 2-entry FIFO (count 0..2, head 0..1) is "
           "reached within 3 and a wrong entry is visible within 2 more"),
-    Proof("fifo_dropping", _fifo_dropping, "bmc", 12, "fail",
+    Proof("fifo_dropping", _spec("fifo.FifoSpec", "fifo.DroppingFifo", depth=2), "bmc", 12,
+          "fail",
           "a FIFO that says ready when full and drops the write", "fifo"),
-    Proof("arbiter", _arbiter, "bmc", 12, "pass",
+    Proof("arbiter", _spec("router.ArbiterSpec"), "bmc", 12, "pass",
           "bounded, 12 cycles: the arbiter's state (last grant, locked) is all reached in 2 "
           "cycles and a starvation needs 5 transfers to others after it"),
-    Proof("arbiter_fixed_priority", _arbiter_starving, "bmc", 12, "fail",
+    Proof("arbiter_fixed_priority", _spec("router.ArbiterSpec", "router.starving_arbiter"),
+          "bmc", 12, "fail",
           "a fixed-priority arbiter: input 4 starves behind input 0", "arbiter"),
     Proof("router_delivery", _router("delivery"), "bmc", 5, "pass",
           "bounded, 5 cycles: any route table and rewrite, any stalls and ramp accepts; a "
           "tagged wavelet entering behind others, waiting, multicast and leaving"),
-    Proof("router_duplicating", _router("delivery", _mutant("DuplicatingRouter")), "bmc", 5,
+    Proof("router_duplicating", _router("delivery", "router.DuplicatingRouter"), "bmc", 5,
           "fail", "an input that forgets which outputs took its head (a multicast leaves "
           "twice)", "router_delivery"),
     Proof("router_order", _router("order"), "bmc", 5, "pass",
           "bounded, 5 cycles: two tagged wavelets of one color from one input, any "
           "traffic and stalls around them"),
-    Proof("router_lifo", _router("order", _mutant("ReorderingRouter")), "bmc", 5, "fail",
+    Proof("router_lifo", _router("order", "router.ReorderingRouter"), "bmc", 5, "fail",
           "input buffers that are stacks, not FIFOs", "router_order"),
     Proof("router_stream_rules", _router("stream"), "bmc", 6, "pass",
           "bounded, 6 cycles: every output of the router, any inputs and stalls"),
-    Proof("router_unlocked", _router("stream", _mutant("UnlockedRouter")), "bmc", 6, "fail",
+    Proof("router_unlocked", _router("stream", "router.UnlockedRouter"), "bmc", 6, "fail",
           "arbiters that move while their output waits", "router_stream_rules"),
-    Proof("config_agent", _config_agent, "bmc", 20, "pass",
+    Proof("config_agent", _spec("config_agent.ConfigAgentSpec"), "bmc", 20, "pass",
           "bounded, 20 cycles: any word sequence, malformed ones included, and response "
           "stalls; a 6-word SRAM so bursts run past its end"),
-    Proof("config_agent_unchecked_route", _config_agent_unchecked, "bmc", 20, "fail",
+    Proof("config_agent_unchecked_route",
+          _spec("config_agent.ConfigAgentSpec", "config_agent.unchecked_route_agent"),
+          "bmc", 20, "fail",
           "route writes with high bits set are applied", "config_agent"),
-    Proof("requant_rounding", _rounding, "prove", 1, "pass",
+    Proof("requant_rounding", _spec("requant.RoundingLemma"), "prove", 1, "pass",
           "unbounded: combinational, every 48-bit product and shift 0..47"),
-    Proof("requant_rounding_floor", _rounding_floor, "bmc", 1, "fail",
+    Proof("requant_rounding_floor", _spec("requant.FloorRequantLemma"), "bmc", 1, "fail",
           "the formula without its rounding term", "requant_rounding"),
-    Proof("requant_pipeline", _requant, "bmc", 8, "pass",
+    Proof("requant_pipeline", _spec("requant.RequantSpec"), "bmc", 8, "pass",
           "bounded, 8 cycles: four rows in flight and output stalls up to 4 cycles; mult 1 "
           "and shift 0 (the arithmetic for all of them is requant_rounding)"),
-    Proof("requant_eager_empty", _requant_eager, "bmc", 8, "fail",
+    Proof("requant_eager_empty", _spec("requant.RequantSpec", "requant.EagerEmpty"),
+          "bmc", 8, "fail",
           "'empty' while the last stage still holds a row (int32 results could overtake)",
           "requant_pipeline"),
 ]

@@ -19,10 +19,18 @@ from amaranth.lib.wiring import In
 from ..hdl.formats import Wavelet
 from ..hdl.router import _NUM_OUTS
 
-__all__ = ["FifoSpec", "DroppingFifo", "ROUTER_FIFO_WIDTH"]
+__all__ = ["FifoSpec", "DroppingFifo", "ROUTER_FIFO_WIDTH", "fifo_ports"]
 
 #: Width of a router input FIFO entry: the wavelet, its output mask and two drop flags.
 ROUTER_FIFO_WIDTH = Wavelet.as_shape().size + _NUM_OUTS + 2
+
+
+def fifo_ports(width: int, depth: int) -> dict:
+    """The ports of :class:`amaranth.lib.fifo.SyncFIFO` as a component signature, for the
+    mutants that stand in for the router's input FIFO."""
+    return {"w_en": In(1), "w_data": In(width), "r_en": In(1),
+            "w_rdy": wiring.Out(1), "r_rdy": wiring.Out(1),
+            "r_data": wiring.Out(width), "level": wiring.Out(range(depth + 1))}
 
 
 class DroppingFifo(wiring.Component):
@@ -30,9 +38,7 @@ class DroppingFifo(wiring.Component):
 
     def __init__(self, *, width: int, depth: int):
         self.width, self.depth = width, depth
-        super().__init__({"w_en": In(1), "w_data": In(width), "r_en": In(1),
-                          "w_rdy": wiring.Out(1), "r_rdy": wiring.Out(1),
-                          "r_data": wiring.Out(width), "level": wiring.Out(range(depth + 1))})
+        super().__init__(fifo_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()

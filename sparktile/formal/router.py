@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In
 
 from ..hdl.formats import NUM_COLORS, NUM_PORTS, ROUTABLE_COLORS, RouteEntry, Wavelet
 from ..hdl.router import _NUM_OUTS, OutputArbiter, Router
+from .fifo import fifo_ports
 
 __all__ = ["RouterSpec", "ArbiterSpec", "DuplicatingRouter", "ReorderingRouter",
            "UnlockedRouter", "starving_arbiter"]
@@ -120,9 +121,8 @@ class RouterSpec(wiring.Component):
             port = Signal(range(NUM_PORTS), name=f"{name}_port")
             wavelet = Signal(Wavelet, name=f"{name}_wavelet")
             mask = Signal(NUM_PORTS, name=f"{name}_mask")
-            age = Signal(range(64), name=f"{name}_age")
             left = [Signal(2, name=f"{name}_left_{o}") for o in range(NUM_PORTS)]
-            trackers[name] = (seen, port, wavelet, mask, age, left, tag)
+            trackers[name] = (seen, port, wavelet, mask, left)
             for i in range(NUM_PORTS):
                 w = dut.inputs[i].payload
                 accepted = dut.inputs[i].valid & dut.inputs[i].ready
@@ -137,8 +137,6 @@ class RouterSpec(wiring.Component):
                 for j in range(i):
                     m.d.comb += Assume(~(carries & dut.inputs[j].valid & dut.inputs[j].ready
                                          & (dut.inputs[j].payload.payload == tag)))
-            with m.If(seen & (age < 63)):
-                m.d.sync += age.eq(age + 1)
             for o in range(NUM_PORTS):
                 out = outs[o]
                 gives = out.valid & out.ready & (out.payload.payload == tag)
@@ -160,8 +158,8 @@ class RouterSpec(wiring.Component):
         if "order" in self.checks:
             # B behind A on the same input with the same color: never before A on an output
             # of A's route (a route rewritten between the two may send B elsewhere).
-            a_seen, a_port, a_w, a_mask, _, a_left, _ = trackers["a"]
-            b_seen, b_port, b_w, _, _, b_left, _ = trackers["b"]
+            a_seen, a_port, a_w, a_mask, a_left = trackers["a"]
+            b_seen, b_port, b_w, _, b_left = trackers["b"]
             for i in range(NUM_PORTS):
                 w = dut.inputs[i].payload
                 with m.If(dut.inputs[i].valid & dut.inputs[i].ready
@@ -251,9 +249,7 @@ class LifoBuffer(wiring.Component):
 
     def __init__(self, *, width: int, depth: int):
         self.width, self.depth = width, depth
-        super().__init__({"w_en": In(1), "w_data": In(width), "r_en": In(1),
-                          "w_rdy": wiring.Out(1), "r_rdy": wiring.Out(1),
-                          "r_data": wiring.Out(width), "level": wiring.Out(range(depth + 1))})
+        super().__init__(fifo_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()

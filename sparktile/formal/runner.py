@@ -59,10 +59,6 @@ class ProofResult:
     trace: str | None = None
     log_tail: str = ""
 
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
 
 def _tool_dirs() -> list[str]:
     # The console scripts live beside the interpreter (the venv's bin), which need not be on
