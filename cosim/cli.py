@@ -226,10 +226,10 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_
             raise _sim_error(exc) from None
         runs += 1
         merged = dict(coverage_bins.merge_bins(merged, r.coverage))
-        bad = r.lost or r.duplicated or r.out_of_order or r.status != "complete"
+        bad = not r.clean
         if bad:
             break
-        hit = 100.0 * (1 - len(coverage_bins.missing(merged)) / len(coverage_bins.ALL_BINS))
+        hit = coverage_bins.percent_hit(merged)
         if cover_goal:
             click.echo(f"run {runs} (seed {run_seed}): {hit:.1f} % of the bins", err=True)
             if hit >= cover_goal:

@@ -11,7 +11,6 @@ stress runs' merged functional coverage (:mod:`.benches.coverage_bins`).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -67,7 +66,7 @@ def run_one(job: Job) -> dict:
         return {**out, "ok": False, "error": str(exc).splitlines()[0],
                 "wall_s": time.perf_counter() - t0}
     if job.kind == "stress":
-        ok = not (r.lost or r.duplicated or r.out_of_order) and r.status == "complete"
+        ok = r.clean
         out["coverage"] = r.coverage
     elif job.kind == "gemv":
         ok = bool(r.match)
@@ -142,12 +141,12 @@ def regress_command(seeds, meshes, kinds, scheduler, workers, json_path):
     wall = time.perf_counter() - t0
     failures = [r for r in results if not r["ok"]]
     cov = coverage_bins.merge_bins(*(r.get("coverage", {}) for r in results))
-    hit = len(coverage_bins.ALL_BINS) - len(coverage_bins.missing(cov))
+    hit = coverage_bins.hit_count(cov)
     summary = {"jobs": len(results), "failures": len(failures), "wall_s": wall,
                "jobs_per_minute": 60.0 * len(results) / wall if wall else 0.0,
                "coverage_bins_hit": hit, "coverage_bins": len(coverage_bins.ALL_BINS),
-               "coverage": dict(cov), "results": sorted(results, key=lambda r: json.dumps(
-                   [r["kind"], r["mesh"], r["seed"]]))}
+               "coverage": dict(cov),
+               "results": sorted(results, key=lambda r: (r["kind"], r["mesh"], r["seed"]))}
     click.echo(f"{len(results)} jobs in {wall:.0f} s ({summary['jobs_per_minute']:.1f} jobs/min), "
                f"{len(failures)} failed; stress coverage {hit} of "
                f"{len(coverage_bins.ALL_BINS)} bins")

@@ -22,7 +22,8 @@ from collections import Counter
 
 from ...hdl.formats import Port
 
-__all__ = ["ALL_BINS", "hop_bins", "stall_bins", "missing", "merge_bins", "table"]
+__all__ = ["ALL_BINS", "hop_bins", "stall_bins", "missing", "hit_count", "percent_hit",
+           "merge_bins", "table"]
 
 _SIDES = ("N", "E", "S", "W")
 _FANOUT = ("1", "2", "3+")
@@ -79,6 +80,15 @@ def missing(bins) -> list[str]:
     return sorted(b for b in ALL_BINS if not bins.get(b))
 
 
+def hit_count(bins) -> int:
+    """Bins of :data:`ALL_BINS` hit at least once."""
+    return len(ALL_BINS) - len(missing(bins))
+
+
+def percent_hit(bins) -> float:
+    return 100.0 * hit_count(bins) / len(ALL_BINS)
+
+
 def table(bins) -> str:
     """A readable table: hop bins by (input > output) row and fan-out column, then stalls."""
     lines = [f"{'hop':<8}" + "".join(f"{'fanout ' + f:>12}" for f in _FANOUT)]
@@ -91,6 +101,5 @@ def table(bins) -> str:
     for s in _STALL:
         lines.append(f"{s:<8}" + "".join(f"{bins.get(f'stall:src={s},dst={d}', 0):>12}"
                                          for d in _STALL))
-    hit = len(ALL_BINS) - len(missing(bins))
-    lines.append(f"bins hit: {hit} of {len(ALL_BINS)} ({100.0 * hit / len(ALL_BINS):.1f} %)")
+    lines.append(f"bins hit: {hit_count(bins)} of {len(ALL_BINS)} ({percent_hit(bins):.1f} %)")
     return "\n".join(lines)

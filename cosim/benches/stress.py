@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...compiler.program import ConfigProgram
-from ...compiler.routes import program_from_entries, trace_flows
+from ...compiler.routes import OPPOSITE, STEP, program_from_entries, trace_flows
 from ...hdl.formats import (
     CC_COLOR,
     CFG_COLOR,
@@ -45,8 +45,6 @@ __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency
            "bad_config"]
 
 _SIDE_PORT = {"N": Port.N, "E": Port.E, "S": Port.S, "W": Port.W}
-_STEP = {Port.E: (0, 1), Port.W: (0, -1), Port.N: (-1, 0), Port.S: (1, 0)}
-_OPPOSITE = {Port.E: Port.W, Port.W: Port.E, Port.N: Port.S, Port.S: Port.N}
 
 
 @dataclass
@@ -78,8 +76,8 @@ def xy_routes(shape: MeshShape, src: EdgePort, dsts) -> dict[tuple[int, int], tu
                 [Port.S if r1 > r0 else Port.N] * abs(r1 - r0)
         for mv in moves:
             visit((r, c), inp, mv)
-            dr, dc = _STEP[mv]
-            r, c, inp = r + dr, c + dc, _OPPOSITE[mv]
+            dr, dc = STEP[mv]
+            r, c, inp = r + dr, c + dc, OPPOSITE[mv]
         visit((r, c), inp, _SIDE_PORT[dst.side])
     return tiles
 
@@ -177,6 +175,12 @@ class StressResult(BenchResult):
     sim_cycles_per_s: float
     #: Functional coverage bins hit, with counts (:mod:`.coverage_bins`).
     coverage: dict = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """The run completed and every wavelet arrived exactly once, in order per color."""
+        return not (self.lost or self.duplicated or self.out_of_order) and \
+            self.status == "complete"
 
 
 @dataclass

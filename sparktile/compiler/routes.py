@@ -35,11 +35,12 @@ from ..hdl.formats import ROUTABLE_COLORS, Port
 from ..hdl.mesh import MeshShape
 from .program import ConfigProgram
 
-__all__ = ["Channel", "RouteError", "channel_dependencies", "find_cycle", "check_deadlock_free",
-           "load_routes", "trace_flows", "program_from_entries"]
+__all__ = ["STEP", "OPPOSITE", "Channel", "RouteError", "channel_dependencies", "find_cycle",
+           "check_deadlock_free", "load_routes", "trace_flows", "program_from_entries"]
 
-_STEP = {Port.E: (0, 1), Port.W: (0, -1), Port.N: (-1, 0), Port.S: (1, 0)}
-_OPPOSITE = {Port.E: Port.W, Port.W: Port.E, Port.N: Port.S, Port.S: Port.N}
+#: (row, col) step of a hop out of each mesh side, and the side it enters the next tile by.
+STEP = {Port.E: (0, 1), Port.W: (0, -1), Port.N: (-1, 0), Port.S: (1, 0)}
+OPPOSITE = {Port.E: Port.W, Port.W: Port.E, Port.N: Port.S, Port.S: Port.N}
 _NAMES = {p.name: p for p in Port}
 _FIXED = "cfg/rsp"     # the label of the fixed configuration and response paths
 
@@ -64,11 +65,11 @@ def _neighbour(shape: MeshShape, r: int, c: int, out: Port):
     """The channel that output ``out`` of tile ``(r, c)`` feeds, or None (an edge or the PE)."""
     if out == Port.RAMP:
         return None
-    dr, dc = _STEP[out]
+    dr, dc = STEP[out]
     nr, nc = r + dr, c + dc
     if not (0 <= nr < shape.rows and 0 <= nc < shape.cols):
         return None
-    return Channel(nr, nc, _OPPOSITE[out])
+    return Channel(nr, nc, OPPOSITE[out])
 
 
 def channel_dependencies(program: ConfigProgram) -> dict[Channel, dict[Channel, str]]:
