@@ -57,9 +57,8 @@ def main(meshes, out):
     report = coverage.write_report(out / "report.md", points, [p.name for p in files])
     click.echo(f"{len(files)} runs in {time.perf_counter() - t0:.0f} s; merged report "
                f"{report} (+ .json)")
-    for module, kinds in coverage.summary(points).items():
-        click.echo(f"  {module:<36} " + "  ".join(
-            f"{kind} {100.0 * h / t:5.1f} %" for kind, (h, t) in sorted(kinds.items()) if t))
+    for line in coverage.summary_lines(points):
+        click.echo(f"  {line}")
     for f in failed:
         click.echo(f"FAILED: {f}", err=True)
     if failed:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ...errors import UserError
 
-__all__ = ["CoverageError", "read", "merge", "summary", "uncovered", "write_report"]
+__all__ = ["CoverageError", "read", "merge", "summary", "summary_lines", "uncovered",
+           "write_report"]
 
 #: (file, module, type, line, column, object) -> count
 Points = dict[tuple[str, str, str, int, int, str], int]
@@ -83,6 +84,13 @@ def summary(points: Points) -> dict[str, dict[str, tuple[int, int]]]:
     return {m: {k: (v[0], v[1]) for k, v in kinds.items()} for m, kinds in sorted(out.items())}
 
 
+def summary_lines(points: Points) -> list[str]:
+    """One line per module: each coverage type's percentage (the console summary)."""
+    return [f"{module:<36} " + "  ".join(f"{k} {100.0 * h / t:5.1f} %"
+                                         for k, (h, t) in sorted(kinds.items()) if t)
+            for module, kinds in summary(points).items()]
+
+
 def uncovered(points: Points, kind: str = "line") -> list[str]:
     """``file:line (module)`` of every point of ``kind`` that no run hit, sorted."""
     return sorted({f"{file}:{line} ({module})"
@@ -125,9 +133,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_report(argv[0], points, argv[1:])
-    for module, kinds in summary(points).items():
-        print(f"{module:<28} " + "  ".join(
-            f"{k} {100.0 * h / t:5.1f} %" for k, (h, t) in sorted(kinds.items()) if t))
+    for line in summary_lines(points):
+        print(line)
     return 0
 
 
