@@ -27,7 +27,9 @@ class MeshShape:
     ``link_regs`` registers the routers' mesh outputs (two cycles per hop instead of one, for
     FPGA clock rates; see :class:`~sparktile.hdl.router.Router`). ``route_colors`` (route-table
     entries, default all 30 routable colors) and ``counter_bits`` (default 32) shrink a tile
-    for small FPGAs.
+    for small FPGAs. ``cover_points`` adds the functional coverage points of
+    :mod:`~sparktile.hdl.cover` to every tile (the coverage build sets it; see
+    :meth:`with_cover_points`).
 
     Raises
     ------
@@ -37,7 +39,7 @@ class MeshShape:
 
     def __init__(self, rows: int, cols: int, *, sram_kb: int = 16, acc_depth: int = 256,
                  link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
-                 counter_bits: int = 32):
+                 counter_bits: int = 32, cover_points: bool = False):
         for name, v in (("rows", rows), ("cols", cols)):
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_MESH_DIM:
                 raise ValueError(f"mesh {name} must be an integer in [1, {MAX_MESH_DIM}], "
@@ -57,6 +59,8 @@ class MeshShape:
         if isinstance(counter_bits, bool) or not isinstance(counter_bits, int) or \
                 not 16 <= counter_bits <= 32:
             raise ValueError(f"counter_bits must be an integer in [16, 32], not {counter_bits!r}")
+        if not isinstance(cover_points, bool):
+            raise ValueError(f"cover_points must be True or False, not {cover_points!r}")
         self.rows = rows
         self.cols = cols
         self.sram_kb = sram_kb
@@ -64,6 +68,7 @@ class MeshShape:
         self.link_regs = link_regs
         self.route_colors = route_colors
         self.counter_bits = counter_bits
+        self.cover_points = cover_points
 
     @property
     def sram_words(self) -> int:
@@ -90,9 +95,16 @@ class MeshShape:
     def options(self) -> dict:
         """The FPGA options that differ from their defaults."""
         opts = {"link_regs": self.link_regs, "route_colors": self.route_colors,
-                "counter_bits": self.counter_bits}
-        defaults = {"link_regs": False, "route_colors": ROUTABLE_COLORS, "counter_bits": 32}
+                "counter_bits": self.counter_bits, "cover_points": self.cover_points}
+        defaults = {"link_regs": False, "route_colors": ROUTABLE_COLORS, "counter_bits": 32,
+                    "cover_points": False}
         return {k: v for k, v in opts.items() if v != defaults[k]}
+
+    def with_cover_points(self) -> "MeshShape":
+        """The same mesh with the functional coverage points (what a coverage build
+        verilates)."""
+        return MeshShape(self.rows, self.cols, sram_kb=self.sram_kb, acc_depth=self.acc_depth,
+                         **{**self.options(), "cover_points": True})
 
     def key(self):
         # With default options the key is what it always was (the Verilator caches use it).
@@ -113,7 +125,8 @@ def mesh_tile(shape: MeshShape, col: int | None = None, last_col: bool | None = 
     coordinates as ports, the one tile module every position of the mesh instantiates."""
     return Tile(col=col, last_col=last_col, sram_words=shape.sram_words,
                 acc_depth=shape.acc_depth, link_regs=shape.link_regs,
-                route_colors=shape.route_colors, counter_bits=shape.counter_bits)
+                route_colors=shape.route_colors, counter_bits=shape.counter_bits,
+                cover_points=shape.cover_points)
 
 
 _TILE_LINKS = wiring.Signature({

@@ -40,6 +40,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .cover import cover_point
 from .formats import (
     NUM_COLORS,
     NUM_PE_REGS,
@@ -96,6 +97,10 @@ class PE(wiring.Component):
         the only path from the router into the PE is a function of flip-flops. A producer
         that ignores ``accept`` loses the wavelet (counted in ``task_errors``). Needs
         ``queue_depth >= 3`` to stream at one wavelet per cycle.
+    cover_points : bool
+        Add the functional coverage points of :data:`~sparktile.hdl.cover.PE_BINS` (task
+        kind x descriptor flags x back-pressure, and each kind of task error), for
+        Verilator's coverage build (see :mod:`~sparktile.hdl.cover`).
 
     Members
     -------
@@ -115,7 +120,7 @@ class PE(wiring.Component):
     """
 
     def __init__(self, *, sram_words: int = 4096, acc_depth: int = 256, queue_depth: int = 2,
-                 counter_bits: int = 32, ramp_reg: bool = False):
+                 counter_bits: int = 32, ramp_reg: bool = False, cover_points: bool = False):
         if not isinstance(sram_words, int) or not 16 <= sram_words <= 65536:
             raise ValueError(f"PE SRAM must be 16..65536 words, not {sram_words!r}")
         if not isinstance(acc_depth, int) or not 1 <= acc_depth <= 65535:
@@ -128,6 +133,7 @@ class PE(wiring.Component):
         self.ramp_reg = bool(ramp_reg)
         self.acc_depth = acc_depth
         self.queue_depth = queue_depth
+        self.cover_points = bool(cover_points)
         super().__init__({
             "ramp_in": In(stream.Signature(Wavelet)),
             "accept": Out(NUM_COLORS),
@@ -254,6 +260,14 @@ class PE(wiring.Component):
         ev_stall_out = Signal()
         ev_error = Signal()
         ev_vector = Signal()
+        # The events behind ev_stall_in and ev_error, apart (the coverage points bin them).
+        mac_starved = Signal()      # the MAC task waits for the vector's next wavelet
+        psum_wait = Signal()        # the reduce task waits for a partial sum
+        err_mid_vector = Signal()   # a descriptor selector abandons a vector half-way
+        err_no_desc = Signal()      # a data wavelet before any good descriptor
+        err_bad_desc = Signal()     # a descriptor with no rows, too many, or no words
+        m.d.comb += [ev_stall_in.eq(mac_starved | psum_wait),
+                     ev_error.eq(err_mid_vector | err_no_desc | err_bad_desc)]
 
         out_free = ~out_valid | self.ramp_out.ready
         m.d.comb += rq.o.ready.eq(out_free)
@@ -270,16 +284,16 @@ class PE(wiring.Component):
                         # Descriptor selector: fetch three words. A selector in the middle of
                         # a vector abandons it (counted as an error).
                         m.d.comb += [sram_addr.eq(xh.payload), sram_en.eq(1),
-                                     ev_error.eq(k != 0)]
+                                     err_mid_vector.eq(k != 0)]
                         m.d.sync += [desc_ptr.eq(xh.payload[:16] + 1), k.eq(0), desc_ok.eq(0)]
                         m.next = "DESC0"
                     with m.Elif(~desc_ok):
-                        m.d.comb += ev_error.eq(1)
+                        m.d.comb += err_no_desc.eq(1)
                     with m.Else():
                         m.d.sync += [x_lanes.eq(xh.payload), row.eq(0), row_addr.eq(w_base + k)]
                         m.next = "MAC"
                 with m.Else():
-                    m.d.comb += ev_stall_in.eq(k != 0)
+                    m.d.comb += mac_starved.eq(k != 0)
             with m.State("DESC0"):
                 d0 = data.View(DescWord0, sram_rd.data)
                 m.d.comb += [sram_addr.eq(desc_ptr), sram_en.eq(1)]
@@ -295,7 +309,7 @@ class PE(wiring.Component):
                 d2 = data.View(DescWord2, sram_rd.data)
                 ok = (rows != 0) & (rows <= self.acc_depth) & (n_words != 0)
                 m.d.sync += [q_base.eq(d2.q_base), desc_ok.eq(ok)]
-                m.d.comb += ev_error.eq(~ok)
+                m.d.comb += err_bad_desc.eq(~ok)
                 m.next = "IDLE"
             with m.State("MAC"):
                 # One weight row per cycle: four MACs.
@@ -349,7 +363,7 @@ class PE(wiring.Component):
                     rq.i.payload.emit.eq((lane == 3) | last_row),
                 ]
                 m.d.comb += [
-                    ev_stall_in.eq(rb_valid & ~p_ok),
+                    psum_wait.eq(rb_valid & ~p_ok),
                     ev_stall_out.eq((rb_valid & p_ok & ~int8_out & ~out_free) | rq_stall_out),
                 ]
                 with m.If(rb_fire):
@@ -386,6 +400,24 @@ class PE(wiring.Component):
             acc_wr.addr.eq(mac.acc_wr_addr),
             acc_wr.data.eq(mac.acc_wr_data),
         ]
+
+        if self.cover_points:
+            modes = {"partial": ~flags.last, "int8": int8_out, "int32": flags.last & flags.int32}
+            for first in (1, 0):
+                for mode, is_mode in modes.items():
+                    run = (flags.first == first) & is_mode
+                    pre = f"first={first},out={mode},bp="
+                    cover_point(m, f"pe:mac:{pre}flowing", run & ev_mac)
+                    cover_point(m, f"pe:mac:{pre}starved", run & mac_starved)
+                    cover_point(m, f"pe:reduce:{pre}flowing", run & rb_fire)
+                    cover_point(m, f"pe:reduce:{pre}out_stalled", run & ev_stall_out)
+                    if first == 0:
+                        cover_point(m, f"pe:reduce:{pre}psum_wait", run & psum_wait)
+            for name, event in (("bad_descriptor", err_bad_desc),
+                                ("selector_mid_vector", err_mid_vector),
+                                ("data_without_descriptor", err_no_desc),
+                                ("unbound_color", unbound_drop)):
+                cover_point(m, f"pe:error:{name}", event)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_stall_in)

@@ -31,6 +31,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
+from .cover import ALL_RTL_BINS, ROUTER_FIFO_DEPTH, cover_point
 from .formats import (
     CFG_COLOR,
     NUM_COLORS,
@@ -163,6 +164,9 @@ class Router(wiring.Component):
         ones are dropped like a disabled color (small FPGAs use 8 to save the table's logic).
     counter_bits : int
         Width of the counters (16..32).
+    cover_points : bool
+        Add the functional coverage points of :data:`~sparktile.hdl.cover.ROUTER_BINS` (for
+        Verilator's coverage build; see :mod:`~sparktile.hdl.cover`).
 
     Members
     -------
@@ -189,7 +193,7 @@ class Router(wiring.Component):
 
     def __init__(self, *, col: int, last_col: bool, fifo_depth: int = 2,
                  link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
-                 counter_bits: int = 32):
+                 counter_bits: int = 32, cover_points: bool = False):
         if isinstance(col, Value):
             if len(col) > 5:
                 raise ValueError(f"Router column value must be at most 5 bits wide, not "
@@ -211,6 +215,10 @@ class Router(wiring.Component):
         if not isinstance(counter_bits, int) or not 16 <= counter_bits <= 32:
             raise ValueError(f"Router counter width must be 16..32 bits, not {counter_bits!r}")
         self._route_colors = route_colors
+        if cover_points and fifo_depth != ROUTER_FIFO_DEPTH:
+            raise ValueError(f"Router cover points bin FIFO levels 1..{ROUTER_FIFO_DEPTH}, so "
+                             f"they need fifo_depth {ROUTER_FIFO_DEPTH}, not {fifo_depth!r}")
+        self._cover_points = bool(cover_points)
         super().__init__({
             "inputs": In(stream.Signature(Wavelet)).array(NUM_PORTS),
             "outputs": Out(stream.Signature(Wavelet)).array(NUM_PORTS),
@@ -357,9 +365,36 @@ class Router(wiring.Component):
             with m.Else():
                 m.d.sync += sent[i].eq(done)
 
+        if self._cover_points:
+            self._cover(m, heads, head_valid, drops, pops, out_streams)
+
         count_events(m, self.forwarded, *fwd_count)
         count_events(m, self.route_drops,
                      *(head_valid[i] & drops[i][0] for i in range(NUM_PORTS)))
         count_events(m, self.cfg_drops,
                      *(head_valid[i] & drops[i][1] for i in range(NUM_PORTS)))
         return m
+
+    def _cover(self, m, heads, head_valid, drops, pops, out_streams):
+        """The coverage points (:data:`~sparktile.hdl.cover.ROUTER_BINS`): what each
+        wavelet was and how full its FIFO was when it left, and the stalls on both sides."""
+        for i in range(NUM_PORTS):
+            name = Port(i).name
+            q = m.submodules[f"in_fifo_{name.lower()}"]
+            drop, cfg_drop = drops[i]
+            dropped = drop | cfg_drop
+            color = heads[i].color
+            kinds = {"dropped": dropped,
+                     "cfg": ~dropped & (color == CFG_COLOR),
+                     "rsp": ~dropped & (color == RSP_COLOR),
+                     "routed": ~dropped & (color != CFG_COLOR) & (color != RSP_COLOR)}
+            for kind, is_kind in kinds.items():
+                for level in range(1, ROUTER_FIFO_DEPTH + 1):
+                    b = f"router:in={name},class={kind},level={level}"
+                    if b in ALL_RTL_BINS:
+                        cover_point(m, b, pops[i] & is_kind & (q.level == level))
+            cover_point(m, f"router:in={name},backpressured",
+                        self.inputs[i].valid & ~self.inputs[i].ready)
+        for o, out in enumerate(out_streams):
+            cover_point(m, f"router:out={_OUT_NAMES[o].upper()},stalled",
+                        out.valid & ~out.ready)

@@ -189,6 +189,8 @@ class Tile(wiring.Component):
         and its neighbours or its PE starts at a flip-flop.
     route_colors, counter_bits : int
         Route-table entries and counter width (see :class:`~sparktile.hdl.router.Router`).
+    cover_points : bool
+        The router's and the PE's functional coverage points (:mod:`~sparktile.hdl.cover`).
 
     Members
     -------
@@ -204,8 +206,10 @@ class Tile(wiring.Component):
 
     def __init__(self, *, col: int | None, last_col: bool | None, sram_words: int = 4096,
                  acc_depth: int = 256, link_regs: bool = False,
-                 route_colors: int = ROUTABLE_COLORS, counter_bits: int = 32):
+                 route_colors: int = ROUTABLE_COLORS, counter_bits: int = 32,
+                 cover_points: bool = False):
         self.link_regs = link_regs
+        self.cover_points = cover_points
         self.route_colors = route_colors
         self.counter_bits = counter_bits
         self._coords = (col, last_col)
@@ -230,12 +234,14 @@ class Tile(wiring.Component):
             col, last_col = self.col, self.last_col
         m.submodules.router = router = Router(
             col=col, last_col=last_col, link_regs=self.link_regs,
-            route_colors=self.route_colors, counter_bits=self.counter_bits)
+            route_colors=self.route_colors, counter_bits=self.counter_bits,
+            cover_points=self.cover_points)
         # With link registers the ramp into the PE is registered too, and the PE's queues are
         # one deeper to keep one wavelet per cycle (see PE's ``ramp_reg``).
         m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth,
                                   counter_bits=self.counter_bits, ramp_reg=self.link_regs,
-                                  queue_depth=3 if self.link_regs else 2)
+                                  queue_depth=3 if self.link_regs else 2,
+                                  cover_points=self.cover_points)
         m.submodules.agent = agent = ConfigAgent(
             col=col, sram_words=self.sram_words, route_colors=self.route_colors,
             counter_bits=self.counter_bits)

@@ -210,9 +210,10 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
                coverage: bool = False) -> Build:
     """Verilate the harness around a mesh of ``shape`` (cached by a hash of the Verilog).
 
-    ``coverage`` builds with Verilator's line and toggle coverage: the simulator then writes
-    its counts where ``+verilator+coverage+file+PATH`` says when it ends
-    (:mod:`.coverage` merges and reports them).
+    ``coverage`` builds with Verilator's line and toggle coverage, of a mesh with the
+    functional coverage points of :mod:`sparktile.hdl.cover`: the simulator then writes its
+    counts where ``+verilator+coverage+file+PATH`` says when it ends (:mod:`.coverage` merges
+    and reports them, the points' toggles as functional bins).
 
     ``public_flat_rw`` keeps cocotb's default of making every signal public (only for the
     benchmark that measures what dropping it gains).
@@ -224,7 +225,8 @@ def build_mesh(shape: MeshShape, *, waves: bool = False, threads: int = 1,
     """
     apply_verilator_env()
     style = build_style(shape)
-    mesh_v = mesh_verilog(shape, style)
+    # A coverage build also counts the functional coverage points (hdl/cover.py).
+    mesh_v = mesh_verilog(shape.with_cover_points() if coverage else shape, style)
     harness_v = harness_verilog(shape)
     # Tracing: the runner adds --trace and VM_TRACE=1 (cocotb's main then enables traces);
     # the harness's $dumpvars writes the file named by +waves=.

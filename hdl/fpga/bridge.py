@@ -67,7 +67,8 @@ class HostBridge(wiring.Component):
     east_depth : int
         Entries of the east-edge collection FIFO.
     frame_timeout : int
-        Cycles without a byte after which a half-received frame is abandoned.
+        Cycles without a byte after which a half-received frame is abandoned (at least 4; on
+        a real link it must exceed a byte's time, and the top level sets 64 of them).
     stall_limit : int
         Cycles a WRITE waits for the mesh to take one wavelet before replying "stalled".
     divisor, clk_hz : int
@@ -90,6 +91,11 @@ class HostBridge(wiring.Component):
         From the mesh's ``east_out``.
     edge_drops : In(8)
         Wavelets discarded this cycle at the mesh's other outputs (counted).
+    busy : Out(1)
+        1 from the cycle after a frame ends (its last CRC byte, an oversized LEN, a timeout)
+        until its reply's last byte has left: bytes arriving now are dropped (overruns). A
+        status LED on a board; the formal spec checks it against the protocol's frame
+        boundaries.
     """
 
     def __init__(self, *, rows: int, cols: int, sram_kb: int = 16, acc_depth: int = 256,
@@ -115,6 +121,7 @@ class HostBridge(wiring.Component):
             "west": Out(w).array(rows), "north": Out(w).array(cols),
             "east": In(w).array(rows),
             "edge_drops": In(8),
+            "busy": Out(1),
         })
 
     @staticmethod
@@ -126,7 +133,7 @@ class HostBridge(wiring.Component):
         _check("sram_kb", sram_kb, 1, 65535)
         _check("max_payload", max_payload, 16, 65535)
         _check("east_depth", east_depth, 2, 65535)
-        _check("frame_timeout", frame_timeout, 16, 1 << 30)
+        _check("frame_timeout", frame_timeout, 4, 1 << 30)
         _check("stall_limit", stall_limit, 2, 1 << 30)
 
     @property
@@ -198,6 +205,7 @@ class HostBridge(wiring.Component):
 
         m.d.comb += [rx_crc.data.eq(byte), tx_crc.data.eq(self.tx.payload)]
         receiving = Signal()
+        m.d.comb += self.busy.eq(~receiving)
 
         def error(code):
             m.d.sync += [err_code.eq(code), resp_cmd.eq(Cmd.ERROR), resp_len.eq(2)]

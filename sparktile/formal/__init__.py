@@ -7,8 +7,10 @@ shows the proof can fail. ``tests/test_formal.py`` runs the same entries in CI.
 
 The specs: :mod:`.fifo` (the router's input FIFO against a naive model), :mod:`.router`
 (exactly-once, routed, unmodified, in order, stream rules; each output arbiter's bound),
-:mod:`.config_agent` (keeps accepting; a malformed word changes nothing) and
-:mod:`.requant` (the PE's requantization pipeline against ``arith.requantize``).
+:mod:`.config_agent` (keeps accepting; a malformed word changes nothing), :mod:`.bridge`
+(the host bridge executes nothing before its CRC passes and agrees with the protocol's frame
+boundaries after any garbage) and :mod:`.requant` (the PE's requantization pipeline against
+``arith.requantize``).
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ PROOFS: list[Proof] = [
           _spec("config_agent.ConfigAgentSpec", "config_agent.unchecked_route_agent"),
           "bmc", 20, "fail",
           "route writes with high bits set are applied", "config_agent"),
+    Proof("bridge", _spec("bridge.BridgeSpec"), "bmc", 16, "pass",
+          "bounded, 16 cycles: a few garbage bytes, then any frame of up to one payload "
+          "byte (or an abandoned or oversized one), and its reply up to the error code"),
+    Proof("bridge_crc_ignoring", _spec("bridge.BridgeSpec", "bridge.crc_ignoring_bridge"),
+          "bmc", 16, "fail", "a bridge that acts on a frame before its CRC passes", "bridge"),
+    Proof("bridge_sync_losing", _spec("bridge.BridgeSpec", "bridge.sync_losing_bridge"),
+          "bmc", 16, "fail", "a bridge that loses the frame behind a repeated SYNC0", "bridge"),
     Proof("requant_rounding", _spec("requant.RoundingLemma"), "prove", 1, "pass",
           "unbounded: combinational, every 48-bit product and shift 0..47"),
     Proof("requant_rounding_floor", _spec("requant.FloorRequantLemma"), "bmc", 1, "fail",
