@@ -3,25 +3,28 @@
 The events a verification engineer wants binned inside a tile (which FIFO level a wavelet
 left at, which descriptor flags a task ran with, whether it was starved or stalled) are
 internal signals the fast build does not expose. So a block built with ``cover_points``
-adds, for every bin, one flip-flop named ``cov_<bin>`` that flips each cycle the bin's event
-holds. In a coverage build (``build_mesh(..., coverage=True)``) Verilator's toggle coverage
+adds a :class:`CoverPoints` submodule (``cover``) with, for every bin, one flip-flop named
+``cov_<bin>`` that flips each cycle the bin's event holds. Its own module keeps the
+instrumentation out of the block's code coverage (the code-coverage summary leaves
+``*.cover`` modules out). In a coverage build (``build_mesh(..., coverage=True)``) Verilator's toggle coverage
 counts its flips: the number of events, per module, merged over instances and runs with the
 code coverage (:mod:`sparktile.cosim.sim.coverage`), with no simulator hook and no cost in
 any other build (the points are not elaborated there, and synthesis never sees them).
 
 :data:`ROUTER_BINS` and :data:`PE_BINS` list every bin (the report lists those never hit);
-:func:`cover_point` refuses a bin that is not listed, so the lists cannot drift from the RTL.
+:meth:`CoverPoints.add` refuses a bin that is not listed, so the lists cannot drift from the
+RTL.
 """
 
 from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Module, Signal, Value
+from amaranth.hdl import Elaboratable, Module, Signal, Value
 
 from .formats import Port
 
-__all__ = ["ROUTER_BINS", "PE_BINS", "ALL_RTL_BINS", "cover_point", "signal_name",
+__all__ = ["ROUTER_BINS", "PE_BINS", "ALL_RTL_BINS", "CoverPoints", "signal_name",
            "bin_of_signal", "OUT_MODES"]
 
 _INPUTS = [p.name for p in Port]
@@ -40,7 +43,9 @@ ROUTER_BINS = tuple(
     [f"router:in={p},class={c},level={lv}" for p in _INPUTS for c in _CLASSES[p]
      for lv in range(1, ROUTER_FIFO_DEPTH + 1)]
     + [f"router:in={p},backpressured" for p in _INPUTS]
-    + [f"router:out={o},stalled" for o in _OUTPUTS])
+    # Not the ramp: the router offers the PE a wavelet only while its color's queue has room
+    # (``accept``), so that output is never valid without ready.
+    + [f"router:out={o},stalled" for o in _OUTPUTS if o != "RAMP"])
 
 #: A PE pass's output: partial sums (not LAST), int8 results, int32 results.
 OUT_MODES = ("partial", "int8", "int32")
@@ -71,11 +76,30 @@ def bin_of_signal(name: str) -> str | None:
     return _BY_SIGNAL.get(name)
 
 
-def cover_point(m: Module, bin_name: str, event: Value) -> None:
-    """Count ``event`` in bin ``bin_name``: a flip-flop that flips each cycle it holds."""
-    if bin_name not in ALL_RTL_BINS:
-        raise ValueError(f"{bin_name!r} is not a listed coverage bin (see ROUTER_BINS, "
-                         f"PE_BINS)")
-    flip = Signal(name=signal_name(bin_name))
-    with m.If(event):
-        m.d.sync += flip.eq(~flip)
+class CoverPoints(Elaboratable):
+    """The coverage points of one block, as its ``cover`` submodule.
+
+    Not a :class:`~amaranth.lib.wiring.Component`: its inputs are whatever signals of the
+    parent the events use (Amaranth makes them ports), and it has no outputs; nothing reads
+    the flip-flops but Verilator's coverage.
+    """
+
+    def __init__(self):
+        self._points: list[tuple[str, Value]] = []
+
+    def add(self, bin_name: str, event: Value) -> None:
+        """Count ``event`` in bin ``bin_name`` (which must be listed)."""
+        if bin_name not in ALL_RTL_BINS:
+            raise ValueError(f"{bin_name!r} is not a listed coverage bin (see ROUTER_BINS, "
+                             f"PE_BINS)")
+        if any(b == bin_name for b, _ in self._points):
+            raise ValueError(f"coverage bin {bin_name!r} added twice")
+        self._points.append((bin_name, Value.cast(event)))
+
+    def elaborate(self, platform):
+        m = Module()
+        for bin_name, event in self._points:
+            flip = Signal(name=signal_name(bin_name))
+            with m.If(event):
+                m.d.sync += flip.eq(~flip)
+        return m

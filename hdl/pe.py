@@ -40,7 +40,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
-from .cover import cover_point
+from .cover import CoverPoints
 from .formats import (
     NUM_COLORS,
     NUM_PE_REGS,
@@ -402,22 +402,23 @@ class PE(wiring.Component):
         ]
 
         if self.cover_points:
+            m.submodules.cover = cover = CoverPoints()
             modes = {"partial": ~flags.last, "int8": int8_out, "int32": flags.last & flags.int32}
             for first in (1, 0):
                 for mode, is_mode in modes.items():
                     run = (flags.first == first) & is_mode
                     pre = f"first={first},out={mode},bp="
-                    cover_point(m, f"pe:mac:{pre}flowing", run & ev_mac)
-                    cover_point(m, f"pe:mac:{pre}starved", run & mac_starved)
-                    cover_point(m, f"pe:reduce:{pre}flowing", run & rb_fire)
-                    cover_point(m, f"pe:reduce:{pre}out_stalled", run & ev_stall_out)
+                    cover.add(f"pe:mac:{pre}flowing", run & ev_mac)
+                    cover.add(f"pe:mac:{pre}starved", run & mac_starved)
+                    cover.add(f"pe:reduce:{pre}flowing", run & rb_fire)
+                    cover.add(f"pe:reduce:{pre}out_stalled", run & ev_stall_out)
                     if first == 0:
-                        cover_point(m, f"pe:reduce:{pre}psum_wait", run & psum_wait)
+                        cover.add(f"pe:reduce:{pre}psum_wait", run & psum_wait)
             for name, event in (("bad_descriptor", err_bad_desc),
                                 ("selector_mid_vector", err_mid_vector),
                                 ("data_without_descriptor", err_no_desc),
                                 ("unbound_color", unbound_drop)):
-                cover_point(m, f"pe:error:{name}", event)
+                cover.add(f"pe:error:{name}", event)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_stall_in)

@@ -31,7 +31,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count_events
-from .cover import ALL_RTL_BINS, ROUTER_FIFO_DEPTH, cover_point
+from .cover import ALL_RTL_BINS, ROUTER_FIFO_DEPTH, CoverPoints
 from .formats import (
     CFG_COLOR,
     NUM_COLORS,
@@ -378,6 +378,7 @@ class Router(wiring.Component):
     def _cover(self, m, heads, head_valid, drops, pops, out_streams):
         """The coverage points (:data:`~sparktile.hdl.cover.ROUTER_BINS`): what each
         wavelet was and how full its FIFO was when it left, and the stalls on both sides."""
+        m.submodules.cover = cover = CoverPoints()
         for i in range(NUM_PORTS):
             name = Port(i).name
             q = m.submodules[f"in_fifo_{name.lower()}"]
@@ -392,9 +393,10 @@ class Router(wiring.Component):
                 for level in range(1, ROUTER_FIFO_DEPTH + 1):
                     b = f"router:in={name},class={kind},level={level}"
                     if b in ALL_RTL_BINS:
-                        cover_point(m, b, pops[i] & is_kind & (q.level == level))
-            cover_point(m, f"router:in={name},backpressured",
+                        cover.add(b, pops[i] & is_kind & (q.level == level))
+            cover.add(f"router:in={name},backpressured",
                         self.inputs[i].valid & ~self.inputs[i].ready)
         for o, out in enumerate(out_streams):
-            cover_point(m, f"router:out={_OUT_NAMES[o].upper()},stalled",
-                        out.valid & ~out.ready)
+            b = f"router:out={_OUT_NAMES[o].upper()},stalled"
+            if b in ALL_RTL_BINS:
+                cover.add(b, out.valid & ~out.ready)

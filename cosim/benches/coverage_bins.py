@@ -12,18 +12,22 @@ sampler has nothing to hook into):
   destination edge dropped ``ready`` with these probabilities (none < 0.05 <= low < 0.3 <=
   high), counted per delivered wavelet.
 
-Not binned: FIFO occupancy at each transfer (the routers' internal signals are not public in
-the fast build) and the PE's task kinds (the stress bench runs no task).
+The bins inside the tiles (FIFO occupancy at each transfer, the PE's task kind x descriptor
+flags x back-pressure) are RTL coverage points (:mod:`sparktile.hdl.cover`), counted by a
+coverage build; :func:`write_functional_report` merges both kinds into one report.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from pathlib import Path
 
 from ...hdl.formats import Port
 
 __all__ = ["ALL_BINS", "hop_bins", "stall_bins", "missing", "hit_count", "percent_hit",
-           "merge_bins", "table"]
+           "merge_bins", "table", "write_functional_report"]
 
 _SIDES = ("N", "E", "S", "W")
 _FANOUT = ("1", "2", "3+")
@@ -103,3 +107,33 @@ def table(bins) -> str:
                                          for d in _STALL))
     lines.append(f"bins hit: {hit_count(bins)} of {len(ALL_BINS)} ({percent_hit(bins):.1f} %)")
     return "\n".join(lines)
+
+
+def write_functional_report(path: str | os.PathLike, bins, runs: list[str]) -> Path:
+    """The merged functional coverage of a regression: the stress bench's bins (``hop:``,
+    ``stall:``) and the RTL's (``router:``, ``pe:``, from
+    :func:`sparktile.cosim.sim.coverage.rtl_bins`), as a Markdown table per group with the
+    bins never hit, and beside it ``<report>.json`` (counts of every bin, the never-hit list,
+    the runs merged)."""
+    from ...hdl.cover import ALL_RTL_BINS
+
+    path = Path(path)
+    every = sorted(ALL_BINS | ALL_RTL_BINS)
+    groups: dict[str, list[str]] = {}
+    for b in every:
+        groups.setdefault(b.split(":", 1)[0], []).append(b)
+    never = [b for b in every if not bins.get(b)]
+    lines = [f"# Functional coverage ({len(runs)} runs merged)", "",
+             f"{len(every) - len(never)} of {len(every)} bins hit "
+             f"({100.0 * (len(every) - len(never)) / len(every):.1f} %).", ""]
+    for group, names in groups.items():
+        hit = sum(1 for b in names if bins.get(b))
+        lines += [f"## {group}: {hit} of {len(names)} bins", "", "| bin | count |", "|---|---|",
+                  *(f"| {b.split(':', 1)[1]} | {bins.get(b, 0)} |" for b in names), ""]
+    lines += [f"## Never hit ({len(never)})", "", *(f"- {b}" for b in never), "",
+              "Runs: " + ", ".join(runs), ""]
+    path.write_text("\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps(
+        {"runs": runs, "bins": {b: bins.get(b, 0) for b in every}, "never_hit": never,
+         "hit": len(every) - len(never), "total": len(every)}, indent=1))
+    return path

