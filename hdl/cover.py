@@ -6,10 +6,11 @@ internal signals the fast build does not expose. So a block built with ``cover_p
 adds a :class:`CoverPoints` submodule (``cover``) with, for every bin, one flip-flop named
 ``cov_<bin>`` that flips each cycle the bin's event holds. Its own module keeps the
 instrumentation out of the block's code coverage (the code-coverage summary leaves
-``*.cover`` modules out). In a coverage build (``build_mesh(..., coverage=True)``) Verilator's toggle coverage
-counts its flips: the number of events, per module, merged over instances and runs with the
-code coverage (:mod:`sparktile.cosim.sim.coverage`), with no simulator hook and no cost in
-any other build (the points are not elaborated there, and synthesis never sees them).
+``*.cover`` modules out). In a coverage build (``build_mesh(..., coverage=True)``)
+Verilator's toggle coverage counts its flips: the number of events, per module, merged over
+instances and runs with the code coverage (:mod:`sparktile.cosim.sim.coverage`), with no
+simulator hook and no cost in any other build (the points are not elaborated there, and
+synthesis never sees them).
 
 :data:`ROUTER_BINS` and :data:`PE_BINS` list every bin (the report lists those never hit);
 :meth:`CoverPoints.add` refuses a bin that is not listed, so the lists cannot drift from the

@@ -68,9 +68,9 @@ def test_the_bridge_specs_crc_is_the_protocols():
 
     from amaranth.hdl import Module, Signal
     from amaranth.sim import Simulator
+    from sparktile.hdl.fpga.protocol import crc16
 
     from sparktile.formal.bridge import crc16_step
-    from sparktile.hdl.fpga.protocol import crc16
 
     m = Module()
     state, byte = Signal(16), Signal(8)

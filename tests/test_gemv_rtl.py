@@ -79,3 +79,14 @@ def test_a_wrong_result_is_caught_and_named(run_bench, out_int32):
     assert (d["vector"], d["index"]) == (0, row), d
     assert d["got"] != d["expected"]
     assert d["mesh_row"] == row // r.m_pe and d["cycle"] > 0
+
+
+@pytest.mark.parametrize("rows,cols,seed", [(1, 1, 5), (2, 3, 6)])
+def test_malformed_task_input_is_counted_where_it_arrived_and_the_pes_still_compute(
+        run_bench, rows, cols, seed):
+    from sparktile.cosim.benches.gemv import bad_task
+    r = run_bench(rows, cols, bad_task, {"seed": seed}, seed=seed)
+    assert r.counted == r.expected, f"seed {seed}: task errors {r.counted}, sent {r.expected}"
+    assert r.expected[0][0] == 4 and sum(map(sum, r.expected)) == 4 + 3 * (rows - 1)
+    assert r.gemv_after == {"match": True, "status": "complete", "task_errors": 0}
+    assert r.clean

@@ -124,8 +124,8 @@ def write_functional_report(path: str | os.PathLike, bins, runs: list[str]) -> P
         groups.setdefault(b.split(":", 1)[0], []).append(b)
     never = [b for b in every if not bins.get(b)]
     lines = [f"# Functional coverage ({len(runs)} runs merged)", "",
-             f"{len(every) - len(never)} of {len(every)} bins hit "
-             f"({100.0 * (len(every) - len(never)) / len(every):.1f} %).", ""]
+             (f"{len(every) - len(never)} of {len(every)} bins hit "
+              f"({100.0 * (len(every) - len(never)) / len(every):.1f} %)."), ""]
     for group, names in groups.items():
         hit = sum(1 for b in names if bins.get(b))
         lines += [f"## {group}: {hit} of {len(names)} bins", "", "| bin | count |", "|---|---|",

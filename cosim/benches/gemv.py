@@ -20,7 +20,7 @@ from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric, Recording
 from ..sim.registry import BenchResult, bench
 
-__all__ = ["gemv", "random_problem", "GemvResult"]
+__all__ = ["gemv", "random_problem", "GemvResult", "bad_task", "BadTaskResult"]
 
 
 @dataclass
@@ -180,3 +180,77 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         sim_cycles_per_s=res.cycles / wall if wall > 0 else 0.0,
         recorded=recorded,
     )
+
+
+@dataclass
+class BadTaskResult(BenchResult):
+    """Malformed task input to the PEs: each kind dropped and counted where it arrived.
+
+    ``expected`` and ``counted`` are the task-error counts per PE (rows x cols): what the
+    bench sent to each PE and what its ``task_errors`` counter says; ``gemv_after`` the
+    GEMV that runs afterwards on the same mapping (its match, status and task errors).
+    """
+
+    mesh: str
+    seed: int
+    kinds: list
+    expected: list
+    counted: list
+    gemv_after: dict
+
+    @property
+    def clean(self) -> bool:
+        return (self.expected == self.counted and self.gemv_after["match"]
+                and self.gemv_after["task_errors"] == 0)
+
+
+@bench(BadTaskResult)
+async def bad_task(fabric: Fabric, seed: int = 1) -> BadTaskResult:
+    """Every kind of malformed task input is dropped and counted, and the PEs still compute.
+
+    On a GEMV mapping (two data words per PE and vector), the north stream of the region's
+    first column carries, before the real vectors: a data wavelet before any descriptor; a
+    descriptor selector, one data wavelet and a second selector (a vector abandoned
+    half-way); a selector of an all-zero descriptor (no rows); and, routed to the region's
+    first PE only, a wavelet on a color no task is bound to. Each PE of that column must count
+    three task errors, the first PE four, every other PE none; then a GEMV on the same
+    mapping must still match the golden model with no task error.
+    """
+    from ...compiler.program import ConfigProgram
+    from ...hdl.formats import CFG_COLOR, RSP_COLOR, Port, cc
+
+    shape = fabric.shape
+    m, n = 4 * shape.rows, 8 * shape.cols          # two data words per PE and vector
+    w, _x, mult, shift = random_problem(m, n, 1, seed)
+    mapping = compile_gemv(shape, w, mult, shift)
+    region, colors = mapping.region, mapping.colors
+    bad_desc = shape.sram_words - 3                # zeros: rows == 0
+    if mapping.base + mapping.words > bad_desc:
+        raise ValueError(f"a {shape} mesh's SRAM has no room for the all-zero descriptor")
+    used = {colors.x, colors.p0, colors.p1, colors.y, CFG_COLOR, RSP_COLOR}
+    spare = next(c for c in range(shape.route_colors) if c not in used)
+    top = (region.row, region.col)
+    await fabric.configure(mapping.program)
+    unbound = ConfigProgram(shape)
+    unbound.add_route(*top, spare, Port.N, [Port.RAMP])
+    await fabric.configure(unbound)
+    before = await fabric.read_counters((Counter.TASK_ERRORS,))
+
+    desc = mapping.passes[0][0]
+    x, sel = cc(colors.x), cc(colors.x, 1)
+    kinds = ["data_without_descriptor", "selector_mid_vector", "bad_descriptor",
+             "unbound_color"]
+    fabric.send(fabric.port("N", region.col),
+                [0x01020304, desc, 0x05060708, desc, bad_desc, 0x99],
+                [x, sel, x, sel, sel, cc(spare)])
+    await fabric.settle(200 + 20 * shape.rows)
+    after = await fabric.read_counters((Counter.TASK_ERRORS,))
+    counted = fabric.counter_delta(after, before)["task_errors"].astype(int)
+    expected = np.zeros((shape.rows, shape.cols), dtype=int)
+    expected[region.row:region.row + region.rows, region.col] = 3
+    expected[top] += 1
+    g = await gemv(fabric, m=m, n=n, batch=2, seed=seed)
+    return BadTaskResult(mesh=str(shape), seed=seed, kinds=kinds, expected=expected.tolist(),
+                         counted=counted.tolist(),
+                         gemv_after={"match": g.match, "status": g.status,
+                                     "task_errors": g.task_errors})

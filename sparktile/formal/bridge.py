@@ -93,7 +93,6 @@ class BridgeSpec(wiring.Component):
         tx_len = Signal(16)
         tx_cmd = Signal(8)
         tx_crc = Signal(16)
-        tx_crc_hi = Signal(8)
         reply_done = Signal()
         tx_stepped = crc16_step(m, tx_crc, tx_byte)
         with m.If(sent):
