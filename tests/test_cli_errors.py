@@ -104,3 +104,19 @@ def test_other_reports_are_checked_before_the_work(monkeypatch, tmp_path, cmd):
     r = _run(args)
     assert r.exit_code == 2, r.output
     assert "does not exist" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("args, bad", [
+    (["--sizes", "0x4"], "0"), (["--sizes", "8by8"], "8by8"), (["--threads", "2,1"], "2,1"),
+    (["--threads", "1,x"], "1,x"), (["--threads", "1,0"], "1,0"),
+])
+def test_the_threads_benchmark_refuses_bad_sizes_and_thread_counts_before_any_build(
+        monkeypatch, args, bad):
+    from sparktile.scripts import bench_threads
+
+    def boom(*a, **k):
+        raise AssertionError("a measurement started")
+    monkeypatch.setattr(bench_threads, "measure", boom)
+    r = CliRunner().invoke(bench_threads.main, args)
+    assert r.exit_code == 2, r.output
+    assert bad in r.output and "Traceback" not in r.output
