@@ -5,10 +5,11 @@ RTL's coverage points, with the bins never hit).
 
 Runs, on each mesh given (default 2x3 and 1x1): random multicast stress with stalls (three
 seeds), GEMVs (int8 and int32, one and two accumulator passes, stalls), malformed
-configuration and task input, latency and throughput. Each run writes its own counts; they
-are merged point by point (:mod:`sparktile.cosim.sim.coverage`) and the per-module table is
-printed; the functional bins come from the same counts
-(:func:`~sparktile.cosim.sim.coverage.rtl_bins`) and from the stress runs' results.
+configuration and task input, stray data on unrouted colors, latency and throughput. Each
+run writes its own counts; they are merged point by point
+(:mod:`sparktile.cosim.sim.coverage`) and the per-module table is printed; the functional
+bins come from the same counts (:func:`~sparktile.cosim.sim.coverage.rtl_bins`) and from the
+stress runs' results.
 
     python -m sparktile.scripts.coverage_regression [--meshes 2x3,1x1] [--out build/coverage]
 """
@@ -24,7 +25,13 @@ import click
 
 def _jobs():
     from sparktile.cosim.benches.gemv import bad_task, gemv
-    from sparktile.cosim.benches.stress import bad_config, latency, stress, throughput
+    from sparktile.cosim.benches.stress import (
+        bad_config,
+        latency,
+        stray_wavelets,
+        stress,
+        throughput,
+    )
     jobs = [(stress, {"wavelets": 2000, "seed": s, "max_stall": 0.7}, s) for s in (1, 2, 3)]
     jobs += [(gemv, {"m": 40, "n": 70, "batch": 2, "seed": 4}, 4),
              (gemv, {"m": 300, "n": 24, "batch": 1, "seed": 5, "out_int32": True}, 5),
@@ -36,7 +43,8 @@ def _jobs():
              (gemv, {"m": 96, "n": 8, "batch": 2, "seed": 10, "stall": 0.95}, 10),
              (gemv, {"m": 96, "n": 8, "batch": 1, "seed": 11, "stall": 0.95,
                      "out_int32": True}, 11),
-             (bad_task, {"seed": 12}, 12), (bad_config, {"seed": 8}, 8), (latency, {}, 1),
+             (bad_task, {"seed": 12}, 12), (bad_config, {"seed": 8}, 8),
+             (stray_wavelets, {"seed": 13, "per_port": 6}, 13), (latency, {}, 1),
              (throughput, {"wavelets": 300}, 1)]
     return jobs
 

@@ -11,15 +11,17 @@ import typing
 
 import pytest
 from sparktile.cosim.benches.calibration import SweepResult, gemv_sweep
-from sparktile.cosim.benches.gemv import GemvResult, gemv
+from sparktile.cosim.benches.gemv import BadTaskResult, GemvResult, bad_task, gemv
 from sparktile.cosim.benches.llm import LlmResult, llm_run
 from sparktile.cosim.benches.stress import (
     BadConfigResult,
     LatencyResult,
+    StrayResult,
     StressResult,
     ThroughputResult,
     bad_config,
     latency,
+    stray_wavelets,
     stress,
     throughput,
 )
@@ -29,7 +31,7 @@ from sparktile.hdl.mesh import MeshShape
 
 BENCHES = {gemv: GemvResult, stress: StressResult, latency: LatencyResult,
            throughput: ThroughputResult, bad_config: BadConfigResult, llm_run: LlmResult,
-           gemv_sweep: SweepResult}
+           gemv_sweep: SweepResult, bad_task: BadTaskResult, stray_wavelets: StrayResult}
 
 
 def _sample(cls, seed: int):

@@ -2,7 +2,14 @@
 
 import numpy as np
 import pytest
-from sparktile.cosim.benches.stress import bad_config, latency, malformed_config, stress, throughput
+from sparktile.cosim.benches.stress import (
+    bad_config,
+    latency,
+    malformed_config,
+    stray_wavelets,
+    stress,
+    throughput,
+)
 
 
 @pytest.mark.parametrize("rows,cols,seed", [(2, 3, 11), (3, 2, 12), (1, 1, 13), (4, 4, 14)])
@@ -42,6 +49,18 @@ def test_malformed_config_is_dropped_counted_and_harmless(run_bench):
     assert r.counted == r.sent_malformed, r
     assert r.stress_after == {"lost": 0, "duplicated": 0, "out_of_order": 0,
                                  "status": "complete"}
+
+
+@pytest.mark.parametrize("rows,cols,seed", [(1, 1, 4), (2, 3, 5)])
+def test_stray_data_is_dropped_and_counted_where_it_enters_and_harmless(run_bench, rows, cols,
+                                                                        seed):
+    r = run_bench(rows, cols, stray_wavelets, {"seed": seed, "per_port": 5}, seed=seed)
+    assert r.delivered == 0, f"seed {seed}: {r.delivered} stray wavelets left the mesh"
+    assert r.counted == r.expected, f"seed {seed}: route drops {r.counted}, sent {r.expected}"
+    assert sum(map(sum, r.expected)) == r.sent == 5 * 2 * (rows + cols)
+    assert r.stress_after == {"lost": 0, "duplicated": 0, "out_of_order": 0,
+                              "status": "complete"}
+    assert r.clean
 
 
 def test_malformed_config_cases_cover_every_check():

@@ -42,7 +42,7 @@ from ..sim.registry import BenchResult, bench
 from . import coverage_bins
 
 __all__ = ["Flow", "random_flows", "xy_routes", "Scoreboard", "stress", "latency", "throughput",
-           "bad_config"]
+           "bad_config", "stray_wavelets"]
 
 _SIDE_PORT = {"N": Port.N, "E": Port.E, "S": Port.S, "W": Port.W}
 
@@ -399,3 +399,58 @@ async def bad_config(fabric: Fabric, seed: int = 1) -> BadConfigResult:
         per_tile=counters["cfg_errors"].tolist(),
         stress_after={k: getattr(after, k) for k in ("lost", "duplicated", "out_of_order",
                                                      "status")})
+
+
+@dataclass
+class StrayResult(BenchResult):
+    """Wavelets on colors no route accepts, sent into every edge port of an unconfigured mesh.
+
+    ``expected`` and ``counted`` are the route drops per tile (rows x cols): the wavelets that
+    entered each edge tile and its ``route_drops`` counter; ``delivered`` the wavelets that
+    came out of any edge (none may); ``stress_after`` the stress run that follows.
+    """
+
+    sent: int
+    expected: list
+    counted: list
+    delivered: int
+    stress_after: dict
+
+    @property
+    def clean(self) -> bool:
+        after = self.stress_after
+        return (self.expected == self.counted and self.delivered == 0
+                and after["lost"] == after["duplicated"] == after["out_of_order"] == 0
+                and after["status"] == "complete")
+
+
+@bench(StrayResult)
+async def stray_wavelets(fabric: Fabric, per_port: int = 4, seed: int = 1) -> StrayResult:
+    """Stray data is dropped where it enters and counted there, and the fabric still works.
+
+    Every edge port of a mesh with no routes sends ``per_port`` wavelets on random routable
+    colors, back to back: the tile each enters must drop every one and count it in its
+    ``route_drops`` (an edge tile of a 1-row or 1-column mesh takes several edges), no edge
+    may receive any, and a stress run afterwards must deliver everything.
+    """
+    from ...hdl.formats import Counter
+
+    shape = fabric.shape
+    rng = np.random.default_rng(seed)
+    before = await fabric.read_counters((Counter.ROUTE_DROPS,))
+    expected = np.zeros((shape.rows, shape.cols), dtype=int)
+    entry = {"N": lambda p: (0, p), "S": lambda p: (shape.rows - 1, p),
+             "W": lambda p: (p, 0), "E": lambda p: (p, shape.cols - 1)}
+    for p in fabric.ports:
+        colors = rng.integers(0, shape.route_colors, per_port)
+        fabric.send(p.index, np.arange(per_port), [cc(int(c)) for c in colors])
+        expected[entry[p.side](p.pos)] += per_port
+    await fabric.settle(64 + 4 * per_port)
+    delivered = sum(len(fabric.receive(p.index)[0]) for p in fabric.ports)
+    after = await fabric.read_counters((Counter.ROUTE_DROPS,))
+    counted = fabric.counter_delta(after, before)["route_drops"].astype(int)
+    again = await stress(fabric, wavelets=200, seed=seed + 1, max_stall=0.3)
+    return StrayResult(sent=per_port * len(fabric.ports), expected=expected.tolist(),
+                       counted=counted.tolist(), delivered=int(delivered),
+                       stress_after={k: getattr(again, k) for k in ("lost", "duplicated",
+                                                                    "out_of_order", "status")})
