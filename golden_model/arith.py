@@ -30,6 +30,7 @@ __all__ = [
     "wrap_int32",
     "mac_int8",
     "matmul_int8",
+    "int_matmul",
     "requantize",
     "requant_params",
     "gemv_golden",
@@ -95,7 +96,36 @@ def matmul_int8(w, x) -> np.ndarray:
     if x.shape[0] != w.shape[1]:
         raise ValueError(f"matmul_int8: W is {w.shape[0]}x{w.shape[1]} but x has "
                          f"{x.shape[0]} rows; they must agree")
-    return wrap_int32(w.astype(np.int64) @ x.astype(np.int64))
+    return wrap_int32(int_matmul(w, x))
+
+
+#: Integers of magnitude below 2**53 are exact in float64, and so is every sum of them that
+#: stays below it, whatever the order of addition.
+_FLOAT64_EXACT = 1 << 53
+
+
+def int_matmul(a, b) -> np.ndarray:
+    """The exact integer matrix product ``a @ b`` (any integer dtypes, numpy broadcasting), int64.
+
+    A simulation speed-up, not a numeric choice: when ``K * max|a| * max|b| < 2**53`` (K the
+    contracted length) every product and every partial sum of every output, in whatever order
+    BLAS adds them, is an integer below 2**53 in magnitude and therefore exact in float64, so
+    float64 BLAS returns the exact integer result (about 25x faster than numpy's int64
+    matmul, which has no BLAS). Beyond that bound it falls back to int64 arithmetic. Either
+    way the result equals the int64 product (``tests/test_golden_arith.py`` checks both
+    branches on extreme values).
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.dtype.kind not in "iub" or b.dtype.kind not in "iub":
+        raise TypeError(f"int_matmul takes integer arrays, not {a.dtype} and {b.dtype}")
+    k = a.shape[-1] if a.ndim else 1
+    if a.size and b.size:
+        amax = int(np.max(np.abs(a.astype(np.int64))))
+        bmax = int(np.max(np.abs(b.astype(np.int64))))
+        if k * amax * bmax < _FLOAT64_EXACT:
+            return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
 
 
 def requantize(acc, mult, shift) -> np.ndarray:

@@ -192,6 +192,34 @@ def test_argmax_lowest_index_on_ties():
         arith.argmax_int(np.array([0.5, 1.0]))
 
 
+@pytest.mark.parametrize("k", [1, 7, 576, 1536])
+def test_int_matmul_is_the_exact_int64_product(k):
+    """Both branches (float64 BLAS under the 2**53 bound, int64 above it) equal int64 @."""
+    ext = np.array([-128, 127, -127], np.int64)
+    for trial in range(4):
+        a = RNG.integers(-128, 128, (5, k))
+        b = RNG.integers(-128, 128, (k, 3))
+        if trial == 0:                       # every product at its extreme: the largest sums
+            a[:] = -128
+            b[:] = -128
+        elif trial == 1:
+            a = RNG.choice(ext, (5, k))
+            b = RNG.choice(ext, (k, 3))
+        got = arith.int_matmul(a.astype(np.int8), b.astype(np.int8))
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, a @ b)
+    # Batched (the attention scores and p . v) with u16 probabilities.
+    p = RNG.integers(0, 1 << 15, (2, 4, k)).astype(np.uint16)
+    v = RNG.integers(-128, 128, (2, k, 3)).astype(np.int8)
+    np.testing.assert_array_equal(arith.int_matmul(p, v), p.astype(np.int64) @ v.astype(np.int64))
+    # Past the float64 bound (k >= 7): values near 2**31 take the int64 branch, still exact.
+    big = RNG.integers(-(1 << 31), 1 << 31, (3, k))
+    small = RNG.integers(-(1 << 20), 1 << 20, (k, 2))
+    np.testing.assert_array_equal(arith.int_matmul(big, small), big @ small)
+    with pytest.raises(TypeError, match="integer"):
+        arith.int_matmul(np.ones((2, 2)), np.ones((2, 2), np.int8))
+
+
 # ------------------------------------------------------------------ the model
 
 @pytest.fixture(scope="module")
