@@ -1,0 +1,482 @@
+# amaranth: UnusedElaboratable=no
+"""The programmable core (``hdl/core.py``) against its instruction-set simulator and arith.
+
+Bench: the driver configures the task table and queue bindings (``reg_write``) and loads the
+SRAM image (``sram_write``), then plays the router on the ramp: it offers the next wavelet of
+one ordered stream only while its color's ``accept`` bit is set, with seeded random gaps, and
+sinks ``ramp_out`` with seeded random ``ready`` stalls, checking the stream rule every cycle.
+The monitor collects the words sent on each color; the model is the ISS
+(:mod:`sparktile.compiler.iss`) run on the same SRAM image and streams; the scoreboard compares
+every SRAM and XBUF word, every scalar register, the words on every color, and the counters --
+the program's cycles (``task_cycles - stall_in - stall_out``) cycle for cycle -- and names
+the first difference and the seed. The op tests also compare the ISS results with the
+``golden_model/arith.py`` function of the op.
+"""
+
+import random
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth.hdl import Cat
+from amaranth.sim import Simulator
+from sparktile.compiler import iss
+from sparktile.golden_model import arith
+from sparktile.hdl import isa
+from sparktile.hdl.core import Core
+from sparktile.hdl.formats import NUM_COLORS, WAVELET_BITS, RequantWord, Wavelet, cat_bits, pack
+from sparktile.hdl.formats import split_bits, unpack
+from sparktile.hdl.isa import FLAG_MAX, FLAG_SAT, I, Fmt, Op, color, reg, sram, xbuf
+
+SRAM_WORDS = 256
+XBUF_WORDS = 64
+N_QUEUES = 4
+WORD = 0xFFFFFFFF
+COUNTERS = ("mac_busy", "stall_in", "stall_out", "task_errors", "vectors", "instructions",
+            "task_cycles")
+
+
+def data_w(word, c):
+    return pack(Wavelet, payload=int(word) & WORD, color=c, ctrl=0)
+
+
+def act_w(payload, c):
+    return pack(Wavelet, payload=int(payload) & WORD, color=c, ctrl=1)
+
+
+class Setup:
+    """One bench run's configuration: SRAM image, tasks, queue colors, the input stream."""
+
+    def __init__(self, sram_words=SRAM_WORDS, xbuf_words=XBUF_WORDS):
+        self.sram_words, self.xbuf_words = sram_words, xbuf_words
+        self.image = {}
+        self.tasks = {}          # color -> address
+        self.queues = []         # colors bound to queues 0..
+        self.stream = []         # wavelets in order
+
+    def load(self, base, words):
+        for k, w in enumerate(words):
+            self.image[(base + k) % self.sram_words] = int(w) & WORD
+
+    def program(self, c, base, insns):
+        self.load(base, isa.assemble(insns))
+        self.tasks[c] = base
+
+    def model(self):
+        """The ISS run on this setup."""
+        st = iss.PEState.new(self.sram_words, self.xbuf_words)
+        for a, w in self.image.items():
+            st.sram[a] = w
+        st.tasks = dict(self.tasks)
+        for c in self.queues:
+            st.bind_queue(c)
+        acts, drops = [], 0
+        for w in self.stream:
+            f = unpack(Wavelet, w)
+            if f["ctrl"]:
+                acts.append((f["color"], f["payload"]))
+            elif f["color"] in st.queues:
+                st.queues[f["color"]].append(f["payload"])
+            else:
+                drops += 1
+        iss.run_tasks(st, acts)
+        st.stats.task_errors += drops
+        return st
+
+
+def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, tail=6,
+             read_memories=True):
+    """Run ``setup`` on the RTL; returns ``(sent, sram, xbuf, regs, counters)``."""
+    dut = Core(sram_words=setup.sram_words, xbuf_words=setup.xbuf_words, n_queues=N_QUEUES)
+    rng = random.Random(seed)
+    stream = deque(setup.stream)
+    before = Cat(dut.accept, dut.ramp_out.valid, dut.ramp_out.payload.as_value())
+    drive = Cat(dut.ramp_in.valid, dut.ramp_in.payload.as_value(), dut.ramp_out.ready)
+    reg_w = Cat(dut.reg_write.en, dut.reg_write.addr, dut.reg_write.data)
+    sram_w = Cat(dut.sram_write.en, dut.sram_write.addr, dut.sram_write.data)
+    result = {}
+
+    async def bench(ctx):
+        regs = {isa.task_reg(c): isa.task_entry(a) for c, a in setup.tasks.items()}
+        regs.update({isa.queue_reg(q, N_QUEUES): isa.queue_entry(c)
+                     for q, c in enumerate(setup.queues)})
+        for addr, value in regs.items():
+            ctx.set(reg_w, cat_bits((1, 1), (addr, 16), (value, 32)))
+            await ctx.tick()
+        ctx.set(reg_w, 0)
+        for addr, word in setup.image.items():
+            ctx.set(sram_w, cat_bits((1, 1), (addr, 16), (word, 32)))
+            await ctx.tick()
+        ctx.set(sram_w, 0)
+        sent = {}
+        holding, waiting, cycle, quiet, last_busy = False, None, 0, 0, -1
+        while True:
+            accept, out_valid, out_w = split_bits(ctx.get(before), NUM_COLORS, 1,
+                                                  WAVELET_BITS)
+            if not holding and stream and rng.random() < p_valid:
+                holding = True
+            offer = holding and accept >> unpack(Wavelet, stream[0])["color"] & 1
+            ready = int(rng.random() < p_ready)
+            w = stream[0] if offer else 0
+            ctx.set(drive, cat_bits((offer, 1), (w, WAVELET_BITS), (ready, 1)))
+            if offer:
+                assert ctx.get(dut.ramp_in.ready), (
+                    f"seed={seed}: cycle {cycle}: accepted color not ready")
+                stream.popleft()
+                holding = False
+            if waiting is not None:
+                assert out_valid and out_w == waiting, (
+                    f"seed={seed}: ramp_out broke the stream rule at cycle {cycle}")
+            if out_valid and ready:
+                f = unpack(Wavelet, out_w)
+                sent.setdefault(f["color"], []).append(f["payload"])
+            waiting = out_w if out_valid and not ready else None
+            await ctx.tick()
+            cycle += 1
+            busy = ctx.get(dut.task_cycles)
+            quiet = quiet + 1 if busy == last_busy and not stream and not out_valid else 0
+            last_busy = busy
+            if quiet >= tail:
+                break
+            assert cycle < max_cycles, (
+                f"seed={seed}: no end after {cycle} cycles ({len(stream)} wavelets unsent)")
+        result["sent"] = sent
+        result["counters"] = {k: ctx.get(getattr(dut, k)) for k in COUNTERS}
+        result["regs"] = [ctx.get(r) for r in dut.regs]
+        if read_memories:
+            result["sram"] = [ctx.get(dut.sram_data[a]) for a in range(setup.sram_words)]
+            result["xbuf"] = [ctx.get(dut.xbuf_data[a]) for a in range(setup.xbuf_words)]
+        result["cycles"] = cycle
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return result
+
+
+def first_diff(got, want):
+    for k, (g, w) in enumerate(zip(got, want)):
+        if g != w:
+            return k, g, w
+    if len(got) != len(want):
+        return min(len(got), len(want)), len(got), len(want)
+    return None
+
+
+def compare(setup: Setup, *, seed, **kw):
+    """RTL vs ISS, word for word and cycle for cycle; returns ``(rtl, iss_state)``."""
+    rtl = run_core(setup, seed=seed, **kw)
+    st = setup.model()
+    where = f"seed={seed}"
+    d = first_diff(rtl["sram"], [int(v) for v in st.sram])
+    assert d is None, f"{where}: SRAM word {d[0]}: RTL {d[1]:#x}, ISS {d[2]:#x}"
+    d = first_diff(rtl["xbuf"], [int(v) for v in st.xbuf])
+    assert d is None, f"{where}: XBUF word {d[0]}: RTL {d[1]:#x}, ISS {d[2]:#x}"
+    d = first_diff(rtl["regs"], [v & WORD for v in st.regs])
+    assert d is None, f"{where}: register r{d[0]}: RTL {d[1]:#x}, ISS {d[2]:#x}"
+    for c in sorted(set(rtl["sent"]) | set(st.sent)):
+        d = first_diff(rtl["sent"].get(c, []), st.sent.get(c, []))
+        assert d is None, f"{where}: color {c}, word {d[0]}: RTL {d[1]}, ISS {d[2]}"
+    k = rtl["counters"]
+    program_cycles = k["task_cycles"] - k["stall_in"] - k["stall_out"]
+    got = {"cycles": program_cycles, "mac_busy": k["mac_busy"],
+           "instructions": k["instructions"], "task_errors": k["task_errors"],
+           "tasks": k["vectors"]}
+    want = {"cycles": st.stats.cycles, "mac_busy": st.stats.mac_busy,
+            "instructions": st.stats.instructions, "task_errors": st.stats.task_errors,
+            "tasks": st.stats.tasks}
+    assert got == want, f"{where}: counters RTL {got} != ISS {want} (raw {k})"
+    return rtl, st
+
+
+def s32(words):
+    return np.asarray(words, np.uint32).view(np.int32).astype(np.int64)
+
+
+# ---- the ops, each against its arith function ------------------------------------------------
+
+TASK, DATA, OUT = 5, 7, 9
+
+
+def test_residual_add_saturating_and_wrapping():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-(1 << 31), 1 << 31, 12)
+    y = rng.integers(-(1 << 31), 1 << 31, 12)
+    x[:3], y[:3] = (1 << 31) - 5, 1000      # saturate high
+    x[3], y[3] = -(1 << 31), -1             # saturate low
+    s = Setup()
+    s.load(100, arith.wrap_int32(x).view(np.uint32))
+    s.load(120, arith.wrap_int32(y).view(np.uint32))
+    s.program(TASK, 0, [I(Op.VADD, n=12, imm=FLAG_SAT, dst=sram(140), a=sram(100), b=sram(120)),
+                        I(Op.VADD, n=12, dst=sram(160), a=sram(100), b=sram(120)),
+                        I(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, st = compare(s, seed=1)
+    assert (s32(rtl["sram"][140:152]) == arith.residual_add(x, y)).all()
+    assert (s32(rtl["sram"][160:172]) == arith.wrap_int32(x + y)).all()
+
+
+def test_requant_per_element_and_int8_packing():
+    rng = np.random.default_rng(2)
+    acc = rng.integers(-(1 << 20), 1 << 20, 10)
+    mult, shift = arith.requant_params(rng.uniform(1e-5, 1e-3, 10))
+    s = Setup()
+    s.load(100, arith.wrap_int32(acc).view(np.uint32))
+    s.load(120, [pack(RequantWord, mult=int(a), shift=int(b)) for a, b in zip(mult, shift)])
+    s.program(TASK, 0, [I(Op.VREQ, n=10, dst=sram(140, fmt=Fmt.I8X4), a=sram(100),
+                          b=sram(120)),
+                        I(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, _ = compare(s, seed=2)
+    got = arith.unpack_int8(rtl["sram"][140:143])[:10]
+    assert (got == arith.requantize(acc, mult, shift)).all()
+    assert rtl["sram"][143] == 0
+
+
+def test_reduce_max_and_sum_into_registers():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(1 << 31), 1 << 31, 9)
+    s = Setup()
+    s.load(100, arith.wrap_int32(x).view(np.uint32))
+    s.program(TASK, 0, [I(Op.REDUCE, n=9, imm=FLAG_MAX, dst=reg(1), a=sram(100)),
+                        I(Op.REDUCE, n=9, dst=reg(2), a=sram(100)),
+                        I(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, _ = compare(s, seed=3)
+    assert s32([rtl["regs"][1]])[0] == x.max()
+    assert s32([rtl["regs"][2]])[0] == int(arith.wrap_int32(x.sum()))
+
+
+def test_silu_table_lookup_from_int8_lanes():
+    rng = np.random.default_rng(4)
+    table = arith.silu_table_int8(0.05, 0.01)
+    g = rng.integers(-128, 128, 16)
+    g[:2] = (-128, 127)
+    s = Setup(sram_words=512)
+    s.load(0x80, arith.wrap_int32(table).view(np.uint32))     # 256 words: 0x80..0x17f
+    s.load(0x180, arith.pack_int8(g))
+    s.program(TASK, 0, [I(Op.VLUT, n=16, dst=sram(0x190), a=sram(0x180, fmt=Fmt.I8X4),
+                          b=sram(0x80)),
+                        I(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, _ = compare(s, seed=4)
+    assert (s32(rtl["sram"][0x190:0x1a0]) == arith.lut_int8(g, table)).all()
+
+
+def test_recv_appends_to_a_kv_cache_and_send_returns_it():
+    """Two activations of one task append a key vector each after the ones already there;
+    r15 (the activation's payload) is the position, which a later round's task would turn
+    into an address; here the append address is static per task."""
+    rng = np.random.default_rng(5)
+    cache = rng.integers(0, 1 << 32, 8)
+    k1, k2 = rng.integers(0, 1 << 32, 6), rng.integers(0, 1 << 32, 6)
+    s = Setup()
+    s.load(0x60, cache)
+    s.queues = [DATA]
+    s.program(TASK, 0, [I(Op.RECV, n=6, dst=sram(0x68), a=color(DATA)), I(Op.END)])
+    s.program(TASK + 1, 8, [I(Op.RECV, n=6, dst=sram(0x6e), a=color(DATA)),
+                            I(Op.SEND, n=20, dst=color(OUT), a=sram(0x60)),
+                            I(Op.END)])
+    s.stream = ([act_w(1, TASK)] + [data_w(v, DATA) for v in k1]
+                + [act_w(2, TASK + 1)] + [data_w(v, DATA) for v in k2])
+    rtl, st = compare(s, seed=5)
+    assert rtl["sram"][0x60:0x74] == [int(v) for v in np.concatenate([cache, k1, k2])]
+    assert rtl["sent"][OUT] == rtl["sram"][0x60:0x74]
+    assert rtl["regs"][isa.ARG_REG] == 2
+
+
+def _gemv_setup(rng, rows, words, *, dst):
+    w = rng.integers(-128, 128, (rows, 4 * words))
+    x = rng.integers(-128, 128, 4 * words)
+    s = Setup()
+    s.queues = [DATA]
+    s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
+    prog = [I(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
+            I(Op.GEMV, n=rows, imm=words, dst=dst, a=sram(0x40), b=xbuf(0)),
+            I(Op.END)]
+    s.program(TASK, 0, prog)
+    s.stream = [act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
+    return s, w, x
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_gemv_int32_to_sram_and_to_a_color(seed):
+    rng = np.random.default_rng(seed)
+    s, w, x = _gemv_setup(rng, 5, 3, dst=sram(0xd0))
+    rtl, _ = compare(s, seed=seed)
+    want = arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
+    assert (s32(rtl["sram"][0xd0:0xd5]) == want).all()
+    s, w, x = _gemv_setup(rng, 4, 1, dst=color(OUT))
+    rtl, _ = compare(s, seed=seed, p_ready=0.4)
+    want = arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
+    assert (s32(rtl["sent"][OUT]) == want).all()
+
+
+def test_gemv_then_requant_gives_int8_gemv_golden():
+    rng = np.random.default_rng(8)
+    rows, words = 6, 2
+    w = rng.integers(-128, 128, (rows, 4 * words))
+    x = rng.integers(-128, 128, 4 * words)
+    mult, shift = arith.requant_params(rng.uniform(1e-3, 1e-2, rows))
+    s = Setup()
+    s.queues = [DATA]
+    s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
+    s.load(0x60, [pack(RequantWord, mult=int(a), shift=int(b)) for a, b in zip(mult, shift)])
+    s.program(TASK, 0, [I(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
+                        I(Op.GEMV, n=rows, imm=words, dst=sram(0x80), a=sram(0x40), b=xbuf(0)),
+                        I(Op.VREQ, n=rows, dst=color(OUT), a=sram(0x80), b=sram(0x60)),
+                        I(Op.END)])
+    s.stream = [act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
+    rtl, _ = compare(s, seed=8)
+    want = arith.gemv_golden(w, x[None], mult, shift)[0]
+    assert (s32(rtl["sent"][OUT]) == want).all()
+
+
+def test_scalar_ops_and_newton_step_primitives():
+    s = Setup()
+    s.program(TASK, 0, [
+        I(Op.SLI, dst=reg(1), b=123456789),
+        I(Op.SLI, dst=reg(2), b=-987654),
+        I(Op.SADD, dst=reg(3), a=reg(1), b=reg(2)),
+        I(Op.SSUB, dst=reg(4), a=reg(2), b=5),
+        I(Op.SMULSH, imm=20, dst=reg(5), a=reg(1), b=reg(2)),
+        I(Op.SSHR, imm=7, dst=reg(6), a=reg(2)),
+        I(Op.SSHL, imm=3, dst=reg(7), a=reg(1)),
+        I(Op.SBITLEN, dst=reg(8), a=reg(1)),
+        I(Op.SLT, dst=reg(9), a=reg(2), b=reg(1)),
+        I(Op.SMAX, dst=reg(10), a=reg(2), b=-5),
+        I(Op.SST, a=reg(5), b=200),
+        I(Op.SLD, dst=reg(11), b=200),
+        I(Op.VSHR, n=1, imm=4, dst=sram(201), a=reg(15)),
+        I(Op.END)])
+    s.stream = [act_w(-1000, TASK)]
+    rtl, _ = compare(s, seed=9)
+    r = s32(rtl["regs"])
+    assert r[3] == 123456789 - 987654 and r[4] == -987659
+    assert r[5] == int(arith.wrap_int32((123456789 * -987654) >> 20))
+    assert r[6] == int(arith.shift_round(-987654, 7))
+    assert r[8] == int(arith.bit_length(123456789)) and r[9] == 1 and r[10] == -5
+    assert r[11] == r[5] and s32([rtl["sram"][201]])[0] == int(arith.shift_round(-1000, 4))
+
+
+# ---- errors: counted, never a hang --------------------------------------------------------
+
+def test_malformed_instructions_unbound_colors_are_task_errors():
+    s = Setup()
+    s.queues = [DATA]
+    good = isa.assemble([I(Op.SLI, dst=reg(1), b=7), I(Op.END)])
+    s.load(0, [0, 0, 0, 0])                            # opcode 0
+    s.tasks[1] = 0
+    s.load(4, [pack(isa.Insn, op=63), 0, 0, 0])        # unknown opcode
+    s.tasks[2] = 4
+    bad_space = isa.assemble([I(Op.RECV, n=1, dst=sram(50), a=color(DATA))])
+    bad_space[2] = pack(isa.Operand, space=int(isa.Space.SRAM))   # RECV from SRAM
+    s.load(8, bad_space)
+    s.tasks[3] = 8
+    s.program(4, 12, [I(Op.RECV, n=1, dst=sram(50), a=color(DATA + 1)), I(Op.END)])
+    s.load(20, good)
+    s.tasks[TASK] = 20
+    s.stream = [act_w(0, 1), act_w(0, 2), act_w(0, 3), act_w(0, 4),
+                act_w(0, 30),                          # no task on color 30
+                data_w(5, 11),                         # no queue on color 11
+                act_w(0, TASK)]
+    rtl, st = compare(s, seed=10)
+    assert rtl["counters"]["task_errors"] == 6 and rtl["counters"]["vectors"] == 1
+    assert rtl["regs"][1] == 7
+
+
+def test_assembler_names_bad_fields():
+    with pytest.raises(isa.IsaError, match=r"instruction 1 \(GEMV\): imm \(words per row\)"):
+        isa.assemble([I(Op.END), I(Op.GEMV, n=2, imm=0, dst=sram(0), a=sram(0), b=xbuf(0))])
+    with pytest.raises(isa.IsaError, match=r"dst must be in SRAM, XBUF, not COLOR"):
+        isa.assemble([I(Op.RECV, n=2, dst=color(3), a=color(2))])
+    with pytest.raises(isa.IsaError, match=r"stride must be 0..255, not 300"):
+        isa.assemble([I(Op.SEND, n=2, dst=color(3), a=sram(0, 300))])
+    with pytest.raises(isa.IsaError, match=r"color must be 0..31, not 40"):
+        isa.assemble([I(Op.SEND, n=2, dst=color(40), a=sram(0))])
+    with pytest.raises(isa.IsaError, match=r"n must be 0..65535, not 70000"):
+        isa.assemble([I(Op.VADD, n=70000, dst=sram(0), a=sram(0), b=sram(0))])
+    with pytest.raises(isa.IsaError, match=r"takes no a operand"):
+        isa.assemble([I(Op.END, a=sram(0))])
+    with pytest.raises(ValueError, match="sram_words must be a power of two in 64..65536"):
+        Core(sram_words=100)
+
+
+# ---- random programs -------------------------------------------------------------------------
+
+def random_program(rng: random.Random, s: Setup, n_insns: int):
+    """A random valid program over small vectors, its input data appended to the stream."""
+    def mem(space=None, fmt=None):
+        space = space or rng.choice([isa.Space.SRAM, isa.Space.XBUF])
+        top = 0x40 if space is isa.Space.XBUF else 0xc0
+        f = fmt if fmt is not None else rng.choice([Fmt.I32, Fmt.I8X4])
+        return isa.Src(space, rng.randrange(0x40 if space is isa.Space.SRAM else 0, top),
+                       rng.randrange(0, 3), f)
+
+    data = []
+    prog = []
+    for _ in range(n_insns):
+        kind = rng.choice(["recv", "send", "gemv", "vec", "vec", "reduce", "lut", "scalar"])
+        n = rng.randrange(1, 6)
+        if kind == "recv":
+            prog.append(I(Op.RECV, n=n, dst=mem(fmt=Fmt.I32), a=color(DATA)))
+            data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
+        elif kind == "send":
+            prog.append(I(Op.SEND, n=n, dst=color(rng.choice([OUT, OUT + 1])), a=mem()))
+        elif kind == "gemv":
+            prog.append(I(Op.GEMV, n=n, imm=rng.randrange(1, 4),
+                          dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT)]),
+                          a=sram(rng.randrange(0x40, 0xa0)), b=xbuf(rng.randrange(0, 60))))
+        elif kind in ("vec", "reduce", "lut"):
+            op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ]),
+                  "reduce": Op.REDUCE, "lut": Op.VLUT}[kind]
+            a = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA)])
+            if a.space is isa.Space.COLOR:
+                data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
+            if op is Op.REDUCE:
+                prog.append(I(op, n=n, imm=rng.randrange(2), dst=reg(rng.randrange(16)), a=a))
+                continue
+            if op is Op.VLUT:
+                b = sram(rng.randrange(0, 0x100))
+            elif op is Op.VREQ:
+                b = rng.choice([mem(isa.Space.SRAM), reg(rng.randrange(16))])
+            elif op is Op.VSHR:
+                b = None
+            else:
+                b = rng.choice([mem(), reg(rng.randrange(16)), color(DATA + 1)])
+                if b.space is isa.Space.COLOR:
+                    data += [data_w(rng.randrange(1 << 32), DATA + 1) for _ in range(n)]
+            dst = rng.choice([mem(), mem(), color(OUT)])
+            imm = rng.randrange(64) if op is Op.VSHR else rng.randrange(2)
+            prog.append(I(op, n=n, imm=imm, dst=dst, a=a, b=b))
+        else:
+            op = rng.choice(isa.SCALAR_OPS)
+            r = lambda: reg(rng.randrange(16))  # noqa: E731
+            if op is Op.SLI:
+                prog.append(I(op, dst=r(), b=rng.randrange(1 << 32)))
+            elif op in (Op.SLD, Op.SST):
+                kw = {"dst": r()} if op is Op.SLD else {"a": r()}
+                prog.append(I(op, b=rng.randrange(0xc0, 0x100), **kw))
+            elif op in (Op.SSHR, Op.SSHL, Op.SBITLEN):
+                prog.append(I(op, imm=rng.randrange(64), dst=r(), a=r()))
+            else:
+                b = rng.choice([r(), rng.randrange(-(1 << 31), 1 << 31)])
+                prog.append(I(op, imm=rng.randrange(64), dst=r(), a=r(), b=b))
+    return prog + [I(Op.END)], data
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_programs_rtl_equals_iss(seed):
+    rng = random.Random(seed)
+    s = Setup()
+    s.queues = [DATA, DATA + 1]
+    s.load(0x40, [rng.randrange(1 << 32) for _ in range(0xc0)])
+    prog1, data1 = random_program(rng, s, 6)
+    prog2, data2 = random_program(rng, s, 6)
+    s.program(TASK, 0, prog1)
+    s.program(TASK + 1, 0x40 - 4 * len(prog2), prog2) if 4 * (len(prog1) + len(prog2)) <= 0x40 \
+        else pytest.skip("programs too long for the code area")
+    s.stream = [act_w(rng.randrange(1 << 32), TASK)] + data1 + \
+        [act_w(rng.randrange(1 << 32), TASK + 1)] + data2
+    compare(s, seed=seed, p_valid=0.6, p_ready=0.5)
