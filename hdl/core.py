@@ -303,7 +303,7 @@ class Core(wiring.Component):
         g_acc = Signal(32)
         have = Signal()
 
-        with m.FSM(name="seq") as fsm:
+        with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(acts.r_rdy):
                     m.d.comb += acts.r_en.eq(1)

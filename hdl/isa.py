@@ -35,7 +35,7 @@ from .formats import NUM_COLORS, pack, unpack
 __all__ = [
     "Op", "Space", "Fmt", "Insn", "Operand", "INSN_WORDS", "NUM_SREGS", "ARG_REG",
     "TASK_REG_BASE", "QUEUE_REG_BASE", "task_reg", "queue_reg", "task_entry", "queue_entry",
-    "I", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
+    "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
     "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "MAX_GEMV_WORDS", "valid_insn",
 ]
@@ -271,8 +271,8 @@ RAW_B = (Op.SLI, Op.SLD, Op.SST)
 
 
 @dataclasses.dataclass(frozen=True)
-class I:
-    """One instruction in readable form: ``I(Op.VADD, n=8, dst=sram(0), a=..., b=...)``.
+class Ins:
+    """One instruction in readable form: ``Ins(Op.VADD, n=8, dst=sram(0), a=..., b=...)``.
 
     For scalar ops with an immediate b, pass ``b`` as an int and set ``imm |= FLAG_IMM``
     (:meth:`word`s does it for you when ``b`` is an int); for SLI/SLD/SST ``b`` is the raw word.
@@ -305,7 +305,7 @@ class I:
         if op is Op.REDUCE and self.n == 0:
             raise IsaError(f"{where}: n must be 1..65535 (a reduction of nothing)")
         words = [pack(Insn, op=int(op), imm=imm, n=self.n)]
-        for slot, (name, allowed) in enumerate(zip(("dst", "a", "b"), ALLOWED[op])):
+        for slot, (name, allowed) in enumerate(zip(("dst", "a", "b"), ALLOWED[op], strict=True)):
             value = (self.dst, self.a, self.b)[slot]
             if slot == 2 and (op in RAW_B or imm & FLAG_IMM and op in SCALAR_OPS):
                 if not isinstance(value, int) or not -(1 << 31) <= value < 1 << 32:
@@ -331,12 +331,12 @@ class I:
 
 
 def assemble(program) -> list[int]:
-    """SRAM words of ``program`` (a list of :class:`I`), four per instruction; a bad field
+    """SRAM words of ``program`` (a list of :class:`Ins`), four per instruction; a bad field
     raises :class:`IsaError` naming the instruction's index, the field and the allowed range."""
     out = []
     for index, insn in enumerate(program):
-        if not isinstance(insn, I):
-            raise IsaError(f"instruction {index} must be an I(...), not {insn!r}")
+        if not isinstance(insn, Ins):
+            raise IsaError(f"instruction {index} must be an Ins(...), not {insn!r}")
         out += insn.words(f"instruction {index}")
     return out
 
