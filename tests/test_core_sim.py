@@ -222,6 +222,8 @@ def test_residual_add_saturating_and_wrapping():
     y = rng.integers(-(1 << 31), 1 << 31, 12)
     x[:3], y[:3] = (1 << 31) - 5, 1000      # saturate high
     x[3], y[3] = -(1 << 31), -1             # saturate low
+    x[4:8] = ((1 << 31) - 2, -(1 << 31) + 1, 1 << 30, -(1 << 30))   # exactly at the bounds,
+    y[4:8] = (1, -1, 1 << 20, -(1 << 20))                            # not beyond
     s = Setup()
     s.load(100, arith.wrap_int32(x).view(np.uint32))
     s.load(120, arith.wrap_int32(y).view(np.uint32))
