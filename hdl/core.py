@@ -266,21 +266,23 @@ class Core(wiring.Component):
                             ok = ok | imm[6]
                         conds.append(ok)
                     if o is Op.GEMV:
-                        conds.append((n == 0) | (imm != 0))
+                        conds.append((n == 0) | (imm[:9] != 0))
                     if o is Op.REDUCE:
                         conds.append(n != 0)
                     ok = Const(1)
                     for c in conds:
                         ok = ok & c
                     m.d.comb += valid.eq(ok)
-        def lookup(operand, slots_ops, found, idx):
+        def lookup(operand, slots_ops, found, idx, *, addend=None):
             uses = Const(0)
             for o in slots_ops:
                 uses = uses | (op == int(o))
-            uses = uses & (operand.space == Space.COLOR)
+            addend = Const(0) if addend is None else addend
+            uses = (uses & (operand.space == Space.COLOR)) | addend
+            want = Mux(addend, operand.aux, operand.base[:5])
             hits = Signal(nq, name=f"{found.name}_hits")
             for q in range(nq):
-                m.d.comb += hits[q].eq(q_ok[q] & (q_color[q] == operand.base[:5]))
+                m.d.comb += hits[q].eq(q_ok[q] & (q_color[q] == want))
             for q in reversed(range(nq)):
                 with m.If(hits[q]):
                     m.d.comb += idx.eq(q)
@@ -291,10 +293,12 @@ class Core(wiring.Component):
         b_queue_ops = [o for o in Op if isa.ALLOWED[o][2] and o not in isa.RAW_B
                        and Space.COLOR in isa.ALLOWED[o][2]]
         lookup(oa, a_queue_ops, a_found, qa_d)
-        lookup(ob, b_queue_ops, b_found, qb_d)
+        g_addend = imm[9]
+        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend)
 
         # GEMV pipeline registers
-        g_row, g_k = Signal(16), Signal(10)
+        g_row, g_k = Signal(16), Signal(9)
+        g_words = imm[:9]
         g_issuing = Signal()
         v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
         f1, l1, f2, l2, f3, l3 = (Signal(name=n) for n in ("f1", "l1", "f2", "l2", "f3", "l3"))
@@ -382,16 +386,19 @@ class Core(wiring.Component):
 
             with m.State("GEMV"):
                 m.d.comb += busy.eq(1)
-                stall = v4 & (od.space == Space.COLOR) & ~out_free
-                adv = ~stall
-                m.d.comb += ev_out.eq(stall)
+                in_stall = v4 & g_addend & ~q_rdy[qb]
+                out_stall = v4 & (od.space == Space.COLOR) & ~out_free & ~in_stall
+                adv = ~in_stall & ~out_stall
+                m.d.comb += [ev_in.eq(in_stall), ev_out.eq(out_stall)]
+                g_res = g_acc + Mux(g_addend, q_data[qb], 0)
                 with m.If(adv):
                     # issue: weight word and x word
                     with m.If(g_issuing):
                         m.d.comb += [s_addr.eq(pa), s_en.eq(1), xr_addr.eq(pb + g_k),
                                      xr_en.eq(1), ev_mac.eq(1)]
-                        m.d.sync += [pa.eq(pa + 1), f1.eq(g_k == 0), l1.eq(g_k + 1 == imm)]
-                        with m.If(g_k + 1 == imm):
+                        m.d.sync += [pa.eq(pa + 1), f1.eq(g_k == 0),
+                                     l1.eq(g_k + 1 == g_words)]
+                        with m.If(g_k + 1 == g_words):
                             m.d.sync += [g_k.eq(0), g_row.eq(g_row + 1)]
                             with m.If(g_row + 1 == n):
                                 m.d.sync += g_issuing.eq(0)
@@ -409,10 +416,11 @@ class Core(wiring.Component):
                         dot = (g_p[0] + g_p[1]) + (g_p[2] + g_p[3])
                         m.d.sync += g_acc.eq(Mux(f3, 0, g_acc) + dot)
                     with m.If(v4):
+                        m.d.comb += q_pop.bit_select(qb, 1).eq(g_addend)
                         with m.If(od.space == Space.COLOR):
-                            send(g_acc, od.base[:5])
+                            send(g_res, od.base[:5])
                         with m.Else():
-                            m.d.comb += [sw_en.eq(1), sw_addr.eq(pd), sw_data.eq(g_acc)]
+                            m.d.comb += [sw_en.eq(1), sw_addr.eq(pd), sw_data.eq(g_res)]
                         m.d.sync += pd.eq(pd + od.stride)
                         with m.If(~g_issuing & ~v1 & ~v2 & ~v3):
                             m.next = "FETCH"

@@ -37,7 +37,7 @@ __all__ = [
     "TASK_REG_BASE", "QUEUE_REG_BASE", "task_reg", "queue_reg", "task_entry", "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
     "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
-    "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "MAX_GEMV_WORDS", "valid_insn",
+    "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "gemv", "MAX_GEMV_WORDS", "valid_insn",
 ]
 
 #: SRAM words of one instruction.
@@ -48,8 +48,8 @@ NUM_SREGS = 16
 ARG_REG = 15
 #: The immediate bits of :class:`Insn`.
 IMM_BITS = 10
-#: Longest GEMV row in words (the 10-bit immediate).
-MAX_GEMV_WORDS = (1 << IMM_BITS) - 1
+#: Longest GEMV row in words (the immediate's low nine bits; bit 9 is FLAG_ADDEND).
+MAX_GEMV_WORDS = (1 << (IMM_BITS - 1)) - 1
 
 #: Configuration register map of the core (``reg_write.addr``): the task table, one entry per
 #: color (program address [15:0], valid [16]), then the input-queue bindings (color [4:0],
@@ -64,7 +64,7 @@ class Op(enum.IntEnum):
     END = 1      #: the task ends
     RECV = 2     #: dst[i] = next data word of color a (SRAM/XBUF dst): the KV-cache append
     SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
-    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]), W = imm, n = rows
+    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
     VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63): round half up
@@ -93,6 +93,9 @@ SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN,
 FLAG_SAT = 1 << 0   #: VADD: saturate to int32 instead of wrapping
 FLAG_MAX = 1 << 0   #: REDUCE: max instead of sum
 FLAG_IMM = 1 << 6   #: scalar ops: b is the raw 32-bit word, not a register
+#: GEMV: add to each row's sum the next word of color ``b.aux`` (the partial sum of the
+#: previous PE of a reduction chain), in the cycle the row leaves: no extra cycle.
+FLAG_ADDEND = 1 << 9
 
 
 class Space(enum.IntEnum):
@@ -126,7 +129,7 @@ class Operand(data.Struct):
     stride: 8      #: words between consecutive elements (int8x4: between consecutive words)
     space: 2       #: :class:`Space`
     fmt: 1         #: :class:`Fmt`
-    unused: 5
+    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND)
 
 
 class IsaError(ValueError):
@@ -157,7 +160,7 @@ def exec_cycles(op: int, n: int, imm: int) -> int:
     if op is Op.SEND:
         return n + 1 if n else 0
     if op is Op.GEMV:
-        return n * imm + GEMV_LATENCY if n else 0
+        return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
     if op in VEC_OPS:
         return ELEM_CYCLES * n
     if op is Op.SLD:
@@ -208,6 +211,7 @@ class Src:
     base: int = 0
     stride: int = 1
     fmt: Fmt = Fmt.I32
+    aux: int = 0
 
     def word(self, where: str) -> int:
         for name, value, hi in (("base", self.base, 0xFFFF), ("stride", self.stride, 0xFF)):
@@ -217,8 +221,9 @@ class Src:
             _check_color(self.base, f"{where}: color")
         if self.space is Space.REG and not self.base < NUM_SREGS:
             raise IsaError(f"{where}: register must be 0..{NUM_SREGS - 1}, not {self.base}")
+        _check_color(self.aux, f"{where}: aux color")
         return pack(Operand, base=self.base, stride=self.stride, space=int(self.space),
-                    fmt=int(self.fmt))
+                    fmt=int(self.fmt), aux=self.aux)
 
 
 def sram(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
@@ -299,9 +304,9 @@ class Ins:
         for name, value, hi in (("n", self.n, 0xFFFF), ("imm", imm, (1 << IMM_BITS) - 1)):
             if not isinstance(value, int) or not 0 <= value <= hi:
                 raise IsaError(f"{where}: {name} must be 0..{hi}, not {value!r}")
-        if op is Op.GEMV and self.n and not 1 <= imm <= MAX_GEMV_WORDS:
+        if op is Op.GEMV and self.n and not 1 <= imm & MAX_GEMV_WORDS:
             raise IsaError(f"{where}: imm (words per row) must be 1..{MAX_GEMV_WORDS}, "
-                           f"not {imm}")
+                           f"not {imm & MAX_GEMV_WORDS}")
         if op is Op.REDUCE and self.n == 0:
             raise IsaError(f"{where}: n must be 1..65535 (a reduction of nothing)")
         words = [pack(Insn, op=int(op), imm=imm, n=self.n)]
@@ -328,6 +333,20 @@ class Ins:
                                f"{', '.join(s.name for s in allowed)}, not {value.space.name}")
             words.append(value.word(f"{where}: {name}"))
         return words
+
+
+def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None) -> Ins:
+    """A GEMV: ``rows`` rows of ``words`` weight words at ``w`` (SRAM, row-major) times the
+    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, or a color as partial sums),
+    plus one word per row from color ``addend`` if given."""
+    if not isinstance(words, int) or not 1 <= words <= MAX_GEMV_WORDS:
+        raise IsaError(f"GEMV words per row must be 1..{MAX_GEMV_WORDS}, not {words!r}")
+    imm = words
+    if addend is not None:
+        _check_color(addend, "GEMV addend color")
+        x = dataclasses.replace(x, aux=addend)
+        imm |= FLAG_ADDEND
+    return Ins(Op.GEMV, n=rows, imm=imm, dst=dst, a=w, b=x)
 
 
 def assemble(program) -> list[int]:
@@ -361,7 +380,7 @@ def valid_insn(insn: dict, ops: list[dict]) -> bool:
             continue
         if Space(ops[slot]["space"]) not in allowed:
             return False
-    if op is Op.GEMV and insn["n"] and insn["imm"] == 0:
+    if op is Op.GEMV and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
         return False
     if op is Op.REDUCE and insn["n"] == 0:
         return False

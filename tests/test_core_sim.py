@@ -305,31 +305,48 @@ def test_recv_appends_to_a_kv_cache_and_send_returns_it():
     assert rtl["regs"][isa.ARG_REG] == 2
 
 
-def _gemv_setup(rng, rows, words, *, dst):
+def _gemv_setup(rng, rows, words, *, dst, addend=False, sram_words=SRAM_WORDS,
+                xbuf_words=XBUF_WORDS):
+    """x arrives on DATA; with ``addend``, one partial sum per row arrives on DATA + 1 (the
+    previous PE of a reduction chain) and is added as the row leaves."""
     w = rng.integers(-128, 128, (rows, 4 * words))
     x = rng.integers(-128, 128, 4 * words)
-    s = Setup()
-    s.queues = [DATA]
+    psum = rng.integers(-(1 << 31), 1 << 31, rows) if addend else np.zeros(rows, np.int64)
+    s = Setup(sram_words, xbuf_words)
+    s.queues = [DATA, DATA + 1]
     s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
     prog = [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
-            Ins(Op.GEMV, n=rows, imm=words, dst=dst, a=sram(0x40), b=xbuf(0)),
+            isa.gemv(rows, words, dst=dst, w=sram(0x40), x=xbuf(0),
+                     addend=DATA + 1 if addend else None),
             Ins(Op.END)]
     s.program(TASK, 0, prog)
-    s.stream = [act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
-    return s, w, x
+    s.stream = ([act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
+                + ([data_w(v, DATA + 1) for v in psum] if addend else []))
+    want = arith.wrap_int32(arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
+                            .astype(np.int64) + psum)
+    return s, want
 
 
 @pytest.mark.parametrize("seed", [6, 7])
 def test_gemv_int32_to_sram_and_to_a_color(seed):
     rng = np.random.default_rng(seed)
-    s, w, x = _gemv_setup(rng, 5, 3, dst=sram(0xd0))
+    s, want = _gemv_setup(rng, 5, 3, dst=sram(0xd0))
     rtl, _ = compare(s, seed=seed)
-    want = arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
     assert (s32(rtl["sram"][0xd0:0xd5]) == want).all()
-    s, w, x = _gemv_setup(rng, 4, 1, dst=color(OUT))
+    s, want = _gemv_setup(rng, 4, 1, dst=color(OUT))
     rtl, _ = compare(s, seed=seed, p_ready=0.4)
-    want = arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
     assert (s32(rtl["sent"][OUT]) == want).all()
+
+
+@pytest.mark.parametrize("seed", [12, 13])
+def test_gemv_adds_the_partial_sums_of_a_chain(seed):
+    """A middle PE of a reduction chain: partial sums in on one color, out on another,
+    added as each row leaves; random gaps on the input and stalls on the output."""
+    rng = np.random.default_rng(seed)
+    s, want = _gemv_setup(rng, 8, 1, dst=color(OUT), addend=True)
+    rtl, _ = compare(s, seed=seed, p_valid=0.3, p_ready=0.5)
+    assert (s32(rtl["sent"][OUT]) == want).all()
+    assert rtl["counters"]["stall_in"] > 0 and rtl["counters"]["stall_out"] > 0
 
 
 def test_gemv_then_requant_gives_int8_gemv_golden():
@@ -444,9 +461,13 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
         elif kind == "send":
             prog.append(Ins(Op.SEND, n=n, dst=color(rng.choice([OUT, OUT + 1])), a=mem()))
         elif kind == "gemv":
-            prog.append(Ins(Op.GEMV, n=n, imm=rng.randrange(1, 4),
-                          dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT)]),
-                          a=sram(rng.randrange(0x40, 0xa0)), b=xbuf(rng.randrange(0, 60))))
+            addend = rng.choice([None, DATA])
+            prog.append(isa.gemv(n, rng.randrange(1, 4),
+                                 dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT)]),
+                                 w=sram(rng.randrange(0x40, 0xa0)),
+                                 x=xbuf(rng.randrange(0, 60)), addend=addend))
+            if addend is not None:
+                data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
         elif kind in ("vec", "reduce", "lut"):
             op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ]),
                   "reduce": Op.REDUCE, "lut": Op.VLUT}[kind]
@@ -509,23 +530,16 @@ def test_random_programs_rtl_equals_iss(seed):
 
 # ---- the GEMV's MAC utilization ----------------------------------------------------------
 
-def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0):
+def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, addend=True):
     """The 4x4-mesh share of the 256x992 GEMV on one core (``rows`` x ``words``): receive x
-    into XBUF, GEMV with the int32 partial sums straight onto a color, END. Returns
+    into XBUF, GEMV adding the previous PE's partial sums (``addend``) with the int32 partial
+    sums straight onto a color, END. Returns
     ``(mac_busy / task_cycles, counters)`` from the RTL counters, after checking the results
     against ``arith.gemv_golden`` and the whole run against the ISS."""
     rng = np.random.default_rng(seed)
-    s = Setup(sram_words=4096, xbuf_words=64)
-    s.queues = [DATA]
-    w = rng.integers(-128, 128, (rows, 4 * words))
-    x = rng.integers(-128, 128, 4 * words)
-    s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
-    s.program(TASK, 0, [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
-                        Ins(Op.GEMV, n=rows, imm=words, dst=color(OUT), a=sram(0x40), b=xbuf(0)),
-                        Ins(Op.END)])
-    s.stream = [act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
+    s, want = _gemv_setup(rng, rows, words, dst=color(OUT), addend=addend, sram_words=4096,
+                          xbuf_words=64)
     rtl, _ = compare(s, seed=seed, p_valid=p_valid, p_ready=p_ready)
-    want = arith.gemv_golden(w, x[None], None, None, out_int32=True)[0]
     assert (s32(rtl["sent"][OUT]) == want).all(), f"seed={seed}: GEMV result differs"
     k = rtl["counters"]
     return k["mac_busy"] / k["task_cycles"], k

@@ -19,7 +19,7 @@ import numpy as np
 from sparktile.golden_model import arith
 from sparktile.hdl import isa
 from sparktile.hdl.formats import RequantWord, unpack
-from sparktile.hdl.isa import FLAG_IMM, FLAG_MAX, FLAG_SAT, Fmt, Op, Space
+from sparktile.hdl.isa import FLAG_ADDEND, FLAG_IMM, FLAG_MAX, FLAG_SAT, Fmt, Op, Space
 
 __all__ = ["PEState", "TaskError", "run_tasks", "Stats"]
 
@@ -179,6 +179,8 @@ def step(st: PEState, pc: int) -> int | None:
         if _needs_queue(op, slot, d, insn) and (d["base"] & 31) not in st.queues:
             raise TaskError(f"instruction at {pc} reads color {d['base'] & 31}, which has "
                             f"no input queue")
+    if op is Op.GEMV and imm & FLAG_ADDEND and b["aux"] not in st.queues:
+        raise TaskError(f"GEMV at {pc} adds color {b['aux']}, which has no input queue")
     st.stats.cycles += isa.exec_cycles(op, n, imm)
     if op is Op.END:
         return None
@@ -192,11 +194,15 @@ def step(st: PEState, pc: int) -> int | None:
         for i in range(n):
             st.send(dst["base"] & 31, s.mem[s.raw_addr(i)])
     elif op is Op.GEMV:
-        rows = np.arange(n)[:, None] * imm + np.arange(imm)[None, :] + a["base"]
-        w = arith.unpack_int8(st.sram[rows.reshape(-1) % len(st.sram)]).reshape(n, 4 * imm)
-        xw = st.xbuf[(b["base"] + np.arange(imm)) % len(st.xbuf)]
-        y = arith.matmul_int8(w, arith.unpack_int8(xw))
-        st.stats.mac_busy += n * imm
+        words = imm & isa.MAX_GEMV_WORDS
+        rows = np.arange(n)[:, None] * words + np.arange(words)[None, :] + a["base"]
+        w = arith.unpack_int8(st.sram[rows.reshape(-1) % len(st.sram)]).reshape(n, 4 * words)
+        xw = st.xbuf[(b["base"] + np.arange(words)) % len(st.xbuf)]
+        y = arith.matmul_int8(w, arith.unpack_int8(xw)).astype(np.int64)
+        if imm & FLAG_ADDEND:
+            q = st.queues[b["aux"]]
+            y = arith.wrap_int32(y + np.array([_s32(q.popleft()) for _ in range(n)], np.int64))
+        st.stats.mac_busy += n * words
         d = _Vec(st, dst, n)
         for i in range(n):
             if d.space is Space.COLOR:
