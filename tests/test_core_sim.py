@@ -117,7 +117,7 @@ def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, 
             ctx.set(sram_w, cat_bits((1, 1), (addr, 16), (word, 32)))
             await ctx.tick()
         ctx.set(sram_w, 0)
-        sent, sent_at = {}, {}
+        sent, sent_at, blocked = {}, {}, 0
         holding, waiting, cycle, quiet, last_busy = False, None, 0, 0, -1
         while True:
             accept, out_valid, out_w = split_bits(ctx.get(before), NUM_COLORS, 1,
@@ -125,6 +125,7 @@ def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, 
             if not holding and stream and rng.random() < p_valid:
                 holding = True
             offer = holding and accept >> unpack(Wavelet, stream[0])["color"] & 1
+            blocked += holding and not offer
             ready = int(rng.random() < p_ready)
             w = stream[0] if offer else 0
             ctx.set(drive, cat_bits((offer, 1), (w, WAVELET_BITS), (ready, 1)))
@@ -156,7 +157,7 @@ def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, 
         if read_memories:
             result["sram"] = [ctx.get(dut.sram_data[a]) for a in range(setup.sram_words)]
             result["xbuf"] = [ctx.get(dut.xbuf_data[a]) for a in range(setup.xbuf_words)]
-        result["cycles"] = cycle
+        result["cycles"], result["blocked"] = cycle, blocked
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -396,6 +397,21 @@ def test_scalar_ops_and_newton_step_primitives():
     assert r[11] == r[5] and s32([rtl["sram"][201]])[0] == int(arith.shift_round(-1000, 4))
 
 
+def test_activations_queue_behind_a_running_task_with_back_pressure():
+    """Six activations of a task that sends its argument and three words onto a slow ramp:
+    the activation queue (two deep) fills, ``accept`` holds the task's color back, and every
+    task runs once, in order, with its own argument."""
+    s = Setup()
+    s.load(0x80, [11, 22, 33])
+    s.program(TASK, 0, [Ins(Op.SST, a=reg(isa.ARG_REG), b=0x7f),
+                        Ins(Op.SEND, n=4, dst=color(OUT), a=sram(0x7f)),
+                        Ins(Op.END)])
+    s.stream = [act_w(100 + k, TASK) for k in range(6)]
+    rtl, _ = compare(s, seed=14, p_valid=1.0, p_ready=0.2)
+    assert rtl["sent"][OUT] == [v for k in range(6) for v in (100 + k, 11, 22, 33)]
+    assert rtl["blocked"] > 0 and rtl["counters"]["vectors"] == 6
+
+
 # ---- errors: counted, never a hang --------------------------------------------------------
 
 def test_malformed_instructions_unbound_colors_are_task_errors():
@@ -553,3 +569,13 @@ def test_gemv_mac_utilization_per_pe_share_of_the_4x4_256x992_gemv():
           f"= {100 * util:.2f} %")
     assert k["mac_busy"] == 64 * 62
     assert util >= 0.976, f"MAC utilization {100 * util:.2f} % < 97.6 %: {k}"
+
+
+def test_documented_isa_bit_positions():
+    # The positions docs/architecture.md gives.
+    assert pack(isa.Insn, op=1) == 1 and pack(isa.Insn, imm=1) == 1 << 6
+    assert pack(isa.Insn, n=1) == 1 << 16
+    assert pack(isa.Operand, stride=1) == 1 << 16 and pack(isa.Operand, space=1) == 1 << 24
+    assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
+    assert isa.FETCH_CYCLES == 6 and isa.ELEM_CYCLES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.exec_cycles(Op.GEMV, 64, 62 | isa.FLAG_ADDEND) == 64 * 62 + 4
