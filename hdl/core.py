@@ -121,7 +121,7 @@ class Core(wiring.Component):
         nq = self.n_queues
 
         # ---- configuration registers: task table and queue bindings ------------------------
-        task_pc = Array(Signal(16, name=f"task_pc_{c}") for c in range(NUM_COLORS))
+        task_pc = Array(Signal(15, name=f"task_pc_{c}") for c in range(NUM_COLORS))
         task_ok = Signal(NUM_COLORS)
         q_color = Array(Signal(5, name=f"q_color_{q}") for q in range(nq))
         q_ok = Signal(nq)
@@ -129,8 +129,8 @@ class Core(wiring.Component):
         with m.If(self.reg_write.en):
             addr, value = self.reg_write.addr, self.reg_write.data
             with m.If(addr < isa.QUEUE_REG_BASE):
-                m.d.sync += [task_pc[addr[:5]].eq(value[:16]),
-                             task_ok.bit_select(addr[:5], 1).eq(value[16])]
+                m.d.sync += [task_pc[addr[:5]].eq(value[:15]),
+                             task_ok.bit_select(addr[:5], 1).eq(value[15])]
             with m.Elif(addr < isa.QUEUE_REG_BASE + nq):
                 qi = (addr - isa.QUEUE_REG_BASE)[:3]
                 m.d.sync += [q_color[qi].eq(value[:5]), q_ok.bit_select(qi, 1).eq(value[5])]
@@ -354,7 +354,7 @@ class Core(wiring.Component):
                             m.next = "GEMV"
                         with m.Case(*isa.VEC_OPS):
                             m.next = "EA"
-                        with m.Case(Op.SLD):
+                        with m.Case(Op.SLD, Op.SLDR):
                             m.next = "SLD"
                         with m.Default():
                             m.next = "SCALAR"
@@ -560,6 +560,8 @@ class Core(wiring.Component):
                         m.d.comb += res.eq(av < bv)
                     with m.Case(Op.SMAX):
                         m.d.comb += res.eq(Mux(av > bv, av, bv))
+                    with m.Case(Op.SSHLV):
+                        m.d.comb += res.eq(av << bv.as_unsigned()[:5])
                 with m.If(op == Op.SST):
                     m.d.comb += [sw_en.eq(1), sw_addr.eq(bword), sw_data.eq(av)]
                 with m.Else():
@@ -568,7 +570,8 @@ class Core(wiring.Component):
             with m.State("SLD"):
                 m.d.comb += busy.eq(1)
                 with m.If(fstep == 0):
-                    m.d.comb += [s_addr.eq(bword), s_en.eq(1)]
+                    m.d.comb += [s_addr.eq(Mux(op == Op.SLDR, regs[oa.base[:4]], bword)),
+                                 s_en.eq(1)]
                     m.d.sync += fstep.eq(1)
                 with m.Else():
                     m.d.sync += [regs[od.base[:4]].eq(s_rd.data), fstep.eq(0)]

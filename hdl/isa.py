@@ -34,7 +34,8 @@ from .formats import NUM_COLORS, pack, unpack
 
 __all__ = [
     "Op", "Space", "Fmt", "Insn", "Operand", "INSN_WORDS", "NUM_SREGS", "ARG_REG",
-    "TASK_REG_BASE", "QUEUE_REG_BASE", "task_reg", "queue_reg", "task_entry", "queue_entry",
+    "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
+    "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
     "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "gemv", "MAX_GEMV_WORDS", "valid_insn",
@@ -52,10 +53,13 @@ IMM_BITS = 10
 MAX_GEMV_WORDS = (1 << (IMM_BITS - 1)) - 1
 
 #: Configuration register map of the core (``reg_write.addr``): the task table, one entry per
-#: color (program address [15:0], valid [16]), then the input-queue bindings (color [4:0],
-#: valid [5]).
+#: color (program address [14:0], valid [15]), then the input-queue bindings (color [4:0],
+#: valid [5]). Both fit the 16-bit value of a configuration header (:class:`CfgHeader`), so the
+#: tile's configuration agent can write them.
 TASK_REG_BASE = 0x00
 QUEUE_REG_BASE = 0x20
+#: Programs start in the first 32768 SRAM words (a task entry's address field is 15 bits).
+TASK_ADDR_LIMIT = 1 << 15
 
 
 class Op(enum.IntEnum):
@@ -83,11 +87,13 @@ class Op(enum.IntEnum):
     SMAX = 24    #: reg dst = max(reg a, reg b | imm b)
     SLD = 25     #: reg dst = SRAM[b] (b raw address word)
     SST = 26     #: SRAM[b] = reg a
+    SSHLV = 27   #: reg dst = low 32 bits of reg a << ((reg b | imm b) & 31): normalization
+    SLDR = 28    #: reg dst = SRAM[reg a]: a table lookup by a computed index (Newton seeds)
 
 
 VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE)
 SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN, Op.SLT,
-              Op.SMAX, Op.SLD, Op.SST)
+              Op.SMAX, Op.SLD, Op.SST, Op.SSHLV, Op.SLDR)
 
 #: Immediate flags.
 FLAG_SAT = 1 << 0   #: VADD: saturate to int32 instead of wrapping
@@ -163,7 +169,7 @@ def exec_cycles(op: int, n: int, imm: int) -> int:
         return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
     if op in VEC_OPS:
         return ELEM_CYCLES * n
-    if op is Op.SLD:
+    if op in (Op.SLD, Op.SLDR):
         return 2
     return 1
 
@@ -185,9 +191,10 @@ def queue_reg(queue: int, n_queues: int) -> int:
 
 def task_entry(address: int) -> int:
     """Value of a task-table entry: a program at SRAM word ``address``, valid."""
-    if not isinstance(address, int) or not 0 <= address < 1 << 16:
-        raise IsaError(f"task program address must be 0..65535, not {address!r}")
-    return address | 1 << 16
+    if not isinstance(address, int) or not 0 <= address < TASK_ADDR_LIMIT:
+        raise IsaError(f"task program address must be 0..{TASK_ADDR_LIMIT - 1}, "
+                       f"not {address!r}")
+    return address | TASK_ADDR_LIMIT
 
 
 def queue_entry(color: int) -> int:
@@ -271,6 +278,7 @@ ALLOWED[Op.SSHR] = ((Space.REG,), (Space.REG,), None)
 ALLOWED[Op.SSHL] = ((Space.REG,), (Space.REG,), None)
 ALLOWED[Op.SLD] = ((Space.REG,), None, None)
 ALLOWED[Op.SST] = (None, (Space.REG,), None)
+ALLOWED[Op.SLDR] = ((Space.REG,), (Space.REG,), None)
 #: Ops whose b word is a raw 32-bit value (immediate or address), not a descriptor.
 RAW_B = (Op.SLI, Op.SLD, Op.SST)
 

@@ -517,6 +517,8 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             r = lambda: reg(rng.randrange(16))  # noqa: E731
             if op is Op.SLI:
                 prog.append(Ins(op, dst=r(), b=rng.randrange(1 << 32)))
+            elif op is Op.SLDR:
+                prog.append(Ins(op, dst=r(), a=r()))
             elif op in (Op.SLD, Op.SST):
                 kw = {"dst": r()} if op is Op.SLD else {"a": r()}
                 prog.append(Ins(op, b=rng.randrange(0xc0, 0x100), **kw))
@@ -579,3 +581,47 @@ def test_documented_isa_bit_positions():
     assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
     assert isa.FETCH_CYCLES == 6 and isa.ELEM_CYCLES == 5 and isa.GEMV_LATENCY == 4
     assert isa.exec_cycles(Op.GEMV, 64, 62 | isa.FLAG_ADDEND) == 64 * 62 + 4
+
+
+def recip_program(seed_base: int, out: int, color_out: int):
+    """``arith.recip_int(n)`` for ``1 <= n < 2**31`` (the softmax's sum) as a program: n is
+    the activation's payload (r15); sends ``mant`` and ``shift``. Normalize by the leading-one
+    count, seed from :data:`arith.RECIP_SEED` by the top bits, two Newton steps
+    ``y <- y (2 - a y)`` with 64-bit products floored to Q30, round to 16 bits."""
+    r = reg
+    steps = [Ins(Op.SBITLEN, dst=r(1), a=r(15)),              # b = bit_length(n)
+             Ins(Op.SSUB, dst=r(2), a=r(1), b=31),            # s = b - 31 (<= 0)
+             Ins(Op.SLI, dst=r(4), b=31),
+             Ins(Op.SSUB, dst=r(3), a=r(4), b=r(1)),          # -s
+             Ins(Op.SSHLV, dst=r(5), a=r(15), b=r(3)),        # m = n << -s, in [2**30, 2**31)
+             Ins(Op.SMULSH, imm=24, dst=r(6), a=r(5), b=1),   # m >> 24 (floor)
+             Ins(Op.SADD, dst=r(6), a=r(6), b=seed_base - 64),
+             Ins(Op.SLDR, dst=r(7), a=r(6)),                  # y = RECIP_SEED[(m >> 24) - 64]
+             Ins(Op.SLI, dst=r(9), b=2 << 30)]                # "two" (wraps; the difference fits)
+    for _ in range(2):
+        steps += [Ins(Op.SMULSH, imm=30, dst=r(8), a=r(5), b=r(7)),    # a y, Q30
+                  Ins(Op.SSUB, dst=r(10), a=r(9), b=r(8)),             # 2 - a y
+                  Ins(Op.SMULSH, imm=30, dst=r(7), a=r(7), b=r(10))]   # y (2 - a y)
+    steps += [Ins(Op.SSHR, imm=14, dst=r(11), a=r(7)),        # mant = shift_round(y, 14)
+              Ins(Op.SADD, dst=r(12), a=r(2), b=46),          # shift = 46 + s
+              Ins(Op.SST, a=r(11), b=out), Ins(Op.SST, a=r(12), b=out + 1),
+              Ins(Op.SEND, n=2, dst=color(color_out), a=sram(out)),
+              Ins(Op.END)]
+    return steps
+
+
+def test_recip_int_as_a_program_equals_arith():
+    """The Newton iteration of the softmax's reciprocal from the scalar primitives, bit-exact
+    with ``arith.recip_int`` on the range's ends, powers of two and random values."""
+    rng = np.random.default_rng(15)
+    ns = [1, 2, 3, (1 << 31) - 1, 1 << 30, (1 << 30) - 1, 32768, 12345] + \
+        [int(v) for v in rng.integers(1, 1 << 31, 6)]
+    s = Setup(sram_words=512)
+    s.load(0x100, arith.RECIP_SEED)
+    prog = recip_program(0x100, 0x1f0, OUT)
+    s.program(TASK, 0, prog)
+    s.stream = [act_w(n, TASK) for n in ns]
+    rtl, _ = compare(s, seed=15)
+    mant, shift = arith.recip_int(np.array(ns))
+    want = [int(v) for pair in zip(mant, shift, strict=True) for v in pair]
+    assert rtl["sent"][OUT] == want

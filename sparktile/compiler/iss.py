@@ -156,6 +156,10 @@ def _scalar(st: PEState, op, imm, dst, a, b_word):
         v = max(av, bv)
     elif op is Op.SLD:
         v = int(st.sram[b_word % len(st.sram)])
+    elif op is Op.SSHLV:
+        v = av << (bv & 31)
+    elif op is Op.SLDR:
+        v = int(st.sram[(av & WORD) % len(st.sram)])
     elif op is Op.SST:
         st.sram[b_word % len(st.sram)] = av & WORD
         return
