@@ -1,0 +1,588 @@
+"""The programmable PE core: color-bound tasks running vector programs from SRAM.
+
+Same external ports as :class:`~sparktile.hdl.pe.PE` (so the tile can hold either), with the
+ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
+
+* **Inputs.** A data wavelet goes to the input queue bound to its color (``n_queues`` queues,
+  bound through ``reg_write``); a control wavelet on a color with a task-table entry is an
+  *activation* and waits in the activation queue. Anything else is dropped and counted in
+  ``task_errors`` (never a hang). ``accept`` clears a color's bit while its queue (or, for a
+  task color, the activation queue) is full.
+* **Sequencer.** One task at a time: fetch four words (one SRAM read a cycle), decode (a
+  malformed instruction, or a COLOR source with no input queue, ends the task with a task
+  error), execute the vector loop, next instruction; END returns to idle and starts the next
+  activation. Cycle rules: :func:`~sparktile.hdl.isa.exec_cycles`.
+* **Memories.** SRAM (``sram_words``, one read and one write port: a simple dual-port block
+  RAM) holds programs, weights, tables, the KV cache; XBUF (``xbuf_words``, a second simple
+  dual-port RAM) holds the GEMV's input vector, so that the GEMV reads one weight word and one
+  x word every cycle without a second SRAM read port (which a block RAM would only give by
+  duplicating the whole SRAM). Every block-RAM read is registered before arithmetic uses it.
+* **GEMV.** Row-major: one weight word (four int8 MACs) per cycle, the row's dot product in
+  one accumulator register, written (SRAM) or sent (a color, int32 partial sums) four cycles
+  after its last word while the next row streams: ``rows * words + 4`` cycles.
+* **Stalls.** An empty input queue or a busy ramp freezes the instruction (nothing moves; the
+  block-RAM ports hold their data) and counts ``stall_in`` / ``stall_out``; the cycle count
+  of a program, stalls excluded, is exactly the ISS's.
+"""
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .counters import count_events
+from .formats import NUM_COLORS, RequantWord, Wavelet
+from .isa import FLAG_MAX, FLAG_SAT, Fmt, Op, Space
+from .pe import ConfigWriteSignature
+
+__all__ = ["Core"]
+
+
+def _pow2(name, value, lo, hi):
+    if not isinstance(value, int) or not lo <= value <= hi or value & (value - 1):
+        raise ValueError(f"core {name} must be a power of two in {lo}..{hi}, not {value!r}")
+
+
+def _shift_round(v, sh):
+    """``arith.shift_round(v, sh)`` for a signed ``v`` and an unsigned 6-bit ``sh``: 64-bit
+    signed result (round half up, arithmetic shift)."""
+    rnd = Mux(sh == 0, 0, Const(1, 1) << (sh - 1)[:6])
+    return ((v.as_signed() + rnd.as_signed()) >> sh)
+
+
+class Core(wiring.Component):
+    """Programmable PE core.
+
+    Parameters
+    ----------
+    sram_words : int
+        SRAM words, a power of two in 64..65536 (addresses wrap modulo it).
+    xbuf_words : int
+        XBUF words (the GEMV input vector buffer), a power of two in 4..65536.
+    n_queues : int
+        Input queues (colors a program can receive on at once), 1..8.
+    queue_depth : int
+        Depth of each input queue and of the activation queue (>= 2).
+    counter_bits : int
+        Width of the counters (16..32).
+    ramp_reg : bool
+        Only False this round (the FPGA builds' registered ramp is next round's).
+
+    Members
+    -------
+    ramp_in : In(stream.Signature(Wavelet))
+    accept : Out(32)
+        Per-color flow control towards the router.
+    ramp_out : Out(stream.Signature(Wavelet))
+    reg_write : In(ConfigWriteSignature())
+        Task table (``isa.task_reg``) and queue bindings (``isa.queue_reg``).
+    sram_write : In(ConfigWriteSignature())
+        SRAM word write, taken while no task runs (else dropped and counted as a task error).
+    mac_busy, stall_in, stall_out, task_errors, vectors : Out(counter_bits)
+        GEMV weight-word cycles, input and output stall cycles, errors, tasks completed.
+    instructions, task_cycles : Out(counter_bits)
+        Instructions fetched; cycles a task ran (stalls included).
+    """
+
+    def __init__(self, *, sram_words: int = 4096, xbuf_words: int = 256, n_queues: int = 4,
+                 queue_depth: int = 2, counter_bits: int = 32, ramp_reg: bool = False):
+        _pow2("sram_words", sram_words, 64, 65536)
+        _pow2("xbuf_words", xbuf_words, 4, 65536)
+        if not isinstance(n_queues, int) or not 1 <= n_queues <= 8:
+            raise ValueError(f"core n_queues must be 1..8, not {n_queues!r}")
+        if not isinstance(queue_depth, int) or queue_depth < 2:
+            raise ValueError(f"core queue_depth must be an integer >= 2, not {queue_depth!r}")
+        if not isinstance(counter_bits, int) or not 16 <= counter_bits <= 32:
+            raise ValueError(f"core counter width must be 16..32 bits, not {counter_bits!r}")
+        if ramp_reg:
+            raise ValueError("core ramp_reg=True is not implemented yet; use ramp_reg=False")
+        self.sram_words, self.xbuf_words = sram_words, xbuf_words
+        self.n_queues, self.queue_depth = n_queues, queue_depth
+        sig = {
+            "ramp_in": In(stream.Signature(Wavelet)),
+            "accept": Out(NUM_COLORS),
+            "ramp_out": Out(stream.Signature(Wavelet)),
+            "reg_write": In(ConfigWriteSignature()),
+            "sram_write": In(ConfigWriteSignature()),
+        }
+        for name in ("mac_busy", "stall_in", "stall_out", "task_errors", "vectors",
+                     "instructions", "task_cycles"):
+            sig[name] = Out(counter_bits)
+        super().__init__(sig)
+        # The state a bench compares with the ISS (memories' contents, scalar registers).
+        self.sram_data = memory.MemoryData(shape=32, depth=sram_words, init=[])
+        self.xbuf_data = memory.MemoryData(shape=32, depth=xbuf_words, init=[])
+        self.regs = [Signal(32, name=f"r{r}") for r in range(isa.NUM_SREGS)]
+
+    def elaborate(self, platform):
+        m = Module()
+        sa = (self.sram_words - 1).bit_length()
+        xa = (self.xbuf_words - 1).bit_length()
+        nq = self.n_queues
+
+        # ---- configuration registers: task table and queue bindings ------------------------
+        task_pc = Array(Signal(15, name=f"task_pc_{c}") for c in range(NUM_COLORS))
+        task_ok = Signal(NUM_COLORS)
+        q_color = Array(Signal(5, name=f"q_color_{q}") for q in range(nq))
+        q_ok = Signal(nq)
+        reg_err = Signal()
+        with m.If(self.reg_write.en):
+            addr, value = self.reg_write.addr, self.reg_write.data
+            with m.If(addr < isa.QUEUE_REG_BASE):
+                m.d.sync += [task_pc[addr[:5]].eq(value[:15]),
+                             task_ok.bit_select(addr[:5], 1).eq(value[15])]
+            with m.Elif(addr < isa.QUEUE_REG_BASE + nq):
+                qi = (addr - isa.QUEUE_REG_BASE)[:3]
+                m.d.sync += [q_color[qi].eq(value[:5]), q_ok.bit_select(qi, 1).eq(value[5])]
+            with m.Else():
+                m.d.comb += reg_err.eq(1)
+
+        # ---- memories --------------------------------------------------------------------------
+        m.submodules.sram = sram = memory.Memory(data=self.sram_data)
+        m.submodules.xbuf = xbuf = memory.Memory(data=self.xbuf_data)
+        s_rd, s_wr = sram.read_port(), sram.write_port()
+        x_rd, x_wr = xbuf.read_port(), xbuf.write_port()
+
+        # ---- input queues and activations ----------------------------------------------------
+        queues = []
+        for q in range(nq):
+            f = fifo.SyncFIFO(width=32, depth=self.queue_depth)
+            m.submodules[f"q{q}"] = f
+            queues.append(f)
+        m.submodules.acts = acts = fifo.SyncFIFO(width=37, depth=self.queue_depth)
+        inw = self.ramp_in.payload
+        hit = Signal(nq)
+        for q in range(nq):
+            m.d.comb += hit[q].eq(q_ok[q] & (q_color[q] == inw.color))
+        is_act = inw.ctrl & task_ok.bit_select(inw.color, 1)
+        to_q = ~inw.ctrl & hit.any()
+        q_room = Signal()
+        for q in reversed(range(nq)):      # the lowest bound queue wins
+            with m.If(hit[q]):
+                m.d.comb += q_room.eq(queues[q].w_rdy)
+        for q, f in enumerate(queues):
+            first = hit[q] & ~(hit & ((1 << q) - 1)).any()
+            m.d.comb += [f.w_data.eq(inw.payload),
+                         f.w_en.eq(self.ramp_in.valid & ~inw.ctrl & first)]
+        m.d.comb += [acts.w_data.eq(inw.payload | (inw.color << 32)),
+                     acts.w_en.eq(self.ramp_in.valid & is_act),
+                     self.ramp_in.ready.eq(Mux(is_act, acts.w_rdy, Mux(to_q, q_room, 1)))]
+        drop = self.ramp_in.valid & ~is_act & ~to_q
+        accept = Signal(NUM_COLORS)
+        for c in range(NUM_COLORS):
+            full_q = Const(0)
+            for q, f in enumerate(queues):
+                full_q = full_q | (q_ok[q] & (q_color[q] == c) & ~f.w_rdy)
+            m.d.comb += accept[c].eq(~full_q & ~(task_ok[c] & ~acts.w_rdy))
+        m.d.comb += self.accept.eq(accept)
+        q_rdy = Array(f.r_rdy for f in queues)
+        q_data = Array(f.r_data for f in queues)
+        q_pop = Signal(nq)
+        for q, f in enumerate(queues):
+            m.d.comb += f.r_en.eq(q_pop[q])
+
+        # ---- output register -----------------------------------------------------------------
+        out_valid = Signal()
+        out_payload = Signal(Wavelet)
+        out_free = ~out_valid | self.ramp_out.ready
+        with m.If(self.ramp_out.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [self.ramp_out.valid.eq(out_valid), self.ramp_out.payload.eq(out_payload)]
+
+        def send(word, color):
+            m.d.sync += [out_valid.eq(1), out_payload.payload.eq(word),
+                         out_payload.color.eq(color), out_payload.ctrl.eq(0)]
+
+        # ---- sequencer state -----------------------------------------------------------------
+        regs = Array(self.regs)
+        pc = Signal(16)
+        fstep = Signal(3)
+        w0 = Signal(isa.Insn)
+        od, oa, ob = (Signal(isa.Operand, name=n) for n in ("od", "oa", "ob"))
+        bword = ob.as_value()
+        op, n, imm = w0.op, w0.n, w0.imm
+        i = Signal(16)
+        pa, pb, pd = Signal(16), Signal(16), Signal(16)
+        qa, qb = Signal(3), Signal(3)
+        a_reg, b_reg, r_reg = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        pack_reg = Signal(32)
+        racc = Signal(signed(32))
+        last = i + 1 == n
+        lane = i[:2]
+
+        # memory access helpers (one read of each memory per cycle at most)
+        s_addr, s_en, xr_addr, xr_en = Signal(sa), Signal(), Signal(xa), Signal()
+        m.d.comb += [s_rd.addr.eq(s_addr), s_rd.en.eq(s_en),
+                     x_rd.addr.eq(xr_addr), x_rd.en.eq(xr_en)]
+        busy = Signal()
+        cfg_ok = self.sram_write.en & ~busy
+        sw_en, sw_addr, sw_data = Signal(), Signal(sa), Signal(32)
+        m.d.comb += [s_wr.en.eq(Mux(busy, sw_en, cfg_ok)),
+                     s_wr.addr.eq(Mux(busy, sw_addr, self.sram_write.addr)),
+                     s_wr.data.eq(Mux(busy, sw_data, self.sram_write.data))]
+
+        def mem_read(space, addr):
+            with m.If(space == Space.XBUF):
+                m.d.comb += [xr_addr.eq(addr), xr_en.eq(1)]
+            with m.Else():
+                m.d.comb += [s_addr.eq(addr), s_en.eq(1)]
+
+        def mem_data(space):
+            return Mux(space == Space.XBUF, x_rd.data, s_rd.data)
+
+        def mem_write(space, addr, word):
+            with m.If(space == Space.XBUF):
+                m.d.comb += [x_wr.en.eq(1), x_wr.addr.eq(addr), x_wr.data.eq(word)]
+            with m.Else():
+                m.d.comb += [sw_en.eq(1), sw_addr.eq(addr), sw_data.eq(word)]
+
+        def element(word, fmt):
+            return Mux(fmt == Fmt.I8X4, word.word_select(lane, 8).as_signed(),
+                       word.as_signed())
+
+        def step_ptr(ptr, operand):
+            adv = (operand.fmt != Fmt.I8X4) | (lane == 3)
+            with m.If(adv):
+                m.d.sync += ptr.eq(ptr + operand.stride)
+
+        ev_mac, ev_in, ev_out, ev_err, ev_done, ev_insn = (Signal(name=f"ev_{k}") for k in
+                                                            ("mac", "in", "out", "err",
+                                                             "done", "insn"))
+
+        # ---- decode: validity and queue lookup -------------------------------------------------
+        valid = Signal()
+        with m.Switch(op):
+            for o in Op:
+                with m.Case(int(o)):
+                    conds = []
+                    for slot, operand in enumerate((od, oa, ob)):
+                        allowed = isa.ALLOWED[o][slot]
+                        if allowed is None or (slot == 2 and o in isa.RAW_B):
+                            continue
+                        ok = Const(0)
+                        for s in allowed:
+                            ok = ok | (operand.space == int(s))
+                        if slot == 2 and o in isa.SCALAR_OPS:
+                            ok = ok | imm[6]
+                        conds.append(ok)
+                    if o is Op.GEMV:
+                        conds.append((n == 0) | (imm[:9] != 0))
+                    if o is Op.REDUCE:
+                        conds.append(n != 0)
+                    ok = Const(1)
+                    for c in conds:
+                        ok = ok & c
+                    m.d.comb += valid.eq(ok)
+        def lookup(operand, slots_ops, found, idx, *, addend=None):
+            uses = Const(0)
+            for o in slots_ops:
+                uses = uses | (op == int(o))
+            addend = Const(0) if addend is None else addend
+            uses = (uses & (operand.space == Space.COLOR)) | addend
+            want = Mux(addend, operand.aux, operand.base[:5])
+            hits = Signal(nq, name=f"{found.name}_hits")
+            for q in range(nq):
+                m.d.comb += hits[q].eq(q_ok[q] & (q_color[q] == want))
+            for q in reversed(range(nq)):
+                with m.If(hits[q]):
+                    m.d.comb += idx.eq(q)
+            m.d.comb += found.eq(~uses | hits.any())
+        a_found, b_found = Signal(), Signal()
+        qa_d, qb_d = Signal(3), Signal(3)
+        a_queue_ops = [o for o in Op if isa.ALLOWED[o][1] and Space.COLOR in isa.ALLOWED[o][1]]
+        b_queue_ops = [o for o in Op if isa.ALLOWED[o][2] and o not in isa.RAW_B
+                       and Space.COLOR in isa.ALLOWED[o][2]]
+        lookup(oa, a_queue_ops, a_found, qa_d)
+        g_addend = imm[9]
+        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend)
+
+        # GEMV pipeline registers
+        g_row, g_k = Signal(16), Signal(9)
+        g_words = imm[:9]
+        g_issuing = Signal()
+        v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
+        f1, l1, f2, l2, f3, l3 = (Signal(name=n) for n in ("f1", "l1", "f2", "l2", "f3", "l3"))
+        g_w, g_x = Signal(32), Signal(32)
+        g_p = [Signal(signed(16), name=f"g_p{l}") for l in range(4)]
+        g_acc = Signal(32)
+        have = Signal()
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(acts.r_rdy):
+                    m.d.comb += acts.r_en.eq(1)
+                    m.d.sync += [pc.eq(task_pc[acts.r_data[32:37]]),
+                                 regs[isa.ARG_REG].eq(acts.r_data[:32]), fstep.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += busy.eq(1)
+                with m.If(fstep < 4):
+                    m.d.comb += [s_addr.eq(pc + fstep), s_en.eq(1)]
+                with m.Switch(fstep):
+                    with m.Case(1):
+                        m.d.sync += w0.eq(s_rd.data)
+                    with m.Case(2):
+                        m.d.sync += od.eq(s_rd.data)
+                    with m.Case(3):
+                        m.d.sync += oa.eq(s_rd.data)
+                    with m.Case(4):
+                        m.d.sync += ob.eq(s_rd.data)
+                m.d.sync += fstep.eq(fstep + 1)
+                with m.If(fstep == 4):
+                    m.d.comb += ev_insn.eq(1)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += [i.eq(0), pa.eq(oa.base), pb.eq(ob.base), pd.eq(od.base),
+                             qa.eq(qa_d), qb.eq(qb_d), pc.eq(pc + isa.INSN_WORDS), fstep.eq(0),
+                             g_row.eq(0), g_k.eq(0), g_issuing.eq(1), have.eq(0)]
+                with m.If(~valid | ~a_found | ~b_found):
+                    m.d.comb += ev_err.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(op == Op.END):
+                    m.d.comb += ev_done.eq(1)
+                    m.next = "IDLE"
+                with m.Elif((n == 0) & (op < Op.SLI)):
+                    m.next = "FETCH"
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Op.RECV):
+                            m.next = "RECV"
+                        with m.Case(Op.SEND):
+                            m.next = "SEND"
+                        with m.Case(Op.GEMV):
+                            m.next = "GEMV"
+                        with m.Case(*isa.VEC_OPS):
+                            m.next = "EA"
+                        with m.Case(Op.SLD, Op.SLDR):
+                            m.next = "SLD"
+                        with m.Default():
+                            m.next = "SCALAR"
+
+            with m.State("RECV"):
+                m.d.comb += busy.eq(1)
+                with m.If(q_rdy[qa]):
+                    m.d.comb += q_pop.bit_select(qa, 1).eq(1)
+                    mem_write(od.space, pd, q_data[qa])
+                    m.d.sync += [pd.eq(pd + od.stride), i.eq(i + 1)]
+                    with m.If(last):
+                        m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += ev_in.eq(1)
+
+            with m.State("SEND"):
+                m.d.comb += busy.eq(1)
+                with m.If(have & ~out_free):
+                    m.d.comb += ev_out.eq(1)
+                with m.Else():
+                    with m.If(have):
+                        send(mem_data(oa.space), od.base[:5])
+                    with m.If(i != n):
+                        mem_read(oa.space, pa)
+                        m.d.sync += [pa.eq(pa + oa.stride), i.eq(i + 1), have.eq(1)]
+                    with m.Else():
+                        m.d.sync += have.eq(0)
+                        m.next = "FETCH"
+
+            with m.State("GEMV"):
+                m.d.comb += busy.eq(1)
+                in_stall = v4 & g_addend & ~q_rdy[qb]
+                out_stall = v4 & (od.space == Space.COLOR) & ~out_free & ~in_stall
+                adv = ~in_stall & ~out_stall
+                m.d.comb += [ev_in.eq(in_stall), ev_out.eq(out_stall)]
+                g_res = g_acc + Mux(g_addend, q_data[qb], 0)
+                with m.If(adv):
+                    # issue: weight word and x word
+                    with m.If(g_issuing):
+                        m.d.comb += [s_addr.eq(pa), s_en.eq(1), xr_addr.eq(pb + g_k),
+                                     xr_en.eq(1), ev_mac.eq(1)]
+                        m.d.sync += [pa.eq(pa + 1), f1.eq(g_k == 0),
+                                     l1.eq(g_k + 1 == g_words)]
+                        with m.If(g_k + 1 == g_words):
+                            m.d.sync += [g_k.eq(0), g_row.eq(g_row + 1)]
+                            with m.If(g_row + 1 == n):
+                                m.d.sync += g_issuing.eq(0)
+                        with m.Else():
+                            m.d.sync += g_k.eq(g_k + 1)
+                    m.d.sync += [v1.eq(g_issuing), v2.eq(v1), v3.eq(v2), v4.eq(v3 & l3),
+                                 f2.eq(f1), l2.eq(l1), f3.eq(f2), l3.eq(l2)]
+                    with m.If(v1):
+                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(x_rd.data)]
+                    with m.If(v2):
+                        for lane_i in range(4):
+                            m.d.sync += g_p[lane_i].eq(g_w.word_select(lane_i, 8).as_signed() *
+                                                       g_x.word_select(lane_i, 8).as_signed())
+                    with m.If(v3):
+                        dot = (g_p[0] + g_p[1]) + (g_p[2] + g_p[3])
+                        m.d.sync += g_acc.eq(Mux(f3, 0, g_acc) + dot)
+                    with m.If(v4):
+                        m.d.comb += q_pop.bit_select(qb, 1).eq(g_addend)
+                        with m.If(od.space == Space.COLOR):
+                            send(g_res, od.base[:5])
+                        with m.Else():
+                            m.d.comb += [sw_en.eq(1), sw_addr.eq(pd), sw_data.eq(g_res)]
+                        m.d.sync += pd.eq(pd + od.stride)
+                        with m.If(~g_issuing & ~v1 & ~v2 & ~v3):
+                            m.next = "FETCH"
+
+            # ---- element-wise ops and REDUCE: five cycles per element ----------------------
+            with m.State("EA"):
+                m.d.comb += busy.eq(1)
+                with m.If(oa.space == Space.COLOR):
+                    with m.If(q_rdy[qa]):
+                        m.d.comb += q_pop.bit_select(qa, 1).eq(1)
+                        m.d.sync += a_reg.eq(q_data[qa])
+                        m.next = "EB"
+                    with m.Else():
+                        m.d.comb += ev_in.eq(1)
+                with m.Else():
+                    with m.If(oa.space == Space.REG):
+                        m.d.sync += a_reg.eq(regs[oa.base[:4]])
+                    with m.Else():
+                        mem_read(oa.space, pa)
+                    m.next = "EB"
+            with m.State("EB"):
+                m.d.comb += busy.eq(1)
+                with m.If((oa.space == Space.SRAM) | (oa.space == Space.XBUF)):
+                    m.d.sync += a_reg.eq(element(mem_data(oa.space), oa.fmt))
+                b_used = (op == Op.VADD) | (op == Op.VMUL) | (op == Op.VMAX) | (op == Op.VREQ)
+                with m.If(b_used & (ob.space == Space.COLOR)):
+                    with m.If(q_rdy[qb]):
+                        m.d.comb += q_pop.bit_select(qb, 1).eq(1)
+                        m.d.sync += b_reg.eq(q_data[qb])
+                        m.next = "EC"
+                    with m.Else():
+                        m.d.comb += ev_in.eq(1)
+                with m.Else():
+                    with m.If(b_used & (ob.space == Space.REG)):
+                        m.d.sync += b_reg.eq(regs[ob.base[:4]])
+                    with m.If(b_used & ((ob.space == Space.SRAM) | (ob.space == Space.XBUF))):
+                        mem_read(ob.space, pb)
+                    m.next = "EC"
+            with m.State("EC"):
+                m.d.comb += busy.eq(1)
+                b_mem = (op != Op.VLUT) & ((ob.space == Space.SRAM) | (ob.space == Space.XBUF))
+                with m.If(b_mem):
+                    m.d.sync += b_reg.eq(element(mem_data(ob.space), ob.fmt))
+                with m.If(op == Op.VLUT):
+                    m.d.comb += [s_addr.eq(ob.base + (a_reg + 128)[:8]), s_en.eq(1)]
+                m.next = "ED"
+            with m.State("ED"):
+                m.d.comb += busy.eq(1)
+                a, b = a_reg, b_reg
+                res = Signal(signed(32))
+                with m.Switch(op):
+                    with m.Case(Op.VADD):
+                        s = Signal(signed(33))
+                        m.d.comb += s.eq(a + b)
+                        sat = Mux(s > (1 << 31) - 1, (1 << 31) - 1,
+                                  Mux(s < -(1 << 31), -(1 << 31), s))
+                        m.d.comb += res.eq(Mux(imm[0] == FLAG_SAT, sat, s))
+                    with m.Case(Op.VMUL):
+                        m.d.comb += res.eq(a * b)
+                    with m.Case(Op.VSHR):
+                        m.d.comb += res.eq(_shift_round(a, imm[:6]))
+                    with m.Case(Op.VMAX):
+                        m.d.comb += res.eq(Mux(a > b, a, b))
+                    with m.Case(Op.VREQ):
+                        q = data.View(RequantWord, b.as_unsigned())
+                        y = Signal(signed(64))
+                        m.d.comb += y.eq(_shift_round(a * q.mult, q.shift))
+                        m.d.comb += res.eq(Mux(y > 127, 127, Mux(y < -128, -128, y)))
+                    with m.Case(Op.VLUT):
+                        m.d.comb += res.eq(s_rd.data)
+                    with m.Case(Op.REDUCE):
+                        mx = Mux(a > racc, a, racc)
+                        m.d.comb += res.eq(Mux(i == 0, a,
+                                               Mux(imm[0] == FLAG_MAX, mx, racc + a)))
+                m.d.sync += r_reg.eq(res)
+                m.next = "EW"
+            with m.State("EW"):
+                m.d.comb += busy.eq(1)
+                done = Signal()
+                with m.If(op == Op.REDUCE):
+                    m.d.sync += racc.eq(r_reg)
+                    with m.If(last):
+                        m.d.sync += regs[od.base[:4]].eq(r_reg)
+                    m.d.comb += done.eq(1)
+                with m.Elif(od.space == Space.COLOR):
+                    with m.If(out_free):
+                        send(r_reg, od.base[:5])
+                        m.d.comb += done.eq(1)
+                    with m.Else():
+                        m.d.comb += ev_out.eq(1)
+                with m.Else():
+                    byte = r_reg.as_unsigned()[:8]
+                    packed = Mux(lane == 0, 0, pack_reg) | (byte << (lane * 8))[:32]
+                    m.d.sync += pack_reg.eq(packed)
+                    with m.If(od.fmt == Fmt.I8X4):
+                        with m.If((lane == 3) | last):
+                            mem_write(od.space, pd, packed)
+                    with m.Else():
+                        mem_write(od.space, pd, r_reg)
+                    m.d.comb += done.eq(1)
+                with m.If(done):
+                    step_ptr(pa, oa)
+                    step_ptr(pb, ob)
+                    step_ptr(pd, od)
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(last):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.next = "EA"
+
+            # ---- scalar ops ---------------------------------------------------------------
+            with m.State("SCALAR"):
+                m.d.comb += busy.eq(1)
+                av = regs[oa.base[:4]].as_signed()
+                bv = Mux(imm[6], bword, regs[ob.base[:4]]).as_signed()
+                res = Signal(32)
+                bl = Signal(6)
+                for bit in range(32):
+                    with m.If(av.as_unsigned()[bit]):
+                        m.d.comb += bl.eq(bit + 1)
+                with m.Switch(op):
+                    with m.Case(Op.SLI):
+                        m.d.comb += res.eq(bword)
+                    with m.Case(Op.SADD):
+                        m.d.comb += res.eq(av + bv)
+                    with m.Case(Op.SSUB):
+                        m.d.comb += res.eq(av - bv)
+                    with m.Case(Op.SMULSH):
+                        m.d.comb += res.eq((av * bv) >> imm[:6])
+                    with m.Case(Op.SSHR):
+                        m.d.comb += res.eq(_shift_round(av, imm[:6]))
+                    with m.Case(Op.SSHL):
+                        m.d.comb += res.eq(av << imm[:5])
+                    with m.Case(Op.SBITLEN):
+                        m.d.comb += res.eq(bl)
+                    with m.Case(Op.SLT):
+                        m.d.comb += res.eq(av < bv)
+                    with m.Case(Op.SMAX):
+                        m.d.comb += res.eq(Mux(av > bv, av, bv))
+                    with m.Case(Op.SSHLV):
+                        m.d.comb += res.eq(av << bv.as_unsigned()[:5])
+                with m.If(op == Op.SST):
+                    m.d.comb += [sw_en.eq(1), sw_addr.eq(bword), sw_data.eq(av)]
+                with m.Else():
+                    m.d.sync += regs[od.base[:4]].eq(res)
+                m.next = "FETCH"
+            with m.State("SLD"):
+                m.d.comb += busy.eq(1)
+                with m.If(fstep == 0):
+                    m.d.comb += [s_addr.eq(Mux(op == Op.SLDR, regs[oa.base[:4]], bword)),
+                                 s_en.eq(1)]
+                    m.d.sync += fstep.eq(1)
+                with m.Else():
+                    m.d.sync += [regs[od.base[:4]].eq(s_rd.data), fstep.eq(0)]
+                    m.next = "FETCH"
+
+        count_events(m, self.mac_busy, ev_mac)
+        count_events(m, self.stall_in, ev_in)
+        count_events(m, self.stall_out, ev_out)
+        count_events(m, self.task_errors, ev_err, drop, reg_err,
+                     self.sram_write.en & busy)
+        count_events(m, self.vectors, ev_done)
+        count_events(m, self.instructions, ev_insn)
+        count_events(m, self.task_cycles, busy)
+        return m

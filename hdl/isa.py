@@ -1,0 +1,395 @@
+"""The programmable core's instruction set: bit layouts, opcodes, cycle rules and an assembler.
+
+One module defines the ISA once; the RTL core (:mod:`sparktile.hdl.core`) views SRAM words
+through these :class:`~amaranth.lib.data.Struct` layouts, the instruction-set simulator
+(:mod:`sparktile.compiler.iss`) decodes them with :func:`~sparktile.hdl.formats.unpack`, and both
+take their cycle counts from :func:`exec_cycles` (the ISS) or implement them (the RTL; the tests
+compare the two cycle for cycle).
+
+Task model (following the Cerebras PE). A *task* is a program in SRAM, bound to a color through
+the task table (:func:`task_reg`, written on the configuration path ``reg_write``). A control
+wavelet (``ctrl = 1``) on a bound color *activates* the task: the core starts it when no other
+task runs, with the wavelet's payload in scalar register ``r15`` (its argument). Data wavelets
+(``ctrl = 0``) go to one of a few input queues, each bound to a color (:func:`queue_reg`); the
+RECV instruction (and any operand in the COLOR space) consumes them. A task runs to its END; it
+never waits for another task (there are no branches: every program terminates, and a malformed
+instruction ends its task, counted as a task error).
+
+Instruction. Four SRAM words: :class:`Insn` (opcode, a 10-bit immediate, a 16-bit length ``n``)
+then three :class:`Operand` descriptors ``dst``, ``a``, ``b``. An operand names a *space* (SRAM,
+the GEMV input buffer XBUF, a fabric color, a scalar register), a base, a stride in words and an
+element format (one int32 per word, or four int8 lanes per word). One instruction is a whole
+vector loop of ``n`` elements: element ``i`` of a memory operand is at word
+``base + (i * stride)`` (int32) or lane ``i % 4`` of word ``base + (i // 4) * stride`` (int8x4);
+addresses wrap modulo the memory's size (a power of two).
+"""
+
+
+import dataclasses
+import enum
+
+from amaranth.lib import data
+
+from .formats import NUM_COLORS, pack, unpack
+
+__all__ = [
+    "Op", "Space", "Fmt", "Insn", "Operand", "INSN_WORDS", "NUM_SREGS", "ARG_REG",
+    "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
+    "queue_entry",
+    "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
+    "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
+    "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "gemv", "MAX_GEMV_WORDS", "valid_insn",
+]
+
+#: SRAM words of one instruction.
+INSN_WORDS = 4
+#: Scalar registers (int32).
+NUM_SREGS = 16
+#: The register that receives the activating wavelet's payload.
+ARG_REG = 15
+#: The immediate bits of :class:`Insn`.
+IMM_BITS = 10
+#: Longest GEMV row in words (the immediate's low nine bits; bit 9 is FLAG_ADDEND).
+MAX_GEMV_WORDS = (1 << (IMM_BITS - 1)) - 1
+
+#: Configuration register map of the core (``reg_write.addr``): the task table, one entry per
+#: color (program address [14:0], valid [15]), then the input-queue bindings (color [4:0],
+#: valid [5]). Both fit the 16-bit value of a configuration header (:class:`CfgHeader`), so the
+#: tile's configuration agent can write them.
+TASK_REG_BASE = 0x00
+QUEUE_REG_BASE = 0x20
+#: Programs start in the first 32768 SRAM words (a task entry's address field is 15 bits).
+TASK_ADDR_LIMIT = 1 << 15
+
+
+class Op(enum.IntEnum):
+    """Opcodes (6 bits). 0 is invalid, so that zeroed SRAM never runs as a program."""
+
+    END = 1      #: the task ends
+    RECV = 2     #: dst[i] = next data word of color a (SRAM/XBUF dst): the KV-cache append
+    SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
+    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511
+    VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
+    VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
+    VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63): round half up
+    VMAX = 8     #: dst[i] = max(a[i], b[i])
+    VREQ = 9     #: dst[i] = requantize(a[i], b[i].mult, b[i].shift) (RequantWord b, int8 out)
+    VLUT = 10    #: dst[i] = SRAM[b.base + ((a[i] + 128) & 255)] (int8 index a)
+    REDUCE = 11  #: reg dst = sum (wrapping) or, with FLAG_MAX, max of a[0..n-1]
+    SLI = 16     #: reg dst = b (the raw word)
+    SADD = 17    #: reg dst = reg a + (reg b | imm b), wrapping
+    SSUB = 18    #: reg dst = reg a - (reg b | imm b), wrapping
+    SMULSH = 19  #: reg dst = low 32 bits of (reg a * (reg b | imm b)) >> (imm & 63), floor
+    SSHR = 20    #: reg dst = shift_round(reg a, imm & 63)
+    SSHL = 21    #: reg dst = low 32 bits of reg a << (imm & 31)
+    SBITLEN = 22  #: reg dst = bit_length(reg a as unsigned 32)
+    SLT = 23     #: reg dst = 1 if reg a < (reg b | imm b) (signed) else 0
+    SMAX = 24    #: reg dst = max(reg a, reg b | imm b)
+    SLD = 25     #: reg dst = SRAM[b] (b raw address word)
+    SST = 26     #: SRAM[b] = reg a
+    SSHLV = 27   #: reg dst = low 32 bits of reg a << ((reg b | imm b) & 31): normalization
+    SLDR = 28    #: reg dst = SRAM[reg a]: a table lookup by a computed index (Newton seeds)
+
+
+VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE)
+SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN, Op.SLT,
+              Op.SMAX, Op.SLD, Op.SST, Op.SSHLV, Op.SLDR)
+
+#: Immediate flags.
+FLAG_SAT = 1 << 0   #: VADD: saturate to int32 instead of wrapping
+FLAG_MAX = 1 << 0   #: REDUCE: max instead of sum
+FLAG_IMM = 1 << 6   #: scalar ops: b is the raw 32-bit word, not a register
+#: GEMV: add to each row's sum the next word of color ``b.aux`` (the partial sum of the
+#: previous PE of a reduction chain), in the cycle the row leaves: no extra cycle.
+FLAG_ADDEND = 1 << 9
+
+
+class Space(enum.IntEnum):
+    """Where an operand's elements live."""
+
+    SRAM = 0    #: the PE's SRAM
+    XBUF = 1    #: the GEMV input buffer (a second memory: x is read beside every weight word)
+    COLOR = 2   #: a fabric color (base[4:0]): an input queue to read, or the output to send on
+    REG = 3     #: scalar register base[3:0] (a broadcast scalar when read element-wise)
+
+
+class Fmt(enum.IntEnum):
+    """Element format of a memory operand."""
+
+    I32 = 0     #: one int32 per word
+    I8X4 = 1    #: four int8 lanes per word, lane 0 in the low byte
+
+
+class Insn(data.Struct):
+    """Instruction word 0."""
+
+    op: 6          #: :class:`Op`
+    imm: 10        #: shift amount, flags, or GEMV words per row
+    n: 16          #: elements (rows for GEMV); 0 does nothing
+
+
+class Operand(data.Struct):
+    """Instruction words 1..3: one operand descriptor."""
+
+    base: 16       #: word address, color, or register
+    stride: 8      #: words between consecutive elements (int8x4: between consecutive words)
+    space: 2       #: :class:`Space`
+    fmt: 1         #: :class:`Fmt`
+    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND)
+
+
+class IsaError(ValueError):
+    """A program the assembler refuses: names the instruction, the field and what is allowed."""
+
+
+# ---- cycle rules (the RTL implements them; the ISS counts with them) ------------------------
+
+#: Cycles to fetch and decode one instruction: four SRAM reads, one cycle each, plus the
+#: cycle in which the last word leaves the read port, plus one decode cycle.
+FETCH_CYCLES = INSN_WORDS + 2
+#: Cycles per element of an element-wise op or REDUCE: read a, read b (a leaves the port),
+#: b (or the table entry's address) leaves the port, compute, write. Not pipelined this round.
+ELEM_CYCLES = 5
+#: Cycles after a GEMV's last weight read until its last result is written: weight and x
+#: registered, four products, their sum into the accumulator, the write.
+GEMV_LATENCY = 4
+
+
+def exec_cycles(op: int, n: int, imm: int) -> int:
+    """Cycles of one instruction after its fetch and decode, without stalls (the RTL counts
+    stalls apart: ``stall_in`` for an empty input queue, ``stall_out`` for a busy ramp)."""
+    op = Op(op)
+    if op is Op.END:
+        return 0
+    if op is Op.RECV:
+        return n
+    if op is Op.SEND:
+        return n + 1 if n else 0
+    if op is Op.GEMV:
+        return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
+    if op in VEC_OPS:
+        return ELEM_CYCLES * n
+    if op in (Op.SLD, Op.SLDR):
+        return 2
+    return 1
+
+
+# ---- configuration registers -----------------------------------------------------------------
+
+def task_reg(color: int) -> int:
+    """``reg_write`` address of the task-table entry of ``color``."""
+    _check_color(color, "task color")
+    return TASK_REG_BASE + color
+
+
+def queue_reg(queue: int, n_queues: int) -> int:
+    """``reg_write`` address of input queue ``queue``'s color binding."""
+    if not isinstance(queue, int) or not 0 <= queue < n_queues:
+        raise IsaError(f"input queue must be 0..{n_queues - 1}, not {queue!r}")
+    return QUEUE_REG_BASE + queue
+
+
+def task_entry(address: int) -> int:
+    """Value of a task-table entry: a program at SRAM word ``address``, valid."""
+    if not isinstance(address, int) or not 0 <= address < TASK_ADDR_LIMIT:
+        raise IsaError(f"task program address must be 0..{TASK_ADDR_LIMIT - 1}, "
+                       f"not {address!r}")
+    return address | TASK_ADDR_LIMIT
+
+
+def queue_entry(color: int) -> int:
+    """Value of an input-queue binding to ``color``, valid."""
+    _check_color(color, "queue color")
+    return color | 1 << 5
+
+
+def _check_color(color, what):
+    if not isinstance(color, int) or not 0 <= color < NUM_COLORS:
+        raise IsaError(f"{what} must be 0..{NUM_COLORS - 1}, not {color!r}")
+
+
+# ---- the assembler ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Src:
+    """An operand descriptor in readable form (see :class:`Operand`)."""
+
+    space: Space
+    base: int = 0
+    stride: int = 1
+    fmt: Fmt = Fmt.I32
+    aux: int = 0
+
+    def word(self, where: str) -> int:
+        for name, value, hi in (("base", self.base, 0xFFFF), ("stride", self.stride, 0xFF)):
+            if not isinstance(value, int) or not 0 <= value <= hi:
+                raise IsaError(f"{where}: {name} must be 0..{hi}, not {value!r}")
+        if self.space is Space.COLOR:
+            _check_color(self.base, f"{where}: color")
+        if self.space is Space.REG and not self.base < NUM_SREGS:
+            raise IsaError(f"{where}: register must be 0..{NUM_SREGS - 1}, not {self.base}")
+        _check_color(self.aux, f"{where}: aux color")
+        return pack(Operand, base=self.base, stride=self.stride, space=int(self.space),
+                    fmt=int(self.fmt), aux=self.aux)
+
+
+def sram(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
+    """An SRAM vector operand."""
+    return Src(Space.SRAM, base, stride, Fmt(fmt))
+
+
+def xbuf(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
+    """An XBUF vector operand."""
+    return Src(Space.XBUF, base, stride, Fmt(fmt))
+
+
+def color(c: int) -> Src:
+    """A fabric color operand (input queue or output)."""
+    return Src(Space.COLOR, c, 0)
+
+
+def reg(r: int) -> Src:
+    """A scalar register operand."""
+    return Src(Space.REG, r, 0)
+
+
+#: Operand spaces each op accepts: (dst, a, b); None = unused (any value, ignored).
+_MEM = (Space.SRAM, Space.XBUF)
+_VSRC = (Space.SRAM, Space.XBUF, Space.COLOR, Space.REG)
+_VDST = (Space.SRAM, Space.XBUF, Space.COLOR)
+ALLOWED = {
+    Op.END: (None, None, None),
+    Op.RECV: (_MEM, (Space.COLOR,), None),
+    Op.SEND: ((Space.COLOR,), _MEM, None),
+    Op.GEMV: ((Space.SRAM, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
+    Op.VADD: (_VDST, _VSRC, _VSRC),
+    Op.VMUL: (_VDST, _VSRC, _VSRC),
+    Op.VSHR: (_VDST, _VSRC, None),
+    Op.VMAX: (_VDST, _VSRC, _VSRC),
+    Op.VREQ: (_VDST, _VSRC, (Space.SRAM, Space.REG)),
+    Op.VLUT: (_VDST, _VSRC, (Space.SRAM,)),
+    Op.REDUCE: ((Space.REG,), _VSRC, None),
+}
+for _op in SCALAR_OPS:
+    ALLOWED[_op] = ((Space.REG,), (Space.REG,), (Space.REG,))
+ALLOWED[Op.SLI] = ((Space.REG,), None, None)
+ALLOWED[Op.SBITLEN] = ((Space.REG,), (Space.REG,), None)
+ALLOWED[Op.SSHR] = ((Space.REG,), (Space.REG,), None)
+ALLOWED[Op.SSHL] = ((Space.REG,), (Space.REG,), None)
+ALLOWED[Op.SLD] = ((Space.REG,), None, None)
+ALLOWED[Op.SST] = (None, (Space.REG,), None)
+ALLOWED[Op.SLDR] = ((Space.REG,), (Space.REG,), None)
+#: Ops whose b word is a raw 32-bit value (immediate or address), not a descriptor.
+RAW_B = (Op.SLI, Op.SLD, Op.SST)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ins:
+    """One instruction in readable form: ``Ins(Op.VADD, n=8, dst=sram(0), a=..., b=...)``.
+
+    For scalar ops with an immediate b, pass ``b`` as an int and set ``imm |= FLAG_IMM``
+    (:meth:`word`s does it for you when ``b`` is an int); for SLI/SLD/SST ``b`` is the raw word.
+    """
+
+    op: Op
+    n: int = 0
+    imm: int = 0
+    dst: Src | None = None
+    a: Src | None = None
+    b: Src | int | None = None
+
+    def words(self, where: str = "instruction") -> list[int]:
+        try:
+            op = Op(self.op)
+        except ValueError:
+            raise IsaError(f"{where}: unknown opcode {self.op!r}; known: "
+                           f"{', '.join(o.name for o in Op)}") from None
+        where = f"{where} ({op.name})"
+        imm = self.imm
+        if isinstance(self.b, int) and not isinstance(self.b, bool) and op in SCALAR_OPS \
+                and op not in RAW_B:
+            imm |= FLAG_IMM
+        for name, value, hi in (("n", self.n, 0xFFFF), ("imm", imm, (1 << IMM_BITS) - 1)):
+            if not isinstance(value, int) or not 0 <= value <= hi:
+                raise IsaError(f"{where}: {name} must be 0..{hi}, not {value!r}")
+        if op is Op.GEMV and self.n and not 1 <= imm & MAX_GEMV_WORDS:
+            raise IsaError(f"{where}: imm (words per row) must be 1..{MAX_GEMV_WORDS}, "
+                           f"not {imm & MAX_GEMV_WORDS}")
+        if op is Op.REDUCE and self.n == 0:
+            raise IsaError(f"{where}: n must be 1..65535 (a reduction of nothing)")
+        words = [pack(Insn, op=int(op), imm=imm, n=self.n)]
+        for slot, (name, allowed) in enumerate(zip(("dst", "a", "b"), ALLOWED[op], strict=True)):
+            value = (self.dst, self.a, self.b)[slot]
+            if slot == 2 and (op in RAW_B or imm & FLAG_IMM and op in SCALAR_OPS):
+                if not isinstance(value, int) or not -(1 << 31) <= value < 1 << 32:
+                    raise IsaError(f"{where}: b must be a 32-bit integer, not {value!r}")
+                if op in (Op.SLD, Op.SST) and not 0 <= value < 1 << 16:
+                    raise IsaError(f"{where}: b (an SRAM address) must be 0..65535, "
+                                   f"not {value}")
+                words.append(value & 0xFFFFFFFF)
+                continue
+            if allowed is None:
+                if value is not None:
+                    raise IsaError(f"{where}: takes no {name} operand")
+                words.append(0)
+                continue
+            if not isinstance(value, Src):
+                raise IsaError(f"{where}: {name} must be an operand in "
+                               f"{', '.join(s.name for s in allowed)}, not {value!r}")
+            if value.space not in allowed:
+                raise IsaError(f"{where}: {name} must be in "
+                               f"{', '.join(s.name for s in allowed)}, not {value.space.name}")
+            words.append(value.word(f"{where}: {name}"))
+        return words
+
+
+def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None) -> Ins:
+    """A GEMV: ``rows`` rows of ``words`` weight words at ``w`` (SRAM, row-major) times the
+    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, or a color as partial sums),
+    plus one word per row from color ``addend`` if given."""
+    if not isinstance(words, int) or not 1 <= words <= MAX_GEMV_WORDS:
+        raise IsaError(f"GEMV words per row must be 1..{MAX_GEMV_WORDS}, not {words!r}")
+    imm = words
+    if addend is not None:
+        _check_color(addend, "GEMV addend color")
+        x = dataclasses.replace(x, aux=addend)
+        imm |= FLAG_ADDEND
+    return Ins(Op.GEMV, n=rows, imm=imm, dst=dst, a=w, b=x)
+
+
+def assemble(program) -> list[int]:
+    """SRAM words of ``program`` (a list of :class:`Ins`), four per instruction; a bad field
+    raises :class:`IsaError` naming the instruction's index, the field and the allowed range."""
+    out = []
+    for index, insn in enumerate(program):
+        if not isinstance(insn, Ins):
+            raise IsaError(f"instruction {index} must be an Ins(...), not {insn!r}")
+        out += insn.words(f"instruction {index}")
+    return out
+
+
+def decode(words) -> tuple[dict, list[dict]]:
+    """``(insn, [dst, a, b])`` of four instruction words, as dicts of fields."""
+    return unpack(Insn, words[0]), [unpack(Operand, w) for w in words[1:4]]
+
+
+def valid_insn(insn: dict, ops: list[dict]) -> bool:
+    """Whether the core runs this instruction, or ends its task with a task error: a known
+    opcode, operand spaces the op accepts (:data:`ALLOWED`), GEMV rows of 1..1023 words,
+    a REDUCE of at least one element. (Colors are checked when used: a COLOR operand whose
+    color has no input queue is a task error too.)"""
+    try:
+        op = Op(insn["op"])
+    except ValueError:
+        return False
+    for slot, allowed in enumerate(ALLOWED[op]):
+        if allowed is None or (slot == 2 and (op in RAW_B or
+                                              (op in SCALAR_OPS and insn["imm"] & FLAG_IMM))):
+            continue
+        if Space(ops[slot]["space"]) not in allowed:
+            return False
+    if op is Op.GEMV and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
+        return False
+    if op is Op.REDUCE and insn["n"] == 0:
+        return False
+    return True
