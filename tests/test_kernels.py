@@ -324,3 +324,120 @@ def test_cycles_at_the_shipped_sizes_are_the_iss_count_of_each_instruction():
         assert row["cycles"] == want, row
         print(f"{row['op']:>24}: {row['instructions']:4d} instructions, "
               f"{row['cycles']:6d} cycles, {row['cycles'] / k.elements:7.1f} per element")
+
+
+# ---- a row split over PEs: partial reductions exchanged ------------------------------------
+
+SEND, RECV = 6, 7
+
+
+def splits(total, parts, rng, uneven=False):
+    if not uneven:
+        return [total // parts] * parts
+    cut = np.sort(rng.choice(np.arange(1, total), parts - 1, replace=False))
+    return [int(v) for v in np.diff(np.concatenate([[0], cut, [total]]))]
+
+
+def row_parts(sizes):
+    edges = [0] + [int(v) for v in np.cumsum(sizes)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("width,parts,uneven", [(128, 8, False), (128, 5, True),
+                                                (256, 2, False), (16, 4, False)])
+def test_rms_norm_split_over_pes(seed, width, parts, uneven):
+    """A token's row over a column of PEs: max and (Hi, Lo) exchanged; every PE's channels
+    equal ``arith.rms_norm_int`` of the whole row."""
+    rng = np.random.default_rng(seed)
+    sizes = splits(width, parts, rng, uneven)
+    mult, shift = req(rng, width)
+    shift = rng.integers(20, 48, width)
+    for eps_q in (0, 22517998137):
+        ks = [K.rms_norm(b - a, eps_q, width=width, reduce=(SEND, RECV))
+              for a, b in row_parts(sizes)]
+        for x in norm_rows(rng, width):
+            res, _ = K.run_row([(k, dict(x=x[a:b], q=(mult[a:b], shift[a:b])))
+                                for k, (a, b) in zip(ks, row_parts(sizes), strict=True)])
+            got = np.concatenate([r[0]["out"] for r in res])
+            check(got, arith.rms_norm_int(x[None], eps_q, mult, shift)[0],
+                  f"rms_norm split {sizes} eps_q={eps_q} x={x[:3]}...", seed)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("n,parts,uneven", [(256, 8, False), (256, 3, True), (32, 4, False),
+                                            (300, 12, True)])
+def test_softmax_split_over_pes(seed, n, parts, uneven):
+    """A head's scores over the PEs that hold its positions: max and sum exchanged."""
+    rng = np.random.default_rng(seed)
+    sizes = splits(n, parts, rng, uneven)
+    mult, shift = int(rng.integers(1 << 15, 1 << 16)), int(rng.integers(10, 30))
+    ks = [K.softmax(b - a, mult, shift, reduce=(SEND, RECV)) for a, b in row_parts(sizes)]
+    rows = [i32(rng, n), i32(rng, n, extremes=True), rng.integers(-3000, 3000, n),
+            np.full(n, 77)]
+    for s in rows:
+        res, _ = K.run_row([(k, dict(s=s[a:b]))
+                            for k, (a, b) in zip(ks, row_parts(sizes), strict=True)])
+        got = np.concatenate([r[0]["p"] for r in res])
+        check(got, arith.softmax_int(s, mult, shift), f"softmax split {sizes} s={s[:3]}...",
+              seed)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_argmax_split_over_pes_ties_across_pes(seed):
+    rng = np.random.default_rng(seed)
+    n, sizes = 256, splits(256, 8, rng, uneven=seed == 2)
+    ks = [K.argmax(b - a, offset=a, total=n, reduce=(SEND, RECV))
+          for a, b in row_parts(sizes)]
+    tie = rng.integers(-5, 5, n)
+    tie[[200, 37, 130]] = 9                      # the maximum on three PEs: 37 wins
+    for z in (i32(rng, n), i32(rng, n, extremes=True), tie, np.full(n, I32[0])):
+        res, _ = K.run_row([(k, dict(z=z[a:b]))
+                            for k, (a, b) in zip(ks, row_parts(sizes), strict=True)])
+        for j, r in enumerate(res):
+            check(r[0]["out"], [arith.argmax_int(z)], f"argmax split {sizes}, PE {j}", seed)
+
+
+def test_a_split_kernel_on_the_rtl_core_waits_for_its_row():
+    """One middle PE of a split norm, softmax and argmax on the RTL core: it sends its
+    partials, its RECVs wait for the row's combined words (which the driver offers with
+    gaps), and everything equals the ISS cycle for cycle (stalls counted apart)."""
+    from test_core_sim import Setup, act_w, compare, data_w
+    rng = np.random.default_rng(50)
+    x = rng.integers(-(1 << 20), 1 << 20, 32)
+    mult, shift = req(rng, 32)
+    shift = rng.integers(20, 48, 32)
+    sc = rng.integers(-(1 << 18), 1 << 18, 32)
+    z = rng.integers(-4, 4, 32)
+    cases = [
+        ([(K.rms_norm(8, 5000, width=32, reduce=(SEND, RECV)),
+           dict(x=x[a:a + 8], q=(mult[a:a + 8], shift[a:a + 8]))) for a in range(0, 32, 8)],
+         "out", arith.rms_norm_int(x[None], 5000, mult, shift)[0]),
+        ([(K.softmax(8, 46000, 18, reduce=(SEND, RECV)), dict(s=sc[a:a + 8]))
+          for a in range(0, 32, 8)], "p", arith.softmax_int(sc, 46000, 18)),
+        ([(K.argmax(8, offset=a, total=32, reduce=(SEND, RECV)), dict(z=z[a:a + 8]))
+          for a in range(0, 32, 8)], "out", None),
+    ]
+    for parts, name, want in cases:
+        res, combined = K.run_row(parts)
+        kernel, values = parts[1]
+        words = 1 << max(6, (kernel.words - 1).bit_length())
+        s = Setup(sram_words=words)
+        s.load(0, [0] * words)
+        s.image.update(kernel.image(**values))
+        s.tasks[K.TASK_COLOR] = kernel.code_base
+        s.queues = [RECV]
+        s.stream = [act_w(0, K.TASK_COLOR)] + [data_w(w, RECV) for w in combined]
+        rtl, _ = compare(s, seed=50, p_valid=0.3, max_cycles=200000)
+        sent = [int(v) for v in s32(rtl["sent"].get(SEND, []))]
+        assert sent == res[1][2], f"{kernel.name}: partials sent {sent} != {res[1][2]}"
+        got = kernel.read(name, rtl["sram"])
+        if want is None:
+            want = [arith.argmax_int(z)]
+        else:
+            want = want[8:16]
+        check(got, want, f"{kernel.name} split, PE 1 on the RTL core", 50)
+
+
+def s32(words):
+    return np.asarray(words, np.uint32).view(np.int32).astype(np.int64)

@@ -53,7 +53,7 @@ from . import iss
 
 __all__ = ["Region", "Kernel", "KernelError", "residual_add", "requantize", "argmax",
            "rsqrt", "rms_norm", "softmax", "rope", "gate_up", "TASK_COLOR", "RSQRT_MAX_N",
-           "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table"]
+           "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table", "run_row"]
 
 WORD = 0xFFFFFFFF
 #: The color a kernel's task is bound to in the tests and benchmarks.
@@ -136,6 +136,11 @@ class Kernel:
     consts: dict          #: region name -> words the kernel writes (tables, index vectors)
     elements: int         #: the elements the op produces (for cycles per element)
     transforms: dict = dataclasses.field(default_factory=dict)  #: input -> layout function
+    #: The kernel's exchanges with the rest of its row, in order: for each, how the mesh
+    #: combines the words every PE sends (``"max"`` or ``"sum"`` per word); the combined
+    #: words come back on :attr:`reduce`'s receive color.
+    exchanges: list = dataclasses.field(default_factory=list)
+    reduce: tuple | None = None   #: (send color, receive color) of the exchanges
 
     @property
     def words(self) -> int:
@@ -166,26 +171,89 @@ class Kernel:
     def read(self, name: str, sram_words) -> np.ndarray:
         return self.regions[name].decode(sram_words)
 
-    def run_iss(self, sram_words: int | None = None, **values):
-        """Run on the ISS; returns ``({output: array}, stats)``."""
+    def run_iss(self, sram_words: int | None = None, received=(), **values):
+        """Run on the ISS; returns ``({output: array}, stats)``. ``received``: the words
+        the exchanges receive (all of them, in order), queued before the task starts."""
+        st = self._run(sram_words, received, values)
+        return {o: self.read(o, st.sram) for o in self.outputs}, st.stats
+
+    def _run(self, sram_words, received, values):
         size = sram_words or 1 << max(6, (self.words - 1).bit_length())
         st = iss.PEState.new(size, 64)
         for a, w in self.image(**values).items():
             st.sram[a] = w
         st.tasks = {TASK_COLOR: self.code_base}
+        if self.reduce is not None:
+            st.bind_queue(self.reduce[1])
+            st.queues[self.reduce[1]].extend(int(w) & WORD for w in received)
         iss.run_tasks(st, [(TASK_COLOR, 0)])
         if st.stats.task_errors or st.stats.tasks != 1:
             raise RuntimeError(f"kernel {self.name}: the task did not end cleanly "
                                f"({st.stats})")
-        return {o: self.read(o, st.sram) for o in self.outputs}, st.stats
+        return st
+
+
+def run_row(parts, sram_words: int | None = None):
+    """Run the kernels of one row split over PEs (``parts``: ``[(kernel, inputs)]``, each
+    with the same exchanges) on the ISS, with the mesh's combining modelled by its
+    definition: exchange ``j``'s combined words are the max or the sum (int32, wrapping) over
+    the PEs of the words each sent. Each PE runs once per exchange plus once, each run with
+    the combined words known so far (a PE's ``j``-th partial depends only on the first
+    ``j - 1`` combined words). Returns ``([({output: array}, stats, sent words)], the
+    combined words)``."""
+    phases = {len(k.exchanges) for k, _ in parts}
+    if len(phases) != 1:
+        raise KernelError(f"the parts of a row must have the same exchanges, not {phases}")
+    combined = []
+    for how in parts[0][0].exchanges:
+        sent = []
+        for k, values in parts:
+            st = k._run(sram_words, combined + [0] * (_words(k) - len(combined)), values)
+            sent.append(st.sent.get(k.reduce[0], [])[len(combined):len(combined) + len(how)])
+        for w, op in enumerate(how):
+            vals = [int(iss._s32(s[w])) for s in sent]
+            combined.append(max(vals) if op == "max" else int(arith.wrap_int32(sum(vals))))
+    out = []
+    for k, values in parts:
+        st = k._run(sram_words, combined, values)
+        out.append(({o: k.read(o, st.sram) for o in k.outputs}, st.stats,
+                    [int(iss._s32(w)) for w in st.sent.get(k.reduce[0], [])]))
+    return out, combined
+
+
+def _words(k):
+    return sum(len(h) for h in k.exchanges)
 
 
 class _Builder:
     """Regions from word 0, then the program."""
 
-    def __init__(self, name):
+    def __init__(self, name, reduce=None):
         self.name, self.top, self.regions, self.consts, self.prog = name, 0, {}, {}, []
-        self.transforms = {}
+        self.transforms, self.exchanges = {}, []
+        if reduce is not None:
+            if (not isinstance(reduce, tuple) or len(reduce) != 2
+                    or any(not isinstance(c, int) or not 0 <= c < 32 for c in reduce)
+                    or reduce[0] == reduce[1] or TASK_COLOR in reduce):
+                raise KernelError(f"{name}: reduce must be (send color, receive color), two "
+                                  f"different colors in 0..31 other than the task's "
+                                  f"{TASK_COLOR}, not {reduce!r}")
+            self.xchg = self.region("xchg", 2)
+        self.reduce = reduce
+
+    def exchange(self, regs, how):
+        """With ``reduce``: send registers ``regs`` on the send color, receive the row's
+        combined words (``how``: ``"max"``/``"sum"`` each) on the receive color back into
+        them (a PE's partial reductions meet the rest of its row; RECV waits for them).
+        Without ``reduce``: nothing (the PE holds the whole row)."""
+        if self.reduce is None:
+            return
+        x = self.xchg.base
+        self(*[Ins(Op.SST, a=reg(r), b=x + i) for i, r in enumerate(regs)],
+             Ins(Op.SEND, n=len(regs), dst=isa.color(self.reduce[0]), a=sram(x)),
+             Ins(Op.RECV, n=len(regs), dst=sram(x), a=isa.color(self.reduce[1])),
+             *[Ins(Op.SLD, dst=reg(r), b=x + i) for i, r in enumerate(regs)])
+        self.exchanges.append(tuple(how))
 
     def region(self, name, n, kind="i32"):
         r = Region(self.top, n, kind)
@@ -206,7 +274,8 @@ class _Builder:
             raise KernelError(f"kernel {self.name}: {self.top} data words leave no room for "
                               f"the program below word {isa.TASK_ADDR_LIMIT}")
         return Kernel(self.name, self.prog + [Ins(Op.END)], self.top, self.regions,
-                      tuple(inputs), tuple(outputs), self.consts, elements, self.transforms)
+                      tuple(inputs), tuple(outputs), self.consts, elements, self.transforms,
+                      self.exchanges, self.reduce)
 
 
 def _size(name, value, lo, hi):
@@ -293,28 +362,39 @@ def rope(head_dim: int) -> Kernel:
 
 # ---- argmax ---------------------------------------------------------------------------
 
-def argmax(n: int) -> Kernel:
+def argmax(n: int, *, offset: int = 0, total: int | None = None,
+           reduce: tuple | None = None) -> Kernel:
     """``arith.argmax_int(z)`` of ``n`` int32 logits, ties to the lowest index.
 
     ``M = max z`` (REDUCE), ``t = z - M`` wrapping (0 exactly where ``z == M``, else
     ``2**32 - (M - z)`` read unsigned), ``s = sat32(t_unsigned * -2**20)`` (VMULSR: 0 where
     equal, at most ``-2**20`` elsewhere), ``key = s + (n - i)`` (an index vector the kernel
-    owns), ``K = max key`` (REDUCE): the index is ``n - K``. Output: one word."""
+    owns), ``K = max key`` (REDUCE): the index is ``n - K``. Output: one word.
+
+    Split over PEs (``reduce``: send and receive colors): this PE holds logits
+    ``offset .. offset + n - 1`` of ``total``; ``M`` and ``K`` are exchanged (both combined
+    by max) and the index vector is ``total - (offset + i)``, so every PE ends with the
+    row's index."""
     _size("argmax length", n, 1, 0xFFFF)
-    k = _Builder("argmax")
+    total = n if total is None else total
+    _size("argmax total", total, n, 0xFFFF)
+    _size("argmax offset", offset, 0, total - n)
+    k = _Builder("argmax", reduce)
     z, out = k.region("z", n), k.region("out", 1)
-    idx = k.const("idx", [n - i for i in range(n)])
+    idx = k.const("idx", [total - offset - i for i in range(n)])
     t = k.region("t", n)
     m_, negm, big, kk, nn = 1, 2, 3, 4, 5
     k(_li(ZERO, 0),
-      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(m_), a=z.at()),
-      Ins(Op.SSUB, dst=reg(negm), a=reg(ZERO), b=reg(m_)),
+      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(m_), a=z.at()))
+    k.exchange([m_], ["max"])
+    k(Ins(Op.SSUB, dst=reg(negm), a=reg(ZERO), b=reg(m_)),
       Ins(Op.VADD, n=n, dst=t.at(), a=z.at(), b=reg(negm)),
       _li(big, -(1 << 20)),
       Ins(Op.VMULSR, n=n, imm=FLAG_UA, dst=t.at(), a=t.at(), b=reg(big)),
       Ins(Op.VADD, n=n, dst=t.at(), a=t.at(), b=idx.at()),
-      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(kk), a=t.at()),
-      _li(nn, n),
+      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(kk), a=t.at()))
+    k.exchange([kk], ["max"])
+    k(_li(nn, total),
       Ins(Op.SSUB, dst=reg(nn), a=reg(nn), b=reg(kk)),
       Ins(Op.SST, a=reg(nn), b=out.base))
     return k.done(("z",), ("out",), n)
@@ -440,7 +520,8 @@ def _split_n(n):
 
 # ---- RMSNorm ----------------------------------------------------------------------------
 
-def rms_norm(d: int, eps_q: int) -> Kernel:
+def rms_norm(d: int, eps_q: int, *, width: int | None = None,
+             reduce: tuple | None = None) -> Kernel:
     """``arith.rms_norm_int(x, eps_q, mult, shift)`` of one token's int32 row of ``d``
     channels (``d <= 256``; ``0 <= eps_q < 2**38``, a model constant: the kernel stores
     ``eps_q >> 2e`` for the 18 possible ``e``).
@@ -460,10 +541,12 @@ def rms_norm(d: int, eps_q: int) -> Kernel:
        is folded into ``r << -shift``, < 2**31), then VREQ per channel into int8 lanes.
     """
     _size("rms_norm width d", d, 1, MAX_NORM_WIDTH)
+    width = d if width is None else width
+    _size("rms_norm row width", width, d, MAX_NORM_WIDTH)
     if not isinstance(eps_q, int) or not 0 <= eps_q < MAX_EPS_Q:
         raise KernelError(f"rms_norm eps_q must be an integer in 0..{MAX_EPS_Q - 1} (the sum "
                           f"of squares plus eps_q must stay below 2**39), not {eps_q!r}")
-    k = _Builder("rms_norm")
+    k = _Builder("rms_norm", reduce)
     x, q, out = k.region("x", d), k.region("q", d, "req"), k.region("out", d, "i8")
     a, b = k.region("a", 2 * d), k.region("b", d)
     seed = k.const("seed", arith.RSQRT_SEED)
@@ -476,8 +559,9 @@ def rms_norm(d: int, eps_q: int) -> Kernel:
       Ins(Op.VSHR, n=d, imm=1, dst=a.at(), a=x.at()),                      # sr(x, 1)
       Ins(Op.VMULSR, n=d, imm=1, dst=a.at(d), a=x.at(), b=reg(neg1)),      # sr(-x, 1)
       Ins(Op.VMUL, n=2 * d, dst=a.at(), a=a.at(), b=reg(neg1)),
-      Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()),
-      Ins(Op.SBITLEN, dst=reg(e), a=reg(mx)),
+      Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()))
+    k.exchange([mx], ["max"])
+    k(Ins(Op.SBITLEN, dst=reg(e), a=reg(mx)),
       Ins(Op.SSUB, dst=reg(e), a=reg(e), b=14),
       Ins(Op.SMAX, dst=reg(e), a=reg(e), b=0),                            # e
       _li(off, 1),
@@ -493,8 +577,9 @@ def rms_norm(d: int, eps_q: int) -> Kernel:
       Ins(Op.REDUCE, n=d, dst=reg(hi), a=a.at()),
       Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
       Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
-      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)),                     # Lo
-      # E = eps_q >> 2e from the table of its 18 possible values, as (E >> 8, E & 255)
+      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
+    k.exchange([hi, sm], ["sum", "sum"])
+    k(      # E = eps_q >> 2e from the table of its 18 possible values, as (E >> 8, E & 255)
       Ins(Op.SSHL, imm=1, dst=reg(p), a=reg(e)),
       Ins(Op.SADD, dst=reg(p), a=reg(p), b=eps.base),
       Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
@@ -523,7 +608,7 @@ def rms_norm(d: int, eps_q: int) -> Kernel:
 
 # ---- softmax ----------------------------------------------------------------------------
 
-def softmax(n: int, mult: int, shift: int) -> Kernel:
+def softmax(n: int, mult: int, shift: int, *, reduce: tuple | None = None) -> Kernel:
     """``arith.softmax_int(scores, mult, shift)`` over one row of ``n`` int32 scores (all
     visible; ``mult`` in 0..65535 and ``shift`` in 0..47 are model constants in the
     program); output ``n`` probabilities (Q0.15, int32 words).
@@ -543,15 +628,16 @@ def softmax(n: int, mult: int, shift: int) -> Kernel:
     _size("softmax length", n, 1, 0xFFFF)
     _size("softmax mult", mult, 0, 0xFFFF)
     _size("softmax shift", shift, 0, 47)
-    k = _Builder("softmax")
+    k = _Builder("softmax", reduce)
     s, p = k.region("s", n), k.region("p", n)
     u, ex = k.region("u", n), k.region("e", n)
     table = k.const("exp2", np.roll(arith.EXP2_TABLE, 128))
     seed = k.const("seed", arith.RECIP_SEED)
     neg1, mx, ml, lim, c128, tot = 9, 10, 11, 12, 13, 14
     k(_li(neg1, -1),
-      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(mx), a=s.at()),
-      Ins(Op.VMUL, n=n, dst=u.at(), a=s.at(), b=reg(neg1)),
+      Ins(Op.REDUCE, n=n, imm=FLAG_MAX, dst=reg(mx), a=s.at()))
+    k.exchange([mx], ["max"])
+    k(Ins(Op.VMUL, n=n, dst=u.at(), a=s.at(), b=reg(neg1)),
       Ins(Op.VADD, n=n, dst=u.at(), a=u.at(), b=reg(mx)),                 # d = M - s
       _li(ml, mult),
       Ins(Op.VMULSR, n=n, imm=FLAG_UA | shift, dst=u.at(), a=u.at(), b=reg(ml)),
@@ -565,6 +651,7 @@ def softmax(n: int, mult: int, shift: int) -> Kernel:
       Ins(Op.VSHR, n=n, imm=arith.EXP_FRAC, dst=u.at(), a=u.at()),        # u >> 8
       Ins(Op.VSHR, n=n, imm=FLAG_VAR, dst=ex.at(), a=ex.at(), b=u.at()),  # exp2
       Ins(Op.REDUCE, n=n, dst=reg(tot), a=ex.at()))
+    k.exchange([tot], ["sum"])
     _recip_steps(k, tot, seed.base, 10, 11)
     k(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
       Ins(Op.VMULSR, n=n, imm=FLAG_VAR | 11, dst=p.at(), a=ex.at(), b=reg(10)))
