@@ -682,22 +682,41 @@ def shipped_table(seed: int = 0) -> list[dict]:
     cases = [
         ("residual_add", 16, residual_add(16), dict(x=r32(16), y=r32(16))),
         ("requantize", 16, requantize(16), dict(acc=r32(16), q=rq(16))),
-        ("rms_norm", 16, rms_norm(16, 22517998137), dict(x=r32(16), q=rq(16))),
-        ("rms_norm (whole row)", 128, rms_norm(128, 22517998137),
+        ("rms_norm (a row of 16)", 16, rms_norm(16, 22517998137), dict(x=r32(16), q=rq(16))),
+        ("rms_norm (the row of 128 on one PE)", 128, rms_norm(128, 22517998137),
          dict(x=r32(128), q=rq(128))),
         ("rsqrt", 1, rsqrt(), dict(n=int(rng.integers(1, 1 << 38)))),
         ("rope (one head)", 32, rope(32), dict(x=r8(32), cos=r8(32) * 128, sin=r8(32) * 128,
                                                q=rq(32))),
-        ("softmax", 32, softmax(32, 46000, 18), dict(s=r32(32))),
-        ("softmax", 256, softmax(256, 46000, 18), dict(s=r32(256))),
+        ("softmax (32 scores on one PE)", 32, softmax(32, 46000, 18), dict(s=r32(32))),
+        ("softmax (256 scores on one PE)", 256, softmax(256, 46000, 18), dict(s=r32(256))),
         ("gate_up", 44, gate_up(44), dict(gate=r8(44), up=r8(44), table=r32(256) >> 5,
                                           q=rq(44))),
-        ("argmax", 32, argmax(32), dict(z=r32(32))),
-        ("argmax", 256, argmax(256), dict(z=r32(256))),
+        ("argmax (32 logits)", 32, argmax(32), dict(z=r32(32))),
+        ("argmax (256 logits on one PE)", 256, argmax(256), dict(z=r32(256))),
     ]
     rows = []
     for op, size, k, values in cases:
         _, stats = k.run_iss(**values)
         rows.append({"op": op, "size": size, "kernel": k, "instructions": stats.instructions,
                      "cycles": stats.cycles, "words": k.words})
+    # Split over 8 PEs (a mesh column for the norm, 8 PEs of positions or of the vocabulary),
+    # exchanging partials; PE 0's counters (every PE runs the same program).
+    x, m, sh = r32(128), *rq(128)
+    split = [
+        ("rms_norm, 16 channels of 128 (split over 8 PEs)", [
+            (rms_norm(16, 22517998137, width=128, reduce=(6, 7)),
+             dict(x=x[a:a + 16], q=(m[a:a + 16], sh[a:a + 16]))) for a in range(0, 128, 16)]),
+        ("softmax, 32 scores of 256 (split over 8 PEs)", [
+            (softmax(32, 46000, 18, reduce=(6, 7)), dict(s=r32(32))) for _ in range(8)]),
+        ("argmax, 32 logits of 256 (split over 8 PEs)", [
+            (argmax(32, offset=a, total=256, reduce=(6, 7)), dict(z=r32(32)))
+            for a in range(0, 256, 32)]),
+    ]
+    for op, parts in split:
+        res, _ = run_row(parts)
+        k, stats = parts[0][0], res[0][1]
+        rows.append({"op": op, "size": k.elements, "kernel": k,
+                     "instructions": stats.instructions, "cycles": stats.cycles,
+                     "words": k.words})
     return rows
