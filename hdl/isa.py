@@ -194,7 +194,6 @@ def exec_cycles(op: int, n: int, imm: int) -> int:
     op = Op(op)
     if op is Op.END:
         return 0
-    # VMULSR: the same five cycles per element as the other element-wise ops.
     if op is Op.RECV:
         return n
     if op is Op.SEND:
