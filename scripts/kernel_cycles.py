@@ -7,8 +7,9 @@ the programs have no branches and read their inputs from SRAM, so these counts d
 on the data.
 """
 
-from sparktile.compiler import kernels
 from sparktile.hdl import isa
+
+from sparktile.compiler import kernels
 
 
 def main():
