@@ -31,8 +31,8 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .counters import count_events
-from .formats import NUM_COLORS, RequantWord, Wavelet
-from .isa import FLAG_MAX, FLAG_SAT, Fmt, Op, Space
+from .formats import NUM_COLORS, Wavelet
+from .isa import FLAG_MAX, FLAG_SAT, Fmt, Op, ReqWord, Space
 from .pe import ConfigWriteSignature
 
 __all__ = ["Core"]
@@ -273,8 +273,8 @@ class Core(wiring.Component):
                     for c in conds:
                         ok = ok & c
                     m.d.comb += valid.eq(ok)
-        def lookup(operand, slots_ops, found, idx, *, addend=None):
-            uses = Const(0)
+        def lookup(operand, slots_ops, found, idx, *, addend=None, extra=None):
+            uses = Const(0) if extra is None else extra
             for o in slots_ops:
                 uses = uses | (op == int(o))
             addend = Const(0) if addend is None else addend
@@ -291,10 +291,11 @@ class Core(wiring.Component):
         qa_d, qb_d = Signal(3), Signal(3)
         a_queue_ops = [o for o in Op if isa.ALLOWED[o][1] and Space.COLOR in isa.ALLOWED[o][1]]
         b_queue_ops = [o for o in Op if isa.ALLOWED[o][2] and o not in isa.RAW_B
-                       and Space.COLOR in isa.ALLOWED[o][2]]
+                       and Space.COLOR in isa.ALLOWED[o][2] and o is not Op.VSHR]
         lookup(oa, a_queue_ops, a_found, qa_d)
         g_addend = imm[9]
-        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend)
+        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend,
+               extra=(op == Op.VSHR) & imm[6])
 
         # GEMV pipeline registers
         g_row, g_k = Signal(16), Signal(9)
@@ -445,7 +446,8 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 with m.If((oa.space == Space.SRAM) | (oa.space == Space.XBUF)):
                     m.d.sync += a_reg.eq(element(mem_data(oa.space), oa.fmt))
-                b_used = (op == Op.VADD) | (op == Op.VMUL) | (op == Op.VMAX) | (op == Op.VREQ)
+                b_used = ((op == Op.VADD) | (op == Op.VMUL) | (op == Op.VMAX) | (op == Op.VREQ) |
+                          (op == Op.VMULSR) | ((op == Op.VSHR) & imm[6]))
                 with m.If(b_used & (ob.space == Space.COLOR)):
                     with m.If(q_rdy[qb]):
                         m.d.comb += q_pop.bit_select(qb, 1).eq(1)
@@ -481,13 +483,25 @@ class Core(wiring.Component):
                     with m.Case(Op.VMUL):
                         m.d.comb += res.eq(a * b)
                     with m.Case(Op.VSHR):
-                        m.d.comb += res.eq(_shift_round(a, imm[:6]))
+                        m.d.comb += res.eq(_shift_round(a, Mux(imm[6], b[:6], imm[:6])))
+                    with m.Case(Op.VMULSR):
+                        # a (signed, or unsigned with FLAG_UA) times b: 65 bits; the rounding
+                        # shift by imm or by register imm[3:0] (FLAG_VAR); saturate to int32.
+                        ax = Signal(signed(33), name="mulsr_a")
+                        m.d.comb += ax.eq(Mux(imm[7], a.as_unsigned(), a))
+                        sh = Mux(imm[6], regs[imm[:4]][:6], imm[:6])
+                        y = Signal(signed(67), name="mulsr_y")
+                        m.d.comb += y.eq(_shift_round(ax * b, sh))
+                        m.d.comb += res.eq(Mux(y > (1 << 31) - 1, (1 << 31) - 1,
+                                               Mux(y < -(1 << 31), -(1 << 31), y)))
                     with m.Case(Op.VMAX):
                         m.d.comb += res.eq(Mux(a > b, a, b))
                     with m.Case(Op.VREQ):
-                        q = data.View(RequantWord, b.as_unsigned())
+                        q = data.View(ReqWord, b.as_unsigned())
+                        prod = Signal(signed(50), name="req_p")
+                        m.d.comb += prod.eq(Mux(q.neg, -(a * q.mult), a * q.mult))
                         y = Signal(signed(64))
-                        m.d.comb += y.eq(_shift_round(a * q.mult, q.shift))
+                        m.d.comb += y.eq(_shift_round(prod, q.shift))
                         m.d.comb += res.eq(Mux(y > 127, 127, Mux(y < -128, -128, y)))
                     with m.Case(Op.VLUT):
                         m.d.comb += res.eq(s_rd.data)
@@ -549,7 +563,9 @@ class Core(wiring.Component):
                     with m.Case(Op.SSUB):
                         m.d.comb += res.eq(av - bv)
                     with m.Case(Op.SMULSH):
-                        m.d.comb += res.eq((av * bv) >> imm[:6])
+                        bu = Signal(signed(33), name="smulsh_b")
+                        m.d.comb += bu.eq(Mux(imm[7], bv.as_unsigned(), bv))
+                        m.d.comb += res.eq((av * bu) >> imm[:6])
                     with m.Case(Op.SSHR):
                         m.d.comb += res.eq(_shift_round(av, imm[:6]))
                     with m.Case(Op.SSHL):

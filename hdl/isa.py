@@ -38,7 +38,8 @@ __all__ = [
     "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
     "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
-    "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "gemv", "MAX_GEMV_WORDS", "valid_insn",
+    "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "FLAG_VAR", "FLAG_UB", "FLAG_UA",
+    "ReqWord", "req_word", "b_used", "gemv", "MAX_GEMV_WORDS", "valid_insn",
 ]
 
 #: SRAM words of one instruction.
@@ -71,15 +72,17 @@ class Op(enum.IntEnum):
     GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
-    VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63): round half up
+    VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63), or b[i] & 63 with FLAG_VAR
     VMAX = 8     #: dst[i] = max(a[i], b[i])
     VREQ = 9     #: dst[i] = requantize(a[i], b[i].mult, b[i].shift) (RequantWord b, int8 out)
     VLUT = 10    #: dst[i] = SRAM[b.base + ((a[i] + 128) & 255)] (int8 index a)
     REDUCE = 11  #: reg dst = sum (wrapping) or, with FLAG_MAX, max of a[0..n-1]
+    VMULSR = 12  #: dst[i] = sat32(shift_round(a[i] * b[i], sh)), a 64-bit product
     SLI = 16     #: reg dst = b (the raw word)
     SADD = 17    #: reg dst = reg a + (reg b | imm b), wrapping
     SSUB = 18    #: reg dst = reg a - (reg b | imm b), wrapping
-    SMULSH = 19  #: reg dst = low 32 bits of (reg a * (reg b | imm b)) >> (imm & 63), floor
+    SMULSH = 19  #: reg dst = low 32 bits of (reg a * (reg b | imm b)) >> (imm & 63), floor;
+    #: with FLAG_UB, b is read as unsigned 32 bits
     SSHR = 20    #: reg dst = shift_round(reg a, imm & 63)
     SSHL = 21    #: reg dst = low 32 bits of reg a << (imm & 31)
     SBITLEN = 22  #: reg dst = bit_length(reg a as unsigned 32)
@@ -91,7 +94,7 @@ class Op(enum.IntEnum):
     SLDR = 28    #: reg dst = SRAM[reg a]: a table lookup by a computed index (Newton seeds)
 
 
-VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE)
+VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE, Op.VMULSR)
 SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN, Op.SLT,
               Op.SMAX, Op.SLD, Op.SST, Op.SSHLV, Op.SLDR)
 
@@ -99,6 +102,14 @@ SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN,
 FLAG_SAT = 1 << 0   #: VADD: saturate to int32 instead of wrapping
 FLAG_MAX = 1 << 0   #: REDUCE: max instead of sum
 FLAG_IMM = 1 << 6   #: scalar ops: b is the raw 32-bit word, not a register
+#: VSHR: the shift of element ``i`` is ``b[i] & 63`` (b a vector, a register or a color),
+#: not ``imm & 63`` (the exponent of a table-and-shift exp2, a per-token normalization);
+#: VMULSR: the shift is the low six bits of scalar register ``imm & 15``.
+FLAG_VAR = 1 << 6
+#: SMULSH: b is read as an unsigned 32-bit word (a Newton step's Q30 factor that reaches 2**31).
+FLAG_UB = 1 << 7
+#: VMULSR: a is read as an unsigned 32-bit word (a difference ``max - s`` that reaches 2**32 - 1).
+FLAG_UA = 1 << 7
 #: GEMV: add to each row's sum the next word of color ``b.aux`` (the partial sum of the
 #: previous PE of a reduction chain), in the cycle the row leaves: no extra cycle.
 FLAG_ADDEND = 1 << 9
@@ -136,6 +147,28 @@ class Operand(data.Struct):
     space: 2       #: :class:`Space`
     fmt: 1         #: :class:`Fmt`
     aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND)
+
+
+class ReqWord(data.Struct):
+    """VREQ's per-element requantization word: :class:`~sparktile.hdl.formats.RequantWord`
+    (``mult`` bits 15:0, ``shift`` bits 21:16) plus a sign bit 22: ``neg = 1`` multiplies by
+    ``-mult`` (the signed multipliers of :func:`arith.signed_params`: a negative RMSNorm
+    weight folded into the requantization). With ``neg = 0`` it is the PE's RequantWord."""
+
+    mult: 16
+    shift: 6
+    neg: 1
+    unused: 9
+
+
+def req_word(mult: int, shift: int) -> int:
+    """The :class:`ReqWord` of a signed ``mult`` (``|mult| < 2**16``) and ``shift`` (0..47)."""
+    mult, shift = int(mult), int(shift)
+    if not -(1 << 16) < mult < 1 << 16:
+        raise IsaError(f"requantization mult must be in (-65536, 65536), not {mult}")
+    if not 0 <= shift <= 47:
+        raise IsaError(f"requantization shift must be 0..47, not {shift}")
+    return pack(ReqWord, mult=abs(mult), shift=shift, neg=int(mult < 0))
 
 
 class IsaError(ValueError):
@@ -264,11 +297,12 @@ ALLOWED = {
     Op.GEMV: ((Space.SRAM, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
     Op.VADD: (_VDST, _VSRC, _VSRC),
     Op.VMUL: (_VDST, _VSRC, _VSRC),
-    Op.VSHR: (_VDST, _VSRC, None),
+    Op.VSHR: (_VDST, _VSRC, _VSRC),        # b read only with FLAG_VAR
     Op.VMAX: (_VDST, _VSRC, _VSRC),
     Op.VREQ: (_VDST, _VSRC, (Space.SRAM, Space.REG)),
     Op.VLUT: (_VDST, _VSRC, (Space.SRAM,)),
     Op.REDUCE: ((Space.REG,), _VSRC, None),
+    Op.VMULSR: (_VDST, _VSRC, _VSRC),
 }
 for _op in SCALAR_OPS:
     ALLOWED[_op] = ((Space.REG,), (Space.REG,), (Space.REG,))
@@ -279,6 +313,15 @@ ALLOWED[Op.SSHL] = ((Space.REG,), (Space.REG,), None)
 ALLOWED[Op.SLD] = ((Space.REG,), None, None)
 ALLOWED[Op.SST] = (None, (Space.REG,), None)
 ALLOWED[Op.SLDR] = ((Space.REG,), (Space.REG,), None)
+
+
+def b_used(op: int, imm: int) -> bool:
+    """Whether an element-wise op reads its b operand (VSHR only with :data:`FLAG_VAR`)."""
+    op = Op(op)
+    return op in (Op.VADD, Op.VMUL, Op.VMAX, Op.VREQ, Op.VMULSR) or (
+        op is Op.VSHR and bool(imm & FLAG_VAR))
+
+
 #: Ops whose b word is a raw 32-bit value (immediate or address), not a descriptor.
 RAW_B = (Op.SLI, Op.SLD, Op.SST)
 
@@ -328,6 +371,8 @@ class Ins:
                                    f"not {value}")
                 words.append(value & 0xFFFFFFFF)
                 continue
+            if op is Op.VSHR and slot == 2 and not imm & FLAG_VAR:
+                allowed = None
             if allowed is None:
                 if value is not None:
                     raise IsaError(f"{where}: takes no {name} operand")

@@ -485,7 +485,7 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             if addend is not None:
                 data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
         elif kind in ("vec", "reduce", "lut"):
-            op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ]),
+            op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VMULSR]),
                   "reduce": Op.REDUCE, "lut": Op.VLUT}[kind]
             a = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA)])
             # The core takes a's element, then b's: a stream with both on colors
@@ -501,7 +501,7 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
                 b = sram(rng.randrange(0, 0x100))
             elif op is Op.VREQ:
                 b = rng.choice([mem(isa.Space.SRAM), reg(rng.randrange(16))])
-            elif op is Op.VSHR:
+            elif op is Op.VSHR and rng.random() < 0.5:
                 b = None
             else:
                 b = rng.choice([mem(), reg(rng.randrange(16)), color(DATA + 1)])
@@ -509,6 +509,10 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
                     b_data = [data_w(rng.randrange(1 << 32), DATA + 1) for _ in range(n)]
             dst = rng.choice([mem(), mem(), color(OUT)])
             imm = rng.randrange(64) if op is Op.VSHR else rng.randrange(2)
+            if op is Op.VSHR and b is not None:
+                imm |= isa.FLAG_VAR        # the shift of element i is b[i] & 63
+            if op is Op.VMULSR:             # any shift or shift register, a signed/unsigned
+                imm = rng.randrange(256)
             prog.append(Ins(op, n=n, imm=imm, dst=dst, a=a, b=b))
             for k in range(n):
                 data += a_data[k:k + 1] + b_data[k:k + 1]
@@ -526,11 +530,14 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
                 prog.append(Ins(op, imm=rng.randrange(64), dst=r(), a=r()))
             else:
                 b = rng.choice([r(), rng.randrange(-(1 << 31), 1 << 31)])
-                prog.append(Ins(op, imm=rng.randrange(64), dst=r(), a=r(), b=b))
+                imm = rng.randrange(64)
+                if op is Op.SMULSH and rng.random() < 0.5:
+                    imm |= isa.FLAG_UB
+                prog.append(Ins(op, imm=imm, dst=r(), a=r(), b=b))
     return prog + [Ins(Op.END)], data
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_random_programs_rtl_equals_iss(seed):
     rng = random.Random(seed)
     s = Setup()
@@ -625,3 +632,49 @@ def test_recip_int_as_a_program_equals_arith():
     mant, shift = arith.recip_int(np.array(ns))
     want = [int(v) for pair in zip(mant, shift, strict=True) for v in pair]
     assert rtl["sent"][OUT] == want
+
+
+def test_kernel_ops_at_the_int32_extremes():
+    """The ops added for the decoder kernels (VMULSR, VSHR by b, SMULSH with an unsigned b,
+    VREQ with a negative multiplier) on the int32 extremes, RTL vs ISS, and against arith."""
+    rng = np.random.default_rng(21)
+    ext = [-(1 << 31), (1 << 31) - 1, -1, 0, 1, (1 << 30), -(1 << 30) - 1, 65535]
+    a = np.array(ext + [int(v) for v in rng.integers(-(1 << 31), 1 << 31, 8)], np.int64)
+    b = np.array(ext[::-1] + [int(v) for v in rng.integers(-(1 << 31), 1 << 31, 8)], np.int64)
+    sh = np.array([0, 1, 63, 31, 17, 5, 62, 40] + [int(v) for v in rng.integers(0, 64, 8)])
+    mult = np.array([-65535, 65535, -1, 0, 1, -40000, 30000, -7] +
+                    [int(v) for v in rng.integers(-65535, 65536, 8)])
+    shift = np.array([0, 47, 1, 16, 31, 20, 5, 47] + [int(v) for v in rng.integers(0, 48, 8)])
+    n = len(a)
+    A, B, SH, Q = 0x40, 0x50, 0x60, 0x70
+    R1, R2, R3, R4 = 0x80, 0x90, 0xa0, 0xb0
+    s = Setup()
+    s.load(A, a & WORD)
+    s.load(B, b & WORD)
+    s.load(SH, sh)
+    s.load(Q, [isa.req_word(m_, s_) for m_, s_ in zip(mult, shift, strict=True)])
+    s.program(TASK, 0, [
+        Ins(Op.VMULSR, n=n, imm=isa.FLAG_UA | 3, dst=sram(R1), a=sram(A), b=sram(B)),
+        Ins(Op.SLI, dst=reg(2), b=45),
+        Ins(Op.VMULSR, n=n, imm=isa.FLAG_VAR | 2, dst=sram(R2), a=sram(A), b=sram(B)),
+        Ins(Op.VSHR, n=n, imm=isa.FLAG_VAR, dst=sram(R3), a=sram(A), b=sram(SH)),
+        Ins(Op.VREQ, n=n, dst=sram(R4), a=sram(A), b=sram(Q)),
+        Ins(Op.SLI, dst=reg(3), b=-1),
+        Ins(Op.SMULSH, imm=isa.FLAG_UB | 31, dst=reg(4), a=reg(3), b=reg(3)),
+        Ins(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, st = compare(s, seed=21)
+    got = s32(rtl["sram"])
+
+    def exact(p, k):
+        return [max(-(1 << 31), min((1 << 31) - 1, (int(v) + (1 << (int(s_) - 1) if s_ else 0))
+                                    >> int(s_))) for v, s_ in zip(p, k, strict=True)]
+    au = [int(v) & WORD for v in a]
+    checks = {R1: exact([x * int(y) for x, y in zip(au, b, strict=True)], [3] * n),
+              R2: exact([int(x) * int(y) for x, y in zip(a, b, strict=True)], [45] * n),
+              R3: arith.shift_round(a, sh), R4: arith.requantize_to(a, mult, shift, 8)}
+    for base, want in checks.items():
+        for k in range(n):
+            assert got[base + k] == int(want[k]), (
+                f"seed=21: result at {base:#x}, element {k}: {got[base + k]} != {int(want[k])}")
+    assert rtl["regs"][4] == ((-1 * 0xFFFFFFFF) >> 31) & WORD

@@ -18,8 +18,19 @@ import numpy as np
 
 from sparktile.golden_model import arith
 from sparktile.hdl import isa
-from sparktile.hdl.formats import RequantWord, unpack
-from sparktile.hdl.isa import FLAG_ADDEND, FLAG_IMM, FLAG_MAX, FLAG_SAT, Fmt, Op, Space
+from sparktile.hdl.formats import unpack
+from sparktile.hdl.isa import (
+    FLAG_ADDEND,
+    FLAG_IMM,
+    FLAG_MAX,
+    FLAG_SAT,
+    FLAG_UA,
+    FLAG_UB,
+    FLAG_VAR,
+    Fmt,
+    Op,
+    Space,
+)
 
 __all__ = ["PEState", "TaskError", "run_tasks", "Stats"]
 
@@ -113,22 +124,34 @@ class _Vec:
 
 def _needs_queue(op, slot, d, insn):
     """Whether operand ``slot`` reads an input queue (a COLOR source)."""
+    if op is Op.VSHR and slot == 2 and not insn["imm"] & FLAG_VAR:
+        return False
     return slot != 0 and d["space"] == Space.COLOR and Space.COLOR in (isa.ALLOWED[op][slot]
                                                                         or ())
 
 
-def _elementwise(op, imm, a, b):
+def _elementwise(st, op, imm, a, b):
     if op is Op.VADD:
         return int(arith.residual_add(a, b)) if imm & FLAG_SAT else _s32(a + b)
     if op is Op.VMUL:
         return _s32(a * b)
     if op is Op.VSHR:
-        return int(arith.shift_round(a, imm & 63))
+        return int(arith.shift_round(a, (b if imm & FLAG_VAR else imm) & 63))
+    if op is Op.VMULSR:
+        sh = st.regs[imm & 15] if imm & FLAG_VAR else imm
+        av = a & WORD if imm & FLAG_UA else a
+        # A 64-bit product and its rounding in Python integers: ``arith.shift_round`` works
+        # in int64, and ``(2**32 - 1) * (2**31 - 1) + 2**62`` needs one bit more (the RTL
+        # computes it 66 bits wide).
+        sh &= 63
+        p = av * b + ((1 << (sh - 1)) if sh else 0)
+        return int(arith.sat(p >> sh, 32))
     if op is Op.VMAX:
         return max(a, b)
     if op is Op.VREQ:
-        q = unpack(RequantWord, b & WORD)
-        return int(arith.requantize_to(a, q["mult"], q["shift"], 8))
+        q = unpack(isa.ReqWord, b & WORD)
+        mult = -q["mult"] if q["neg"] else q["mult"]
+        return int(arith.requantize_to(a, mult, q["shift"], 8))
     raise AssertionError(op)
 
 
@@ -136,6 +159,8 @@ def _scalar(st: PEState, op, imm, dst, a, b_word):
     r = st.regs
     av = _s32(r[a["base"] & 15])
     bv = _s32(b_word) if imm & FLAG_IMM else _s32(r[unpack(isa.Operand, b_word)["base"] & 15])
+    if op is Op.SMULSH and imm & FLAG_UB:
+        bv &= WORD
     if op is Op.SLI:
         v = b_word
     elif op is Op.SADD:
@@ -228,8 +253,8 @@ def step(st: PEState, pc: int) -> int | None:
                 v = int(arith.lut_int8(((x + 128) & 255) - 128, table))
                 d.write(i, _s32(v))
                 continue
-            y = vb.read(i) if op is not Op.VSHR else 0
-            d.write(i, _elementwise(op, imm, x, y))
+            y = vb.read(i) if isa.b_used(op, imm) else 0
+            d.write(i, _elementwise(st, op, imm, x, y))
         if op is Op.REDUCE:
             st.regs[dst["base"] & 15] = acc
     else:
