@@ -1,6 +1,6 @@
 """Instructions, cycles and SRAM words of each decoder kernel at the shipped model's per-PE
 sizes, from the ISS's counters (``sparktile.compiler.kernels.shipped_table``), as the markdown
-table of ``docs/architecture.md``. Run: ``python -m scripts.kernel_cycles``.
+table of ``docs/architecture.md``. Run: ``python -m sparktile.scripts.kernel_cycles``.
 
 The RTL core equals the ISS cycle for cycle on every kernel (``tests/test_kernels.py``), and
 the programs have no branches and read their inputs from SRAM, so these counts do not depend
