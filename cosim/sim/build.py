@@ -53,7 +53,9 @@ VERILATOR_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--timin
                    "-CFLAGS", "-std=c++20 -fcoroutines"]
 #: Hierarchical verilation: the tile (``hier_block`` in ``harness.vlt``) is compiled once.
 HIER_FLAGS = ["--hierarchical"]
-#: C++ optimisation of the model (Verilator's default is -Os).
+#: C++ optimisation of the model (Verilator's default is -Os). -O3 was measured against it on
+#: the 4x4 and 8x8 plain harness (docs/architecture.md, "Where a simulated cycle goes"): no
+#: gain, so -O2 stays (-march=native would not run on every machine the cache may serve).
 OPT_FAST = "-O2"
 
 
