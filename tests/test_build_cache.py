@@ -192,3 +192,28 @@ def test_a_crashing_plain_harness_names_the_entry_to_delete(tmp_path, monkeypatc
     with pytest.raises(b.BuildError, match=f"killed by SIGSEGV.*delete its cache entry "
                                            f"{exe.parent}"):
         b.run_plain(MeshShape(1, 1), tmp_path / "replay.bin")
+
+
+def test_run_plain_reports_the_harness_cpu_time(tmp_path, monkeypatch):
+    """The plain harness's speed by CPU time: its process's CPU seconds, start-up included,
+    divided into the cycles it reports (a stand-in that burns CPU and prints the JSON line)."""
+    import stat
+    import sys
+
+    from sparktile.cosim.sim import build as b
+    from sparktile.hdl.mesh import MeshShape
+
+    exe = tmp_path / "entry" / "plain_harness"
+    exe.parent.mkdir()
+    exe.write_text(f"#!{sys.executable}\n"
+                   "import time\n"
+                   "t = time.process_time()\n"
+                   "while time.process_time() - t < 0.05: pass\n"
+                   "print('{\"phases\": 1, \"cycles\": 1000, \"wall_s\": 0.05, '\n"
+                   "      '\"cycles_per_s\": 2e4}')\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(b, "build_plain", lambda shape, threads=1: exe)
+    r = b.run_plain(MeshShape(1, 1), tmp_path / "replay.bin")
+    assert r["cycles"] == 1000 and r["cycles_per_s"] == 2e4
+    assert r["cpu_s"] >= 0.05, r
+    assert r["cycles_per_cpu_s"] == pytest.approx(1000 / r["cpu_s"])

@@ -53,7 +53,9 @@ VERILATOR_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--timin
                    "-CFLAGS", "-std=c++20 -fcoroutines"]
 #: Hierarchical verilation: the tile (``hier_block`` in ``harness.vlt``) is compiled once.
 HIER_FLAGS = ["--hierarchical"]
-#: C++ optimisation of the model (Verilator's default is -Os).
+#: C++ optimisation of the model (Verilator's default is -Os). -O3 was measured against it on
+#: the 4x4 and 8x8 plain harness (docs/architecture.md, "Where a simulated cycle goes"): no
+#: gain, so -O2 stays (-march=native would not run on every machine the cache may serve).
 OPT_FAST = "-O2"
 
 
@@ -345,16 +347,28 @@ def build_plain(shape: MeshShape, threads: int = 1) -> Path:
 
 
 def run_plain(shape: MeshShape, replay: Path, threads: int = 1) -> dict:
-    """Replay a recorded workload in the plain C++ harness; returns its cycles and speed."""
+    """Replay a recorded workload in the plain C++ harness; returns its cycles and speed, by
+    wall time (``cycles_per_s``, the replay loop alone) and by the process's CPU time
+    (``cycles_per_cpu_s``)."""
     import json
+    import resource
     import subprocess
 
     from .harness import edge_ports
     exe = build_plain(shape, threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([str(exe), str(replay), str(len(edge_ports(shape)))],
                          capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise BuildError(f"the plain C++ harness failed ({exit_description(out.returncode)}): "
                          f"{out.stderr.strip()[-2000:]} "
                          f"(if it crashed, delete its cache entry {exe.parent} to rebuild it)")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # The harness's CPU time (user + system, all its threads), start-up and file reading
+    # included: on a machine shared with other jobs the wall time measures the load, the CPU
+    # time the work (compared with the cocotb run's, Recording.finish).
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result["cpu_s"] = cpu
+    result["cycles_per_cpu_s"] = result["cycles"] / cpu if cpu > 0 else 0.0
+    return result

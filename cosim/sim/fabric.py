@@ -270,7 +270,10 @@ class Recording:
     """Records a bench's whole workload for the plain C++ harness, and what it cost here.
 
     ``finish()`` writes the file and returns the cycles simulated and the wall time spent
-    (Python included) since the recording started, or ``None`` when not recording.
+    (Python included) since the recording started, or ``None`` when not recording; also the
+    CPU time this process spent (the simulator and Python, every thread): on a machine
+    shared with other jobs the wall time measures the load, the CPU time the work, so a
+    comparison with the plain harness on a loaded machine uses ``cycles_per_cpu_s``.
     """
 
     def __init__(self, fabric: Fabric, path: str | None):
@@ -281,13 +284,16 @@ class Recording:
             fabric.record()
             self.cycle0 = fabric.cycle
             self.t0 = time.perf_counter()
+            self.cpu0 = time.process_time()
 
     def finish(self) -> dict | None:
         import time
         if not self.path:
             return None
         wall = time.perf_counter() - self.t0
+        cpu = time.process_time() - self.cpu0
         cycles = self.fabric.cycle - self.cycle0
         phases = self.fabric.save_recording(self.path)
         return {"phases": phases, "cycles": cycles, "wall_s": wall,
-                "cycles_per_s": cycles / wall if wall else 0.0}
+                "cycles_per_s": cycles / wall if wall else 0.0,
+                "cpu_s": cpu, "cycles_per_cpu_s": cycles / cpu if cpu else 0.0}

@@ -246,8 +246,9 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
         for cc_ in range(region.cols):
             r, c = region.row + rr, region.col + cc_
             block = wp[rr * m_pe:(rr + 1) * m_pe, cc_ * nw_pe * LANES:(cc_ + 1) * nw_pe * LANES]
-            image = [pack_int8(row) for row in block]
-            words = np.concatenate(image) if image else np.zeros(0, np.uint32)
+            # Row after row, four weights a word: the block packed in one call (a row is a
+            # whole number of words, so this is the rows' images one after the other).
+            words = pack_int8(block.reshape(-1))
             desc = []
             first, last = cc_ == 0, cc_ == region.cols - 1
             for _addr, row0, rows in mapping.passes:
