@@ -17,7 +17,14 @@ Choices (see ``docs/golden_model.md``, *Numerics of the golden model*):
   float32 and adds the bias (Qwen2) there.
 * **Output head**: ``out="int32"``: the host computes ``logits = acc * s_w * s_x``.
 
-Because all scales are fixed at calibration, ``mult`` and ``shift`` are constants of each
+* **Per-token dynamic scales** (``act_scales="dynamic"``, for models with activation
+  outliers such as SmolLM2-135M): the host quantizes each token (row) with its own scale
+  ``s_t = max|x_t| / 127`` (:func:`quantize_act_dynamic`), every matmul returns its int32
+  accumulators (``out="int32"``: the output scale would depend on the token, and the
+  mesh's requantization constants are static), and the host computes
+  ``y = acc * s_w * s_t`` (+ bias).
+
+Because all static scales are fixed at calibration, ``mult`` and ``shift`` are constants of each
 matrix and the :class:`~sparktile.golden_model.backend.MatmulOp` s never change.
 """
 
@@ -31,8 +38,14 @@ import numpy as np
 from . import arith
 from .backend import MatmulOp
 
-__all__ = ["CALIBRATION_TEXT", "QuantLinear", "quantize_weight", "quantize_act", "make_linear",
-           "act_scale"]
+__all__ = ["CALIBRATION_TEXT", "ACT_SCALES", "QuantLinear", "quantize_weight", "quantize_act",
+           "quantize_act_dynamic", "make_linear", "act_scale"]
+
+#: Activation-scale schemes: ``static`` (one calibrated scale per tensor, the mesh
+#: requantizes), ``dynamic`` (one scale per token, computed from the token's own maximum;
+#: every matmul returns int32 accumulators), ``auto`` (chosen by calibration, see
+#: :meth:`~sparktile.golden_model.model.Model.quantize`).
+ACT_SCALES = ("auto", "static", "dynamic")
 
 #: Fixed calibration text (``data/calibration.txt``, ~10 KB): Python written for this project
 #: plus the opening of two *training-split* standard-library files (so it overlaps no held-out
@@ -76,6 +89,16 @@ def quantize_act(x: np.ndarray, s_x: float) -> np.ndarray:
                    -127, 127).astype(np.int8)
 
 
+def quantize_act_dynamic(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token (row) dynamic quantization: ``s_t = max|x_t| / 127`` (1 for an all-zero
+    row), ``x_q = clip(rint(x / s_t), -127, 127)``. Returns int8 ``x_q`` and float32
+    ``s_t`` of shape (T, 1)."""
+    x = np.asarray(x, np.float32)
+    a = np.abs(x).max(axis=-1, keepdims=True)
+    s = np.where(a > 0, a / np.float32(127), np.float32(1)).astype(np.float32)
+    return np.clip(np.rint(x / s), -127, 127).astype(np.int8), s
+
+
 @dataclass(eq=False)
 class QuantLinear:
     """A :class:`MatmulOp` with the host-side constants around it.
@@ -92,6 +115,9 @@ class QuantLinear:
         float32 (M,) output scales of an ``out="int8"`` op (None for ``int32``).
     bias : numpy.ndarray or None
         float32 (M,), added on the host after dequantization.
+    dynamic : bool
+        Per-token dynamic input scales (:func:`quantize_act_dynamic`); ``op.out`` is then
+        ``"int32"`` and ``s_x`` is unused.
     """
 
     op: MatmulOp
@@ -99,11 +125,21 @@ class QuantLinear:
     s_x: float
     s_out: np.ndarray | None
     bias: np.ndarray | None
+    dynamic: bool = False
 
-    def dequantize(self, y: np.ndarray) -> np.ndarray:
-        """Backend output (B, M) -> float32, bias added."""
+    def quantize_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | float]:
+        """Host-side input quantization: int8 ``x_q`` and its scale (per token or static)."""
+        if self.dynamic:
+            return quantize_act_dynamic(x)
+        return quantize_act(x, self.s_x), self.s_x
+
+    def dequantize(self, y: np.ndarray, s_x=None) -> np.ndarray:
+        """Backend output (B, M) -> float32, bias added. ``s_x``: the input's scale, (B, 1)
+        per token, for a dynamic linear (a static one uses ``self.s_x``)."""
         if self.op.out == "int8":
             out = y.astype(np.float32) * self.s_out
+        elif self.dynamic:
+            out = y.astype(np.float32) * self.s_w[None, :] * np.asarray(s_x, np.float32)
         else:
             out = y.astype(np.float32) * (self.s_w * np.float32(self.s_x))[None, :]
         if self.bias is not None:
@@ -112,15 +148,16 @@ class QuantLinear:
 
 
 def make_linear(name: str, kind: str, layer: int, w: np.ndarray, in_amax: float,
-                out_amax=None, bias=None) -> QuantLinear:
+                out_amax=None, bias=None, dynamic: bool = False) -> QuantLinear:
     """Quantize one matmul: weights, static input scale and (for int8 outputs) output scales.
 
     ``in_amax`` is the input's calibrated range (one number: per-tensor); ``out_amax`` the
     output's, per channel (M,) or one number; ``None`` makes an ``out="int32"`` op (the head).
+    ``dynamic`` makes a per-token dynamic linear: ``out="int32"`` whatever ``out_amax``.
     """
     w_q, s_w = quantize_weight(w)
     s_x = act_scale(in_amax)
-    if out_amax is None:
+    if out_amax is None or dynamic:
         m = w_q.shape[0]
         mult, shift = np.zeros(m, np.int64), np.zeros(m, np.int64)
         out, s_out = "int32", None
@@ -131,4 +168,5 @@ def make_linear(name: str, kind: str, layer: int, w: np.ndarray, in_amax: float,
     op = MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=mult.astype(np.int64),
                   shift=shift.astype(np.int64), out=out)
     b = None if bias is None else np.asarray(bias, np.float32)
-    return QuantLinear(op=op, s_w=s_w.astype(np.float32), s_x=s_x, s_out=s_out, bias=b)
+    return QuantLinear(op=op, s_w=s_w.astype(np.float32), s_x=s_x, s_out=s_out, bias=b,
+                       dynamic=bool(dynamic))
