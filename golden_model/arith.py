@@ -226,7 +226,8 @@ __all__ += [
     "residual_add", "RSQRT_SEED", "rsqrt_int", "RECIP_SEED", "recip_int", "rms_norm_int",
     "ROPE_FRAC", "rope_table_int", "rope_int", "EXP_FRAC", "EXP_ONE", "EXP2_TABLE",
     "exp2_neg_int", "PROB_FRAC", "softmax_int", "silu_table_int8", "lut_int8",
-    "gate_up_int", "argmax_int", "signed_params",
+    "gate_up_int", "argmax_int", "signed_params", "silu_table_interp", "silu_interp_int",
+    "gate_up_int16",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -429,7 +430,7 @@ def rope_table_int(cos, sin) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rope_int(x, cos_q, sin_q, mult, shift) -> np.ndarray:
-    """Rotate int8 ``x`` (T, heads, head_dim) by int16 Q1.14 tables (T, head_dim) -> int8.
+    """Rotate int8 (or int16) ``x`` (T, heads, head_dim) by int16 Q1.14 tables -> int8.
 
     Pairing is the "rotate half" (NeoX) layout of the internal weights: channel ``j`` pairs
     with ``j + head_dim/2``. GGUF checkpoints (llama.cpp's interleaved pairs) arrive in this
@@ -437,7 +438,8 @@ def rope_int(x, cos_q, sin_q, mult, shift) -> np.ndarray:
     float path relies on. Both channels of a pair must share one input scale ``s_in`` (the
     model quantizes q/k projections with one scale per pair).
 
-    ``acc = x * cos - rot(x) * sin`` (int8 x int16, int32 exact, |acc| < 2**23), then
+    ``acc = x * cos - rot(x) * sin`` (int8 x int16, int32 exact, |acc| < 2**23; int16 ``x``,
+    as the per-token dynamic scheme gives, |acc| < 2**31), then
     ``sat8(shift_round(acc * mult, shift))`` per output channel (``mult``, ``shift`` of shape
     (heads, head_dim), ``mult 2**-shift ~= s_in 2**-14 / s_out``): one rounding (half up),
     saturation to [-128, 127].
@@ -546,6 +548,45 @@ def gate_up_int(gate_q, up_q, table, mult, shift, bits: int = 8) -> np.ndarray:
     p = lut_int8(gate_q, table) * np.asarray(up_q, np.int64)
     out = requantize_to(p, mult, shift, bits)
     return out.astype(np.int8) if bits == 8 else out
+
+
+def silu_table_interp(s_step: float, s_out: float, bits: int = 16) -> np.ndarray:
+    """Build-time: the 257-entry table ``T[i + 128] = sat(round(silu(i s_step) / s_out))``,
+    ``i = -128 .. 128``, of :func:`gate_up_int16` (a 256-entry int8 table plus its end point,
+    so that every interval has both ends). Rounding half to even, signed ``bits``-bit."""
+    i = np.arange(-128, 129, dtype=np.float64) * s_step
+    return sat(np.rint(i / (1.0 + np.exp(-i)) / s_out), bits)
+
+
+def silu_interp_int(gate16, table) -> np.ndarray:
+    """``silu`` of an int16 gate by linear interpolation in a 257-entry table.
+
+    ``gate16`` has real scale ``s_step / 256``: its top byte ``i = gate16 >> 8`` (floor,
+    -128..127) indexes the table (:func:`silu_table_interp`, entries at ``i s_step``), its low
+    byte ``f = gate16 & 255`` interpolates:
+    ``T[i] + shift_round((T[i + 1] - T[i]) * f, 8)`` (one multiply, one add, one rounding
+    half up; int64, |result| < 2**16). Interpolation error at most ``s_step**2 / 8`` times
+    max|silu''| (0.5), i.e. ``s_step**2 / 16``, plus half an output unit.
+    """
+    g = np.asarray(gate16, np.int64)
+    if g.size and (g.min() < -(1 << 15) or g.max() >= 1 << 15):
+        raise ValueError("silu_interp_int needs int16 gates")
+    t = np.asarray(table, np.int64)
+    i = (g >> 8) + 128
+    f = g & 255
+    return t[i] + shift_round((t[i + 1] - t[i]) * f, 8)
+
+
+def gate_up_int16(gate16, up16, table, mult, shift, bits: int = 32) -> np.ndarray:
+    """``silu(gate) * up`` for int16 gate and up (T, F), the per-token dynamic scheme's form.
+
+    ``silu_interp_int(gate16, table)`` (scale ``s_s``, |.| < 2**16) times ``up16`` (int16,
+    per-channel scale) is exact in int64 (|p| < 2**31); then
+    ``sat_bits(shift_round(p * mult[c], shift[c]))`` per channel, rounding half up
+    (``bits=32``: the wide output that :func:`quantize_dynamic` quantizes per token).
+    """
+    p = silu_interp_int(gate16, table) * np.asarray(up16, np.int64)
+    return requantize_to(p, mult, shift, bits)
 
 
 def argmax_int(logits) -> int:

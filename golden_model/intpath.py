@@ -45,7 +45,7 @@ import numpy as np
 from . import arith
 from .backend import MatmulOp
 from .errors import GenerationError
-from .quant import act_scale, quantize_weight
+from .quant import GROUP, act_scale, group_ops, quantize_weight
 from .rope import rope_tables
 
 __all__ = ["LOGIT_FRAC", "MAX_POSITIONS", "IntLinear", "IntLayer", "IntParams", "build",
@@ -81,6 +81,13 @@ class IntLinear:
     dynamic: bool = False
     #: Output width: 8 (int8) or 32 (o / down into the residual stream, the head's logits).
     bits: int = 8
+    #: The ops the backend runs: ``[op]``, or one per input-channel group (``mult`` and
+    #: ``shift`` are then (groups, M)).
+    ops: list = None
+
+    def __post_init__(self):
+        if self.ops is None:
+            self.ops = [self.op]
 
 
 @dataclass(eq=False)
@@ -151,26 +158,34 @@ def _params(scale):
 BIAS_FRAC = 8
 
 
-def _dyn_linear(name, kind, layer, w, s_wide, s_out, bias=None, bits=8) -> IntLinear:
+def _dyn_linear(name, kind, layer, w, s_wide, s_out, bias=None, bits=8,
+                group=0) -> IntLinear:
     """A matmul fed by :func:`arith.quantize_dynamic` of a wide input of real scale
-    ``s_wide``: int32 out, requantized per token to ``s_out`` (per channel or one number) by
-    :func:`arith.requantize_dynamic`; a bias is added at ``s_out 2**-BIAS_FRAC`` first."""
-    w_q, s_w = quantize_weight(w)
-    zeros = np.zeros(w_q.shape[0], np.int64)
-    op = MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=zeros, shift=zeros.copy(),
-                  out="int32")
-    s_o = np.broadcast_to(np.asarray(s_out, np.float64), s_w.shape)
-    if bias is not None:
-        s_o = s_o * 2.0 ** -BIAS_FRAC
-    real = s_w * s_wide / (127.0 * s_o)
+    ``s_wide``: int32 out, brought per token to ``s_out 2**-BIAS_FRAC`` (per channel or one
+    number) by :func:`arith.requantize_dynamic`, the bias added there, then rounded to
+    ``s_out``. ``group``: one op per ``group`` input channels (their partial sums are
+    rescaled each, by the group's own per-token scale, and added)."""
+    if group:
+        ops, s_wg = group_ops(name, kind, layer, w, group)
+        s_wg = s_wg.astype(np.float64)
+    else:
+        w_q, s_w = quantize_weight(w)
+        zeros = np.zeros(w_q.shape[0], np.int64)
+        ops = [MatmulOp(name=name, kind=kind, layer=layer, w_q=w_q, mult=zeros,
+                        shift=zeros.copy(), out="int32")]
+        s_wg = s_w[None, :]
+    s_o = np.broadcast_to(np.asarray(s_out, np.float64), s_wg.shape[1:]) * 2.0 ** -BIAS_FRAC
+    real = s_wg * s_wide / (127.0 * s_o)
     if real.max() >= 1 << (arith.MULT_BITS - 1):
         raise GenerationError(f"{name}: the dynamic requantization scale {real.max():.3g} is "
                               "too large for a 16-bit multiplier with a right shift")
-    lin = IntLinear(op=op, s_w=s_w, s_x=s_wide, dynamic=True, bits=bits)
-    lin.mult, lin.shift = arith.signed_params(real, arith.DYN_SHIFT_MAX)
-    if np.any((lin.mult == 0) & (real > 0)):
+    lin = IntLinear(op=ops[0], s_w=s_wg.max(axis=0), s_x=s_wide, dynamic=True, bits=bits,
+                    ops=ops)
+    mult, shift = arith.signed_params(real.reshape(-1), arith.DYN_SHIFT_MAX)
+    if np.any((mult == 0) & (real.reshape(-1) > 0)):
         raise GenerationError(f"{name}: a dynamic requantization scale is below 2**-"
-                              f"{arith.DYN_SHIFT_MAX - 16} (a weight scale of {s_w.min():.3g})")
+                              f"{arith.DYN_SHIFT_MAX - 16} (a weight scale of {s_wg.min():.3g})")
+    lin.mult, lin.shift = mult.reshape(real.shape), shift.reshape(real.shape)
     if bias is not None:
         lin.bias_q = np.rint(np.asarray(bias, np.float64) / s_o).astype(np.int64)
     return lin
@@ -214,7 +229,8 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
     """
     c = model.config
     check_config(c)
-    dyn = model.act_scales_used == "dynamic"
+    dyn = model.act_scales_used in ("dynamic", "group")
+    group = GROUP if model.act_scales_used == "group" else 0
     d, nh, nkv, hd, g = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.kv_group
     half = hd // 2
 
@@ -252,7 +268,7 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
         """Static: ``s_in`` is the int8 input scale; dynamic: the wide input's scale."""
         w = qw[name + ".weight"]
         if dyn:
-            return _dyn_linear(name, kind, i, w, s_in, s_out, bias, bits)
+            return _dyn_linear(name, kind, i, w, s_in, s_out, bias, bits, group)
         return _linear(name, kind, i, w, s_in, None if bits == 32 else s_out, bias)
 
     npos = min(c.max_position_embeddings, MAX_POSITIONS)
@@ -270,7 +286,11 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
             a = a.reshape(heads, hd)
             a = np.maximum(a[:, :half], a[:, half:])
             s_pair = np.asarray(act_scale(np.concatenate([a, a], axis=1)), np.float64)
-            qk[k] = (linear(name, k, i, s_h1, s_pair.reshape(-1), b), s_pair)
+            if dyn:     # int16 q/k before RoPE (scale s_pair / 256); int8 after it
+                s_pair = s_pair / 256.0
+                qk[k] = (linear(name, k, i, s_h1, s_pair.reshape(-1), b, bits=16), s_pair)
+            else:
+                qk[k] = (linear(name, k, i, s_h1, s_pair.reshape(-1), b), s_pair)
         s_kc = np.asarray(act_scale(extra[pre + "rope_k"]), np.float64).reshape(nkv, hd)
         s_kc_q = np.repeat(s_kc, g, axis=0)                       # (nh, hd): kv head of h
         sigma = np.maximum((extra[pre + "rope_q"] * s_kc_q).max(axis=1), 1e-30) / 127.0
@@ -293,22 +313,30 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
         s_h2_static = act_scale(stats[pre + "mlp.gate"][0].max())
         n2, s_h2 = norm(pre + "mlp_norm.weight", s_h2_static)
         s_g = act_scale(stats[pre + "mlp.gate"][1].max())
-        gate = linear(pre + "mlp.gate", "gate", i, s_h2, s_g)
         s_u = np.asarray(act_scale(stats[pre + "mlp.up"][1]), np.float64)
-        up = linear(pre + "mlp.up", "up", i, s_h2, s_u)
-        xs = np.arange(-128, 128) * s_g
+        xs = np.arange(-128, 129) * s_g
         s_s = max(float(np.abs(xs / (1 + np.exp(-xs))).max()), 1e-30) / 32767.0
-        silu = arith.silu_table_int8(s_g, s_s)
-        # down's input: int8 at down's static scale, or wide bounded by |T| |up| <= 32767 127.
-        s_m = (32767.0 * 127.0 * s_s * float(s_u.max()) / 2.0 ** 30 if dyn
-               else act_scale(stats[pre + "mlp.down"][0].max()))
+        if dyn:
+            # int16 gate and up (scales s_g / 256, s_u / 256), SiLU interpolated in a
+            # 257-entry table; down's input is wide, bounded by |silu| |up| < 2**16 2**15.
+            gate = linear(pre + "mlp.gate", "gate", i, s_h2, s_g / 256.0, bits=16)
+            up = linear(pre + "mlp.up", "up", i, s_h2, s_u / 256.0, bits=16)
+            silu = arith.silu_table_interp(s_g, s_s)
+            s_u_in = s_u / 256.0
+            s_m = 2.0 ** 31 * s_s * float(s_u_in.max()) / 2.0 ** 30
+        else:
+            gate = linear(pre + "mlp.gate", "gate", i, s_h2, s_g)
+            up = linear(pre + "mlp.up", "up", i, s_h2, s_u)
+            silu = arith.silu_table_int8(s_g, s_s)
+            s_u_in = s_u
+            s_m = act_scale(stats[pre + "mlp.down"][0].max())
         down = lins.get(pre + "mlp.down") or linear(pre + "mlp.down", "down", i, s_m, s_r,
                                                     bits=32)
         p.layers.append(IntLayer(
             n1=n1, q=qk["q"][0], k=qk["k"][0], v=v,
             q_rope=q_rope, k_rope=k_rope, sm=sm, pv=pv, o=o,
             o_res=_params(o.s_w * o.s_x / s_r), n2=n2,
-            gate=gate, up=up, silu=silu, gu=_params(s_s * s_u / down.s_x), down=down,
+            gate=gate, up=up, silu=silu, gu=_params(s_s * s_u_in / down.s_x), down=down,
             down_res=_params(down.s_w * down.s_x / s_r),
             scales=dict(s_h1=s_h1, s_h2=s_h2, s_q=qk["q"][1], s_k=qk["k"][1], s_kc=s_kc,
                         sigma=sigma, s_v=s_v, s_g=s_g, s_s=s_s, s_u=s_u)))
@@ -316,7 +344,7 @@ def build(model, stats: dict, extra: dict, qw: dict) -> IntParams:
     p.s_head_in = s_hh
     if dyn:
         p.head = _dyn_linear("head", "head", -1, qw["head.weight"], s_hh,
-                             2.0 ** -LOGIT_FRAC, bits=32)
+                             2.0 ** -LOGIT_FRAC, bits=32, group=group)
     else:
         p.head = _linear("head", "head", -1, qw["head.weight"], s_hh)
     p.head_rq = _params(p.head.s_w * s_hh * 2.0 ** LOGIT_FRAC)
@@ -329,13 +357,17 @@ def _mm(backend, lin: IntLinear, x) -> np.ndarray:
     or int32/int64 accumulators for a static o/down/head, or ``lin.bits``-bit outputs of a
     dynamic linear."""
     if lin.dynamic:
-        x_q, mant, ex = arith.quantize_dynamic(x)
-        acc = backend.matmul(lin.op, np.ascontiguousarray(x_q)).astype(np.int64)
-        if lin.bias_q is None:
-            return arith.requantize_dynamic(acc, mant, ex, lin.mult, lin.shift, lin.bits)
-        y = arith.requantize_dynamic(acc, mant, ex, lin.mult, lin.shift, 32)
-        y = arith.sat(y + lin.bias_q, 32)
-        return arith.requantize_to(y, 1, BIAS_FRAC, lin.bits).astype(np.int8)
+        n = len(lin.ops)
+        x_q, mant, ex = arith.quantize_dynamic(np.asarray(x).reshape(x.shape[0], n, -1))
+        tot = 0
+        for j, op in enumerate(lin.ops):
+            acc = backend.matmul(op, np.ascontiguousarray(x_q[:, j])).astype(np.int64)
+            tot = tot + arith.requantize_dynamic(acc, mant[:, j], ex[:, j], lin.mult[j],
+                                                 lin.shift[j], 48)
+        if lin.bias_q is not None:
+            tot = tot + lin.bias_q
+        y = arith.requantize_to(tot, 1, BIAS_FRAC, lin.bits)
+        return y.astype(np.int8) if lin.bits == 8 else y    # int16 q/k/gate/up stay int64
     y = backend.matmul(lin.op, np.ascontiguousarray(x))
     if lin.op.out == "int8":
         return y
@@ -386,7 +418,10 @@ def forward(model, p: IntParams, ids: np.ndarray, cache) -> np.ndarray:
         h = arith.rms_norm_int(x, p.eps_q, *L.n2, bits=nb)
         gate = _mm(be, L.gate, h)
         up = _mm(be, L.up, h)
-        m = arith.gate_up_int(gate, up, L.silu, *L.gu, bits=nb)
+        if p.dynamic:
+            m = arith.gate_up_int16(gate, up, L.silu, *L.gu)
+        else:
+            m = arith.gate_up_int(gate, up, L.silu, *L.gu)
         y = _mm(be, L.down, m)
         x = arith.residual_add(x, _to_resid(L.down, y, L.down_res))
     cache.advance(t)

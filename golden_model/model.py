@@ -29,7 +29,7 @@ from . import arith, intpath
 from .backend import Backend, MatmulOp, MatmulShape, NumpyBackend, output_of
 from .config import ModelConfig
 from .errors import GenerationError
-from .quant import ACT_SCALES, CALIBRATION_TEXT, QuantLinear, make_linear
+from .quant import ACT_SCALES, CALIBRATION_TEXT, GROUP, QuantLinear, make_linear
 from .rope import apply_rope, rope_tables
 from .sampling import check_sampling, next_token
 from .smoothing import smooth
@@ -43,6 +43,18 @@ _LAYER_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 #: (largest token's input maximum over the median token's, worst matmul) exceeds this: a
 #: static per-tensor scale would leave the median token fewer than 127 / 16 ~ 8 levels.
 OUTLIER_RATIO_DYNAMIC = 16.0
+
+
+def check_group(config: ModelConfig) -> None:
+    """Refuse, naming the field, a model whose matmul inputs the ``group`` scheme cannot cut
+    into groups of :data:`~.quant.GROUP` channels."""
+    for field_, n in (("hidden_size", config.hidden_size),
+                      ("num_heads * head_dim", config.num_heads * config.head_dim),
+                      ("intermediate_size", config.intermediate_size)):
+        if n % GROUP:
+            raise GenerationError(f"config {config.name!r}: {field_} = {n} is not a multiple of "
+                                  f"{GROUP}, the group size of act_scales='group'; use "
+                                  "act_scales='dynamic' or 'static'")
 
 
 class KVCache:
@@ -158,7 +170,7 @@ class Model:
         #: Activation-scale scheme asked for (:data:`~.quant.ACT_SCALES`); ``auto`` is
         #: resolved by calibration into :attr:`act_scales_used`.
         self.act_scales = "auto"
-        #: The scheme in use after quantization (``static`` or ``dynamic``), else None.
+        #: The scheme in use after quantization (``static``, ``dynamic``, ``group``), else None.
         self.act_scales_used: str | None = None
         #: Calibration's activation outlier ratio (see :meth:`quantize`), else None.
         self.outlier_ratio: float | None = None
@@ -201,9 +213,7 @@ class Model:
                                                                  np.maximum(st[1], ay))
             b = self.weights.get(site + ".bias")
             return y + b if b is not None else y
-        ql = self._qlin[site]
-        x_q, s_x = ql.quantize_input(x)
-        return ql.dequantize(self.backend.matmul(ql.op, x_q), s_x)
+        return self._qlin[site].run(self.backend, x)
 
     # ------------------------------------------------------------------ quantization
 
@@ -236,7 +246,9 @@ class Model:
         largest token's absolute maximum over the median token's; the largest ratio over
         all matmuls is :attr:`outlier_ratio`. Above :data:`OUTLIER_RATIO_DYNAMIC` (16: a
         static scale would leave the median token fewer than 8 of int8's 127 levels) the
-        scheme is ``dynamic``, else ``static``.
+        scheme is ``group`` (per-token scales for each group of 64 input channels, weights
+        per output channel and group: :mod:`~.quant`), else ``static``. ``dynamic`` (one
+        scale per token) is there to be asked for.
         """
         if act_scales is not None:
             self.set_act_scales(act_scales)
@@ -267,10 +279,13 @@ class Model:
         self.outlier_ratio = max(ratios, default=1.0)
         if self.act_scales == "auto":
             dyn = self.outlier_ratio > OUTLIER_RATIO_DYNAMIC
-            self.act_scales_used = "dynamic" if dyn else "static"
+            self.act_scales_used = "group" if dyn else "static"
         else:
             self.act_scales_used = self.act_scales
-        dynamic = self.act_scales_used == "dynamic"
+        if self.act_scales_used == "group":
+            check_group(self.config)
+        dynamic = self.act_scales_used in ("dynamic", "group")
+        group = GROUP if self.act_scales_used == "group" else 0
         qw, stats = smooth(self.config, self.weights, stats, smooth_alpha)
         self._stats = stats
         self._int = None
@@ -280,7 +295,7 @@ class Model:
             w = qw["head.weight"] if name == "head" else qw[name + ".weight"]
             qlin[name] = make_linear(name, kind, layer, w, a_in.max(),
                                      None if output_of(kind) == "int32" else a_out,
-                                     qw.get(name + ".bias"), dynamic=dynamic)
+                                     qw.get(name + ".bias"), dynamic=dynamic, group=group)
         self._qweights = qw
         self._qlin = qlin
 
@@ -292,19 +307,27 @@ class Model:
         """
         if self._qlin is None:
             self.quantize()
-        return [self._qlin[name].op for name, _, _ in self.sites()]
+        return [op for name, _, _ in self.sites() for op in self._qlin[name].ops]
 
     def matmul_shapes(self) -> list[MatmulShape]:
         """:meth:`matmul_ops` without quantizing: name, kind, layer, shape and output type of
         every matmul, in the same order (what a fit check or a cycle estimate needs).
 
         Output types follow the activation-scale scheme: all ``int32`` under ``dynamic``
-        (asked for, or resolved by a calibration already run); before calibration, an
-        ``auto`` model is planned as ``static``."""
-        dyn = (self.act_scales_used or self.act_scales) == "dynamic"
-        return [MatmulShape(name, kind, layer, tuple(int(d) for d in self.weight(name).shape),
-                            "int32" if dyn else output_of(kind))
-                for name, kind, layer in self.sites()]
+        and ``group`` (asked for, or resolved by a calibration already run; ``group`` gives
+        one shape per group op); before calibration, an ``auto`` model is planned as
+        ``static``."""
+        scheme = self.act_scales_used or self.act_scales
+        out = []
+        for name, kind, layer in self.sites():
+            m, n = (int(d) for d in self.weight(name).shape)
+            if scheme == "group":
+                out += [MatmulShape(f"{name}.g{j}", kind, layer, (m, GROUP), "int32")
+                        for j in range(n // GROUP)]
+            else:
+                out.append(MatmulShape(name, kind, layer, (m, n), "int32"
+                                       if scheme == "dynamic" else output_of(kind)))
+        return out
 
     def quant_linears(self) -> dict[str, QuantLinear]:
         """The :class:`QuantLinear` of each site (quantizes if needed)."""

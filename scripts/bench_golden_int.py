@@ -94,14 +94,19 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
             return x
         return arith.sat(np.rint(x / s_r), 32) * s_r
 
+    nb = 32 if p.dynamic else 8          # dynamic: wide outputs, quantized per token later
+
     def norm(x, w, n, s_h):
         if op != "norm":
             return _rms_norm(x, w, c.rms_norm_eps)
         xi = arith.sat(np.rint(x / s_r), 32)
-        return arith.rms_norm_int(xi, p.eps_q, *n).astype(np.float64) * s_h
+        return arith.rms_norm_int(xi, p.eps_q, *n, bits=nb).astype(np.float64) * s_h
 
     def q8(x, s):
         return np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+
+    def q16(x, s):
+        return arith.sat(np.rint(x / s), 16)
 
     x = resid(qw["embed.weight"][ids].astype(np.float64))
     for i, L in enumerate(p.layers):
@@ -113,8 +118,9 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
         if op == "rope":
             cq, sq = p.cos_q[:t], p.sin_q[:t]
             kc = np.repeat(sc["s_kc"], g, axis=0)
-            q = arith.rope_int(q8(q, sc["s_q"]), cq, sq, *L.q_rope) * sc["sigma"][:, None] / kc
-            k = arith.rope_int(q8(k, sc["s_k"]), cq, sq, *L.k_rope) * sc["s_kc"]
+            qq = q16 if p.dynamic else q8         # dynamic: int16 q/k before RoPE
+            q = arith.rope_int(qq(q, sc["s_q"]), cq, sq, *L.q_rope) * sc["sigma"][:, None] / kc
+            k = arith.rope_int(qq(k, sc["s_k"]), cq, sq, *L.k_rope) * sc["s_kc"]
         else:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if op == "pv":
@@ -131,13 +137,17 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
             pr /= pr.sum(-1, keepdims=True)
         a = (pr.reshape(nkv, g * t, t) @ v.transpose(1, 0, 2)).reshape(nh, t, hd)
         a = a.transpose(1, 0, 2).reshape(t, nh * hd)
-        if op == "pv":
+        if op == "pv" and not p.dynamic:
             a = q8(a, L.o.s_x) * L.o.s_x
         x = resid(x + lin(pre + "attn.o", a))
         h = norm(x, qw[pre + "mlp_norm.weight"], L.n2, sc["s_h2"])
         gate, up = lin(pre + "mlp.gate", h), lin(pre + "mlp.up", h)
         if op == "silu":
-            mm = arith.gate_up_int(q8(gate, sc["s_g"]), q8(up, sc["s_u"]), L.silu, *L.gu)
+            if p.dynamic:
+                mm = arith.gate_up_int16(q16(gate, sc["s_g"] / 256), q16(up, sc["s_u"] / 256),
+                                         L.silu, *L.gu)
+            else:
+                mm = arith.gate_up_int(q8(gate, sc["s_g"]), q8(up, sc["s_u"]), L.silu, *L.gu)
             mm = mm * L.down.s_x
         else:
             mm = _silu(gate) * up
