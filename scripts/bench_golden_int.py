@@ -2,6 +2,7 @@
 
     python -m sparktile.scripts.bench_golden_int [--max-bytes 150000] [--ablation]
         [--tokens 32] [--json out.json] [--model PATH] [--data DIR]
+        [--act-scales auto|static|dynamic|group]
 
 * **Bits per byte** of ``float``, ``int8`` and ``int`` on the held-out standard-library
   files (:func:`sparktile.golden_model.corpus.split_files`; the first ``--max-bytes`` bytes,
@@ -200,8 +201,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--act-scales", default="auto",
+                    choices=("auto", "static", "dynamic", "group"))
     args = ap.parse_args(argv)
     model = load_model(args.model)
+    model.set_act_scales(args.act_scales)
     t0 = time.perf_counter()
     model.int_params()
     prep = time.perf_counter() - t0
@@ -210,6 +214,8 @@ def main(argv=None) -> dict:
     f = q["float"]["bits_per_byte"]
     print(f"{model.config.name}: {len(texts)} files, {q['float']['n_bytes']} bytes, "
           f"{q['float']['n_tokens']} tokens (calibration + int tables: {prep:.1f} s)")
+    print(f"activation scales: {model.act_scales_used} (asked: {model.act_scales}; "
+          f"calibration outlier ratio {model.outlier_ratio:.1f})")
     print(f"{'path':16s} {'bits/byte':>10s} {'vs float':>9s} {'top-1 = float':>14s}")
     for name, r in q.items():
         b = r["bits_per_byte"]
@@ -217,7 +223,8 @@ def main(argv=None) -> dict:
     sp = decode_speed(model, args.tokens)
     print(f"decode tokens/s ({args.tokens} tokens, greedy, prefill excluded): " +
           ", ".join(f"{k} {v:.1f}" for k, v in sp.items()))
-    res = {"model": model.config.name, "quality": q, "decode_tokens_per_s": sp,
+    res = {"model": model.config.name, "act_scales": model.act_scales_used,
+           "outlier_ratio": model.outlier_ratio, "quality": q, "decode_tokens_per_s": sp,
            "int_frac_bits": model.int_params().frac}
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

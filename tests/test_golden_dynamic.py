@@ -160,3 +160,18 @@ def test_group_scheme_matmuls_go_through_the_backend():
         m.logits([0, 100, 101], mode=mode)
         assert [s[0] for s in seen] == [op.name for op in m.matmul_ops()], mode
         assert {s[1] for s in seen} == {"int32"} and {s[2] for s in seen} == {GROUP}
+
+
+def test_cli_act_scales_option():
+    from click.testing import CliRunner
+    from sparktile.cli import main
+
+    r = CliRunner().invoke(main, ["generate", "--prompt", "def f(x):", "--max-tokens", "4",
+                                  "--mode", "int", "--act-scales", "dynamic"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("def f(x):")
+    r = CliRunner().invoke(main, ["generate", "--prompt", "x", "--act-scales", "row"])
+    assert r.exit_code == 2 and "'row' is not one of" in r.output
+    r = CliRunner().invoke(main, ["generate", "--prompt", "x", "--mode", "int8",
+                                  "--act-scales", "group"])       # shipped ffn is 352 wide
+    assert r.exit_code != 0 and "intermediate_size = 352" in r.output
