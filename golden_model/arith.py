@@ -175,12 +175,12 @@ def first_difference(got, expected) -> dict | None:
     return {"vector": b, "index": i, "got": int(got[b, i]), "expected": int(expected[b, i])}
 
 
-def requant_params(scale) -> tuple[np.ndarray, np.ndarray]:
+def requant_params(scale, shift_max: int = SHIFT_MAX) -> tuple[np.ndarray, np.ndarray]:
     """Fixed-point ``(mult, shift)`` closest to a positive real ``scale`` (scalar or array).
 
     ``mult`` is normalised into ``[2**15, 2**16)`` for 16 bits of precision; scales too small
-    to represent with ``shift <= 47`` give ``mult = 0`` (output 0), too large ones saturate
-    at ``shift = 0``.
+    to represent with ``shift <= shift_max`` (47, the mesh's limit, by default) give
+    ``mult = 0`` (output 0), too large ones saturate at ``shift = 0``.
     """
     s = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     if np.any(~np.isfinite(s)) or np.any(s < 0):
@@ -199,9 +199,9 @@ def requant_params(scale) -> tuple[np.ndarray, np.ndarray]:
     big = sh < 0
     mu[big] = (1 << MULT_BITS) - 1
     sh[big] = 0
-    small = sh > SHIFT_MAX
+    small = sh > shift_max
     mu[small] = 0
-    sh[small] = SHIFT_MAX
+    sh[small] = shift_max
     mult[nz] = mu
     shift[nz] = sh
     return mult, shift
@@ -226,7 +226,8 @@ __all__ += [
     "residual_add", "RSQRT_SEED", "rsqrt_int", "RECIP_SEED", "recip_int", "rms_norm_int",
     "ROPE_FRAC", "rope_table_int", "rope_int", "EXP_FRAC", "EXP_ONE", "EXP2_TABLE",
     "exp2_neg_int", "PROB_FRAC", "softmax_int", "silu_table_int8", "lut_int8",
-    "gate_up_int", "argmax_int", "signed_params",
+    "gate_up_int", "argmax_int", "signed_params", "silu_table_interp", "silu_interp_int",
+    "gate_up_int16",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -270,13 +271,13 @@ def bit_length(v) -> np.ndarray:
     return n + (v > 0)
 
 
-def signed_params(scale) -> tuple[np.ndarray, np.ndarray]:
+def signed_params(scale, shift_max: int = SHIFT_MAX) -> tuple[np.ndarray, np.ndarray]:
     """``(mult, shift)`` for a real, possibly negative scale: ``sign * requant_params(|s|)``.
 
     ``mult`` is a signed 17-bit multiplier (magnitude < 2**16); build-time helper (float).
     """
     s = np.atleast_1d(np.asarray(scale, dtype=np.float64))
-    m, sh = requant_params(np.abs(s))
+    m, sh = requant_params(np.abs(s), shift_max)
     return np.where(s < 0, -m, m).astype(np.int64), sh.astype(np.int64)
 
 
@@ -373,8 +374,12 @@ def recip_int(n) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- RMSNorm
 
-def rms_norm_int(x, eps_q: int, mult, shift) -> np.ndarray:
+def rms_norm_int(x, eps_q: int, mult, shift, bits: int = 8) -> np.ndarray:
     """Integer RMSNorm of int32 residual rows ``x`` (T, d), output int8 (T, d).
+
+    With ``bits=32`` the output is a *wide* int32 (the per-token dynamic scheme quantizes it
+    with :func:`quantize_dynamic` afterwards); it cannot saturate when the output scale is
+    at least ``sqrt(d) max|w| / 2**31`` (``|x_c| / sqrt(sum x^2) <= 1``).
 
     Float meaning: ``h = x / sqrt(mean(x^2) + eps) * w``, quantized ``h_q = h / s_h``.
 
@@ -387,12 +392,13 @@ def rms_norm_int(x, eps_q: int, mult, shift) -> np.ndarray:
        constant (``s_r``: the residual stream's scale);
     3. ``(r, k) = rsqrt_int(N)``, so ``1/sqrt(sum x^2 + eps d / s_r^2) ~= r 2**-(k+e)``;
     4. ``t = shift_round(x * r, k + e - 30)``: ``x / sqrt(sum x^2)`` in Q30 (|t| <= 2**30);
-    5. ``h_q = sat8(shift_round(t * mult[c], shift[c]))`` with
+    5. ``h_q = sat_bits(shift_round(t * mult[c], shift[c]))`` with
        ``mult[c] 2**-shift[c] ~= sqrt(d) w[c] / (s_h 2**30)`` (signed: the norm weight
        ``w``, the sqrt(d) of the mean and the output scale folded into one per-channel
        requantization, :func:`signed_params`).
 
-    Rounding: floor in step 1, half up in 4 and 5; saturation only in 5 (to [-128, 127]).
+    Rounding: floor in step 1, half up in 4 and 5; saturation only in 5 (to the signed
+    ``bits``-bit range, [-128, 127] by default).
     """
     x = np.asarray(x, dtype=np.int64)
     amax = np.abs(x).max(axis=-1, keepdims=True)
@@ -401,7 +407,8 @@ def rms_norm_int(x, eps_q: int, mult, shift) -> np.ndarray:
     n = (xs * xs).sum(axis=-1, keepdims=True) + (np.int64(eps_q) >> (2 * e))
     r, k = rsqrt_int(n)
     t = shift_round(x * r, k + e - 30)
-    return requantize_to(t, mult, shift, 8).astype(np.int8)
+    out = requantize_to(t, mult, shift, bits)
+    return out.astype(np.int8) if bits == 8 else out
 
 
 # ---------------------------------------------------------------- RoPE
@@ -423,7 +430,7 @@ def rope_table_int(cos, sin) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rope_int(x, cos_q, sin_q, mult, shift) -> np.ndarray:
-    """Rotate int8 ``x`` (T, heads, head_dim) by int16 Q1.14 tables (T, head_dim) -> int8.
+    """Rotate int8 (or int16) ``x`` (T, heads, head_dim) by int16 Q1.14 tables -> int8.
 
     Pairing is the "rotate half" (NeoX) layout of the internal weights: channel ``j`` pairs
     with ``j + head_dim/2``. GGUF checkpoints (llama.cpp's interleaved pairs) arrive in this
@@ -431,7 +438,8 @@ def rope_int(x, cos_q, sin_q, mult, shift) -> np.ndarray:
     float path relies on. Both channels of a pair must share one input scale ``s_in`` (the
     model quantizes q/k projections with one scale per pair).
 
-    ``acc = x * cos - rot(x) * sin`` (int8 x int16, int32 exact, |acc| < 2**23), then
+    ``acc = x * cos - rot(x) * sin`` (int8 x int16, int32 exact, |acc| < 2**23; int16 ``x``,
+    as the per-token dynamic scheme gives, |acc| < 2**31), then
     ``sat8(shift_round(acc * mult, shift))`` per output channel (``mult``, ``shift`` of shape
     (heads, head_dim), ``mult 2**-shift ~= s_in 2**-14 / s_out``): one rounding (half up),
     saturation to [-128, 127].
@@ -526,8 +534,11 @@ def lut_int8(x, table) -> np.ndarray:
     return np.asarray(table, np.int64)[np.asarray(x, np.int64) + 128]
 
 
-def gate_up_int(gate_q, up_q, table, mult, shift) -> np.ndarray:
+def gate_up_int(gate_q, up_q, table, mult, shift, bits: int = 8) -> np.ndarray:
     """``silu(gate) * up`` in integers: int8 gate and up (T, F) -> int8 (T, F).
+
+    ``bits=32`` gives a wide int32 output instead (the per-token dynamic scheme quantizes it
+    with :func:`quantize_dynamic`).
 
     ``table`` is the layer's SiLU table (:func:`silu_table_int8`, int16, scale ``s_s``);
     the product ``T[gate] * up`` is int16 x int8 -> int32 (exact, |p| < 2**22), then
@@ -535,7 +546,47 @@ def gate_up_int(gate_q, up_q, table, mult, shift) -> np.ndarray:
     ``mult 2**-shift ~= s_s s_up[c] / s_down_in``; rounding half up, saturating.
     """
     p = lut_int8(gate_q, table) * np.asarray(up_q, np.int64)
-    return requantize_to(p, mult, shift, 8).astype(np.int8)
+    out = requantize_to(p, mult, shift, bits)
+    return out.astype(np.int8) if bits == 8 else out
+
+
+def silu_table_interp(s_step: float, s_out: float, bits: int = 16) -> np.ndarray:
+    """Build-time: the 257-entry table ``T[i + 128] = sat(round(silu(i s_step) / s_out))``,
+    ``i = -128 .. 128``, of :func:`gate_up_int16` (a 256-entry int8 table plus its end point,
+    so that every interval has both ends). Rounding half to even, signed ``bits``-bit."""
+    i = np.arange(-128, 129, dtype=np.float64) * s_step
+    return sat(np.rint(i / (1.0 + np.exp(-i)) / s_out), bits)
+
+
+def silu_interp_int(gate16, table) -> np.ndarray:
+    """``silu`` of an int16 gate by linear interpolation in a 257-entry table.
+
+    ``gate16`` has real scale ``s_step / 256``: its top byte ``i = gate16 >> 8`` (floor,
+    -128..127) indexes the table (:func:`silu_table_interp`, entries at ``i s_step``), its low
+    byte ``f = gate16 & 255`` interpolates:
+    ``T[i] + shift_round((T[i + 1] - T[i]) * f, 8)`` (one multiply, one add, one rounding
+    half up; int64, |result| < 2**16). Interpolation error at most ``s_step**2 / 8`` times
+    max|silu''| (0.5), i.e. ``s_step**2 / 16``, plus half an output unit.
+    """
+    g = np.asarray(gate16, np.int64)
+    if g.size and (g.min() < -(1 << 15) or g.max() >= 1 << 15):
+        raise ValueError("silu_interp_int needs int16 gates")
+    t = np.asarray(table, np.int64)
+    i = (g >> 8) + 128
+    f = g & 255
+    return t[i] + shift_round((t[i + 1] - t[i]) * f, 8)
+
+
+def gate_up_int16(gate16, up16, table, mult, shift, bits: int = 32) -> np.ndarray:
+    """``silu(gate) * up`` for int16 gate and up (T, F), the per-token dynamic scheme's form.
+
+    ``silu_interp_int(gate16, table)`` (scale ``s_s``, |.| < 2**16) times ``up16`` (int16,
+    per-channel scale) is exact in int64 (|p| < 2**31); then
+    ``sat_bits(shift_round(p * mult[c], shift[c]))`` per channel, rounding half up
+    (``bits=32``: the wide output that :func:`quantize_dynamic` quantizes per token).
+    """
+    p = silu_interp_int(gate16, table) * np.asarray(up16, np.int64)
+    return requantize_to(p, mult, shift, bits)
 
 
 def argmax_int(logits) -> int:
@@ -547,3 +598,83 @@ def argmax_int(logits) -> int:
     if z.ndim != 1 or not np.issubdtype(z.dtype, np.integer):
         raise ValueError(f"argmax_int needs a 1-D integer array, not {z.dtype} {z.shape}")
     return int(np.argmax(z))
+
+
+# ---------------------------------------------------------------- per-token dynamic scales
+
+__all__ += ["DYN_MANT_BITS", "DYN_SHIFT_MAX", "quantize_dynamic", "requantize_dynamic"]
+
+#: Width of the per-token scale's mantissa (:func:`quantize_dynamic`): ``[2**15, 2**16)``.
+DYN_MANT_BITS = 16
+#: Largest static shift of :func:`requantize_dynamic` (a host-side constant, not the mesh's).
+DYN_SHIFT_MAX = 62
+
+
+def quantize_dynamic(v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (per-token) dynamic int8 quantization of integer rows ``v`` (T, N).
+
+    Float meaning: ``x_q = round(127 v / max|v|)`` per row, the row's scale ``max|v| / 127``
+    (times ``v``'s own real scale ``a``, a static constant of the caller).
+
+    Steps, per row (what a PE does with a max-reduction, a leading-one search, one
+    :func:`recip_int` and one multiply-shift per element):
+
+    1. ``M = max|v|``; ``e = max(0, bit_length(M) - 31)``; ``y = shift_round(v, e)``, so
+       ``|y| <= 2**31`` (inputs up to 2**62 are accepted);
+    2. ``My = max(max|y|, 1)``; ``(r, k) = recip_int(My)`` (``1/My ~= r 2**-k``, ``r`` within
+       one unit of 2**16 precision);
+    3. ``x_q = sat8(shift_round(y * 127 * r, k))`` (|y 127 r| < 2**54): the row's largest
+       element maps to +-127 (its rounding error is under 127 * 2**-15, so it never leaves
+       [-127, 127]; the saturation to [-128, 127] is a guard that never acts);
+    4. the row's scale as a 16-bit mantissa and an exponent,
+       ``My 2**e = mant 2**ex`` up to truncation: ``b = bit_length(My)``,
+       ``mant = My >> (b - 16)`` (floor; exact left shift when ``b < 16``) in
+       ``[2**15, 2**16)``, ``ex = e + b - 16``. Relative error of the scale under 2**-15.
+
+    Returns
+    -------
+    x_q : numpy.ndarray
+        int8 (T, N); its real value is ``x_q * a * mant * 2**ex / 127``.
+    mant, ex : numpy.ndarray
+        int64 (T, 1) each.
+
+    Rounding: half up in 1 and 3, floor in 4. An all-zero row gives ``x_q = 0`` (and
+    ``My = 1``).
+    """
+    v = np.asarray(v, dtype=np.int64)
+    if v.ndim < 1:
+        raise ValueError("quantize_dynamic needs rows (at least one axis)")
+    big = np.abs(v).max(axis=-1, keepdims=True) if v.shape[-1] else np.zeros(
+        v.shape[:-1] + (1,), np.int64)
+    e = np.maximum(bit_length(big) - 31, 0)
+    y = shift_round(v, e)
+    my = np.maximum(np.abs(y).max(axis=-1, keepdims=True) if v.shape[-1] else 1, 1)
+    r, k = recip_int(my)
+    x_q = sat(shift_round(y * (127 * r), k), 8).astype(np.int8)
+    b = bit_length(my)
+    d = b - DYN_MANT_BITS
+    mant = np.where(d >= 0, my >> np.maximum(d, 0), my << np.maximum(-d, 0))
+    return x_q, mant, e + d
+
+
+def requantize_dynamic(acc, mant, ex, mult, shift, bits: int = 8) -> np.ndarray:
+    """Requantize int32 accumulators of a matmul whose input came from
+    :func:`quantize_dynamic`: per-row scale ``mant 2**ex`` (T, 1), per-column static
+    ``mult 2**-shift`` (M,).
+
+    Float meaning: ``out = acc * s_w * a * (mant 2**ex / 127) / s_out``, where ``s_w`` is
+    the weight scale (per output channel), ``a`` the input's static real scale and
+    ``s_out`` the output's; the static part is folded at build time:
+    ``mult 2**-shift ~= s_w a / (127 s_out)`` (signed, :func:`signed_params` with
+    ``shift_max=DYN_SHIFT_MAX``: the wide input's scale ``a`` is small, and the per-token
+    exponent ``ex`` brings the total shift ``shift - ex - 15`` back into range).
+
+    ``out = sat_bits(shift_round(shift_round(acc * mant, 15) * mult, shift - ex - 15))``:
+    ``|acc mant| < 2**47``, the first rounding keeps at least ``acc``'s resolution
+    (``mant >= 2**15``), the second product stays under 2**48. Two roundings, both half up;
+    saturation to the signed ``bits``-bit range at the end (a left shift where
+    ``shift - ex - 15 < 0``).
+    """
+    p = shift_round(np.asarray(acc, np.int64) * np.asarray(mant, np.int64), 15)
+    return sat(shift_round(p * np.asarray(mult, np.int64),
+                           np.asarray(shift, np.int64) - np.asarray(ex, np.int64) - 15), bits)

@@ -29,7 +29,12 @@ __all__ = ["generate_command", "eval_command"]
               help="Sampling temperature; 0 is greedy. Default: 0.8 with --seed, else 0.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None)
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None)
-def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, top_k, top_p):
+@click.option("--act-scales", type=click.Choice(["auto", "static", "dynamic", "group"]),
+              default="auto", show_default=True,
+              help="Activation scales of int8/int: static per tensor, dynamic per token, "
+                   "group (per token and 64 channels); auto: by calibration's outliers.")
+def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, top_k, top_p,
+                     act_scales):
     """Complete PROMPT with the golden model; print the completion and tokens/s."""
     from .load import load_model
     from .tokenizer import TextStream
@@ -37,6 +42,7 @@ def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, to
     if temperature is None:
         temperature = 0.8 if seed is not None else 0.0
     model = load_model(model_path)
+    model.set_act_scales(act_scales)
     click.echo(prompt, nl=False)
     # Stream to a terminal (whole when piped).
     stream = TextStream(model.tokenizer) if sys.stdout.isatty() else None
@@ -67,7 +73,11 @@ def generate_command(prompt, max_tokens, model_path, mode, seed, temperature, to
 @click.option("--window", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help='Also write {mode: {"bits_per_byte", "n_bytes", "n_tokens"}}.')
-def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
+@click.option("--act-scales", type=click.Choice(["auto", "static", "dynamic", "group"]),
+              default="auto", show_default=True,
+              help="Activation scales of int8/int: static per tensor, dynamic per token, "
+                   "group (per token and 64 channels); auto: by calibration's outliers.")
+def eval_command(model_path, data_dir, modes, max_bytes, window, json_path, act_scales):
     """Bits per byte of a model on the Python files under --data (float and int8 by default)."""
     from .evaluate import bits_per_byte, python_files
     from .load import load_model
@@ -75,6 +85,7 @@ def eval_command(model_path, data_dir, modes, max_bytes, window, json_path):
     if json_path is not None:
         json_path = check_output(json_path, "--json")  # before the evaluation, not after it
     model = load_model(model_path)
+    model.set_act_scales(act_scales)
     files = python_files(data_dir, max_bytes)
     res, report = {}, {}
     for mode in dict.fromkeys(modes):

@@ -29,16 +29,32 @@ from . import arith, intpath
 from .backend import Backend, MatmulOp, MatmulShape, NumpyBackend, output_of
 from .config import ModelConfig
 from .errors import GenerationError
-from .quant import CALIBRATION_TEXT, QuantLinear, make_linear, quantize_act
+from .quant import ACT_SCALES, CALIBRATION_TEXT, GROUP, QuantLinear, make_linear
 from .rope import apply_rope, rope_tables
 from .sampling import check_sampling, next_token
 from .smoothing import smooth
 
-__all__ = ["MODES", "Model", "KVCache", "Generation"]
+__all__ = ["MODES", "OUTLIER_RATIO_DYNAMIC", "Model", "KVCache", "Generation"]
 
 #: The numeric paths.
 MODES = ("float", "int8", "int")
 _LAYER_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
+#: ``act_scales="auto"`` picks per-token dynamic scales when the calibration's outlier ratio
+#: (largest token's input maximum over the median token's, worst matmul) exceeds this: a
+#: static per-tensor scale would leave the median token fewer than 127 / 16 ~ 8 levels.
+OUTLIER_RATIO_DYNAMIC = 16.0
+
+
+def check_group(config: ModelConfig) -> None:
+    """Refuse, naming the field, a model whose matmul inputs the ``group`` scheme cannot cut
+    into groups of :data:`~.quant.GROUP` channels."""
+    for field_, n in (("hidden_size", config.hidden_size),
+                      ("num_heads * head_dim", config.num_heads * config.head_dim),
+                      ("intermediate_size", config.intermediate_size)):
+        if n % GROUP:
+            raise GenerationError(f"config {config.name!r}: {field_} = {n} is not a multiple of "
+                                  f"{GROUP}, the group size of act_scales='group'; use "
+                                  "act_scales='dynamic' or 'static'")
 
 
 class KVCache:
@@ -150,6 +166,14 @@ class Model:
         self._stats: dict | None = None
         self._extra: dict | None = None
         self._int: intpath.IntParams | None = None
+        self._calib_tokens: dict = {}
+        #: Activation-scale scheme asked for (:data:`~.quant.ACT_SCALES`); ``auto`` is
+        #: resolved by calibration into :attr:`act_scales_used`.
+        self.act_scales = "auto"
+        #: The scheme in use after quantization (``static``, ``dynamic``, ``group``), else None.
+        self.act_scales_used: str | None = None
+        #: Calibration's activation outlier ratio (see :meth:`quantize`), else None.
+        self.outlier_ratio: float | None = None
 
     def __repr__(self):
         c = self.config
@@ -183,20 +207,31 @@ class Model:
             y = x @ self.weight(site).T
             if self._calib is not None:
                 ax, ay = np.abs(x).max(axis=0), np.abs(y).max(axis=0)
+                self._calib_tokens.setdefault(site, []).append(np.abs(x).max(axis=1))
                 st = self._calib.get(site)
                 self._calib[site] = (ax, ay) if st is None else (np.maximum(st[0], ax),
                                                                  np.maximum(st[1], ay))
             b = self.weights.get(site + ".bias")
             return y + b if b is not None else y
-        ql = self._qlin[site]
-        y_q = self.backend.matmul(ql.op, quantize_act(x, ql.s_x))
-        return ql.dequantize(y_q)
+        return self._qlin[site].run(self.backend, x)
 
     # ------------------------------------------------------------------ quantization
 
+    def set_act_scales(self, scheme: str) -> None:
+        """Choose the activation-scale scheme of the int8 and int paths (re-quantizes on the
+        next quantized run): ``"static"``, ``"dynamic"`` or ``"auto"`` (see :meth:`quantize`).
+        """
+        if scheme not in ACT_SCALES:
+            raise GenerationError(f"act_scales must be one of {', '.join(map(repr, ACT_SCALES))}"
+                                  f", not {scheme!r}")
+        if scheme != self.act_scales:
+            self.act_scales = scheme
+            self._qlin = self._int = None
+            self.act_scales_used = None
+
     def quantize(self, calibration_text: str | None = None, calibration_ids=None,
-                 smooth_alpha: float = 0.65) -> None:
-        """Calibrate static activation scales and build every :class:`MatmulOp` (once).
+                 smooth_alpha: float = 0.65, act_scales: str | None = None) -> None:
+        """Calibrate activation scales and build every :class:`MatmulOp` (once).
 
         Called automatically the first time the int8 path runs. Calibration runs the float
         path over :data:`~sparktile.golden_model.quant.CALIBRATION_TEXT` (or the given text
@@ -204,7 +239,19 @@ class Model:
         matmul's input and output per channel. Then activation outliers are migrated into
         the weights (:mod:`~sparktile.golden_model.smoothing`, strength ``smooth_alpha``; 0
         disables it) and each matmul is quantized (:func:`~.quant.make_linear`).
+
+        ``act_scales`` (default: :attr:`act_scales`, ``"auto"``) picks static per-tensor or
+        per-token dynamic input scales for every matmul of the int8 and int paths. ``auto``
+        measures the *outlier ratio* over the calibration text: for each matmul input, the
+        largest token's absolute maximum over the median token's; the largest ratio over
+        all matmuls is :attr:`outlier_ratio`. Above :data:`OUTLIER_RATIO_DYNAMIC` (16: a
+        static scale would leave the median token fewer than 8 of int8's 127 levels) the
+        scheme is ``group`` (per-token scales for each group of 64 input channels, weights
+        per output channel and group: :mod:`~.quant`), else ``static``. ``dynamic`` (one
+        scale per token) is there to be asked for.
         """
+        if act_scales is not None:
+            self.set_act_scales(act_scales)
         if calibration_ids is None:
             text = CALIBRATION_TEXT if calibration_text is None else calibration_text
             if self.tokenizer is not None:
@@ -216,13 +263,29 @@ class Model:
         if not ids:
             raise ValueError("calibration needs at least one token")
         win = min(512, self.config.max_position_embeddings)
-        self._calib, self._calib_extra = {}, {}
+        self._calib, self._calib_extra, self._calib_tokens = {}, {}, {}
         try:
             for s in range(0, len(ids), win):
                 self.forward(ids[s:s + win], KVCache(self.config, win), mode="float")
             stats, self._extra = self._calib, self._calib_extra
         finally:
             self._calib = self._calib_extra = None
+        ratios = []
+        for rows in self._calib_tokens.values():
+            a = np.concatenate(rows)
+            med = float(np.median(a))
+            ratios.append(float(a.max()) / med if med > 0 else 1.0)
+        self._calib_tokens = {}
+        self.outlier_ratio = max(ratios, default=1.0)
+        if self.act_scales == "auto":
+            dyn = self.outlier_ratio > OUTLIER_RATIO_DYNAMIC
+            self.act_scales_used = "group" if dyn else "static"
+        else:
+            self.act_scales_used = self.act_scales
+        if self.act_scales_used == "group":
+            check_group(self.config)
+        dynamic = self.act_scales_used in ("dynamic", "group")
+        group = GROUP if self.act_scales_used == "group" else 0
         qw, stats = smooth(self.config, self.weights, stats, smooth_alpha)
         self._stats = stats
         self._int = None
@@ -232,7 +295,7 @@ class Model:
             w = qw["head.weight"] if name == "head" else qw[name + ".weight"]
             qlin[name] = make_linear(name, kind, layer, w, a_in.max(),
                                      None if output_of(kind) == "int32" else a_out,
-                                     qw.get(name + ".bias"))
+                                     qw.get(name + ".bias"), dynamic=dynamic, group=group)
         self._qweights = qw
         self._qlin = qlin
 
@@ -244,14 +307,27 @@ class Model:
         """
         if self._qlin is None:
             self.quantize()
-        return [self._qlin[name].op for name, _, _ in self.sites()]
+        return [op for name, _, _ in self.sites() for op in self._qlin[name].ops]
 
     def matmul_shapes(self) -> list[MatmulShape]:
         """:meth:`matmul_ops` without quantizing: name, kind, layer, shape and output type of
-        every matmul, in the same order (what a fit check or a cycle estimate needs)."""
-        return [MatmulShape(name, kind, layer, tuple(int(d) for d in self.weight(name).shape),
-                            output_of(kind))
-                for name, kind, layer in self.sites()]
+        every matmul, in the same order (what a fit check or a cycle estimate needs).
+
+        Output types follow the activation-scale scheme: all ``int32`` under ``dynamic``
+        and ``group`` (asked for, or resolved by a calibration already run; ``group`` gives
+        one shape per group op); before calibration, an ``auto`` model is planned as
+        ``static``."""
+        scheme = self.act_scales_used or self.act_scales
+        out = []
+        for name, kind, layer in self.sites():
+            m, n = (int(d) for d in self.weight(name).shape)
+            if scheme == "group":
+                out += [MatmulShape(f"{name}.g{j}", kind, layer, (m, GROUP), "int32")
+                        for j in range(n // GROUP)]
+            else:
+                out.append(MatmulShape(name, kind, layer, (m, n), "int32"
+                                       if scheme == "dynamic" else output_of(kind)))
+        return out
 
     def quant_linears(self) -> dict[str, QuantLinear]:
         """The :class:`QuantLinear` of each site (quantizes if needed)."""

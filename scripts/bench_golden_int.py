@@ -2,6 +2,7 @@
 
     python -m sparktile.scripts.bench_golden_int [--max-bytes 150000] [--ablation]
         [--tokens 32] [--json out.json] [--model PATH] [--data DIR]
+        [--act-scales auto|static|dynamic|group]
 
 * **Bits per byte** of ``float``, ``int8`` and ``int`` on the held-out standard-library
   files (:func:`sparktile.golden_model.corpus.split_files`; the first ``--max-bytes`` bytes,
@@ -94,14 +95,19 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
             return x
         return arith.sat(np.rint(x / s_r), 32) * s_r
 
+    nb = 32 if p.dynamic else 8          # dynamic: wide outputs, quantized per token later
+
     def norm(x, w, n, s_h):
         if op != "norm":
             return _rms_norm(x, w, c.rms_norm_eps)
         xi = arith.sat(np.rint(x / s_r), 32)
-        return arith.rms_norm_int(xi, p.eps_q, *n).astype(np.float64) * s_h
+        return arith.rms_norm_int(xi, p.eps_q, *n, bits=nb).astype(np.float64) * s_h
 
     def q8(x, s):
         return np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+
+    def q16(x, s):
+        return arith.sat(np.rint(x / s), 16)
 
     x = resid(qw["embed.weight"][ids].astype(np.float64))
     for i, L in enumerate(p.layers):
@@ -113,8 +119,9 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
         if op == "rope":
             cq, sq = p.cos_q[:t], p.sin_q[:t]
             kc = np.repeat(sc["s_kc"], g, axis=0)
-            q = arith.rope_int(q8(q, sc["s_q"]), cq, sq, *L.q_rope) * sc["sigma"][:, None] / kc
-            k = arith.rope_int(q8(k, sc["s_k"]), cq, sq, *L.k_rope) * sc["s_kc"]
+            qq = q16 if p.dynamic else q8         # dynamic: int16 q/k before RoPE
+            q = arith.rope_int(qq(q, sc["s_q"]), cq, sq, *L.q_rope) * sc["sigma"][:, None] / kc
+            k = arith.rope_int(qq(k, sc["s_k"]), cq, sq, *L.k_rope) * sc["s_kc"]
         else:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if op == "pv":
@@ -131,13 +138,17 @@ def hybrid_logits(model, ids, op: str) -> np.ndarray:
             pr /= pr.sum(-1, keepdims=True)
         a = (pr.reshape(nkv, g * t, t) @ v.transpose(1, 0, 2)).reshape(nh, t, hd)
         a = a.transpose(1, 0, 2).reshape(t, nh * hd)
-        if op == "pv":
+        if op == "pv" and not p.dynamic:
             a = q8(a, L.o.s_x) * L.o.s_x
         x = resid(x + lin(pre + "attn.o", a))
         h = norm(x, qw[pre + "mlp_norm.weight"], L.n2, sc["s_h2"])
         gate, up = lin(pre + "mlp.gate", h), lin(pre + "mlp.up", h)
         if op == "silu":
-            mm = arith.gate_up_int(q8(gate, sc["s_g"]), q8(up, sc["s_u"]), L.silu, *L.gu)
+            if p.dynamic:
+                mm = arith.gate_up_int16(q16(gate, sc["s_g"] / 256), q16(up, sc["s_u"] / 256),
+                                         L.silu, *L.gu)
+            else:
+                mm = arith.gate_up_int(q8(gate, sc["s_g"]), q8(up, sc["s_u"]), L.silu, *L.gu)
             mm = mm * L.down.s_x
         else:
             mm = _silu(gate) * up
@@ -190,8 +201,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--act-scales", default="auto",
+                    choices=("auto", "static", "dynamic", "group"))
     args = ap.parse_args(argv)
     model = load_model(args.model)
+    model.set_act_scales(args.act_scales)
     t0 = time.perf_counter()
     model.int_params()
     prep = time.perf_counter() - t0
@@ -200,6 +214,8 @@ def main(argv=None) -> dict:
     f = q["float"]["bits_per_byte"]
     print(f"{model.config.name}: {len(texts)} files, {q['float']['n_bytes']} bytes, "
           f"{q['float']['n_tokens']} tokens (calibration + int tables: {prep:.1f} s)")
+    print(f"activation scales: {model.act_scales_used} (asked: {model.act_scales}; "
+          f"calibration outlier ratio {model.outlier_ratio:.1f})")
     print(f"{'path':16s} {'bits/byte':>10s} {'vs float':>9s} {'top-1 = float':>14s}")
     for name, r in q.items():
         b = r["bits_per_byte"]
@@ -207,7 +223,8 @@ def main(argv=None) -> dict:
     sp = decode_speed(model, args.tokens)
     print(f"decode tokens/s ({args.tokens} tokens, greedy, prefill excluded): " +
           ", ".join(f"{k} {v:.1f}" for k, v in sp.items()))
-    res = {"model": model.config.name, "quality": q, "decode_tokens_per_s": sp,
+    res = {"model": model.config.name, "act_scales": model.act_scales_used,
+           "outlier_ratio": model.outlier_ratio, "quality": q, "decode_tokens_per_s": sp,
            "int_frac_bits": model.int_params().frac}
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
