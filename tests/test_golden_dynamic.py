@@ -164,6 +164,7 @@ def test_group_scheme_matmuls_go_through_the_backend():
 
 def test_cli_act_scales_option():
     from click.testing import CliRunner
+
     from sparktile.cli import main
 
     r = CliRunner().invoke(main, ["generate", "--prompt", "def f(x):", "--max-tokens", "4",
