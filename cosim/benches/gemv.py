@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...compiler.core_mapping import compile_core_gemv, core_gemv_cycles, core_task_cycles
 from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import compile_gemv
 from ...golden_model.arith import first_difference, gemv_golden, requant_params
@@ -31,6 +32,12 @@ class GemvResult(BenchResult):
     mesh row and the cycle its wavelet left the mesh. Cycle figures come from the harness's
     cycle counter; ``mac_busy_*``, ``stall_*``, ``task_errors`` and ``vectors_per_pe`` from
     the PEs' own counters, read back over the fabric before and after the run.
+
+    ``pe``: the mesh's PE kind (``gemv`` or ``core``, see :class:`~sparktile.hdl.mesh.
+    MeshShape`). On a core mesh ``model_cycles`` is the estimate of
+    :func:`~sparktile.compiler.core_mapping.core_gemv_cycles`, ``task_cycles_bound`` the hard
+    lower bound (``batch`` runs of the east-most PE's program without stalls),
+    ``vectors_per_pe`` the tasks each core completed and ``nw_pe`` the widest column.
     """
 
     mesh: str
@@ -63,6 +70,8 @@ class GemvResult(BenchResult):
     # Filled by the CLI's ``--compare-plain``: the plain C++ harness's replay of ``recorded``.
     plain_harness: dict | None = None
     speed_ratio_vs_plain: float | None = None
+    pe: str = "gemv"
+    task_cycles_bound: int | None = None
 
 
 def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random"):
@@ -117,7 +126,11 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         col = int(np.argmax(np.abs(x[0].astype(np.int32))))
         w_rtl = w.copy()
         w_rtl[fault_row, col] = 127 if w[fault_row, col] < 0 else -128
-    mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
+    core = shape.pe == "core"
+    if core:
+        mapping = compile_core_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
+    else:
+        mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
     cfg_cycles = await fabric.configure(mapping.program)
     counters = (Counter.MAC_BUSY, Counter.STALL_IN, Counter.STALL_OUT, Counter.FORWARDED,
                 Counter.TASK_ERRORS, Counter.VECTORS)
@@ -160,8 +173,14 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
                               cycle=int(cycles_of[r][-1]) if len(cycles_of[r]) else None)
     pes = shape.pes
     macs = m * n * batch
-    model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                        out_int32=out_int32, timing=timing_for(shape))
+    bound = None
+    if core:
+        model = core_gemv_cycles(mapping, batch)
+        east = mapping.programs[mapping.region.row, mapping.region.col + mapping.region.cols - 1]
+        bound = batch * core_task_cycles(east)
+    else:
+        model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
+                            out_int32=out_int32, timing=timing_for(shape))
     return GemvResult(
         mesh=str(shape), m=m, n=n, batch=batch, seed=seed, fill=fill,
         out="int32" if out_int32 else "int8", match=bool(match),
@@ -178,7 +197,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         task_errors=int(delta["task_errors"].sum()),
         vectors_per_pe=delta["vectors"].tolist(),
         sim_cycles_per_s=res.cycles / wall if wall > 0 else 0.0,
-        recorded=recorded,
+        recorded=recorded, pe=shape.pe, task_cycles_bound=bound,
     )
 
 

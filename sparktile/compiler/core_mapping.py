@@ -1,0 +1,269 @@
+"""The GEMV mapping for a mesh of programmable cores (``MeshShape(..., pe="core")``).
+
+The placement, the routes and the host's decoding are those of :mod:`.mapping` (the
+fixed-function PE's mapping): region row ``r`` holds output rows ``[r*m_pe, (r+1)*m_pe)``,
+region column ``c`` a run of packed input words of every row; x enters each column from
+the north edge on color X and is multicast down it; partial sums run west to east on P0/P1
+alternately; the east-most PE sends y east on Y. What differs is what runs in each PE: instead
+of a descriptor, one *program* (:mod:`sparktile.hdl.isa`) per PE, started once per vector by
+an activation (a control wavelet on X), with the task table and the two queue bindings written
+as configuration registers:
+
+=======================  ===========================================================
+every PE                 ``RECV nw`` words of color X into XBUF[0..nw)
+first / middle column    ``GEMV m_pe x nw`` to color out (P0/P1), adding (not in
+                         the first column) one partial sum per row from color psum_in
+east-most, int32 out     the same GEMV straight to color Y
+east-most, int8 out      GEMV into SRAM ``acc``, ``VREQ m_pe`` (``RequantWord`` per row)
+                         packed int8x4 into SRAM ``yq``, ``SEND ceil(m_pe/4)`` on Y
+every PE                 ``END``
+=======================  ===========================================================
+
+The GEMV adds the incoming partial sum in the cycle its row leaves (``FLAG_ADDEND``), so the
+chain costs no cycle per row beyond the hops; a PE waits (``stall_in``) only when its
+addend has not arrived. SRAM of each PE, from ``base``: the program, the weights (row-major,
+``m_pe * nw`` words), then (east-most column, int8 out) the requantization words and the
+int32 sums, which VREQ packs in place into the results (word ``i // 4`` is written after
+element ``i``, the last one it needs, is read).
+
+Column widths. Every column takes ``nw = ceil(ceil(n / 4) / cols)`` words of each row, like
+the fixed-function mapping, unless the east-most PE's SRAM (which also holds the
+requantization words and the sums) is then too small: words move from the east-most column to
+the others, as few as make it fit (the 4x4 256 x 992 GEMV in 16 KiB: 63, 63, 63, 61 words
+instead of 62 each). The chain is as slow as its widest PE, so this costs a cycle per row
+and moved word, reported by the benchmark.
+
+A batch is one activation per vector: the task runs once per vector (there are no branches,
+so a program cannot loop over the batch), and the activation queue holds the next while the
+current one runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden_model.arith import LANES, pack_int8
+from ..hdl import isa
+from ..hdl.formats import RequantWord, cc, pack_array
+from ..hdl.mesh import MeshShape
+from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
+from .mapping import Colors, GemvMapping, MappingError, Region, edge_routes, pe_routes
+from .program import ConfigProgram
+
+__all__ = ["CoreGemvMapping", "compile_core_gemv", "core_gemv_words", "core_task_cycles",
+           "core_gemv_cycles"]
+
+#: The activation's payload (the task's argument in r15; the GEMV program does not use it).
+ACTIVATION_ARG = 0
+#: Input queues the GEMV program binds: x, and the incoming partial sums.
+X_QUEUE, PSUM_QUEUE = 0, 1
+
+
+def _program(*, first: bool, last: bool, out_int32: bool, m_pe: int, nw_pe: int,
+             colors: Colors, psum_in: int, out: int, w_base: int, q_base: int,
+             acc_base: int, yq_base: int) -> list[isa.Ins]:
+    """One PE's GEMV program (see the module docstring)."""
+    addend = None if first else psum_in
+    prog = [isa.Ins(isa.Op.RECV, n=nw_pe, dst=isa.xbuf(0), a=isa.color(colors.x))]
+    w, x = isa.sram(w_base), isa.xbuf(0)
+    if not last or out_int32:
+        prog.append(isa.gemv(m_pe, nw_pe, dst=isa.color(out), w=w, x=x, addend=addend))
+    else:
+        prog += [
+            isa.gemv(m_pe, nw_pe, dst=isa.sram(acc_base), w=w, x=x, addend=addend),
+            isa.Ins(isa.Op.VREQ, n=m_pe, dst=isa.sram(yq_base, fmt=isa.Fmt.I8X4),
+                    a=isa.sram(acc_base), b=isa.sram(q_base)),
+            isa.Ins(isa.Op.SEND, n=math.ceil(m_pe / LANES), dst=isa.color(out),
+                    a=isa.sram(yq_base)),
+        ]
+    prog.append(isa.Ins(isa.Op.END))
+    return prog
+
+
+def _layout(m_pe: int, nw_pe: int, last: bool, out_int32: bool, base: int) -> dict:
+    n_insns = 2 + (2 if last and not out_int32 else 0) + 1
+    prog_words = n_insns * isa.INSN_WORDS
+    w_base = base + prog_words
+    q_base = w_base + m_pe * nw_pe
+    extra = last and not out_int32
+    acc_base = q_base + (m_pe if extra else 0)
+    yq_base = acc_base          # VREQ packs the sums in place
+    end = acc_base + (m_pe if extra else 0)
+    return {"prog": base, "w_base": w_base, "q_base": q_base, "acc_base": acc_base,
+            "yq_base": yq_base, "words": end - base}
+
+
+def core_gemv_words(m: int, n: int, region: Region, out_int32: bool = False,
+                    sram_words: int | None = None, base: int = 0) -> dict:
+    """Per-PE geometry of an M x N GEMV on ``region`` of a core mesh: ``m_pe`` rows,
+    ``widths`` (packed words of each row per region column, see the module docstring; the
+    east-most narrower when its SRAM needs it), ``nw_pe`` (the widest) and ``words``, the SRAM
+    words of the fullest PE (what must fit ``sram_words``)."""
+    m_pe = math.ceil(m / region.rows)
+    even = math.ceil(math.ceil(n / LANES) / region.cols)
+    cols = region.cols
+
+    def need(widths):
+        return max(_layout(m_pe, wd, c == cols - 1, out_int32, 0)["words"]
+                   for c, wd in enumerate(widths))
+
+    widths = [even] * cols
+    if sram_words is not None and cols > 1:
+        for k in range(even):
+            more = math.ceil(k / (cols - 1))
+            trial = [even + more] * (cols - 1) + [even - k]
+            if base + need(trial) <= sram_words:
+                widths = trial
+                break
+    return {"m_pe": m_pe, "nw_pe": max(widths), "widths": widths, "passes": 1,
+            "words": need(widths)}
+
+
+@dataclass
+class CoreGemvMapping(GemvMapping):
+    """A compiled GEMV for a core mesh: one pass of all ``m_pe`` rows, one activation per
+    vector. ``programs[(r, c)]`` is each PE's program (for the ISS and the cycle model)."""
+
+    programs: dict | None = None
+    widths: list | None = None      # packed words of each row per region column
+
+    def _offsets(self):
+        return np.concatenate([[0], np.cumsum(self.widths)])
+
+    def x_streams(self, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """North-edge column -> ``(payloads, cc)``: per vector, an activation (a control
+        wavelet on X) then the column's ``nw_pe`` packed words."""
+        x = np.atleast_2d(np.asarray(x))
+        if x.shape[1] != self.n:
+            raise MappingError(f"x has {x.shape[1]} elements per vector; W has {self.n} "
+                               f"columns")
+        b = x.shape[0]
+        offs = self._offsets()
+        xp = np.zeros((b, int(offs[-1]) * LANES), dtype=np.int8)
+        xp[:, : self.n] = x
+        words = np.stack([pack_int8(v) for v in xp])
+        out = {}
+        for c, wd in enumerate(self.widths):
+            pay = np.empty((b, 1 + wd), dtype=np.uint32)
+            ccs = np.full((b, 1 + wd), cc(self.colors.x), dtype=np.uint8)
+            pay[:, 0] = ACTIVATION_ARG
+            ccs[:, 0] = cc(self.colors.x, 1)
+            pay[:, 1:] = words[:, offs[c]:offs[c + 1]]
+            out[self.region.col + c] = (pay.reshape(-1), ccs.reshape(-1))
+        return out
+
+
+def core_task_cycles(program: list[isa.Ins]) -> int:
+    """Cycles of one run of ``program`` on the core without stalls: fetch and decode plus
+    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (what the RTL's ``task_cycles``
+    counts less its ``stall_in`` and ``stall_out``)."""
+    return sum(isa.FETCH_CYCLES + isa.exec_cycles(i.op, i.n, i.imm) for i in program)
+
+
+def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = None,
+                      colors: Colors = Colors(), out_int32: bool = False, base: int = 0,
+                      program: ConfigProgram | None = None) -> CoreGemvMapping:
+    """Place ``W`` (M x N int8) on ``region`` of a core mesh: SRAM images (programs,
+    weights, requantization words), task tables, queue bindings and routes.
+
+    Raises
+    ------
+    MappingError
+        If the mesh is not a core mesh, W is not a 2-D int8 matrix, a PE's share of a row
+        exceeds what one GEMV or XBUF holds, or a PE's SRAM is too small (naming the sizes).
+    """
+    if shape.pe != "core":
+        raise MappingError(f"compile_core_gemv needs a mesh of pe='core', not pe={shape.pe!r} "
+                           f"(use sparktile.compiler.mapping.compile_gemv)")
+    region = region or Region.whole(shape)
+    region.check(shape)
+    colors.check()
+    w = np.asarray(w)
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise MappingError(f"W must be a non-empty 2-D matrix, not shape {w.shape}")
+    if w.dtype != np.int8:
+        if w.size and (w.min() < -128 or w.max() > 127):
+            raise MappingError("W must be int8: values in [-128, 127]")
+        w = w.astype(np.int8)
+    m, n = w.shape
+    geo = core_gemv_words(m, n, region, out_int32, shape.sram_words, base)
+    m_pe, nw_pe, widths = geo["m_pe"], geo["nw_pe"], geo["widths"]
+    limit = min(isa.MAX_GEMV_WORDS, CORE_XBUF_WORDS)
+    if nw_pe > limit:
+        raise MappingError(
+            f"W ({m}x{n}) gives each PE {nw_pe} words (x{LANES} int8) of every row on "
+            f"{region.cols} region columns, but a core GEMV takes at most {limit} (XBUF holds "
+            f"{CORE_XBUF_WORDS} words, a GEMV row at most {isa.MAX_GEMV_WORDS}); use more "
+            f"columns")
+    if m_pe > 0xFFFF:
+        raise MappingError(f"W ({m}x{n}) gives each PE {m_pe} rows; a GEMV takes at most "
+                           f"65535: use more region rows")
+    if base < 0 or base + geo["words"] > shape.sram_words or base >= isa.TASK_ADDR_LIMIT:
+        raise MappingError(
+            f"W ({m}x{n}) needs {geo['words']} SRAM words in the east-most PEs of a "
+            f"{region.rows}x{region.cols} region (program, {m_pe} rows x {widths[-1]} words of "
+            f"weights{'' if out_int32 else f', {m_pe} requantization words, {m_pe} sums and the packed results'}"
+            f") from word {base}, but a PE has {shape.sram_words} words ({shape.sram_kb} KiB);"
+            f" use a larger region or mesh, or more SRAM")
+    if not out_int32:
+        mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (m,))
+        shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (m,))
+    prog = program or ConfigProgram(shape)
+
+    offs = np.concatenate([[0], np.cumsum(widths)]) * LANES
+    wp = np.zeros((region.rows * m_pe, int(offs[-1])), dtype=np.int8)
+    wp[:m, :n] = w
+    q = np.zeros(region.rows * m_pe, dtype=np.uint32)
+    if not out_int32:
+        try:
+            q[:m] = pack_array(RequantWord, mult=mult, shift=shift)
+        except ValueError as exc:
+            raise MappingError(str(exc)) from None
+
+    mapping = CoreGemvMapping(shape, region, colors, m, n, m_pe, nw_pe, out_int32, base,
+                              geo["words"], program=prog, programs={},
+                              widths=widths)
+    mapping.passes.append((base, 0, m_pe))
+    for rr in range(region.rows):
+        for cc_ in range(region.cols):
+            r, c = region.row + rr, region.col + cc_
+            first, last = cc_ == 0, cc_ == region.cols - 1
+            psum_in, out = pe_routes(prog, region, colors, rr, cc_)
+            lay = _layout(m_pe, widths[cc_], last, out_int32, base)
+            code = _program(first=first, last=last, out_int32=out_int32, m_pe=m_pe,
+                            nw_pe=widths[cc_], colors=colors, psum_in=psum_in, out=out,
+                            w_base=lay["w_base"], q_base=lay["q_base"],
+                            acc_base=lay["acc_base"], yq_base=lay["yq_base"])
+            mapping.programs[r, c] = code
+            block = wp[rr * m_pe:(rr + 1) * m_pe, offs[cc_]:offs[cc_ + 1]]
+            parts = [np.array(isa.assemble(code), dtype=np.uint32),
+                     np.concatenate([pack_int8(row) for row in block])]
+            if last and not out_int32:
+                parts.append(q[rr * m_pe:(rr + 1) * m_pe])
+            prog.write_sram(r, c, base, np.concatenate(parts))
+            prog.set_reg(r, c, isa.task_reg(colors.x), isa.task_entry(lay["prog"]))
+            prog.set_reg(r, c, isa.queue_reg(X_QUEUE, CORE_QUEUES), isa.queue_entry(colors.x))
+            if not first:
+                prog.set_reg(r, c, isa.queue_reg(PSUM_QUEUE, CORE_QUEUES),
+                             isa.queue_entry(psum_in))
+    edge_routes(prog, shape, region, colors)
+    return mapping
+
+
+def core_gemv_cycles(mapping: CoreGemvMapping, batch: int) -> float:
+    """An estimate of a core GEMV's cycles, first x wavelet in to last y out, from the cycle
+    rules of :mod:`sparktile.hdl.isa` and the fixed-function model's fabric terms
+    (:data:`~sparktile.compiler.cycle_model.DEFAULT_TIMING`): the fill and the x multicast
+    down the region, then per vector the east-most PE's task (its GEMV paced by the widest PE
+    of the chain, whose partial sums it adds row by row), the partial sums' hops along the
+    chain and the drain. Not exact: the benchmark reports it beside the RTL's count, and the
+    tests check only the hard lower bound, ``batch`` runs of the east-most PE's task."""
+    from .cycle_model import DEFAULT_TIMING as t
+    region = mapping.region
+    last = mapping.programs[region.row, region.col + region.cols - 1]
+    pace = mapping.m_pe * (mapping.nw_pe - mapping.widths[-1])
+    return (t.fill + t.x_hop * (region.rows - 1) + batch * (core_task_cycles(last) + pace)
+            + t.p_hop * (region.cols - 1) + t.drain)
