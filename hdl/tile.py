@@ -14,6 +14,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import isa
+from .core import Core
 from .formats import (
     HALF_BITS,
     NUM_COUNTERS,
@@ -31,8 +33,6 @@ from .formats import (
     Wavelet,
     width_of,
 )
-from . import isa
-from .core import Core
 from .pe import PE
 from .router import Router, RouteWriteSignature
 

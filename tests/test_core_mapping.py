@@ -5,16 +5,17 @@ region row as the routes would carry them, and y is compared bit-exactly with
 
 import numpy as np
 import pytest
+from sparktile.cosim.benches.gemv import random_problem
+from sparktile.golden_model.arith import first_difference, gemv_golden
+from sparktile.hdl import isa
+from sparktile.hdl.formats import Wavelet, unpack
+from sparktile.hdl.mesh import MeshShape
+from sparktile.hdl.tile import CORE_XBUF_WORDS
+
 from sparktile.compiler import iss
 from sparktile.compiler.core_mapping import compile_core_gemv, core_task_cycles
 from sparktile.compiler.mapping import MappingError
 from sparktile.compiler.routes import check_deadlock_free
-from sparktile.cosim.benches.gemv import random_problem
-from sparktile.golden_model.arith import first_difference, gemv_golden
-from sparktile.hdl import isa
-from sparktile.hdl.formats import WAVELET_BITS, unpack, Wavelet
-from sparktile.hdl.mesh import MeshShape
-from sparktile.hdl.tile import CORE_XBUF_WORDS
 
 
 def run_on_iss(mapping, x):

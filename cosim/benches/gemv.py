@@ -239,6 +239,10 @@ async def bad_task(fabric: Fabric, seed: int = 1) -> BadTaskResult:
     from ...hdl.formats import CFG_COLOR, RSP_COLOR, Port, cc
 
     shape = fabric.shape
+    if shape.pe != "gemv":
+        raise ValueError(f"bad_task sends the fixed-function PE's malformed descriptors; the "
+                         f"mesh has pe={shape.pe!r} (the core's task errors are tested in "
+                         f"tests/test_core_sim.py)")
     m, n = 4 * shape.rows, 8 * shape.cols          # two data words per PE and vector
     w, _x, mult, shift = random_problem(m, n, 1, seed)
     mapping = compile_gemv(shape, w, mult, shift)

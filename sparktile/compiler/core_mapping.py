@@ -56,6 +56,7 @@ from .program import ConfigProgram
 __all__ = ["CoreGemvMapping", "compile_core_gemv", "core_gemv_words", "core_task_cycles",
            "core_gemv_cycles"]
 
+DEFAULT_COLORS = Colors()
 #: The activation's payload (the task's argument in r15; the GEMV program does not use it).
 ACTIVATION_ARG = 0
 #: Input queues the GEMV program binds: x, and the incoming partial sums.
@@ -164,7 +165,7 @@ def core_task_cycles(program: list[isa.Ins]) -> int:
 
 
 def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = None,
-                      colors: Colors = Colors(), out_int32: bool = False, base: int = 0,
+                      colors: Colors = DEFAULT_COLORS, out_int32: bool = False, base: int = 0,
                       program: ConfigProgram | None = None) -> CoreGemvMapping:
     """Place ``W`` (M x N int8) on ``region`` of a core mesh: SRAM images (programs,
     weights, requantization words), task tables, queue bindings and routes.
@@ -202,12 +203,12 @@ def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None
         raise MappingError(f"W ({m}x{n}) gives each PE {m_pe} rows; a GEMV takes at most "
                            f"65535: use more region rows")
     if base < 0 or base + geo["words"] > shape.sram_words or base >= isa.TASK_ADDR_LIMIT:
+        extra = "" if out_int32 else f", {m_pe} requantization words and {m_pe} sums"
         raise MappingError(
             f"W ({m}x{n}) needs {geo['words']} SRAM words in the east-most PEs of a "
             f"{region.rows}x{region.cols} region (program, {m_pe} rows x {widths[-1]} words of "
-            f"weights{'' if out_int32 else f', {m_pe} requantization words, {m_pe} sums and the packed results'}"
-            f") from word {base}, but a PE has {shape.sram_words} words ({shape.sram_kb} KiB);"
-            f" use a larger region or mesh, or more SRAM")
+            f"weights{extra}) from word {base}, but a PE has {shape.sram_words} words "
+            f"({shape.sram_kb} KiB); use a larger region or mesh, or more SRAM")
     if not out_int32:
         mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (m,))
         shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (m,))
