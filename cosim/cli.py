@@ -279,7 +279,7 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves,
                  waves_limit, compare_plain, pe):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
-    from ..compiler.core_mapping import core_gemv_words
+    from ..compiler.core_mapping import check_core_gemv
     from ..compiler.mapping import Region, gemv_words
     from .benches.gemv import gemv
     from .sim import session
@@ -287,7 +287,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
     from .sim.session import BenchError
     shape = _shape(mesh, sram_kb, pe)
     if pe == "core":
-        geo = core_gemv_words(m, n, Region.whole(shape), out_int32, shape.sram_words)
+        geo = check_core_gemv(shape, m, n, Region.whole(shape), out_int32)
     else:
         geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
     if geo["words"] > shape.sram_words:

@@ -53,7 +53,8 @@ from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
 from .mapping import Colors, GemvMapping, MappingError, Region, edge_routes, pe_routes
 from .program import ConfigProgram
 
-__all__ = ["CoreGemvMapping", "compile_core_gemv", "core_gemv_words", "core_task_cycles",
+__all__ = ["CoreGemvMapping", "compile_core_gemv", "check_core_gemv", "core_gemv_words",
+           "core_task_cycles",
            "core_gemv_cycles"]
 
 DEFAULT_COLORS = Colors()
@@ -164,6 +165,33 @@ def core_task_cycles(program: list[isa.Ins]) -> int:
     return sum(isa.FETCH_CYCLES + isa.exec_cycles(i.op, i.n, i.imm) for i in program)
 
 
+def check_core_gemv(shape: MeshShape, m: int, n: int, region: Region, out_int32: bool = False,
+                    base: int = 0) -> dict:
+    """The geometry of :func:`core_gemv_words`, or :class:`MappingError` naming what does not
+    fit (a PE's share of a row beyond one GEMV or XBUF, more than 65535 rows, the SRAM):
+    what the CLI checks before it builds or simulates anything."""
+    geo = core_gemv_words(m, n, region, out_int32, shape.sram_words, base)
+    m_pe, nw_pe, widths = geo["m_pe"], geo["nw_pe"], geo["widths"]
+    limit = min(isa.MAX_GEMV_WORDS, CORE_XBUF_WORDS)
+    if nw_pe > limit:
+        raise MappingError(
+            f"W ({m}x{n}) gives each PE {nw_pe} words (x{LANES} int8) of every row on "
+            f"{region.cols} region columns, but a core GEMV takes at most {limit} (XBUF holds "
+            f"{CORE_XBUF_WORDS} words, a GEMV row at most {isa.MAX_GEMV_WORDS}); use more "
+            f"columns")
+    if m_pe > 0xFFFF:
+        raise MappingError(f"W ({m}x{n}) gives each PE {m_pe} rows; a GEMV takes at most "
+                           f"65535: use more region rows")
+    if base < 0 or base + geo["words"] > shape.sram_words or base >= isa.TASK_ADDR_LIMIT:
+        extra = "" if out_int32 else f", {m_pe} requantization words and {m_pe} sums"
+        raise MappingError(
+            f"W ({m}x{n}) needs {geo['words']} SRAM words in the east-most PEs of a "
+            f"{region.rows}x{region.cols} region (program, {m_pe} rows x {widths[-1]} words of "
+            f"weights{extra}) from word {base}, but a PE has {shape.sram_words} words "
+            f"({shape.sram_kb} KiB); use a larger region or mesh, or more SRAM")
+    return geo
+
+
 def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = None,
                       colors: Colors = DEFAULT_COLORS, out_int32: bool = False, base: int = 0,
                       program: ConfigProgram | None = None) -> CoreGemvMapping:
@@ -190,25 +218,8 @@ def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None
             raise MappingError("W must be int8: values in [-128, 127]")
         w = w.astype(np.int8)
     m, n = w.shape
-    geo = core_gemv_words(m, n, region, out_int32, shape.sram_words, base)
+    geo = check_core_gemv(shape, m, n, region, out_int32, base)
     m_pe, nw_pe, widths = geo["m_pe"], geo["nw_pe"], geo["widths"]
-    limit = min(isa.MAX_GEMV_WORDS, CORE_XBUF_WORDS)
-    if nw_pe > limit:
-        raise MappingError(
-            f"W ({m}x{n}) gives each PE {nw_pe} words (x{LANES} int8) of every row on "
-            f"{region.cols} region columns, but a core GEMV takes at most {limit} (XBUF holds "
-            f"{CORE_XBUF_WORDS} words, a GEMV row at most {isa.MAX_GEMV_WORDS}); use more "
-            f"columns")
-    if m_pe > 0xFFFF:
-        raise MappingError(f"W ({m}x{n}) gives each PE {m_pe} rows; a GEMV takes at most "
-                           f"65535: use more region rows")
-    if base < 0 or base + geo["words"] > shape.sram_words or base >= isa.TASK_ADDR_LIMIT:
-        extra = "" if out_int32 else f", {m_pe} requantization words and {m_pe} sums"
-        raise MappingError(
-            f"W ({m}x{n}) needs {geo['words']} SRAM words in the east-most PEs of a "
-            f"{region.rows}x{region.cols} region (program, {m_pe} rows x {widths[-1]} words of "
-            f"weights{extra}) from word {base}, but a PE has {shape.sram_words} words "
-            f"({shape.sram_kb} KiB); use a larger region or mesh, or more SRAM")
     if not out_int32:
         mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (m,))
         shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (m,))
