@@ -8,7 +8,7 @@ import pytest
 from sparktile.cosim.benches.gemv import random_problem
 from sparktile.golden_model.arith import first_difference, gemv_golden
 from sparktile.hdl import isa
-from sparktile.hdl.formats import Wavelet, unpack
+from sparktile.hdl.formats import Port, Wavelet, unpack
 from sparktile.hdl.mesh import MeshShape
 from sparktile.hdl.tile import CORE_XBUF_WORDS
 
@@ -18,16 +18,32 @@ from sparktile.compiler.mapping import MappingError
 from sparktile.compiler.routes import check_deadlock_free
 
 
+def _needs(st, pc):
+    """``(color, words)`` the instruction at ``pc`` takes from an input queue, or None."""
+    words = [int(st.sram[pc + j]) for j in range(isa.INSN_WORDS)]
+    insn, (_dst, a, b) = isa.decode(words)
+    if insn["op"] == isa.Op.RECV:
+        return a["base"] & 31, insn["n"]
+    if insn["op"] == isa.Op.GEMV and insn["imm"] & isa.FLAG_ADDEND:
+        return b["aux"], insn["n"]
+    return None
+
+
 def run_on_iss(mapping, x):
-    """y wavelets per mesh row, from the ISS running every PE's program once per vector."""
-    shape, region, colors = mapping.shape, mapping.region, mapping.colors
+    """y wavelets per ``(side, mesh row)`` port, from the ISS running every PE's program once
+    per vector: each PE steps an instruction when the words it takes are in its queues, and
+    the words it sends go where the routes take them (east or west neighbour, or the edge)."""
+    shape, region = mapping.shape, mapping.region
     streams = mapping.x_streams(x)
-    per_row, stats = {}, {}
-    for rr in range(region.rows):
-        r = region.row + rr
-        incoming = []
-        for cc_ in range(region.cols):
-            c = region.col + cc_
+    pes, acts, pcs, where = {}, {}, {}, {}
+    # Where each color sent by a PE goes: the neighbour's queue, or an edge port.
+    for (r, c), routes in mapping.program.routes.items():
+        for color, route in routes.items():
+            if route.src == Port.RAMP:
+                (out,) = route.dst
+                where[r, c, color] = out
+    for r in range(region.row, region.row + region.rows):
+        for c in range(region.col, region.col + region.cols):
             st = iss.PEState.new(shape.sram_words, CORE_XBUF_WORDS)
             for addr, words in mapping.program.sram[r, c]:
                 st.sram[addr:addr + len(words)] = words
@@ -36,30 +52,47 @@ def run_on_iss(mapping, x):
                     st.tasks[reg] = value & 0x7FFF
                 elif reg >= isa.QUEUE_REG_BASE and value >> 5:
                     st.bind_queue(value & 31)
-            pays, ccs = streams[c]
-            acts = []
-            for p, k in zip(pays, ccs, strict=True):
+            acts[r, c] = []
+            for p, k in zip(*streams[c], strict=True):
                 w = unpack(Wavelet, int(k) << 32 | int(p))
                 if w["ctrl"]:
-                    acts.append((w["color"], w["payload"]))
+                    acts[r, c].append(w["color"])
                 else:
                     st.queues[w["color"]].append(int(p))
-            psum_color = next((v & 31 for reg, v in mapping.program.regs[r, c].items()
-                               if reg == isa.QUEUE_REG_BASE + 1), None)
-            if psum_color is not None:
-                st.queues[psum_color].extend(incoming)
-            iss.run_tasks(st, acts)
-            assert st.stats.task_errors == 0
-            out = colors.y if cc_ == region.cols - 1 else \
-                (colors.p1 if cc_ % 2 else colors.p0)
-            incoming = st.sent.get(out, [])
-            stats[r, c] = st.stats
-        per_row[r] = np.array(incoming, dtype=np.uint32)
-    return per_row, stats
+            pes[r, c], pcs[r, c] = st, None
+    out = {}
+    progress = True
+    while progress:
+        progress = False
+        for (r, c), st in pes.items():
+            if pcs[r, c] is None:
+                if not acts[r, c]:
+                    continue
+                pcs[r, c] = st.tasks[acts[r, c].pop(0)]
+            need = _needs(st, pcs[r, c])
+            if need and len(st.queues[need[0]]) < need[1]:
+                continue
+            pcs[r, c] = iss.step(st, pcs[r, c])
+            if pcs[r, c] is None:
+                st.stats.tasks += 1
+            for color, words in st.sent.items():
+                port = where[r, c, color]
+                dest = {Port.E: (r, c + 1), Port.W: (r, c - 1)}[port]
+                if dest in pes:
+                    pes[dest].queues[color].extend(words)
+                else:
+                    out.setdefault((port.name, r), []).extend(words)
+            st.sent.clear()
+            progress = True
+    assert all(pc is None and not acts[k] for k, pc in pcs.items()), "a PE is stuck"
+    return {k: np.array(v, dtype=np.uint32) for k, v in out.items()}, \
+        {k: st.stats for k, st in pes.items()}
 
 
 CASES = [(1, 1, 1, 1, 1, False), (2, 2, 7, 13, 2, False), (2, 3, 37, 91, 2, True),
-         (3, 1, 20, 50, 3, False), (4, 4, 256, 992, 1, False), (2, 3, 33, 70, 2, False)]
+         (3, 1, 20, 50, 3, False), (4, 4, 256, 992, 1, False), (2, 3, 33, 70, 2, False),
+         (2, 2, 2, 9, 2, False),        # one row per PE: one chain
+         (1, 4, 9, 40, 2, True), (1, 3, 9, 40, 1, False)]
 
 
 @pytest.mark.parametrize("rows,cols,m,n,batch,out_int32", CASES)
@@ -69,8 +102,9 @@ def test_core_gemv_mapping_on_the_iss_is_bit_exact(rows, cols, m, n, batch, out_
     w, x, mult, shift = random_problem(m, n, batch, seed)
     mapping = compile_core_gemv(shape, w, mult, shift, out_int32=out_int32)
     check_deadlock_free(mapping.program)
-    per_row, stats = run_on_iss(mapping, x)
-    y = mapping.decode_y(per_row, batch)
+    per_port, stats = run_on_iss(mapping, x)
+    assert {k: len(v) for k, v in per_port.items()} == mapping.y_wavelets(batch)
+    y = mapping.decode_y_ports(per_port, batch)
     d = first_difference(y, gemv_golden(w, x, mult, shift, out_int32=out_int32))
     assert d is None, f"seed {seed}: {d}"
     for (r, c), s in stats.items():

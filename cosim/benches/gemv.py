@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compiler.core_mapping import compile_core_gemv, core_gemv_cycles, core_task_cycles
+from ...compiler.core_mapping import compile_core_gemv, core_gemv_bound, core_gemv_cycles
 from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import compile_gemv
 from ...golden_model.arith import first_difference, gemv_golden, requant_params
@@ -143,41 +143,54 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         rng = np.random.default_rng(seed + 7919)
         for p in fabric.ports:
             fabric.set_pauses(p.index, float(rng.uniform(0, stall)), float(rng.uniform(0, stall)))
-    expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
+    if core:
+        # y leaves east (each row's eastward chain) and west (its westward chain).
+        want = mapping.y_wavelets(batch)
+        expect = sum(want.values())
+    else:
+        expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
     t0 = time.perf_counter()
     res = await fabric.run(expect, idle_limit=50_000)
     wall = time.perf_counter() - t0
     for p in fabric.ports:
         fabric.set_pauses(p.index, 0.0, 0.0)
     per_row, cycles_of = {}, {}
-    for r in range(mapping.region.rows):
-        pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
-        per_row[mapping.region.row + r] = pay
-        cycles_of[mapping.region.row + r] = t
+    if core:
+        for side, r in want:
+            pay, _, t = fabric.receive(fabric.port(side, r))
+            per_row[side, r] = pay
+            cycles_of[r] = np.concatenate([cycles_of.get(r, np.zeros(0, np.uint64)), t])
+    else:
+        for r in range(mapping.region.rows):
+            pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
+            per_row[mapping.region.row + r] = pay
+            cycles_of[mapping.region.row + r] = t
     after = await fabric.read_counters(counters)
     delta = fabric.counter_delta(after, before)
 
     recorded = rec.finish()
     golden = gemv_golden(w, x, mult, shift, out_int32=out_int32)
-    complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
-                              for v in per_row.values())
+    if core:
+        complete = res.ok and all(len(per_row[k]) == v for k, v in want.items())
+    else:
+        complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
+                                  for v in per_row.values())
     first_diff = None
     match = False
     if complete:
-        y = mapping.decode_y(per_row, batch)
+        y = mapping.decode_y_ports(per_row, batch) if core else mapping.decode_y(per_row, batch)
         first_diff = first_difference(y, golden)
         match = first_diff is None
         if not match:
             r = first_diff["index"] // mapping.m_pe
             first_diff.update(mesh_row=r,
-                              cycle=int(cycles_of[r][-1]) if len(cycles_of[r]) else None)
+                              cycle=int(cycles_of[r].max()) if len(cycles_of[r]) else None)
     pes = shape.pes
     macs = m * n * batch
     bound = None
     if core:
         model = core_gemv_cycles(mapping, batch)
-        east = mapping.programs[mapping.region.row, mapping.region.col + mapping.region.cols - 1]
-        bound = batch * core_task_cycles(east)
+        bound = core_gemv_bound(mapping, batch)
     else:
         model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
                             out_int32=out_int32, timing=timing_for(shape))

@@ -45,57 +45,109 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden_model.arith import LANES, pack_int8
+from ..golden_model.arith import LANES, pack_int8, unpack_int8
 from ..hdl import isa
-from ..hdl.formats import RequantWord, cc, pack_array
+from ..hdl.formats import Port, RequantWord, cc, pack_array
 from ..hdl.mesh import MeshShape
 from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
 from .mapping import Colors, GemvMapping, MappingError, Region, edge_routes, pe_routes
 from .program import ConfigProgram
 
 __all__ = ["CoreGemvMapping", "compile_core_gemv", "check_core_gemv", "core_gemv_words",
-           "core_task_cycles",
-           "core_gemv_cycles"]
+           "core_task_cycles", "core_gemv_cycles", "core_gemv_bound"]
 
 DEFAULT_COLORS = Colors()
 #: The activation's payload (the task's argument in r15; the GEMV program does not use it).
 ACTIVATION_ARG = 0
-#: Input queues the GEMV program binds: x, and the incoming partial sums.
-X_QUEUE, PSUM_QUEUE = 0, 1
+#: Input queues the GEMV program binds: x, the eastward and the westward chain's partial sums.
+X_QUEUE, PSUM_QUEUE, WEST_QUEUE = 0, 1, 2
+#: Colors of the westward chain's partial sums (alternating, like P0/P1 eastward).
+WEST_COLORS = (4, 5)
 
 
-def _program(*, first: bool, last: bool, out_int32: bool, m_pe: int, nw_pe: int,
-             colors: Colors, psum_in: int, out: int, w_base: int, q_base: int,
-             acc_base: int, yq_base: int) -> list[isa.Ins]:
-    """One PE's GEMV program (see the module docstring)."""
-    addend = None if first else psum_in
-    prog = [isa.Ins(isa.Op.RECV, n=nw_pe, dst=isa.xbuf(0), a=isa.color(colors.x))]
-    w, x = isa.sram(w_base), isa.xbuf(0)
-    if not last or out_int32:
-        prog.append(isa.gemv(m_pe, nw_pe, dst=isa.color(out), w=w, x=x, addend=addend))
-    else:
-        prog += [
-            isa.gemv(m_pe, nw_pe, dst=isa.sram(acc_base), w=w, x=x, addend=addend),
-            isa.Ins(isa.Op.VREQ, n=m_pe, dst=isa.sram(yq_base, fmt=isa.Fmt.I8X4),
-                    a=isa.sram(acc_base), b=isa.sram(q_base)),
-            isa.Ins(isa.Op.SEND, n=math.ceil(m_pe / LANES), dst=isa.color(out),
-                    a=isa.sram(yq_base)),
-        ]
-    prog.append(isa.Ins(isa.Op.END))
-    return prog
+def _west_routes(prog: ConfigProgram, region: Region, colors: Colors, rr: int,
+                 cc_: int) -> tuple[int | None, int]:
+    """Routes of the westward chain at region column ``cc_``: its partial sums arrive from
+    the east (not at the east-most PE) and leave west on the alternate color, or, at the
+    west-most PE, on Y; returns ``(b_in, b_out)``."""
+    r, c = region.row + rr, region.col + cc_
+    last = cc_ == region.cols - 1
+    b_in = None if last else WEST_COLORS[(cc_ + 1) % 2]
+    b_out = colors.y if cc_ == 0 else WEST_COLORS[cc_ % 2]
+    if b_in is not None:
+        prog.add_route(r, c, b_in, Port.E, [Port.RAMP])
+    prog.add_route(r, c, b_out, Port.RAMP, [Port.W])
+    return b_in, b_out
 
 
-def _layout(m_pe: int, nw_pe: int, last: bool, out_int32: bool, base: int) -> dict:
-    n_insns = 2 + (2 if last and not out_int32 else 0) + 1
-    prog_words = n_insns * isa.INSN_WORDS
+def _halves(m_pe: int, cols: int) -> tuple[int, int]:
+    """Rows of the eastward chain (the first ``ha``) and of the westward one (the rest):
+    two chains when the region has two columns or more and a PE has two rows or more."""
+    if cols < 2 or m_pe < 2:
+        return m_pe, 0
+    ha = math.ceil(m_pe / 2)
+    return ha, m_pe - ha
+
+
+def _req_rows(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
+    """Rows the PE at region column ``cc_`` requantizes (int8 out): the east-most the
+    eastward chain's, the west-most the westward chain's (the same PE with one column)."""
+    if out_int32:
+        return 0
+    ha, hb = _halves(m_pe, cols)
+    return (ha if cc_ == cols - 1 else 0) + (hb if cc_ == 0 else 0)
+
+
+def _n_insns(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
+    ha, hb = _halves(m_pe, cols)
+    n = 2 + (1 if hb else 0) + 1                    # RECV, GEMV A, [GEMV B], END
+    if not out_int32:
+        n += 2 * ((cc_ == cols - 1) + (hb > 0 and cc_ == 0))    # VREQ + SEND per chain end
+    return n
+
+
+def _layout(m_pe: int, nw_pe: int, cc_: int, cols: int, out_int32: bool, base: int) -> dict:
+    prog_words = _n_insns(cc_, cols, m_pe, out_int32) * isa.INSN_WORDS
     w_base = base + prog_words
     q_base = w_base + m_pe * nw_pe
-    extra = last and not out_int32
-    acc_base = q_base + (m_pe if extra else 0)
-    yq_base = acc_base          # VREQ packs the sums in place
-    end = acc_base + (m_pe if extra else 0)
+    req = _req_rows(cc_, cols, m_pe, out_int32)
+    acc_base = q_base + req
     return {"prog": base, "w_base": w_base, "q_base": q_base, "acc_base": acc_base,
-            "yq_base": yq_base, "words": end - base}
+            "words": acc_base + req - base}
+
+
+def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors: Colors,
+             a_in: int, a_out: int, b_in: int | None, b_out: int | None, lay: dict
+             ) -> list[isa.Ins]:
+    """One PE's GEMV program (see the module docstring): RECV x; the eastward chain's rows
+    (to the east neighbour, or at the east-most PE to Y or the sums area); the westward
+    chain's rows (likewise to the west); VREQ and SEND of each chain this PE ends; END."""
+    ha, hb = _halves(m_pe, cols)
+    east, west = cc_ == cols - 1, cc_ == 0
+    x = isa.xbuf(0)
+    acc, q = lay["acc_base"], lay["q_base"]
+    prog = [isa.Ins(isa.Op.RECV, n=nw, dst=x, a=isa.color(colors.x))]
+    ends = []           # (rows, sums area, requantization words) of the chains ending here
+    a_dst = isa.color(a_out)
+    if east and not out_int32:
+        a_dst = isa.sram(acc)
+        ends.append((ha, acc, q))
+    prog.append(isa.gemv(ha, nw, dst=a_dst, w=isa.sram(lay["w_base"]), x=x,
+                         addend=None if west else a_in))
+    if hb:
+        b_dst = isa.color(b_out)
+        if west and not out_int32:
+            b_dst = isa.sram(acc + len(ends) * ha)
+            ends.append((hb, acc + len(ends) * ha, q + len(ends) * ha))
+        prog.append(isa.gemv(hb, nw, dst=b_dst, w=isa.sram(lay["w_base"] + ha * nw), x=x,
+                             addend=None if east else b_in))
+    for rows, sums, qw in ends:
+        prog += [isa.Ins(isa.Op.VREQ, n=rows, dst=isa.sram(sums, fmt=isa.Fmt.I8X4),
+                         a=isa.sram(sums), b=isa.sram(qw)),
+                 isa.Ins(isa.Op.SEND, n=math.ceil(rows / LANES), dst=isa.color(colors.y),
+                         a=isa.sram(sums))]
+    prog.append(isa.Ins(isa.Op.END))
+    return prog
 
 
 def core_gemv_words(m: int, n: int, region: Region, out_int32: bool = False,
@@ -109,7 +161,7 @@ def core_gemv_words(m: int, n: int, region: Region, out_int32: bool = False,
     cols = region.cols
 
     def need(widths):
-        return max(_layout(m_pe, wd, c == cols - 1, out_int32, 0)["words"]
+        return max(_layout(m_pe, wd, c, cols, out_int32, 0)["words"]
                    for c, wd in enumerate(widths))
 
     widths = [even] * cols
@@ -134,6 +186,40 @@ class CoreGemvMapping(GemvMapping):
 
     def _offsets(self):
         return np.concatenate([[0], np.cumsum(self.widths)])
+
+    def y_ports(self) -> list[tuple[str, int, int, int]]:
+        """``(side, mesh row, first row, rows)`` of every edge port y leaves by: each region
+        row's eastward chain (its first ``ha`` rows) east, its westward chain (the rest) west."""
+        ha, hb = _halves(self.m_pe, self.region.cols)
+        out = []
+        for rr in range(self.region.rows):
+            r = self.region.row + rr
+            out.append(("E", r, 0, ha))
+            if hb:
+                out.append(("W", r, ha, hb))
+        return out
+
+    def _per_vector(self, rows: int) -> int:
+        return rows if self.out_int32 else math.ceil(rows / LANES)
+
+    def y_wavelets(self, batch: int) -> dict[tuple[str, int], int]:
+        """Wavelets each ``(side, mesh row)`` port delivers for ``batch`` vectors."""
+        return {(side, r): self._per_vector(rows) * batch
+                for side, r, _row0, rows in self.y_ports()}
+
+    def decode_y_ports(self, per_port: dict, batch: int) -> np.ndarray:
+        """Payloads per ``(side, mesh row)`` -> ``y`` (B x M; int8, or int32 with INT32)."""
+        dtype = np.int32 if self.out_int32 else np.int8
+        y = np.zeros((batch, self.region.rows * self.m_pe), dtype=dtype)
+        for side, r, row0, rows in self.y_ports():
+            words = np.asarray(per_port[side, r], dtype=np.uint32)
+            k = self._per_vector(rows)
+            for b in range(batch):
+                chunk = words[b * k:(b + 1) * k]
+                vals = chunk.view(np.int32) if self.out_int32 else unpack_int8(chunk)[:rows]
+                start = (r - self.region.row) * self.m_pe + row0
+                y[b, start:start + rows] = vals
+        return y[:, : self.m]
 
     def x_streams(self, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """North-edge column -> ``(payloads, cc)``: per vector, an activation (a control
@@ -239,43 +325,66 @@ def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None
                               geo["words"], program=prog, programs={},
                               widths=widths)
     mapping.passes.append((base, 0, m_pe))
+    ha, hb = _halves(m_pe, region.cols)
+    if hb and (set(WEST_COLORS) & {colors.x, colors.p0, colors.p1, colors.y}
+               or max(WEST_COLORS) >= shape.route_colors):
+        raise MappingError(f"the westward chain's colors {WEST_COLORS} must differ from the "
+                           f"GEMV's {colors} and be below the {shape.route_colors} route "
+                           f"colors")
     for rr in range(region.rows):
         for cc_ in range(region.cols):
             r, c = region.row + rr, region.col + cc_
-            first, last = cc_ == 0, cc_ == region.cols - 1
-            psum_in, out = pe_routes(prog, region, colors, rr, cc_)
-            lay = _layout(m_pe, widths[cc_], last, out_int32, base)
-            code = _program(first=first, last=last, out_int32=out_int32, m_pe=m_pe,
-                            nw_pe=widths[cc_], colors=colors, psum_in=psum_in, out=out,
-                            w_base=lay["w_base"], q_base=lay["q_base"],
-                            acc_base=lay["acc_base"], yq_base=lay["yq_base"])
+            a_in, a_out = pe_routes(prog, region, colors, rr, cc_)
+            b_in, b_out = _west_routes(prog, region, colors, rr, cc_) if hb else (None, None)
+            lay = _layout(m_pe, widths[cc_], cc_, region.cols, out_int32, base)
+            code = _program(cc_=cc_, cols=region.cols, out_int32=out_int32, m_pe=m_pe,
+                            nw=widths[cc_], colors=colors, a_in=a_in, a_out=a_out, b_in=b_in,
+                            b_out=b_out, lay=lay)
             mapping.programs[r, c] = code
             block = wp[rr * m_pe:(rr + 1) * m_pe, offs[cc_]:offs[cc_ + 1]]
             parts = [np.array(isa.assemble(code), dtype=np.uint32),
                      np.concatenate([pack_int8(row) for row in block])]
-            if last and not out_int32:
-                parts.append(q[rr * m_pe:(rr + 1) * m_pe])
+            qr = q[rr * m_pe:(rr + 1) * m_pe]
+            if not out_int32 and cc_ == region.cols - 1:
+                parts.append(qr[:ha])
+            if not out_int32 and cc_ == 0 and hb:
+                parts.append(qr[ha:])
             prog.write_sram(r, c, base, np.concatenate(parts))
             prog.set_reg(r, c, isa.task_reg(colors.x), isa.task_entry(lay["prog"]))
             prog.set_reg(r, c, isa.queue_reg(X_QUEUE, CORE_QUEUES), isa.queue_entry(colors.x))
-            if not first:
+            if cc_ > 0:
                 prog.set_reg(r, c, isa.queue_reg(PSUM_QUEUE, CORE_QUEUES),
-                             isa.queue_entry(psum_in))
+                             isa.queue_entry(a_in))
+            if hb and cc_ < region.cols - 1:
+                prog.set_reg(r, c, isa.queue_reg(WEST_QUEUE, CORE_QUEUES),
+                             isa.queue_entry(b_in))
+    if hb:
+        # The westward chain's y passes west through the tiles west of the region.
+        for r in range(region.row, region.row + region.rows):
+            for c in range(region.col):
+                prog.add_route(r, c, colors.y, Port.E, [Port.W])
     edge_routes(prog, shape, region, colors)
     return mapping
+
+
+def core_gemv_bound(mapping: CoreGemvMapping, batch: int) -> int:
+    """A hard lower bound of a core GEMV's cycles: ``batch`` runs of the longest PE program
+    without stalls (each PE runs its task once per vector, one after the other)."""
+    return batch * max(core_task_cycles(p) for p in mapping.programs.values())
 
 
 def core_gemv_cycles(mapping: CoreGemvMapping, batch: int) -> float:
     """An estimate of a core GEMV's cycles, first x wavelet in to last y out, from the cycle
     rules of :mod:`sparktile.hdl.isa` and the fixed-function model's fabric terms
     (:data:`~sparktile.compiler.cycle_model.DEFAULT_TIMING`): the fill and the x multicast
-    down the region, then per vector the east-most PE's task (its GEMV paced by the widest PE
-    of the chain, whose partial sums it adds row by row), the partial sums' hops along the
-    chain and the drain. Not exact: the benchmark reports it beside the RTL's count, and the
-    tests check only the hard lower bound, ``batch`` runs of the east-most PE's task."""
+    down the region; per vector the longest PE program, its GEMVs paced by the widest PE of
+    the chains; the partial sums' hops along the eastward chain, then back along the westward
+    one; the drain. Not exact: the benchmark reports it beside the RTL's count, and the tests
+    check only :func:`core_gemv_bound`."""
     from .cycle_model import DEFAULT_TIMING as t
     region = mapping.region
-    last = mapping.programs[region.row, region.col + region.cols - 1]
-    pace = mapping.m_pe * (mapping.nw_pe - mapping.widths[-1])
-    return (t.fill + t.x_hop * (region.rows - 1) + batch * (core_task_cycles(last) + pace)
-            + t.p_hop * (region.cols - 1) + t.drain)
+    _ha, hb = _halves(mapping.m_pe, region.cols)
+    pace = mapping.m_pe * (mapping.nw_pe - min(mapping.widths))
+    hops = t.p_hop * (region.cols - 1) * (2 if hb else 1)
+    longest = max(core_task_cycles(p) for p in mapping.programs.values())
+    return t.fill + t.x_hop * (region.rows - 1) + batch * (longest + pace) + hops + t.drain
