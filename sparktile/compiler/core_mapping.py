@@ -1,37 +1,45 @@
 """The GEMV mapping for a mesh of programmable cores (``MeshShape(..., pe="core")``).
 
-The placement, the routes and the host's decoding are those of :mod:`.mapping` (the
+The placement, the routes and the requantization words are those of :mod:`.mapping` (the
 fixed-function PE's mapping): region row ``r`` holds output rows ``[r*m_pe, (r+1)*m_pe)``,
-region column ``c`` a run of packed input words of every row; x enters each column from
-the north edge on color X and is multicast down it; partial sums run west to east on P0/P1
-alternately; the east-most PE sends y east on Y. What differs is what runs in each PE: instead
-of a descriptor, one *program* (:mod:`sparktile.hdl.isa`) per PE, started once per vector by
-an activation (a control wavelet on X), with the task table and the two queue bindings written
-as configuration registers:
+region column ``c`` a run of packed input words of every row; x enters each column from the
+north edge on color X and is multicast down it. What runs in each PE is a *program*
+(:mod:`sparktile.hdl.isa`), started once per vector by an activation (a control wavelet on X),
+with the task table and the queue bindings written as configuration registers.
+
+Two reduction chains per region row, in opposite directions: each PE's first
+``ha = ceil(m_pe / 2)`` rows reduce west to east (partial sums on P0/P1 alternately, the
+east-most PE ends them and sends y east on Y), the other ``hb`` rows east to west (on
+:data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes at
+five cycles per row, after its GEMV; two chain ends requantize half the rows each, so the tail
+after the last GEMV halves (one chain: 4,482 cycles on the 4x4 256 x 992 GEMV; two: 4,271).
+A one-column region, or one row per PE, has the eastward chain only.
 
 =======================  ===========================================================
 every PE                 ``RECV nw`` words of color X into XBUF[0..nw)
-first / middle column    ``GEMV m_pe x nw`` to color out (P0/P1), adding (not in
-                         the first column) one partial sum per row from color psum_in
-east-most, int32 out     the same GEMV straight to color Y
-east-most, int8 out      GEMV into SRAM ``acc``, ``VREQ m_pe`` (``RequantWord`` per row)
-                         packed int8x4 into SRAM ``yq``, ``SEND ceil(m_pe/4)`` on Y
+every PE                 ``GEMV ha x nw`` to the east neighbour, adding (except the
+                         west-most) one partial sum per row from the west neighbour
+                         (``FLAG_ADDEND``, no extra cycle); the east-most to Y (int32)
+                         or into its SRAM sums (int8)
+every PE (two chains)    ``GEMV hb x nw`` mirrored: to the west neighbour, adding the
+                         east neighbour's; the west-most to Y or into its sums
+chain ends, int8 out     ``VREQ`` (``RequantWord`` per row) packed int8x4 in place,
+                         ``SEND`` the packed words on Y
 every PE                 ``END``
 =======================  ===========================================================
 
-The GEMV adds the incoming partial sum in the cycle its row leaves (``FLAG_ADDEND``), so the
-chain costs no cycle per row beyond the hops; a PE waits (``stall_in``) only when its
-addend has not arrived. SRAM of each PE, from ``base``: the program, the weights (row-major,
-``m_pe * nw`` words), then (east-most column, int8 out) the requantization words and the
-int32 sums, which VREQ packs in place into the results (word ``i // 4`` is written after
-element ``i``, the last one it needs, is read).
+Every PE runs the eastward rows first: the west-most PE heads the eastward chain and never
+waits for it, and the east-most PE, the westward chain's head, starts its westward rows after
+the eastward chain has passed it. SRAM of each PE, from ``base``: the program, the weights
+(row-major, ``m_pe * nw`` words: the eastward rows, then the westward), then at a chain end
+the requantization words of its rows and their int32 sums, which VREQ packs in place (word
+``i // 4`` is written after element ``i``, the last one it needs, is read).
 
 Column widths. Every column takes ``nw = ceil(ceil(n / 4) / cols)`` words of each row, like
-the fixed-function mapping, unless the east-most PE's SRAM (which also holds the
-requantization words and the sums) is then too small: words move from the east-most column to
-the others, as few as make it fit (the 4x4 256 x 992 GEMV in 16 KiB: 63, 63, 63, 61 words
-instead of 62 each). The chain is as slow as its widest PE, so this costs a cycle per row
-and moved word, reported by the benchmark.
+the fixed-function mapping, unless the east-most PE's SRAM (which also holds requantization
+words and sums) is then too small: words move from the east-most column to the others, as few
+as make it fit. The chain is as slow as its widest PE, so this costs a cycle per row and moved
+word.
 
 A batch is one activation per vector: the task runs once per vector (there are no branches,
 so a program cannot loop over the batch), and the activation queue holds the next while the
