@@ -154,10 +154,10 @@ def _sram_option(f):
                         help="SRAM per PE in KiB (1..256).")(f)
 
 
-def _shape(mesh, sram_kb):
+def _shape(mesh, sram_kb, pe="gemv"):
     from ..hdl.mesh import MeshShape
     try:
-        return MeshShape(mesh.rows, mesh.cols, sram_kb=sram_kb)
+        return MeshShape(mesh.rows, mesh.cols, sram_kb=sram_kb, pe=pe)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -280,16 +280,23 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_
 @click.option("--waves", type=click.Path(dir_okay=False), help="Dump a VCD waveform here.")
 @wv.limit_option
 @_compare_plain_option
+@click.option("--pe", type=click.Choice(["gemv", "core"]), default="gemv", show_default=True,
+              help="The tiles' PE: the fixed-function GEMV engine, or the programmable core "
+                   "running a GEMV program.")
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves,
-                 waves_limit, compare_plain):
+                 waves_limit, compare_plain, pe):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
+    from ..compiler.core_mapping import check_core_gemv
     from ..compiler.mapping import Region, gemv_words
     from .benches.gemv import gemv
     from .sim import session
     from .sim.build import BuildError
     from .sim.session import BenchError
-    shape = _shape(mesh, sram_kb)
-    geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
+    shape = _shape(mesh, sram_kb, pe)
+    if pe == "core":
+        geo = check_core_gemv(shape, m, n, Region.whole(shape), out_int32)
+    else:
+        geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
     if geo["words"] > shape.sram_words:
         raise UserError(f"W ({m}x{n}) needs {geo['words']} SRAM words per PE on the {shape} "
                         f"mesh, but a PE has {shape.sram_words} ({shape.sram_kb} KiB): use a "
@@ -313,7 +320,10 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
     line, missing = _waves_line(waves, r, shape, waves_limit, r.job.end_cycle)
     _print_report(r, ["mesh", "m", "n", "batch", "seed", "out", "match", "cycles",
                       "ideal_cycles", "model_cycles", "macs", "mac_utilization",
-                      "sim_cycles_per_s"], json_path, line)
+                      "sim_cycles_per_s"] +
+                  (["pe", "nw_pe", "mac_busy_cycles", "task_cycles_bound", "config_cycles"]
+                   if pe == "core" else []),
+                  json_path, line)
     if missing:
         raise missing
     if not r.match:
@@ -322,7 +332,8 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                  f"expected {d['expected']} (mesh row {d['mesh_row']}, cycle {d['cycle']})"
                  if d else f"the run did not complete: {r.status}")
         click.echo(f"MISMATCH: {where}; seed {seed}. Reproduce with `sparktile gemv --mesh "
-                   f"{mesh} --m {m} --n {n} --batch {batch} --seed {seed} --waves fail.vcd`",
+                   f"{mesh} --m {m} --n {n} --batch {batch} --seed {seed}"
+                   f"{' --pe core' if pe == 'core' else ''} --waves fail.vcd`",
                    err=True)
         sys.exit(1)
     click.echo("PASS: bit-exact with numpy (sparktile.golden_model.arith)")

@@ -166,7 +166,12 @@ class CfgOp(enum.IntEnum):
     """Opcodes of configuration headers (``[26:24]``)."""
 
     ROUTE = 0       #: addr = color, data = RouteEntry (src in [2:0], dst mask in [7:3])
-    PE_REG = 1      #: addr = PE register (:class:`PeReg`), data = value
+    #: addr = PE register, data = value. A ``pe="gemv"`` tile: :class:`PeReg`, values below
+    #: 32. A ``pe="core"`` tile: the task table, addr = color 0..31, data = program address
+    #: [14:0] (in the SRAM) and valid [15]; the input-queue bindings, addr = 0x20 + queue,
+    #: data = color [4:0] and valid [5] (``sparktile.hdl.isa.task_reg``/``task_entry``,
+    #: ``queue_reg``/``queue_entry``). Anything else is counted in ``CFG_ERRORS``.
+    PE_REG = 1
     SRAM_BURST = 2  #: data = first SRAM word address; data wavelets follow
     READ = 3        #: addr = 2 * counter + half (0: bits 15:0, 1: bits 31:16)
 

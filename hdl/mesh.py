@@ -14,10 +14,14 @@ from amaranth.lib.wiring import In, Out
 from .formats import MAX_MESH_DIM, ROUTABLE_COLORS, Port, Wavelet
 from .tile import Tile
 
-__all__ = ["Mesh", "MeshShape", "parse_mesh", "mesh_tile"]
+__all__ = ["Mesh", "MeshShape", "parse_mesh", "mesh_tile", "PE_KINDS"]
 
 #: Smallest and largest PE SRAM in KiB (WSE-3 has 48 KB per PE).
 SRAM_KB_RANGE = (1, 256)
+#: What each tile's processing element is: ``gemv`` the fixed-function GEMV engine
+#: (:class:`~sparktile.hdl.pe.PE`), ``core`` the programmable core
+#: (:class:`~sparktile.hdl.core.Core`).
+PE_KINDS = ("gemv", "core")
 
 
 class MeshShape:
@@ -29,7 +33,10 @@ class MeshShape:
     entries, default all 30 routable colors) and ``counter_bits`` (default 32) shrink a tile
     for small FPGAs. ``cover_points`` adds the functional coverage points of
     :mod:`~sparktile.hdl.cover` to every tile (the coverage build sets it; see
-    :meth:`with_cover_points`).
+    :meth:`with_cover_points`). ``pe`` (:data:`PE_KINDS`) puts the fixed-function GEMV PE
+    (``gemv``, the default) or the programmable core (``core``) in every tile; the core needs
+    a power-of-two SRAM (its addresses wrap modulo the size) and has neither the registered
+    ramp (``link_regs``) nor coverage points yet, so those combinations are refused.
 
     Raises
     ------
@@ -39,7 +46,7 @@ class MeshShape:
 
     def __init__(self, rows: int, cols: int, *, sram_kb: int = 16, acc_depth: int = 256,
                  link_regs: bool = False, route_colors: int = ROUTABLE_COLORS,
-                 counter_bits: int = 32, cover_points: bool = False):
+                 counter_bits: int = 32, cover_points: bool = False, pe: str = "gemv"):
         for name, v in (("rows", rows), ("cols", cols)):
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_MESH_DIM:
                 raise ValueError(f"mesh {name} must be an integer in [1, {MAX_MESH_DIM}], "
@@ -61,6 +68,18 @@ class MeshShape:
             raise ValueError(f"counter_bits must be an integer in [16, 32], not {counter_bits!r}")
         if not isinstance(cover_points, bool):
             raise ValueError(f"cover_points must be True or False, not {cover_points!r}")
+        if pe not in PE_KINDS:
+            raise ValueError(f"pe must be one of {', '.join(PE_KINDS)}, not {pe!r}")
+        if pe == "core":
+            if sram_kb & (sram_kb - 1):
+                raise ValueError(f"pe='core' needs a power-of-two sram_kb (its addresses wrap "
+                                 f"modulo the SRAM size), not {sram_kb}")
+            if link_regs:
+                raise ValueError("pe='core' has no registered ramp yet: link_regs=True is "
+                                 "only for pe='gemv'")
+            if cover_points:
+                raise ValueError("pe='core' has no functional coverage points yet: "
+                                 "cover_points=True is only for pe='gemv'")
         self.rows = rows
         self.cols = cols
         self.sram_kb = sram_kb
@@ -69,6 +88,7 @@ class MeshShape:
         self.route_colors = route_colors
         self.counter_bits = counter_bits
         self.cover_points = cover_points
+        self.pe = pe
 
     @property
     def sram_words(self) -> int:
@@ -93,11 +113,13 @@ class MeshShape:
         return hash(self.key())
 
     def options(self) -> dict:
-        """The FPGA options that differ from their defaults."""
+        """The options (FPGA options, coverage points, the PE kind) that differ from their
+        defaults."""
         opts = {"link_regs": self.link_regs, "route_colors": self.route_colors,
-                "counter_bits": self.counter_bits, "cover_points": self.cover_points}
+                "counter_bits": self.counter_bits, "cover_points": self.cover_points,
+                "pe": self.pe}
         defaults = {"link_regs": False, "route_colors": ROUTABLE_COLORS, "counter_bits": 32,
-                    "cover_points": False}
+                    "cover_points": False, "pe": "gemv"}
         return {k: v for k, v in opts.items() if v != defaults[k]}
 
     def with_cover_points(self) -> "MeshShape":
@@ -126,7 +148,7 @@ def mesh_tile(shape: MeshShape, col: int | None = None, last_col: bool | None = 
     return Tile(col=col, last_col=last_col, sram_words=shape.sram_words,
                 acc_depth=shape.acc_depth, link_regs=shape.link_regs,
                 route_colors=shape.route_colors, counter_bits=shape.counter_bits,
-                cover_points=shape.cover_points)
+                cover_points=shape.cover_points, pe=shape.pe)
 
 
 _TILE_LINKS = wiring.Signature({

@@ -1,4 +1,5 @@
-"""A tile: one router, one PE, and the configuration agent that programs both.
+"""A tile: one router, one PE (the fixed-function GEMV engine or the programmable core), and the
+configuration agent that programs both.
 
 The configuration agent takes the configuration wavelets the router hands it (those addressed
 to this tile's column on its row) and turns them into route-table writes, PE register writes,
@@ -13,6 +14,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import isa
+from .core import Core
 from .formats import (
     HALF_BITS,
     NUM_COUNTERS,
@@ -33,7 +36,13 @@ from .formats import (
 from .pe import PE
 from .router import Router, RouteWriteSignature
 
-__all__ = ["ConfigAgent", "Tile"]
+__all__ = ["ConfigAgent", "Tile", "CORE_XBUF_WORDS", "CORE_QUEUES"]
+
+#: XBUF words (the GEMV input vector buffer) and input queues of the core in a tile
+#: (``pe="core"``): a PE's share of x up to 1,024 int8 lanes, and four colors a program can
+#: receive on at once (x and partial sums need two).
+CORE_XBUF_WORDS = 256
+CORE_QUEUES = 4
 
 #: Bits of a route entry in a ROUTE header's 16-bit data field (the rest must be 0).
 ENTRY_BITS = width_of(RouteEntry)
@@ -53,6 +62,17 @@ class ConfigAgent(wiring.Component):
         Route-table entries of the router, for bounds checks of ROUTE writes.
     counter_bits : int
         Width of the error counter.
+    pe : str
+        The PE behind the agent, which decides the registers a ``PE_REG`` header may write:
+        ``"gemv"`` the PE's :class:`~sparktile.hdl.formats.PeReg` (values below 32, a color);
+        ``"core"`` the core's task table (``addr`` = color 0..31 =
+        :func:`~sparktile.hdl.isa.task_reg`, value = :func:`~sparktile.hdl.isa.task_entry`:
+        a valid entry's program address must lie in the SRAM) and its input-queue bindings
+        (``addr`` = :func:`~sparktile.hdl.isa.queue_reg`, ``0x20 .. 0x20 + n_queues - 1``,
+        value = :func:`~sparktile.hdl.isa.queue_entry`, below 64). Anything else is a
+        configuration error, dropped and counted before it reaches the PE.
+    n_queues : int
+        The core's input queues (with ``pe="core"``).
 
     Members
     -------
@@ -72,8 +92,12 @@ class ConfigAgent(wiring.Component):
     """
 
     def __init__(self, *, col: int, sram_words: int, route_colors: int = ROUTABLE_COLORS,
-                 counter_bits: int = 32):
+                 counter_bits: int = 32, pe: str = "gemv", n_queues: int = CORE_QUEUES):
         from .pe import ConfigWriteSignature
+        if pe not in ("gemv", "core"):
+            raise ValueError(f"ConfigAgent pe must be 'gemv' or 'core', not {pe!r}")
+        self._pe = pe
+        self._n_queues = n_queues
         self._col = col if isinstance(col, Value) else Const(col, 5)
         self._sram_words = sram_words
         self._route_colors = route_colors
@@ -118,7 +142,7 @@ class ConfigAgent(wiring.Component):
                         with m.Else():
                             m.d.comb += error.eq(1)
                     with m.Case(CfgOp.PE_REG):
-                        with m.If((addr < NUM_PE_REGS) & (value < 32)):
+                        with m.If(self._reg_ok(addr, value)):
                             m.d.comb += [
                                 self.reg_write.en.eq(1),
                                 self.reg_write.addr.eq(addr),
@@ -168,6 +192,18 @@ class ConfigAgent(wiring.Component):
             m.d.sync += self.errors.eq(self.errors + 1)
         return m
 
+    def _reg_ok(self, addr, value):
+        """Whether a ``PE_REG`` header names a register of this PE and a value it holds."""
+        if self._pe == "gemv":
+            return (addr < NUM_PE_REGS) & (value < 32)
+        valid = value[15]
+        in_sram = Const(1) if self._sram_words >= isa.TASK_ADDR_LIMIT else \
+            value[:15] < self._sram_words
+        task = (addr < isa.QUEUE_REG_BASE) & (~valid | in_sram)
+        queue = (addr >= isa.QUEUE_REG_BASE) & \
+            (addr < isa.QUEUE_REG_BASE + self._n_queues) & (value < 64)
+        return task | queue
+
 
 class Tile(wiring.Component):
     """Router + PE + configuration agent: the unit the mesh is tiled from.
@@ -182,7 +218,14 @@ class Tile(wiring.Component):
         tile module instantiated ``rows x cols`` times and Verilator compiles it once (see
         :class:`~sparktile.hdl.mesh.Mesh`'s ``tile_module``).
     sram_words, acc_depth : int
-        PE parameters (see :class:`~sparktile.hdl.pe.PE`).
+        PE parameters (see :class:`~sparktile.hdl.pe.PE`; the core has no accumulator
+        memory and ignores ``acc_depth``).
+    pe : str
+        ``"gemv"``: the fixed-function :class:`~sparktile.hdl.pe.PE`; ``"core"``: the
+        programmable :class:`~sparktile.hdl.core.Core` (:data:`CORE_XBUF_WORDS` of XBUF,
+        :data:`CORE_QUEUES` input queues; no ``link_regs``, no ``cover_points`` yet). Both
+        have the same ports and counters, so the router, the agent and the counter read path
+        are the same.
     link_regs : bool
         Registered router outputs (see :class:`~sparktile.hdl.router.Router`) and a registered
         ramp into the PE (see :class:`~sparktile.hdl.pe.PE`): every path between the router
@@ -207,7 +250,13 @@ class Tile(wiring.Component):
     def __init__(self, *, col: int | None, last_col: bool | None, sram_words: int = 4096,
                  acc_depth: int = 256, link_regs: bool = False,
                  route_colors: int = ROUTABLE_COLORS, counter_bits: int = 32,
-                 cover_points: bool = False):
+                 cover_points: bool = False, pe: str = "gemv"):
+        if pe not in ("gemv", "core"):
+            raise ValueError(f"Tile pe must be 'gemv' or 'core', not {pe!r}")
+        if pe == "core" and (link_regs or cover_points):
+            raise ValueError("a core tile has no registered ramp and no coverage points yet: "
+                             "link_regs and cover_points must be False with pe='core'")
+        self.pe = pe
         self.link_regs = link_regs
         self.cover_points = cover_points
         self.route_colors = route_colors
@@ -238,13 +287,18 @@ class Tile(wiring.Component):
             cover_points=self.cover_points)
         # With link registers the ramp into the PE is registered too, and the PE's queues are
         # one deeper to keep one wavelet per cycle (see PE's ``ramp_reg``).
-        m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth,
-                                  counter_bits=self.counter_bits, ramp_reg=self.link_regs,
-                                  queue_depth=3 if self.link_regs else 2,
-                                  cover_points=self.cover_points)
+        if self.pe == "core":
+            m.submodules.pe = pe = Core(sram_words=self.sram_words,
+                                        xbuf_words=CORE_XBUF_WORDS, n_queues=CORE_QUEUES,
+                                        counter_bits=self.counter_bits)
+        else:
+            m.submodules.pe = pe = PE(sram_words=self.sram_words, acc_depth=self.acc_depth,
+                                      counter_bits=self.counter_bits, ramp_reg=self.link_regs,
+                                      queue_depth=3 if self.link_regs else 2,
+                                      cover_points=self.cover_points)
         m.submodules.agent = agent = ConfigAgent(
             col=col, sram_words=self.sram_words, route_colors=self.route_colors,
-            counter_bits=self.counter_bits)
+            counter_bits=self.counter_bits, pe=self.pe, n_queues=CORE_QUEUES)
 
         for p in (Port.N, Port.E, Port.S, Port.W):
             wiring.connect(m, wiring.flipped(self.inputs[p]), router.inputs[p])

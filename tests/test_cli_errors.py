@@ -33,6 +33,9 @@ def _run(args):
     (["run", "--seed", "-1"], "-1"),
     (["run", "--temperature", "nan"], "nan"),
     (["gemv", "--mesh", "2x2", "--waves-limit", "-1"], "-1"),
+    (["gemv", "--mesh", "2x2", "--pe", "cpu"], "cpu"),
+    (["gemv", "--mesh", "2x2", "--pe", "core", "--sram-kb", "3"], "3"),
+    (["gemv", "--mesh", "1x1", "--pe", "core", "--m", "4", "--n", "1200"], "1200"),
 ])
 def test_bad_numbers_are_refused_at_parse_time(no_sim, args, bad):
     r = _run(args)

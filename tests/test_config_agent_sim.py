@@ -62,7 +62,16 @@ def response(col, addr, half) -> int:
 
 # ---- reference model -----------------------------------------------------------------------
 
-def agent_model(items, *, col=COL, sram_words=SRAM_WORDS, counters):
+def reg_ok(addr, value, pe, sram_words, n_queues=4):
+    """Whether a PE_REG write names a register of ``pe`` and a value it holds."""
+    if pe == "gemv":
+        return addr < NUM_PE_REGS and value < 32
+    if addr < 0x20:         # the core's task table: program address [14:0], valid [15]
+        return not value >> 15 or (value & 0x7FFF) < sram_words
+    return addr < 0x20 + n_queues and value < 64     # queue bindings: color [4:0], valid [5]
+
+
+def agent_model(items, *, col=COL, sram_words=SRAM_WORDS, counters, pe="gemv"):
     """Strobes ``("route", color, entry) | ("reg", addr, value) | ("sram", addr, word)``,
     responses and the error count that ``items`` must produce."""
     events, resps, errors = [], [], 0
@@ -78,7 +87,7 @@ def agent_model(items, *, col=COL, sram_words=SRAM_WORDS, counters):
                     and unpack(RouteEntry, value)["src"] < NUM_PORTS \
                     and value >> width_of(RouteEntry) == 0:
                 events.append(("route", addr, value))
-            elif op == CfgOp.PE_REG and addr < NUM_PE_REGS and value < 32:
+            elif op == CfgOp.PE_REG and reg_ok(addr, value, pe, sram_words):
                 events.append(("reg", addr, value))
             elif op == CfgOp.SRAM_BURST and addr == 0 and value < sram_words:
                 burst, ptr = True, value
@@ -105,8 +114,8 @@ class AgentRun:
 
 
 def run_agent(items, *, seed, counters, p_valid=0.7, p_ready=0.6, col=COL,
-              sram_words=SRAM_WORDS) -> AgentRun:
-    dut = ConfigAgent(col=col, sram_words=sram_words)
+              sram_words=SRAM_WORDS, pe="gemv") -> AgentRun:
+    dut = ConfigAgent(col=col, sram_words=sram_words, pe=pe)
     rng = random.Random(seed)
     queue = deque(items)
     drive = Cat(dut.cfg.valid, dut.cfg.payload.as_value(), dut.resp.ready)
@@ -172,7 +181,8 @@ def random_counters(seed):
 def check(items, *, seed, counters=None, **kw) -> AgentRun:
     counters = counters or random_counters(seed)
     run = run_agent(items, seed=seed, counters=counters, **kw)
-    events, resps, errors = agent_model(items, counters=counters)
+    events, resps, errors = agent_model(items, counters=counters, pe=kw.get("pe", "gemv"),
+                                        sram_words=kw.get("sram_words", SRAM_WORDS))
     assert run.events == events, f"seed={seed}: strobes {run.events}, model says {events}"
     assert run.responses == resps, (
         f"seed={seed}: responses {[hex(r) for r in run.responses]}, "
@@ -198,6 +208,26 @@ def test_pe_reg_writes():
     items = [header(CfgOp.PE_REG, a, v) for a, v in ((0, 0), (1, 31), (2, 17))]
     run = check(items, seed=seed)
     assert run.events == [("reg", 0, 0), ("reg", 1, 31), ("reg", 2, 17)]
+
+
+def test_core_task_table_and_queue_writes():
+    """A core tile's agent (``pe="core"``) writes the task table (any color, a program inside
+    the SRAM, or an invalid entry) and the four queue bindings, and counts as errors a program
+    outside the SRAM, a fifth queue, a binding value over 63 and every register above."""
+    from sparktile.hdl import isa
+    seed = 21
+    good = [(isa.task_reg(0), isa.task_entry(0)), (isa.task_reg(31), isa.task_entry(63)),
+            (isa.task_reg(5), 0x7FFF),                      # invalid entry: any address
+            (isa.queue_reg(0, 4), isa.queue_entry(0)), (isa.queue_reg(3, 4), isa.queue_entry(31))]
+    bad = [(isa.task_reg(1), isa.task_entry(64)),           # past the 64-word SRAM
+           (0x24, isa.queue_entry(1)), (isa.queue_reg(1, 4), 64), (0xFF, 0)]
+    items = [header(CfgOp.PE_REG, a, v) for a, v in good + bad]
+    run = check(items, seed=seed, pe="core")
+    assert run.events == [("reg", a, v) for a, v in good]
+    assert run.errors == len(bad)
+    # The fixed-function PE's agent refuses every one of them (registers 0..2, values < 32).
+    run = check(items, seed=seed, pe="gemv")
+    assert run.events == [] and run.errors == len(items)
 
 
 def test_sram_bursts():

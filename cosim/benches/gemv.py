@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...compiler.core_mapping import compile_core_gemv, core_gemv_bound, core_gemv_cycles
 from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import compile_gemv
 from ...golden_model.arith import first_difference, gemv_golden, requant_params
@@ -31,6 +32,12 @@ class GemvResult(BenchResult):
     mesh row and the cycle its wavelet left the mesh. Cycle figures come from the harness's
     cycle counter; ``mac_busy_*``, ``stall_*``, ``task_errors`` and ``vectors_per_pe`` from
     the PEs' own counters, read back over the fabric before and after the run.
+
+    ``pe``: the mesh's PE kind (``gemv`` or ``core``, see :class:`~sparktile.hdl.mesh.
+    MeshShape`). On a core mesh ``model_cycles`` is the estimate of
+    :func:`~sparktile.compiler.core_mapping.core_gemv_cycles`, ``task_cycles_bound`` the hard
+    lower bound (``batch`` runs of the east-most PE's program without stalls),
+    ``vectors_per_pe`` the tasks each core completed and ``nw_pe`` the widest column.
     """
 
     mesh: str
@@ -63,6 +70,8 @@ class GemvResult(BenchResult):
     # Filled by the CLI's ``--compare-plain``: the plain C++ harness's replay of ``recorded``.
     plain_harness: dict | None = None
     speed_ratio_vs_plain: float | None = None
+    pe: str = "gemv"
+    task_cycles_bound: int | None = None
 
 
 def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random"):
@@ -117,7 +126,11 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         col = int(np.argmax(np.abs(x[0].astype(np.int32))))
         w_rtl = w.copy()
         w_rtl[fault_row, col] = 127 if w[fault_row, col] < 0 else -128
-    mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
+    core = shape.pe == "core"
+    if core:
+        mapping = compile_core_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
+    else:
+        mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
     cfg_cycles = await fabric.configure(mapping.program)
     counters = (Counter.MAC_BUSY, Counter.STALL_IN, Counter.STALL_OUT, Counter.FORWARDED,
                 Counter.TASK_ERRORS, Counter.VECTORS)
@@ -130,38 +143,57 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         rng = np.random.default_rng(seed + 7919)
         for p in fabric.ports:
             fabric.set_pauses(p.index, float(rng.uniform(0, stall)), float(rng.uniform(0, stall)))
-    expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
+    if core:
+        # y leaves east (each row's eastward chain) and west (its westward chain).
+        want = mapping.y_wavelets(batch)
+        expect = sum(want.values())
+    else:
+        expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
     t0 = time.perf_counter()
     res = await fabric.run(expect, idle_limit=50_000)
     wall = time.perf_counter() - t0
     for p in fabric.ports:
         fabric.set_pauses(p.index, 0.0, 0.0)
     per_row, cycles_of = {}, {}
-    for r in range(mapping.region.rows):
-        pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
-        per_row[mapping.region.row + r] = pay
-        cycles_of[mapping.region.row + r] = t
+    if core:
+        for side, r in want:
+            pay, _, t = fabric.receive(fabric.port(side, r))
+            per_row[side, r] = pay
+            cycles_of[r] = np.concatenate([cycles_of.get(r, np.zeros(0, np.uint64)), t])
+    else:
+        for r in range(mapping.region.rows):
+            pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
+            per_row[mapping.region.row + r] = pay
+            cycles_of[mapping.region.row + r] = t
     after = await fabric.read_counters(counters)
     delta = fabric.counter_delta(after, before)
 
     recorded = rec.finish()
     golden = gemv_golden(w, x, mult, shift, out_int32=out_int32)
-    complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
-                              for v in per_row.values())
+    if core:
+        complete = res.ok and all(len(per_row[k]) == v for k, v in want.items())
+    else:
+        complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
+                                  for v in per_row.values())
     first_diff = None
     match = False
     if complete:
-        y = mapping.decode_y(per_row, batch)
+        y = mapping.decode_y_ports(per_row, batch) if core else mapping.decode_y(per_row, batch)
         first_diff = first_difference(y, golden)
         match = first_diff is None
         if not match:
             r = first_diff["index"] // mapping.m_pe
             first_diff.update(mesh_row=r,
-                              cycle=int(cycles_of[r][-1]) if len(cycles_of[r]) else None)
+                              cycle=int(cycles_of[r].max()) if len(cycles_of[r]) else None)
     pes = shape.pes
     macs = m * n * batch
-    model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                        out_int32=out_int32, timing=timing_for(shape))
+    bound = None
+    if core:
+        model = core_gemv_cycles(mapping, batch)
+        bound = core_gemv_bound(mapping, batch)
+    else:
+        model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
+                            out_int32=out_int32, timing=timing_for(shape))
     return GemvResult(
         mesh=str(shape), m=m, n=n, batch=batch, seed=seed, fill=fill,
         out="int32" if out_int32 else "int8", match=bool(match),
@@ -178,7 +210,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         task_errors=int(delta["task_errors"].sum()),
         vectors_per_pe=delta["vectors"].tolist(),
         sim_cycles_per_s=res.cycles / wall if wall > 0 else 0.0,
-        recorded=recorded,
+        recorded=recorded, pe=shape.pe, task_cycles_bound=bound,
     )
 
 
@@ -220,6 +252,10 @@ async def bad_task(fabric: Fabric, seed: int = 1) -> BadTaskResult:
     from ...hdl.formats import CFG_COLOR, RSP_COLOR, Port, cc
 
     shape = fabric.shape
+    if shape.pe != "gemv":
+        raise ValueError(f"bad_task sends the fixed-function PE's malformed descriptors; the "
+                         f"mesh has pe={shape.pe!r} (the core's task errors are tested in "
+                         f"tests/test_core_sim.py)")
     m, n = 4 * shape.rows, 8 * shape.cols          # two data words per PE and vector
     w, _x, mult, shift = random_problem(m, n, 1, seed)
     mapping = compile_gemv(shape, w, mult, shift)

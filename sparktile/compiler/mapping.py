@@ -260,22 +260,39 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
                                    np.array(desc, dtype=np.uint32)])
             prog.write_sram(r, c, w_base, sram)
             if routes:
-                psum_in = colors.p1 if (cc_ - 1) % 2 else colors.p0
-                out = colors.y if last else (colors.p1 if cc_ % 2 else colors.p0)
+                psum_in, out = pe_routes(prog, region, colors, rr, cc_)
                 prog.set_reg(r, c, PeReg.X_COLOR, colors.x)
                 prog.set_reg(r, c, PeReg.PSUM_COLOR, psum_in)
                 prog.set_reg(r, c, PeReg.OUT_COLOR, out)
-                below = [Port.S] if rr + 1 < region.rows else []
-                prog.add_route(r, c, colors.x, Port.N, [Port.RAMP, *below])
-                if not first:
-                    prog.add_route(r, c, psum_in, Port.W, [Port.RAMP])
-                prog.add_route(r, c, out, Port.RAMP, [Port.E])
     if routes:
-        # x passes down through tiles north of the region; y passes east to the mesh edge.
-        for c in range(region.col, region.col + region.cols):
-            for r in range(region.row):
-                prog.add_route(r, c, colors.x, Port.N, [Port.S])
-        for r in range(region.row, region.row + region.rows):
-            for c in range(region.col + region.cols, shape.cols):
-                prog.add_route(r, c, colors.y, Port.W, [Port.E])
+        edge_routes(prog, shape, region, colors)
     return mapping
+
+
+def pe_routes(prog: ConfigProgram, region: Region, colors: Colors, rr: int,
+              cc_: int) -> tuple[int, int]:
+    """The routes of the PE at region row ``rr``, column ``cc_`` of a GEMV chain (x down the
+    column into the ramp, the partial sums in from the west, its own out east); returns
+    ``(psum_in, out)``, the colors its partial sums arrive and leave on (partial sums
+    alternate P0/P1 along a row: a router cannot take a color from the west and also send it
+    east from its ramp; the east-most PE sends on Y)."""
+    r, c = region.row + rr, region.col + cc_
+    first, last = cc_ == 0, cc_ == region.cols - 1
+    psum_in = colors.p1 if (cc_ - 1) % 2 else colors.p0
+    out = colors.y if last else (colors.p1 if cc_ % 2 else colors.p0)
+    below = [Port.S] if rr + 1 < region.rows else []
+    prog.add_route(r, c, colors.x, Port.N, [Port.RAMP, *below])
+    if not first:
+        prog.add_route(r, c, psum_in, Port.W, [Port.RAMP])
+    prog.add_route(r, c, out, Port.RAMP, [Port.E])
+    return psum_in, out
+
+
+def edge_routes(prog: ConfigProgram, shape: MeshShape, region: Region, colors: Colors) -> None:
+    """x passes down through tiles north of the region; y passes east to the mesh edge."""
+    for c in range(region.col, region.col + region.cols):
+        for r in range(region.row):
+            prog.add_route(r, c, colors.x, Port.N, [Port.S])
+    for r in range(region.row, region.row + region.rows):
+        for c in range(region.col + region.cols, shape.cols):
+            prog.add_route(r, c, colors.y, Port.W, [Port.E])
