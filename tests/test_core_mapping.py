@@ -14,7 +14,7 @@ from sparktile.hdl.tile import CORE_XBUF_WORDS
 
 from sparktile.compiler import iss
 from sparktile.compiler.core_mapping import compile_core_gemv, core_task_cycles
-from sparktile.compiler.mapping import MappingError
+from sparktile.compiler.mapping import MappingError, compile_gemv
 from sparktile.compiler.routes import check_deadlock_free
 
 
@@ -132,3 +132,15 @@ def test_the_pe_option_is_validated_and_keyed_only_when_not_default():
                        ({"pe": "core", "cover_points": True}, "cover_points")):
         with pytest.raises(ValueError, match=match):
             MeshShape(2, 2, **bad)
+
+
+@pytest.mark.parametrize("w, message", [
+    (np.zeros((0, 4)), r"non-empty 2-D matrix, not shape \(0, 4\)"),
+    (np.zeros(8), r"non-empty 2-D matrix, not shape \(8,\)"),
+    (np.full((2, 4), 128), r"int8: values in \[-128, 127\]"),
+])
+def test_both_gemv_mappings_refuse_a_matrix_that_is_not_int8(w, message):
+    with pytest.raises(MappingError, match=message):
+        compile_gemv(MeshShape(1, 1), w, 1 << 15, 0)
+    with pytest.raises(MappingError, match=message):
+        compile_core_gemv(MeshShape(1, 1, pe="core"), w, 1 << 15, 0)

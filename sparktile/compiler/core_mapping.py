@@ -58,7 +58,15 @@ from ..hdl import isa
 from ..hdl.formats import Port, RequantWord, cc, pack_array
 from ..hdl.mesh import MeshShape
 from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
-from .mapping import Colors, GemvMapping, MappingError, Region, edge_routes, pe_routes
+from .mapping import (
+    Colors,
+    GemvMapping,
+    MappingError,
+    Region,
+    edge_routes,
+    int8_matrix,
+    pe_routes,
+)
 from .program import ConfigProgram
 
 __all__ = ["CoreGemvMapping", "compile_core_gemv", "check_core_gemv", "core_gemv_words",
@@ -304,13 +312,7 @@ def compile_core_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None
     region = region or Region.whole(shape)
     region.check(shape)
     colors.check()
-    w = np.asarray(w)
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-        raise MappingError(f"W must be a non-empty 2-D matrix, not shape {w.shape}")
-    if w.dtype != np.int8:
-        if w.size and (w.min() < -128 or w.max() > 127):
-            raise MappingError("W must be int8: values in [-128, 127]")
-        w = w.astype(np.int8)
+    w = int8_matrix(w)
     m, n = w.shape
     geo = check_core_gemv(shape, m, n, region, out_int32, base)
     m_pe, nw_pe, widths = geo["m_pe"], geo["nw_pe"], geo["widths"]

@@ -172,6 +172,18 @@ class GemvMapping:
         return y[:, : self.m]
 
 
+def int8_matrix(w) -> np.ndarray:
+    """``w`` as a non-empty 2-D int8 array; a MappingError for any other shape or range."""
+    w = np.asarray(w)
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise MappingError(f"W must be a non-empty 2-D matrix, not shape {w.shape}")
+    if w.dtype != np.int8:
+        if w.size and (w.min() < -128 or w.max() > 127):
+            raise MappingError("W must be int8: values in [-128, 127]")
+        w = w.astype(np.int8)
+    return w
+
+
 def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = None,
                  colors: Colors = Colors(), out_int32: bool = False, base: int = 0,
                  program: ConfigProgram | None = None, routes: bool = True) -> GemvMapping:
@@ -199,13 +211,7 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
     region = region or Region.whole(shape)
     region.check(shape)
     colors.check()
-    w = np.asarray(w)
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-        raise MappingError(f"W must be a non-empty 2-D matrix, not shape {w.shape}")
-    if w.dtype != np.int8:
-        if w.size and (w.min() < -128 or w.max() > 127):
-            raise MappingError("W must be int8: values in [-128, 127]")
-        w = w.astype(np.int8)
+    w = int8_matrix(w)
     m, n = w.shape
     geo = gemv_words(m, n, region, shape.acc_depth)
     m_pe, nw_pe = geo["m_pe"], geo["nw_pe"]
