@@ -217,3 +217,36 @@ def test_run_plain_reports_the_harness_cpu_time(tmp_path, monkeypatch):
     assert r["cycles"] == 1000 and r["cycles_per_s"] == 2e4
     assert r["cpu_s"] >= 0.05, r
     assert r["cycles_per_cpu_s"] == pytest.approx(1000 / r["cpu_s"])
+
+
+def test_a_cached_simulator_runs_after_the_venv_that_built_it_is_gone(tmp_path):
+    """A Verilated harness finds cocotb's VPI library through the RUNPATH of the virtual
+    environment that built it; the cache key does not name that folder, so a build made by a
+    since-deleted clone's .venv must still start (this failed in a clean clone: 'error while
+    loading shared libraries: libcocotbvpi_verilator.so'). A copy of the 1x1 build whose
+    RUNPATH names a folder that does not exist stands in for it."""
+    import os
+    import shutil
+
+    from cocotb_tools.config import libs_dir
+    from sparktile.cosim.benches.stress import stress
+    from sparktile.cosim.sim.build import Build, build_mesh
+    from sparktile.cosim.sim.harness import HARNESS_TOP
+    from sparktile.cosim.sim.session import run_job
+    from sparktile.hdl.mesh import MeshShape
+
+    shape = MeshShape(1, 1)
+    built = build_mesh(shape)
+    entry = tmp_path / "entry"
+    shutil.copytree(built.directory, entry)
+    exe = entry / HARNESS_TOP
+    image = exe.read_bytes()
+    runpath = str(libs_dir).encode()
+    assert runpath in image, "the harness no longer names cocotb's folder: revisit this test"
+    gone = (b"/gone" * len(runpath))[:len(runpath)]
+    assert not os.path.exists(gone)
+    exe.write_bytes(image.replace(runpath, gone))
+    build = Build(shape=shape, directory=entry, key="moved", waves=False, seconds=0.0)
+    result = run_job(shape, stress, {"wavelets": 20, "seed": 1, "max_stall": 0.0},
+                     build=build)
+    assert result.delivered > 0 and result.clean

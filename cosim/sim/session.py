@@ -46,6 +46,20 @@ class BenchError(RuntimeError):
         self.info = info
 
 
+def cocotb_library_path() -> str:
+    """``LD_LIBRARY_PATH`` for a cached simulator: this environment's cocotb libraries first.
+
+    A Verilated executable finds ``libcocotbvpi_verilator.so`` through the RUNPATH of the
+    virtual environment that built it, which the cache key does not name (the cocotb version
+    is in it, the folder is not): a build made by a clone's ``.venv`` that has since been
+    deleted would fail to start. The loader searches ``LD_LIBRARY_PATH`` before a RUNPATH, so
+    every run uses the running cocotb's own copy of the same library.
+    """
+    from cocotb_tools.config import libs_dir
+    rest = os.environ.get("LD_LIBRARY_PATH", "")
+    return os.pathsep.join([str(libs_dir)] + ([rest] if rest else []))
+
+
 def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
             waves: str | None = None, build: Build | None = None, quiet: bool = True,
             threads: int = 1, waves_window: bool = False, progress=None,
@@ -105,7 +119,8 @@ def run_job(shape: MeshShape, bench, args: dict | None = None, *, seed: int = 1,
                     build_dir=build.directory,
                     test_dir=tmp,
                     extra_env={"SPARKTILE_JOB": str(job_path),
-                               "COCOTB_RANDOM_SEED": str(seed), "PYTHONWARNINGS": "default"},
+                               "COCOTB_RANDOM_SEED": str(seed), "PYTHONWARNINGS": "default",
+                               "LD_LIBRARY_PATH": cocotb_library_path()},
                     plusargs=plusargs,
                     log_file=log if quiet else None,
                     seed=seed,
