@@ -65,14 +65,15 @@ def test_gemv_on_the_small_fpga_tile(run_bench):
     assert abs(r.cycles - r.model_cycles) <= 2, (r.cycles, r.model_cycles)
 
 
+@pytest.mark.parametrize("pe", ["gemv", "core"])
 @pytest.mark.parametrize("out_int32", [True, False])
-def test_a_wrong_result_is_caught_and_named(run_bench, out_int32):
-    """The check can fail: the mesh is given W with one weight of row 5 changed, and the
-    report must name y[0][5] (row-major first), the golden and RTL values, a cycle and the
-    mesh row it came from."""
+def test_a_wrong_result_is_caught_and_named(run_bench, out_int32, pe):
+    """The check can fail: the mesh (fixed-function PEs or programmable cores) is given W
+    with one weight of row 5 changed, and the report must name y[0][5] (row-major first), the
+    golden and RTL values, a cycle and the mesh row it came from."""
     m, n, row = 7, 13, 5
     r = run_bench(2, 2, gemv, {"m": m, "n": n, "batch": 2, "seed": 17,
-                               "out_int32": out_int32, "fault_row": row}, seed=17)
+                               "out_int32": out_int32, "fault_row": row}, seed=17, pe=pe)
     assert r.status == "complete"
     assert not r.match
     d = r.first_diff
