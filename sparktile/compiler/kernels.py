@@ -228,9 +228,15 @@ def _words(k):
 class _Builder:
     """Regions from word 0, then the program."""
 
-    def __init__(self, name, reduce=None):
+    def __init__(self, name, reduce=None, place=None):
         self.name, self.top, self.regions, self.consts, self.prog = name, 0, {}, {}, []
         self.transforms, self.exchanges = {}, []
+        # ``place = (top, bind)``: allocate from word ``top`` and use the regions of ``bind``
+        # (name -> Region) instead of new ones: how a mapping strings kernels into one
+        # program over one SRAM (its inputs, outputs, shared scratch and tables).
+        self.bind = {}
+        if place is not None:
+            self.top, self.bind = place[0], dict(place[1])
         if reduce is not None:
             if (not isinstance(reduce, tuple) or len(reduce) != 2
                     or any(not isinstance(c, int) or not 0 <= c < 32 for c in reduce)
@@ -256,14 +262,23 @@ class _Builder:
         self.exchanges.append(tuple(how))
 
     def region(self, name, n, kind="i32"):
+        if name in self.bind:
+            r = self.bind[name]
+            if r.n < n or (r.kind == "i8") != (kind == "i8"):
+                raise KernelError(f"{self.name}: region {name!r} bound to {r}, which cannot "
+                                  f"hold {n} elements of kind {kind}")
+            self.regions[name] = r
+            return r
         r = Region(self.top, n, kind)
         self.regions[name] = r
         self.top += r.words
         return r
 
     def const(self, name, words):
+        bound = name in self.bind
         r = self.region(name, len(words), "words")
-        self.consts[name] = [int(w) for w in words]
+        if not bound:       # a bound table was written by whoever placed it
+            self.consts[name] = [int(w) for w in words]
         return r
 
     def __call__(self, *insns):
@@ -327,7 +342,7 @@ def gate_up(n: int) -> Kernel:
     return k.done(("gate", "up", "table", "q"), ("out",), n)
 
 
-def rope(head_dim: int) -> Kernel:
+def rope(head_dim: int, *, place=None) -> Kernel:
     """``arith.rope_int`` of one head (int8 ``x``, ``head_dim`` channels) by one table row.
 
     The row is stored as int32 words ``cos[j]`` and ``sin'[j]``, with the rotation's sign
@@ -341,7 +356,7 @@ def rope(head_dim: int) -> Kernel:
         raise KernelError(f"rope head_dim must be a multiple of 8 (each half starts on a "
                           f"word of four int8 lanes), not {head_dim}")
     h = head_dim // 2
-    k = _Builder("rope")
+    k = _Builder("rope", place=place)
     x, cos, sin = k.region("x", head_dim, "i8"), k.region("cos", head_dim), \
         k.region("sin", head_dim)
     q, out = k.region("q", head_dim, "req"), k.region("out", head_dim, "i8")
@@ -363,7 +378,7 @@ def rope(head_dim: int) -> Kernel:
 # ---- argmax ---------------------------------------------------------------------------
 
 def argmax(n: int, *, offset: int = 0, total: int | None = None,
-           reduce: tuple | None = None) -> Kernel:
+           reduce: tuple | None = None, place=None) -> Kernel:
     """``arith.argmax_int(z)`` of ``n`` int32 logits, ties to the lowest index.
 
     ``M = max z`` (REDUCE), ``t = z - M`` wrapping (0 exactly where ``z == M``, else
@@ -379,7 +394,7 @@ def argmax(n: int, *, offset: int = 0, total: int | None = None,
     total = n if total is None else total
     _size("argmax total", total, n, 0xFFFF)
     _size("argmax offset", offset, 0, total - n)
-    k = _Builder("argmax", reduce)
+    k = _Builder("argmax", reduce, place)
     z, out = k.region("z", n), k.region("out", 1)
     idx = k.const("idx", [total - offset - i for i in range(n)])
     t = k.region("t", n)
@@ -521,7 +536,7 @@ def _split_n(n):
 # ---- RMSNorm ----------------------------------------------------------------------------
 
 def rms_norm(d: int, eps_q: int, *, width: int | None = None,
-             reduce: tuple | None = None) -> Kernel:
+             reduce: tuple | None = None, place=None) -> Kernel:
     """``arith.rms_norm_int(x, eps_q, mult, shift)`` of one token's int32 row of ``d``
     channels (``d <= 256``; ``0 <= eps_q < 2**38``, a model constant: the kernel stores
     ``eps_q >> 2e`` for the 18 possible ``e``).
@@ -546,7 +561,7 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
     if not isinstance(eps_q, int) or not 0 <= eps_q < MAX_EPS_Q:
         raise KernelError(f"rms_norm eps_q must be an integer in 0..{MAX_EPS_Q - 1} (the sum "
                           f"of squares plus eps_q must stay below 2**39), not {eps_q!r}")
-    k = _Builder("rms_norm", reduce)
+    k = _Builder("rms_norm", reduce, place)
     x, q, out = k.region("x", d), k.region("q", d, "req"), k.region("out", d, "i8")
     a, b = k.region("a", 2 * d), k.region("b", d)
     seed = k.const("seed", arith.RSQRT_SEED)

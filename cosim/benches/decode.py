@@ -1,0 +1,150 @@
+"""The whole decoder on the fabric: token in, next token out, every op on the RTL cores.
+
+Driver: the configuration stream (west edges) of :func:`~sparktile.compiler.decoder_mapping.
+compile_decoder`, then per token the activation and the embedding row into the hub's north
+edge (``N0``). Monitor: the hub's west edge (``W0``), one wavelet per token: the greedy next
+token. Model: the golden model's integer path (:mod:`sparktile.golden_model.intpath`), one
+token at a time with its own int8 KV cache. Scoreboard: every position's next token equal;
+the first difference names the position, both tokens, the cycle and the seed.
+
+Prompt tokens are fed one per activation (a prefill of ``T`` tokens is ``T`` decode steps:
+each position's keys and values are appended on the fabric as it goes); the next token of the
+last prompt position starts the generation, and each generated token is fed back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...compiler.decoder_mapping import compile_decoder
+from ...golden_model.arith import argmax_int
+from ...hdl.formats import Counter
+from ..sim.fabric import STATUS, Fabric
+from ..sim.registry import BenchResult, bench
+
+__all__ = ["DecodeResult", "decode_run", "decode_model"]
+
+
+@dataclass
+class DecodeResult(BenchResult):
+    """A greedy generation with the whole decoder on the RTL mesh (see the module docstring).
+
+    ``tokens``: the next token the fabric returned at every position (prompt positions
+    included), ``golden``: the integer golden model's; ``match_golden`` when all are equal.
+    ``token_cycles``: cycles from the activation entering the mesh to the token leaving it,
+    per position (the harness's cycle counter). ``max_context``: positions the mesh's KV
+    cache holds (``slots`` per worker); ``kv_words_per_slot``: SRAM words of one position on
+    its worker; ``sram_words``: the fullest PE's words and the hub's.
+    """
+
+    mesh: str
+    model: str
+    prompt_ids: list
+    tokens: list
+    golden: list
+    match_golden: bool
+    first_diff: dict | None
+    status: str
+    token_cycles: list
+    decode_cycles_per_token: float | None
+    max_context: int
+    slots: int
+    kv_words_per_slot: int
+    sram_words: dict
+    on_fabric: list
+    on_host: list
+    config_cycles: int
+    task_errors: int
+    sim_cycles: int
+    sim_wall_s: float
+    sim_cycles_per_s: float
+    seed: int
+
+
+def decode_model(model: str | None = None, random: dict | None = None):
+    """The model a decode job runs: a checkpoint (``model``: path or name, default the shipped
+    one), or a seeded random one (``random``: ``{"seed": s, **config fields}``, for tests)."""
+    if random is not None:
+        from ...golden_model.testing import random_model, tiny_config
+        fields = {k: v for k, v in random.items() if k != "seed"}
+        lm = random_model(tiny_config(**fields), seed=int(random.get("seed", 0)))
+    else:
+        from ...golden_model import load_model
+        lm = load_model(model)
+    lm.set_act_scales("static")
+    return lm
+
+
+@bench(DecodeResult)
+async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None = None,
+                     max_tokens: int = 4, model: str | None = None, random: dict | None = None,
+                     context: int | None = None, seed: int = 1) -> DecodeResult:
+    """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
+    with every op on the RTL, comparing each position's token with the golden int path.
+    """
+    shape = fabric.shape
+    lm = decode_model(model, random)
+    if ids is None:
+        ids = lm.tokenizer.prompt_ids(prompt or "") if lm.tokenizer else []
+    ids = [int(t) for t in ids]
+    if not ids:
+        raise ValueError("the prompt has no tokens")
+    mapping = compile_decoder(lm, shape, context)
+    total = len(ids) + max_tokens - 1
+    if total > mapping.max_context:
+        raise ValueError(f"{len(ids)} prompt tokens and {max_tokens} new ones need "
+                         f"{total} positions; the mesh holds {mapping.max_context}")
+    cfg_cycles = await fabric.configure(mapping.program)
+    before = await fabric.read_counters((Counter.TASK_ERRORS,))
+    cache = lm.new_cache(total + 1, mode="int")
+    port_in, port_out = fabric.port("N", 0), fabric.port("W", 0)
+    tokens, golden, cycles = [], [], []
+    first_diff, status = None, "complete"
+    feed = list(ids)
+    sim_s, cyc0 = 0.0, fabric.cycle
+    # A token's cycles are bounded by the hub's serial ops and the trees; a hang is declared
+    # after many times that without an edge transfer.
+    idle = 2_000_000
+    for pos in range(total):
+        tok = feed[pos]
+        pay, ccs = mapping.token_stream(tok, pos)
+        fabric.send(port_in, pay, ccs)
+        t0 = time.perf_counter()
+        res = await fabric.run(1, idle_limit=idle, max_cycles=50_000_000)
+        sim_s += time.perf_counter() - t0
+        out, _, when = fabric.receive(port_out)
+        want = argmax_int(lm.forward([tok], cache, mode="int")[0])
+        golden.append(int(want))
+        if not res.ok or len(out) != 1:
+            status = STATUS[res.status] if not res.ok else f"{len(out)} words at W0"
+            first_diff = {"position": pos, "got": None, "expected": int(want),
+                          "cycle": fabric.cycle, "seed": seed}
+            break
+        got = int(out[0])
+        tokens.append(got)
+        cycles.append(res.cycles)
+        if got != want and first_diff is None:
+            first_diff = {"position": pos, "got": got, "expected": int(want),
+                          "cycle": int(when[0]), "seed": seed}
+            break
+        if pos + 1 >= len(feed):
+            feed.append(got)
+    after = await fabric.read_counters((Counter.TASK_ERRORS,))
+    errors = int(fabric.counter_delta(after, before)["task_errors"].sum())
+    decode = cycles[len(ids):]
+    sim_cycles = fabric.cycle - cyc0
+    return DecodeResult(
+        mesh=str(shape), model=lm.config.name, prompt_ids=ids, tokens=tokens, golden=golden,
+        match_golden=first_diff is None and len(tokens) == total, first_diff=first_diff,
+        status=status, token_cycles=cycles,
+        decode_cycles_per_token=float(np.mean(decode)) if decode else None,
+        max_context=mapping.max_context, slots=mapping.slots,
+        kv_words_per_slot=mapping.kv_words_per_slot,
+        sram_words={"max": mapping.words["max"], "hub": mapping.words["hub"],
+                    "per_pe": mapping.words["per_pe"]},
+        on_fabric=list(mapping.on_fabric), on_host=list(mapping.on_host),
+        config_cycles=cfg_cycles, task_errors=errors, sim_cycles=sim_cycles,
+        sim_wall_s=sim_s, sim_cycles_per_s=sim_cycles / sim_s if sim_s else 0.0, seed=seed)

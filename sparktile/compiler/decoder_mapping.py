@@ -1,0 +1,798 @@
+"""The whole decoder on a mesh of programmable cores: one task per token on every PE.
+
+:func:`compile_decoder` turns the golden model's integer path
+(:mod:`sparktile.golden_model.intpath`, static activation scales) into a program, an SRAM
+image, a task table, queue bindings and routes for every tile of a ``pe="core"`` mesh. The
+host's part per token is one control wavelet (the activation, payload = the position) and the
+token's embedding row; the next token (greedy argmax) comes back as one wavelet. Every other op
+of the decoder runs on the mesh.
+
+Roles. Tile (0, 0) is the *hub*: it holds the residual stream and runs the ops over the whole
+hidden vector (RMSNorm, RoPE, the residual adds, the softmax reciprocal, the p.v requantization,
+argmax). Every other tile is a *worker* (row-major index ``k`` of ``W``):
+
+* **matmuls** are split by output rows: worker ``k`` holds rows ``[k m, (k+1) m)`` of every
+  weight matrix whole (``m`` a multiple of 4), runs one GEMV over the broadcast input, and
+  requantizes its rows (VREQ into int8, or VMULSR into the residual format);
+* **the KV cache** is spread by position: position ``p`` lives in slot ``p // W`` of worker
+  ``p % W``, for every layer; each worker also holds the RoPE table rows of its positions;
+* **attention** runs on every worker over its slots: the score GEMV against its keys, the
+  exponentials, and its part of ``p . v``; the softmax's max and sum and the weighted sums meet
+  at the hub through the reduction tree.
+
+Communication is two trees, both rooted at the hub, so every input FIFO carries one kind of
+traffic:
+
+* the *broadcast tree* (color :data:`B`, and the activation :data:`A`): east along row 0, then
+  south down every column; every worker receives every broadcast word in the same order;
+* the *reduction tree*: north up every column (colors :data:`RC`, alternating by row), then
+  west along row 0 (:data:`RR`, alternating by column); a worker combines the stream from its
+  child with its own vector element by element (a VADD or VMAX from one color to another) and
+  passes it on; zeros where a worker has nothing make the sum a gather.
+
+The routes are dimension-ordered, so their channel-dependency graph has no cycle
+(:func:`~sparktile.compiler.routes.check_deadlock_free` is run on them); the argument for the
+programs (every PE performs the same sequence of broadcasts and reductions; every FIFO carries
+one color at run time) is in ``docs/architecture.md``.
+
+Position-dependent addresses. A program has no branches, so the few operands that depend on
+the position (the KV slot a worker appends to, or a scratch area when the position is not its
+own; its RoPE table row) are *patched*: at the start of each token a worker computes
+``slot = p // W`` (a multiply by a reciprocal, exact for ``p < 2**16``) and whether it owns
+``p``, and stores the operand words of those instructions (SST) before it reaches them. The
+attention instructions run over all ``S`` slots of a worker; a slot not yet written is masked
+(its score plus ``-2**31``, its exponential times 0), which is what ``arith.softmax_int`` does
+with positions beyond the current one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..golden_model import arith
+from ..golden_model.arith import LANES, pack_int8
+from ..hdl import isa
+from ..hdl.formats import Port, cc
+from ..hdl.isa import FLAG_MAX, FLAG_SAT, FLAG_UA, FLAG_VAR, Fmt, Ins, Op, reg, sram, xbuf
+from ..hdl.mesh import MeshShape
+from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
+from . import kernels
+from .kernels import Region
+from .mapping import MappingError
+from .program import ConfigProgram
+from .routes import check_deadlock_free
+
+__all__ = ["DecoderMapping", "compile_decoder", "A", "B", "E", "OUT", "RC", "RR",
+           "MAX_SLOTS", "decoder_words"]
+
+#: The task color (the per-token activation), the broadcast color, the embedding input, the
+#: output token, the column and row reduction colors (alternating).
+A, B, E, OUT = 1, 2, 3, 4
+RC = (5, 6)
+RR = (7, 8)
+#: Slots per worker at most (the valid/negmask pair is written with one RECV of stride S).
+MAX_SLOTS = 255
+WORD = 0xFFFFFFFF
+INT32_MIN_WORD = 0x80000000
+
+# Worker registers kept across the token: 0 holds 0, SLOT the slot of p, OWNER 1 if p is ours.
+_ZERO, _SLOT, _OWNER = 0, 1, 6
+
+
+class _Pe:
+    """One PE's SRAM layout and program: data regions from word 0, the program after them
+    (``code_base``, known once every region is placed); ``fixups`` are SSTs whose target is
+    an instruction's operand word, resolved when the program is placed."""
+
+    def __init__(self, name: str):
+        self.name, self.top, self.prog, self.image, self.fixups = name, 0, [], {}, []
+        self.shared = {}        # kernel scratch and tables, bound after their first use
+
+    def alloc(self, n: int, kind: str = "i32", init=None) -> Region:
+        r = Region(self.top, n, kind)
+        self.top += r.words
+        if init is not None:
+            self.write(r, init)
+        return r
+
+    def write(self, r: Region, words) -> None:
+        for k, w in enumerate(words):
+            self.image[r.base + k] = int(w) & WORD
+
+    def __call__(self, *insns) -> int:
+        self.prog.extend(insns)
+        return len(self.prog) - 1
+
+    def kernel(self, fn, *args, **bind):
+        """Emit kernel ``fn(*args)`` with its regions ``bind`` (plus the shared scratch and
+        tables of earlier kernels of the same kind), without its END."""
+        shared = self.shared.setdefault(fn.__name__, {})
+        k = fn(*args, place=(self.top, {**shared, **bind}))
+        for name, words in k.consts.items():
+            self.write(k.regions[name], words)
+        for name, r in k.regions.items():
+            if name not in bind:
+                shared.setdefault(name, r)
+        self.top = k.code_base
+        self.prog.extend(k.program[:-1])
+        return k
+
+    def patch(self, target: int, slot: int, value_reg: int) -> None:
+        """SST register ``value_reg`` into operand ``slot`` (1 dst, 2 a, 3 b) of instruction
+        ``target`` (emitted later)."""
+        self.fixups.append((self(Ins(Op.SST, a=reg(value_reg), b=0)), target, slot))
+
+    def finish(self, sram_words: int) -> tuple[int, np.ndarray]:
+        """``(code_base, image)`` with END appended and the fixups resolved."""
+        self(Ins(Op.END))
+        base = self.top
+        for at, target, slot in self.fixups:
+            self.prog[at] = dataclasses.replace(self.prog[at],
+                                                b=base + isa.INSN_WORDS * target + slot)
+        code = isa.assemble(self.prog)
+        end = base + len(code)
+        if end > sram_words or base >= isa.TASK_ADDR_LIMIT:
+            raise _Overflow(self.name, end)
+        img = np.zeros(end, np.uint32)
+        for a, w in self.image.items():
+            img[a] = w
+        img[base:] = code
+        return base, img
+
+
+class _Overflow(Exception):
+    def __init__(self, name, words):
+        self.name, self.words = name, words
+
+
+def _req_words(mult, shift) -> list[int]:
+    return [isa.req_word(int(m), int(s)) for m, s in zip(np.ravel(mult), np.ravel(shift),
+                                                          strict=True)]
+
+
+def _operand(src: isa.Src) -> int:
+    return src.word("patch")
+
+
+@dataclasses.dataclass
+class _Matrix:
+    """A weight matrix split by rows over the workers, with what follows its GEMV."""
+
+    name: str
+    w: np.ndarray             # (M, K) int8
+    out: str                  # "i8" (VREQ by req) or "i32" (VMULSR by mult, shift)
+    mult: np.ndarray
+    shift: np.ndarray
+    bias: np.ndarray | None = None
+
+    @property
+    def m(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def kw(self) -> int:
+        return self.w.shape[1] // LANES
+
+
+def _rows(m: int, workers: int) -> int:
+    """Rows a worker holds: ``ceil(M / W)`` rounded up to a multiple of 4 (int8 outputs fill
+    whole words, so the workers' parts of the gathered vector never share a word)."""
+    return LANES * math.ceil(math.ceil(m / LANES) / workers)
+
+
+@dataclasses.dataclass
+class DecoderMapping:
+    """A decoder compiled onto a core mesh (see the module docstring).
+
+    ``program``: routes, task tables, queue bindings and SRAM images. ``slots``: KV slots per
+    worker; ``max_context = slots * workers`` (capped by the model's positions).
+    ``kv_words_per_pe``: SRAM words of one slot on a worker (keys and values of every layer,
+    its RoPE table row). ``words``: SRAM words used per PE (the fullest one), and by whom.
+    """
+
+    shape: MeshShape
+    program: ConfigProgram
+    workers: list
+    slots: int
+    max_context: int
+    kv_words_per_slot: int
+    words: dict
+    programs: dict
+    layout: dict
+    embed_q: np.ndarray
+    embed_rq: tuple
+    hidden: int
+
+    on_fabric = ("rms_norm", "matmul", "rope", "kv_append", "attention_scores", "softmax",
+                 "weighted_sum", "residual", "silu", "argmax", "embedding_requant")
+    #: The host looks up the token's int8 embedding row (the table is not placed on the mesh).
+    on_host = ("embedding_row_lookup",)
+
+    def token_stream(self, token: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(payloads, ccs)`` the host sends into the hub's north edge (port ``N0``) for one
+        token: the activation (a control wavelet on :data:`A`, payload = the position), then
+        the embedding row (``ceil(d / 4)`` words of int8 lanes) and its requantization
+        ``(mult, shift)`` on :data:`E`."""
+        if not 0 <= position < self.max_context:
+            raise MappingError(f"position {position} is beyond the mesh's context of "
+                               f"{self.max_context} positions ({self.slots} KV slots on each of "
+                               f"{len(self.workers)} workers)")
+        row = pack_int8(self.embed_q[token])
+        pay = np.concatenate([[position], row, [int(self.embed_rq[0][token]) & WORD,
+                                                int(self.embed_rq[1][token]) & WORD]])
+        ccs = np.full(len(pay), cc(E), np.uint8)
+        ccs[0] = cc(A, 1)
+        return pay.astype(np.uint32), ccs
+
+
+def _model_checks(model):
+    c = model.config
+    p = model.int_params()
+    if p.dynamic:
+        raise MappingError(f"model {c.name!r} uses per-token activation scales "
+                           f"({model.act_scales_used}); the on-fabric decoder runs static "
+                           f"scales only: use --act-scales static, or --on-fabric matmuls")
+    for name, v, mult in (("hidden_size", c.hidden_size, 4),
+                          ("intermediate_size", c.intermediate_size, 4),
+                          ("head_dim", c.head_dim, 8)):
+        if v % mult:
+            raise MappingError(f"model {c.name!r}: {name} {v} must be a multiple of {mult} "
+                               f"for the on-fabric decoder (int8 vectors fill whole words; "
+                               f"each RoPE half starts on a word)")
+    if c.hidden_size > kernels.MAX_NORM_WIDTH:
+        raise MappingError(f"model {c.name!r}: hidden_size {c.hidden_size} exceeds the "
+                           f"{kernels.MAX_NORM_WIDTH} channels the hub's RMSNorm takes on one "
+                           f"PE")
+    if p.eps_q >= kernels.MAX_EPS_Q:
+        raise MappingError(f"model {c.name!r}: rms_norm_eps gives eps_q {p.eps_q}, beyond the "
+                           f"norm kernel's {kernels.MAX_EPS_Q - 1}")
+    return c, p
+
+
+def _matrices(c, p) -> dict:
+    mats = {}
+    for i, L in enumerate(p.layers):
+        ws, mult, shift, bias = [], [], [], []
+        for lin in (L.q, L.k, L.v):
+            ws.append(lin.op.w_q)
+            if lin.op.out == "int8":
+                mult.append(lin.op.mult)
+                shift.append(lin.op.shift)
+                bias.append(np.zeros(lin.op.w_q.shape[0], np.int64))
+            else:
+                mult.append(lin.mult)
+                shift.append(lin.shift)
+                bias.append(lin.bias_q if lin.bias_q is not None
+                            else np.zeros(lin.op.w_q.shape[0], np.int64))
+        b = np.concatenate(bias)
+        mats[i, "qkv"] = _Matrix("qkv", np.concatenate(ws), "i8", np.concatenate(mult),
+                                 np.concatenate(shift), b if b.any() else None)
+        for key, lin, rq in (("o", L.o, L.o_res), ("down", L.down, L.down_res)):
+            if lin.op.out != "int32" or lin.mult is not None:
+                raise MappingError(f"layer {i} {key}: expected an int32 matmul into the "
+                                   f"residual stream")
+            mats[i, key] = _Matrix(key, lin.op.w_q, "i32", rq[0], rq[1], lin.bias_q)
+        for key, lin in (("gate", L.gate), ("up", L.up)):
+            if lin.op.out != "int8":
+                raise MappingError(f"layer {i} {key}: expected an int8 matmul")
+            mats[i, key] = _Matrix(key, lin.op.w_q, "i8", lin.op.mult, lin.op.shift)
+    mats[-1, "head"] = _Matrix("head", p.head.op.w_q, "i32", p.head_rq[0], p.head_rq[1],
+                               p.head.bias_q)
+    return mats
+
+
+def decoder_words(model, shape: MeshShape, slots: int) -> int:
+    """SRAM words of the fullest PE with ``slots`` KV slots per worker (raises
+    :class:`MappingError` if the mesh cannot take the model at all)."""
+    return _compile(model, shape, slots).words["max"]
+
+
+def compile_decoder(model, shape: MeshShape, context: int | None = None) -> DecoderMapping:
+    """Compile the whole decoder of ``model`` onto ``shape`` (a ``pe="core"`` mesh).
+
+    ``context``: the positions the KV cache must hold; ``None`` takes the largest that fits
+    (at most :data:`MAX_SLOTS` slots per worker and the model's ``max_position_embeddings``).
+
+    Raises
+    ------
+    MappingError
+        Naming what does not fit: a mesh of one tile or not of cores, a model shape the
+        kernels do not take, per-token activation scales, a PE's SRAM (words needed against
+        words there, and by what), or a context beyond what the mesh holds.
+    """
+    if shape.pe != "core":
+        raise MappingError(f"the on-fabric decoder needs a mesh of programmable cores "
+                           f"(pe='core'), not pe={shape.pe!r}")
+    if shape.pes < 2:
+        raise MappingError(f"the on-fabric decoder needs at least 2 PEs (a hub and a worker); "
+                           f"the {shape} mesh has {shape.pes}")
+    if max(RR + RC + (A, B, E, OUT)) >= shape.route_colors:
+        raise MappingError(f"the on-fabric decoder routes colors up to {max(RR)}; the mesh has "
+                           f"{shape.route_colors} route colors")
+    c, p = _model_checks(model)
+    workers = shape.pes - 1
+    npos = min(c.max_position_embeddings, p.cos_q.shape[0])
+    cap = min(MAX_SLOTS, math.ceil(npos / workers))
+    if context is not None:
+        if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+            raise MappingError(f"context must be a positive integer, not {context!r}")
+        if context > npos:
+            raise MappingError(f"a context of {context} positions exceeds the model's "
+                               f"max_position_embeddings ({npos})")
+        need = math.ceil(context / workers)
+        if need > MAX_SLOTS:
+            raise MappingError(f"a context of {context} positions needs {need} KV slots on each "
+                               f"of {workers} workers; a worker takes at most {MAX_SLOTS}")
+        try:
+            return _compile(model, shape, need)
+        except _Overflow as exc:
+            one = _slot_words(c)
+            raise MappingError(
+                f"a context of {context} positions needs {need} KV slots per worker: PE "
+                f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
+                f"{one} words a slot), but a PE has {shape.sram_words} ({shape.sram_kb} KiB); "
+                f"the largest context of this mesh is {_largest(model, shape)}") from None
+    try:
+        one = _compile(model, shape, 1)
+    except _Overflow as exc:
+        raise MappingError(
+            f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
+            f"PE {exc.name} needs {exc.words} SRAM words (its rows of every weight matrix, "
+            f"tables, its programs) but a PE has {shape.sram_words} ({shape.sram_kb} KiB); use "
+            f"a larger mesh or more SRAM per PE") from None
+    if cap == 1:
+        return one
+    try:
+        two = _compile(model, shape, 2)
+    except _Overflow:
+        return one
+    # Words grow linearly with the slots on every worker: the largest count that fits, from
+    # the two samples, then checked by compiling it (stepping down if a rounding says no).
+    fits = min((shape.sram_words - w1) // max(1, two.words["per_pe"][key] - w1) + 1
+               for key, w1 in one.words["per_pe"].items()
+               if two.words["per_pe"][key] > w1)
+    n = max(2, min(cap, fits))
+    while n > 2:
+        try:
+            return _compile(model, shape, n)
+        except _Overflow:
+            n -= 1
+    return two
+
+
+def _largest(model, shape) -> int:
+    try:
+        return compile_decoder(model, shape).max_context
+    except MappingError:
+        return 0
+
+
+def _slot_words(c) -> int:
+    wk, wv = c.num_kv_heads * c.head_dim // LANES, c.num_kv_heads * c.head_dim
+    # keys and values of every layer, the RoPE row, and the p.v code of the slot (3
+    # instructions a head a layer)
+    return (c.num_layers * (wk + wv) + 2 * c.head_dim
+            + c.num_layers * c.num_heads * 3 * isa.INSN_WORDS)
+
+
+def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
+    c, p = _model_checks(model)
+    R, C = shape.rows, shape.cols
+    tiles = [(r, q) for r in range(R) for q in range(C)]
+    workers = tiles[1:]
+    W = len(workers)
+    d, nh, nkv, hd, F, V = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+                            c.intermediate_size, c.vocab_size)
+    grp = c.kv_group
+    wk, wv = nkv * hd // LANES, nkv * hd
+    m_qkv = (nh + 2 * nkv) * hd
+    if max(d // LANES, nh * wk, nh * hd // LANES, F // LANES) > CORE_XBUF_WORDS:
+        raise MappingError(
+            f"model {c.name!r}: a broadcast vector takes {max(d // 4, nh * wk, nh * hd // 4, F // 4)}"
+            f" words of XBUF (hidden {d // 4}, the padded queries {nh * wk}, the FFN {F // 4}); "
+            f"a core has {CORE_XBUF_WORDS}")
+    mats = _matrices(c, p)
+    npos = min(c.max_position_embeddings, p.cos_q.shape[0])
+    S = slots
+    prog = ConfigProgram(shape)
+    programs, layout, used = {}, {}, {}
+
+    # ---- the hub ------------------------------------------------------------------------
+    hub = _Pe("(0,0) (the hub)")
+    sizes = {"qkv": m_qkv // LANES + 2 * hd, "max": nh, "sum": nh, "att": nh * hd, "d": d,
+             "ffn": F // LANES, "vocab": V}
+    z = {k: hub.alloc(n) for k, n in sizes.items()}
+    x = hub.alloc(d)
+    emb = hub.alloc(d // LANES + 2)
+    h = hub.alloc(d, "i8")
+    kr = hub.alloc(nkv * hd, "i8")
+    qpad = hub.alloc(nh * wk, init=[0] * (nh * wk))
+    valid2 = hub.alloc(2, init=[1, 0])
+    rk = hub.alloc(2 * nh)
+    ai8 = hub.alloc(nh * hd, "i8")
+    recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
+    outw = hub.alloc(1)
+
+    def norm_req(mult_shift):
+        return hub.alloc(d, "req", init=_req_words(*mult_shift))
+
+    def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
+        """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
+        combined words land in ``vec``."""
+        vop = Op.VMAX if how == "max" else Op.VADD
+        src = sram(vec.base)
+        if (rr_, cc_) == (0, 0):
+            ins_ = [RC[1]] if R > 1 else []
+            ins_ += [RR[1]] if C > 1 else []
+            if len(ins_) == 2:
+                pe(Ins(vop, n=n, dst=src, a=isa.color(ins_[0]), b=isa.color(ins_[1])))
+            else:
+                pe(Ins(Op.RECV, n=n, dst=src, a=isa.color(ins_[0])))
+            return
+        if rr_ >= 1:
+            out = isa.color(RC[rr_ % 2])
+            if rr_ == R - 1:
+                pe(Ins(Op.SEND, n=n, dst=out, a=src))
+            else:
+                pe(Ins(vop, n=n, dst=out, a=isa.color(RC[(rr_ + 1) % 2]), b=src))
+            return
+        if R > 1:           # row 0: the column below first, into tmp
+            pe(Ins(vop, n=n, dst=sram(tmp.base), a=isa.color(RC[1]), b=src))
+            src = sram(tmp.base)
+        out = isa.color(RR[cc_ % 2])
+        if cc_ == C - 1:
+            pe(Ins(Op.SEND, n=n, dst=out, a=src))
+        else:
+            pe(Ins(vop, n=n, dst=out, a=isa.color(RR[(cc_ + 1) % 2]), b=src))
+
+    def bcast(n: int, src: Region | isa.Src):
+        s = src if isinstance(src, isa.Src) else sram(src.base)
+        hub(Ins(Op.SEND, n=n, dst=isa.color(B), a=s))
+
+    hub(Ins(Op.RECV, n=d // LANES + 2, dst=sram(emb.base), a=isa.color(E)),
+        Ins(Op.SLD, dst=reg(1), b=emb.base + d // LANES),
+        Ins(Op.SLD, dst=reg(2), b=emb.base + d // LANES + 1),
+        Ins(Op.VMULSR, n=d, imm=FLAG_VAR | 2, dst=sram(x.base), a=sram(emb.base, fmt=Fmt.I8X4),
+            b=reg(1)))
+
+    def hub_norm(ms):
+        hub.kernel(kernels.rms_norm, d, int(p.eps_q), x=x, q=norm_req(ms), out=h)
+        bcast(d // LANES, h)
+
+    zq = z["qkv"]
+    cos_r = Region(zq.base + m_qkv // LANES, hd, "i32")
+    sin_r = Region(zq.base + m_qkv // LANES + hd, hd, "i32")
+    for li, L in enumerate(p.layers):
+        hub_norm(L.n1)
+        combine(hub, 0, 0, zq, sizes["qkv"], "sum")
+        for hh in range(nh):
+            g = hh // grp
+            hub.kernel(kernels.rope, hd, x=Region(zq.base + hh * hd // LANES, hd, "i8"),
+                       cos=cos_r, sin=sin_r,
+                       q=hub.alloc(hd, "req", init=_req_words(L.q_rope[0][hh], L.q_rope[1][hh])),
+                       out=Region(qpad.base + hh * wk + g * hd // LANES, hd, "i8"))
+        for g in range(nkv):
+            hub.kernel(kernels.rope, hd, x=Region(zq.base + (nh + g) * hd // LANES, hd, "i8"),
+                       cos=cos_r, sin=sin_r,
+                       q=hub.alloc(hd, "req", init=_req_words(L.k_rope[0][g], L.k_rope[1][g])),
+                       out=Region(kr.base + g * hd // LANES, hd, "i8"))
+        bcast(wk, kr)
+        hub(Ins(Op.SLI, dst=reg(0), b=0),
+            Ins(Op.VADD, n=wv, dst=isa.color(B),
+                a=sram(zq.base + (nh + nkv) * hd // LANES, fmt=Fmt.I8X4), b=reg(0)))
+        if li == 0:
+            bcast(2, valid2)
+        bcast(nh * wk, qpad)
+        combine(hub, 0, 0, z["max"], nh, "max")
+        bcast(nh, z["max"])
+        combine(hub, 0, 0, z["sum"], nh, "sum")
+        for hh in range(nh):
+            hub(Ins(Op.SLD, dst=reg(14), b=z["sum"].base + hh))
+            kernels._recip_steps(hub, 14, recip_seed.base, 10, 11)
+            hub(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
+                Ins(Op.SST, a=reg(10), b=rk.base + 2 * hh),
+                Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
+        bcast(2 * nh, rk)
+        combine(hub, 0, 0, z["att"], nh * hd, "sum")
+        pv = hub.alloc(nh * hd, "req", init=_req_words(
+            np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
+        hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=sram(z["att"].base),
+                b=sram(pv.base)))
+        bcast(nh * hd // LANES, ai8)
+        combine(hub, 0, 0, z["d"], d, "sum")
+        hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
+                b=sram(z["d"].base)))
+        hub_norm(L.n2)
+        combine(hub, 0, 0, z["ffn"], F // LANES, "sum")
+        bcast(F // LANES, z["ffn"])
+        combine(hub, 0, 0, z["d"], d, "sum")
+        hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
+                b=sram(z["d"].base)))
+    hub_norm(p.norm)
+    combine(hub, 0, 0, z["vocab"], V, "sum")
+    hub.kernel(kernels.argmax, V, z=z["vocab"], out=outw)
+    hub(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
+    base, img = hub.finish(shape.sram_words)
+    programs[0, 0] = hub.prog
+    prog.write_sram(0, 0, 0, img)
+    prog.set_reg(0, 0, isa.task_reg(A), isa.task_entry(base))
+    used[0, 0] = len(img)
+    layout[0, 0] = {"x": x, "z": z}
+
+    # ---- the workers --------------------------------------------------------------------
+    exp_table = np.roll(arith.EXP2_TABLE, 128)
+    s_div = 16 + max(1, W - 1).bit_length()
+    magic = -(-(1 << s_div) // W)
+    for k, (r, q) in enumerate(workers):
+        pe = _Pe(f"({r},{q})")
+        rows = {}
+        for key, mat in mats.items():
+            n = _rows(mat.m, W)
+            lo = min(mat.m, k * n)
+            rows[key] = (lo, min(mat.m, lo + n), n)
+        maxrows = max(hi - lo for lo, hi, _ in rows.values())
+        acc = pe.alloc(max(maxrows, 1))
+        acc2 = pe.alloc(max(maxrows, 1))
+        y = {"qkv": pe.alloc(sizes["qkv"], init=[0] * sizes["qkv"]),
+             "d": pe.alloc(d, init=[0] * d),
+             "ffn": pe.alloc(F // LANES, init=[0] * (F // LANES)),
+             "vocab": pe.alloc(V, init=[0] * V)}
+        ml, tl = pe.alloc(nh), pe.alloc(nh)
+        al = pe.alloc(nh * hd)
+        tmp = pe.alloc(max(sizes.values()))
+        ma, rka = pe.alloc(nh), pe.alloc(2 * nh)
+        sc = [pe.alloc(S) for _ in range(nh)]
+        ex = [pe.alloc(S) for _ in range(nh)]
+        u, pr, pvt = pe.alloc(S), pe.alloc(S), pe.alloc(hd)
+        valid = pe.alloc(S, init=[0] * S)
+        negmask = pe.alloc(S, init=[INT32_MIN_WORD] * S)
+        scratch = pe.alloc(max(wk, wv, S + 1))
+        table = pe.alloc(256, "words", init=exp_table)
+        rope_tab = pe.alloc(S * 2 * hd)
+        for s_ in range(S):
+            pos = s_ * W + k
+            if pos < npos:
+                sn = p.sin_q[pos].astype(np.int64).copy()
+                sn[:hd // 2] = -sn[:hd // 2]
+                pe.write(Region(rope_tab.base + s_ * 2 * hd, 2 * hd, "i32"),
+                         np.concatenate([p.cos_q[pos].astype(np.int64), sn]))
+        kc = [pe.alloc(S * wk, init=[0] * (S * wk)) for _ in range(c.num_layers)]
+        vc = [pe.alloc(S * wv, init=[0] * (S * wv)) for _ in range(c.num_layers)]
+        gq, uq = pe.alloc(maxrows, "i8"), pe.alloc(maxrows, "i8")
+        pm = pe.alloc(max(maxrows, 1))
+        wts = {}
+        for key, mat in mats.items():
+            lo, hi, _n = rows[key]
+            if hi <= lo:
+                continue
+            wr = pe.alloc((hi - lo) * mat.kw, "words",
+                          init=pack_int8(np.ascontiguousarray(mat.w[lo:hi]).reshape(-1)))
+            if mat.out == "i8":
+                rq = pe.alloc(hi - lo, "req", init=_req_words(mat.mult[lo:hi], mat.shift[lo:hi]))
+            else:
+                rq = pe.alloc(hi - lo, "i32", init=np.asarray(mat.mult[lo:hi], np.int64))
+            bias = None
+            if mat.bias is not None:
+                bias = pe.alloc(hi - lo, init=np.asarray(mat.bias[lo:hi], np.int64))
+            wts[key] = (wr, rq, bias)
+        silu = {i: pe.alloc(256, "words", init=np.asarray(L.silu, np.int64))
+                for i, L in enumerate(p.layers)}
+        gu = {}
+        for i, L in enumerate(p.layers):
+            lo, hi, _n = rows[i, "gate"]
+            if hi > lo:
+                gu[i] = pe.alloc(hi - lo, "req", init=_req_words(
+                    np.broadcast_to(L.gu[0], (F,))[lo:hi], np.broadcast_to(L.gu[1], (F,))[lo:hi]))
+
+        def matmul(key, dst_vec: Region):
+            """GEMV of this worker's rows of ``key`` over XBUF, then its rows into
+            ``dst_vec`` (int8 words or int32 words at the rows' place)."""
+            lo, hi, _n = rows[key]
+            if hi <= lo:
+                return
+            mat = mats[key]
+            wr, rq, bias = wts[key]
+            pe(isa.gemv(hi - lo, mat.kw, dst=sram(acc.base), w=sram(wr.base), x=xbuf(0)))
+            if bias is not None:
+                pe(Ins(Op.VADD, n=hi - lo, imm=FLAG_SAT, dst=sram(acc.base), a=sram(acc.base),
+                       b=sram(bias.base)))
+            if mat.out == "i8":
+                pe(Ins(Op.VREQ, n=hi - lo, dst=sram(dst_vec.base + lo // LANES, fmt=Fmt.I8X4),
+                       a=sram(acc.base), b=sram(rq.base)))
+                return
+            shifts = np.asarray(mat.shift[lo:hi], np.int64)
+            i0 = 0
+            while i0 < hi - lo:      # one VMULSR per run of rows with the same shift
+                i1 = i0 + 1
+                while i1 < hi - lo and shifts[i1] == shifts[i0]:
+                    i1 += 1
+                pe(Ins(Op.VMULSR, n=i1 - i0, imm=int(shifts[i0]),
+                       dst=sram(dst_vec.base + lo + i0), a=sram(acc.base + i0),
+                       b=sram(rq.base + i0)))
+                i0 = i1
+
+        def recv(n, dst):
+            return pe(Ins(Op.RECV, n=n, dst=dst, a=isa.color(B)))
+
+        # The token's prologue: slot, ownership, and the patched operands.
+        pe(Ins(Op.SLI, dst=reg(_ZERO), b=0),
+           Ins(Op.SMULSH, imm=s_div, dst=reg(_SLOT), a=reg(isa.ARG_REG), b=magic),
+           Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=W),
+           Ins(Op.SSUB, dst=reg(2), a=reg(isa.ARG_REG), b=reg(3)),
+           Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % W - k
+           Ins(Op.SLT, dst=reg(4), a=reg(2), b=0),
+           Ins(Op.SLT, dst=reg(5), a=reg(_ZERO), b=reg(2)),
+           Ins(Op.SLI, dst=reg(_OWNER), b=1),
+           Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(4)),
+           Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(5)))
+        pending = []        # (patch SST index, owner base, words a slot, scratch template)
+
+        def owned(owner_base, per_slot, template: isa.Src, target_slot):
+            """Emit the computation of the operand word (owner: ``owner_base + slot *
+            per_slot``; else the template's base) and its patch into the next instruction
+            emitted (``target_slot``: 1 dst, 2 a)."""
+            scratch_word = _operand(template)
+            pe(Ins(Op.SMULSH, dst=reg(7), a=reg(_SLOT), b=per_slot),
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=owner_base - template.base),
+               Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=scratch_word))
+            pending.append((len(pe.prog), target_slot))
+            pe.patch(-1, target_slot, 7)
+
+        def bind_patch(target):
+            """Point the SSTs of ``pending`` at instruction ``target``."""
+            while pending:
+                at, slot = pending.pop()
+                idx = next(i for i, f in enumerate(pe.fixups) if f[0] == at)
+                pe.fixups[idx] = (at, target, slot)
+
+        for li, L in enumerate(p.layers):
+            recv(d // LANES, xbuf(0))
+            matmul((li, "qkv"), y["qkv"])
+            # The RoPE row of p (ours, or zeros): the table row of our slot times OWNER.
+            rope_row = Region(y["qkv"].base + m_qkv // LANES, 2 * hd, "i32")
+            pe(Ins(Op.SMULSH, dst=reg(7), a=reg(_SLOT), b=2 * hd),
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(rope_tab.base))))
+            pending.append((len(pe.prog), 2))
+            pe.patch(-1, 2, 7)
+            bind_patch(pe(Ins(Op.VMUL, n=2 * hd, dst=sram(rope_row.base), a=sram(rope_tab.base),
+                              b=reg(_OWNER))))
+            combine(pe, r, q, y["qkv"], sizes["qkv"], "sum", tmp)
+            owned(kc[li].base, wk, sram(scratch.base), 1)
+            bind_patch(recv(wk, sram(scratch.base)))
+            owned(vc[li].base, wv, sram(scratch.base), 1)
+            bind_patch(recv(wv, sram(scratch.base)))
+            if li == 0:
+                owned(valid.base, 1, sram(scratch.base, stride=S), 1)
+                bind_patch(recv(2, sram(scratch.base, stride=S)))
+            recv(nh * wk, xbuf(0))
+            for hh in range(nh):
+                pe(isa.gemv(S, wk, dst=sram(sc[hh].base), w=sram(kc[li].base),
+                            x=xbuf(hh * wk)),
+                   Ins(Op.VADD, n=S, dst=sram(sc[hh].base), a=sram(sc[hh].base),
+                       b=sram(negmask.base)),
+                   Ins(Op.REDUCE, n=S, imm=FLAG_MAX, dst=reg(2), a=sram(sc[hh].base)),
+                   Ins(Op.SST, a=reg(2), b=ml.base + hh))
+            combine(pe, r, q, ml, nh, "max", tmp)
+            recv(nh, sram(ma.base))
+            pe(Ins(Op.SLI, dst=reg(9), b=WORD),
+               Ins(Op.SLI, dst=reg(12), b=(-(17 << arith.EXP_FRAC)) & WORD),
+               Ins(Op.SLI, dst=reg(13), b=(-128) & WORD))
+            for hh in range(nh):
+                g, j = divmod(hh, grp)
+                mult = int(np.asarray(L.sm[0])[g, j].reshape(-1)[0])
+                shift = int(np.asarray(L.sm[1])[g, j].reshape(-1)[0])
+                s_, e_ = sram(sc[hh].base), sram(ex[hh].base)
+                pe(Ins(Op.SLD, dst=reg(10), b=ma.base + hh),
+                   Ins(Op.VMUL, n=S, dst=sram(u.base), a=s_, b=reg(9)),
+                   Ins(Op.VADD, n=S, dst=sram(u.base), a=sram(u.base), b=reg(10)),
+                   Ins(Op.SLI, dst=reg(11), b=mult),
+                   Ins(Op.VMULSR, n=S, imm=FLAG_UA | shift, dst=sram(u.base), a=sram(u.base),
+                       b=reg(11)),
+                   Ins(Op.VMUL, n=S, dst=sram(u.base), a=sram(u.base), b=reg(9)),
+                   Ins(Op.VMAX, n=S, dst=sram(u.base), a=sram(u.base), b=reg(12)),
+                   Ins(Op.VMUL, n=S, dst=sram(u.base), a=sram(u.base), b=reg(9)),
+                   Ins(Op.VLUT, n=S, dst=e_, a=sram(u.base), b=sram(table.base)),
+                   Ins(Op.VADD, n=S, dst=sram(u.base), a=sram(u.base), b=reg(13)),
+                   Ins(Op.VSHR, n=S, imm=arith.EXP_FRAC, dst=sram(u.base), a=sram(u.base)),
+                   Ins(Op.VSHR, n=S, imm=FLAG_VAR, dst=e_, a=e_, b=sram(u.base)),
+                   Ins(Op.VMUL, n=S, dst=e_, a=e_, b=sram(valid.base)),
+                   Ins(Op.REDUCE, n=S, dst=reg(2), a=e_),
+                   Ins(Op.SST, a=reg(2), b=tl.base + hh))
+            combine(pe, r, q, tl, nh, "sum", tmp)
+            recv(2 * nh, sram(rka.base))
+            for hh in range(nh):
+                g = hh // grp
+                a_h = sram(al.base + hh * hd)
+                pe(Ins(Op.SLD, dst=reg(3), b=rka.base + 2 * hh),
+                   Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
+                   Ins(Op.VMULSR, n=S, imm=FLAG_VAR | 11, dst=sram(pr.base),
+                       a=sram(ex[hh].base), b=reg(3)))
+                for s_ in range(S):
+                    v_s = sram(vc[li].base + s_ * wv + g * hd)
+                    pe(Ins(Op.SLD, dst=reg(4), b=pr.base + s_))
+                    if s_ == 0:
+                        pe(Ins(Op.VMUL, n=hd, dst=a_h, a=v_s, b=reg(4)))
+                    else:
+                        pe(Ins(Op.VMUL, n=hd, dst=sram(pvt.base), a=v_s, b=reg(4)),
+                           Ins(Op.VADD, n=hd, dst=a_h, a=a_h, b=sram(pvt.base)))
+            combine(pe, r, q, al, nh * hd, "sum", tmp)
+            recv(nh * hd // LANES, xbuf(0))
+            matmul((li, "o"), y["d"])
+            combine(pe, r, q, y["d"], d, "sum", tmp)
+            recv(d // LANES, xbuf(0))
+            lo, hi, _n = rows[li, "gate"]
+            if hi > lo:
+                wr, rq, _b = wts[li, "gate"]
+                pe(isa.gemv(hi - lo, d // LANES, dst=sram(acc.base), w=sram(wr.base), x=xbuf(0)),
+                   Ins(Op.VREQ, n=hi - lo, dst=sram(gq.base, fmt=Fmt.I8X4), a=sram(acc.base),
+                       b=sram(rq.base)))
+                wr, rq, _b = wts[li, "up"]
+                pe(isa.gemv(hi - lo, d // LANES, dst=sram(acc2.base), w=sram(wr.base),
+                            x=xbuf(0)),
+                   Ins(Op.VREQ, n=hi - lo, dst=sram(uq.base, fmt=Fmt.I8X4), a=sram(acc2.base),
+                       b=sram(rq.base)),
+                   Ins(Op.VLUT, n=hi - lo, dst=sram(pm.base), a=sram(gq.base, fmt=Fmt.I8X4),
+                       b=sram(silu[li].base)),
+                   Ins(Op.VMUL, n=hi - lo, dst=sram(pm.base), a=sram(pm.base),
+                       b=sram(uq.base, fmt=Fmt.I8X4)),
+                   Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
+                       a=sram(pm.base), b=sram(gu[li].base)))
+            combine(pe, r, q, y["ffn"], F // LANES, "sum", tmp)
+            recv(F // LANES, xbuf(0))
+            matmul((li, "down"), y["d"])
+            combine(pe, r, q, y["d"], d, "sum", tmp)
+        recv(d // LANES, xbuf(0))
+        matmul((-1, "head"), y["vocab"])
+        combine(pe, r, q, y["vocab"], V, "sum", tmp)
+        base, img = pe.finish(shape.sram_words)
+        programs[r, q] = pe.prog
+        prog.write_sram(r, q, 0, img)
+        prog.set_reg(r, q, isa.task_reg(A), isa.task_entry(base))
+        used[r, q] = len(img)
+        layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows}
+
+    _routes_and_queues(prog, R, C)
+    check_deadlock_free(prog)
+    fullest = max(used, key=used.get)
+    return DecoderMapping(
+        shape=shape, program=prog, workers=workers, slots=S,
+        max_context=min(S * W, npos), kv_words_per_slot=_slot_words(c),
+        words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
+               "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
+        programs=programs, layout=layout, embed_q=p.embed_q, embed_rq=p.embed_rq, hidden=d)
+
+
+def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:
+    """The broadcast tree (A, B), the hub's input (E) and output (OUT), the reduction tree
+    (RC up the columns, RR west along row 0), and each PE's input-queue bindings."""
+    for r in range(R):
+        for q in range(C):
+            onward = ([Port.E] if r == 0 and q < C - 1 else []) + ([Port.S] if r < R - 1 else [])
+            src = Port.N if (r, q) == (0, 0) or r > 0 else Port.W
+            prog.add_route(r, q, A, src, [Port.RAMP] + onward)
+            if (r, q) == (0, 0):
+                prog.add_route(0, 0, B, Port.RAMP, onward)
+                prog.add_route(0, 0, E, Port.N, [Port.RAMP])
+                prog.add_route(0, 0, OUT, Port.RAMP, [Port.W])
+            else:
+                prog.add_route(r, q, B, src, [Port.RAMP] + onward)
+            queues = [] if (r, q) == (0, 0) else [B]
+            if (r, q) == (0, 0):
+                queues.append(E)
+            if r >= 1:
+                prog.add_route(r, q, RC[r % 2], Port.RAMP, [Port.N])
+            if r < R - 1:
+                prog.add_route(r, q, RC[(r + 1) % 2], Port.S, [Port.RAMP])
+                queues.append(RC[(r + 1) % 2])
+            if r == 0 and q >= 1:
+                prog.add_route(0, q, RR[q % 2], Port.RAMP, [Port.W])
+            if r == 0 and q < C - 1:
+                prog.add_route(0, q, RR[(q + 1) % 2], Port.E, [Port.RAMP])
+                queues.append(RR[(q + 1) % 2])
+            assert len(queues) <= CORE_QUEUES
+            for i, col in enumerate(queues):
+                prog.set_reg(r, q, isa.queue_reg(i, CORE_QUEUES), isa.queue_entry(col))
