@@ -81,9 +81,14 @@ def decode_model(model: str | None = None, random: dict | None = None):
 @bench(DecodeResult)
 async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None = None,
                      max_tokens: int = 4, model: str | None = None, random: dict | None = None,
-                     context: int | None = None, seed: int = 1) -> DecodeResult:
+                     context: int | None = None, seed: int = 1,
+                     fault: str | None = None) -> DecodeResult:
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
     with every op on the RTL, comparing each position's token with the golden int path.
+
+    ``fault="argmax_index"`` (for the test that proves the scoreboard can fail): the hub's
+    argmax index table is loaded with one bit flipped in the entry of the golden model's first
+    answer, so the RTL returns another token at position 0 and the report must name it.
     """
     shape = fabric.shape
     lm = decode_model(model, random)
@@ -97,6 +102,14 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     if total > mapping.max_context:
         raise ValueError(f"{len(ids)} prompt tokens and {max_tokens} new ones need "
                          f"{total} positions; the mesh holds {mapping.max_context}")
+    if fault is not None:
+        if fault != "argmax_index":
+            raise ValueError(f"fault must be 'argmax_index' or None, not {fault!r}")
+        probe = lm.new_cache(2, mode="int")
+        first = argmax_int(lm.forward([ids[0]], probe, mode="int")[0])
+        idx = mapping.layout[0, 0]["argmax_idx"]
+        vocab = lm.config.vocab_size
+        mapping.program.write_sram(0, 0, idx.base + first, [(vocab - first) ^ 1])
     cfg_cycles = await fabric.configure(mapping.program)
     before = await fabric.read_counters((Counter.TASK_ERRORS,))
     cache = lm.new_cache(total + 1, mode="int")

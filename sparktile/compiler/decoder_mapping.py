@@ -146,6 +146,9 @@ class _Pe:
 class _Overflow(Exception):
     def __init__(self, name, words):
         self.name, self.words = name, words
+        self.what = ("the norm, RoPE and requantization constants, the reciprocal and argmax "
+                     "tables, its program" if "hub" in name else
+                     "its rows of every weight matrix, tables, KV slots, its program")
 
 
 def _req_words(mult, shift) -> list[int]:
@@ -340,9 +343,9 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None) -> Deco
     except _Overflow as exc:
         raise MappingError(
             f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
-            f"PE {exc.name} needs {exc.words} SRAM words (its rows of every weight matrix, "
-            f"tables, its programs) but a PE has {shape.sram_words} ({shape.sram_kb} KiB); use "
-            f"a larger mesh or more SRAM per PE") from None
+            f"PE {exc.name} needs {exc.words} SRAM words ({exc.what}) but a PE has "
+            f"{shape.sram_words} ({shape.sram_kb} KiB); use a larger mesh or more SRAM per PE"
+        ) from None
     if cap == 1:
         return one
     try:
@@ -513,14 +516,14 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
                 b=sram(z["d"].base)))
     hub_norm(p.norm)
     combine(hub, 0, 0, z["vocab"], V, "sum")
-    hub.kernel(kernels.argmax, V, z=z["vocab"], out=outw)
+    am = hub.kernel(kernels.argmax, V, z=z["vocab"], out=outw)
     hub(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
     base, img = hub.finish(shape.sram_words)
     programs[0, 0] = hub.prog
     prog.write_sram(0, 0, 0, img)
     prog.set_reg(0, 0, isa.task_reg(A), isa.task_entry(base))
     used[0, 0] = len(img)
-    layout[0, 0] = {"x": x, "z": z}
+    layout[0, 0] = {"x": x, "z": z, "argmax_idx": am.regions["idx"]}
 
     # ---- the workers --------------------------------------------------------------------
     exp_table = np.roll(arith.EXP2_TABLE, 128)

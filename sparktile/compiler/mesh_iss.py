@@ -207,3 +207,37 @@ class MeshIss:
     @property
     def time(self) -> int:
         return max(self.clock.values())
+
+
+def decode_on_iss(mapping, model, ids, max_new: int = 0) -> dict:
+    """Run a :class:`~sparktile.compiler.decoder_mapping.DecoderMapping` on a :class:`MeshIss`:
+    feed ``ids`` one position at a time, then ``max_new - 1`` greedy tokens fed back, and
+    compare every position's next token with the golden int path (its own KV cache). Returns
+    ``{tokens, golden, first_diff, token_cycles}`` (``token_cycles`` are this model's
+    estimates); stops at the first difference."""
+    from ..golden_model.arith import argmax_int
+    mesh = MeshIss(mapping.program)
+    ids = [int(t) for t in ids]
+    total = len(ids) + max(max_new, 1) - 1
+    cache = model.new_cache(total + 1, mode="int")
+    feed, tokens, golden, cycles, first = list(ids), [], [], [], None
+    for pos in range(total):
+        pay, ccs = mapping.token_stream(feed[pos], pos)
+        t0 = mesh.time
+        mesh.inject("N", 0, pay, ccs, time=t0)
+        mesh.run()
+        out = mesh.take("W", 0)
+        want = argmax_int(model.forward([feed[pos]], cache, mode="int")[0])
+        golden.append(int(want))
+        got = int(out[0][1]) if len(out) == 1 else None
+        tokens.append(got)
+        cycles.append(mesh.time - t0)
+        if got != want:
+            first = {"position": pos, "got": got, "expected": int(want),
+                     "words_out": len(out)}
+            break
+        if pos + 1 >= len(feed):
+            feed.append(got)
+    return {"tokens": tokens, "golden": golden, "first_diff": first, "token_cycles": cycles,
+            "task_errors": sum(st.stats.task_errors for st in mesh.pes.values()),
+            "dropped": mesh.dropped}

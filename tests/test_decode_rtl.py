@@ -1,0 +1,44 @@
+"""System tier: the whole decoder on the Verilator mesh of programmable cores
+(``cosim/benches/decode.py``): token in at the hub's north edge, next token out at its west
+edge, every other op on the RTL, each position compared with the golden int path. The meshes
+are those the core GEMV tests build (16 KiB per PE), so no extra Verilator build runs."""
+
+import pytest
+from sparktile.cosim.benches.decode import decode_run
+
+SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+             intermediate_size=64, vocab_size=64)
+
+CASES = [
+    # rows, cols, model, prompt ids, new tokens
+    (2, 2, dict(SMALL, seed=1), [1, 7, 30], 4),
+    (2, 3, dict(SMALL, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                intermediate_size=48, vocab_size=40, seed=2), [3, 9], 5),
+    (3, 1, dict(SMALL, attention_bias=True, seed=3), [5, 2, 11], 3),     # one column
+]
+
+
+@pytest.mark.parametrize("rows,cols,model,ids,n_new", CASES)
+def test_decoder_on_rtl_matches_golden(run_bench, rows, cols, model, ids, n_new):
+    r = run_bench(rows, cols, decode_run, {"ids": ids, "max_tokens": n_new, "random": model,
+                                           "context": len(ids) + n_new, "seed": model["seed"]},
+                  seed=model["seed"],
+                  pe="core")
+    assert r.status == "complete", r.first_diff
+    assert r.match_golden, f"first difference {r.first_diff}"
+    assert r.tokens == r.golden and len(r.tokens) == len(ids) + n_new - 1
+    assert r.task_errors == 0
+    assert r.on_host == ["embedding_row_lookup"]
+    # more positions than workers: the KV cache crossed PE boundaries on the RTL
+    assert len(r.tokens) > rows * cols - 1
+    assert all(c > 0 for c in r.token_cycles)
+
+
+def test_a_wrong_token_is_reported_with_position_cycle_and_seed(run_bench):
+    r = run_bench(2, 2, decode_run, {"ids": [1, 7], "max_tokens": 2, "random": dict(SMALL, seed=1),
+                                     "context": 4, "fault": "argmax_index", "seed": 9}, seed=9,
+                  pe="core")
+    assert not r.match_golden
+    d = r.first_diff
+    assert d["position"] == 0 and d["got"] != d["expected"] and d["seed"] == 9
+    assert d["cycle"] > r.config_cycles

@@ -1,0 +1,124 @@
+"""The whole decoder on a core mesh (``sparktile/compiler/decoder_mapping.py``), run on the
+mesh of ISSs (``sparktile/compiler/mesh_iss.py``) against the golden int path, position by
+position: random small models (GQA, multi-head, Qwen2-style q/k/v biases, one and two layers),
+meshes of one row, one column and both, contexts that cross worker boundaries and reach the
+largest the mesh holds; and the errors for what does not fit. The same programs run on the
+Verilator mesh in ``tests/test_decode_rtl.py``."""
+
+import numpy as np
+import pytest
+from sparktile.compiler.decoder_mapping import compile_decoder
+from sparktile.compiler.mapping import MappingError
+from sparktile.compiler.mesh_iss import MeshIss, MeshStall, decode_on_iss
+from sparktile.cosim.benches.decode import decode_model
+from sparktile.hdl.mesh import MeshShape
+
+SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+             intermediate_size=64, vocab_size=64)
+
+CASES = [
+    # rows, cols, sram_kb, model fields, prompt length, new tokens
+    (2, 2, 16, dict(SMALL, seed=1), 3, 4),                       # GQA 2:1, 3 workers
+    (1, 3, 32, dict(SMALL, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                    intermediate_size=48, vocab_size=40, seed=2), 2, 5),    # one row
+    (3, 1, 16, dict(SMALL, seed=3), 4, 3),                       # one column
+    (2, 3, 16, dict(SMALL, attention_bias=True, seed=4), 3, 4),  # Qwen2 q/k/v biases
+    (2, 2, 16, dict(SMALL, num_heads=2, num_kv_heads=2, hidden_size=48, seed=5), 2, 3),  # MHA
+]
+
+
+def check_run(res, where):
+    assert res["first_diff"] is None, f"{where}: {res['first_diff']}"
+    assert res["tokens"] == res["golden"]
+    assert res["task_errors"] == 0 and not res["dropped"], where
+
+
+@pytest.mark.parametrize("rows,cols,kb,fields,n_prompt,n_new", CASES)
+def test_decoder_on_iss_matches_golden(rows, cols, kb, fields, n_prompt, n_new):
+    model = decode_model(random=fields)
+    shape = MeshShape(rows, cols, pe="core", sram_kb=kb)
+    mapping = compile_decoder(model, shape, context=n_prompt + n_new)
+    rng = np.random.default_rng(fields["seed"])
+    ids = rng.integers(0, fields["vocab_size"], n_prompt).tolist()
+    res = decode_on_iss(mapping, model, ids, n_new)
+    check_run(res, f"{shape} {fields}")
+    # positions beyond the number of workers: the cache crossed PE boundaries
+    assert n_prompt + n_new - 1 > len(mapping.workers)
+
+
+def test_largest_context_is_filled_and_then_refused():
+    """A mesh whose SRAM holds only a few slots: fill every position it reports, bit-exact;
+    the next position is refused with the figures."""
+    model = decode_model(random=dict(SMALL, seed=6))
+    shape = MeshShape(1, 3, pe="core", sram_kb=16)
+    mapping = compile_decoder(model, shape)
+    assert 2 <= mapping.max_context <= 40, mapping.max_context
+    res = decode_on_iss(mapping, model, [5], mapping.max_context)
+    check_run(res, "largest context")
+    assert len(res["tokens"]) == mapping.max_context
+    with pytest.raises(MappingError, match=f"position {mapping.max_context} is beyond"):
+        mapping.token_stream(1, mapping.max_context)
+    with pytest.raises(MappingError, match=r"needs \d+ SRAM words .* largest context of this "
+                                           f"mesh is {mapping.max_context}"):
+        compile_decoder(model, shape, context=mapping.max_context + 2 * len(mapping.workers))
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_small_configs(seed):
+    """Random shapes within what the kernels take (head_dim a multiple of 8, the FFN and the
+    hidden size of 4) on a random mesh."""
+    rng = np.random.default_rng(seed)
+    kv = int(rng.choice([1, 2]))
+    heads = kv * int(rng.choice([1, 2]))
+    fields = dict(hidden_size=int(rng.choice([16, 32, 48])), num_layers=int(rng.integers(1, 3)),
+                  num_heads=heads, num_kv_heads=kv, head_dim=int(rng.choice([8, 16])),
+                  intermediate_size=4 * int(rng.integers(4, 17)),
+                  vocab_size=int(rng.integers(8, 80)), attention_bias=bool(rng.integers(2)),
+                  seed=seed)
+    rows, cols = [(1, 2), (2, 1), (2, 2), (1, 4), (3, 2)][seed % 5]
+    model = decode_model(random=fields)
+    mapping = compile_decoder(model, MeshShape(rows, cols, pe="core", sram_kb=32), context=6)
+    ids = rng.integers(0, fields["vocab_size"], 2).tolist()
+    check_run(decode_on_iss(mapping, model, ids, 4), f"seed {seed}: {fields} on {rows}x{cols}")
+
+
+def test_shipped_model_on_8x8_one_token():
+    model = decode_model()
+    mapping = compile_decoder(model, MeshShape(8, 8, pe="core", sram_kb=64))
+    assert mapping.max_context == 512        # the model's positions (567 slots fit)
+    assert mapping.slots == 9 and len(mapping.workers) == 63
+    check_run(decode_on_iss(mapping, model, [10], 2), "shipped model, 8x8")
+
+
+def test_errors_name_the_problem():
+    model = decode_model(random=dict(SMALL, seed=1))
+    with pytest.raises(MappingError, match="at least 2 PEs"):
+        compile_decoder(model, MeshShape(1, 1, pe="core"))
+    with pytest.raises(MappingError, match="pe='core'"):
+        compile_decoder(model, MeshShape(2, 2))
+    with pytest.raises(MappingError, match=r"PE \(0,1\) needs \d+ SRAM words .* 4096 \(16 KiB\)"):
+        compile_decoder(model, MeshShape(1, 2, pe="core", sram_kb=16))
+    with pytest.raises(MappingError, match="exceeds the model's max_position_embeddings"):
+        compile_decoder(model, MeshShape(2, 2, pe="core"), context=10_000)
+    with pytest.raises(MappingError, match="positive integer"):
+        compile_decoder(model, MeshShape(2, 2, pe="core"), context=0)
+    dyn = decode_model(random=dict(SMALL, seed=1))
+    dyn.set_act_scales("dynamic")
+    with pytest.raises(MappingError, match="static scales only"):
+        compile_decoder(dyn, MeshShape(2, 2, pe="core"))
+    odd = decode_model(random=dict(SMALL, head_dim=12, seed=1))
+    with pytest.raises(MappingError, match="head_dim 12 must be a multiple of 8"):
+        compile_decoder(odd, MeshShape(2, 2, pe="core"))
+
+
+def test_a_missing_route_stalls_and_names_the_waiting_pe():
+    """The mesh model is not a rubber stamp: drop the broadcast route into one worker and the
+    run stops naming it and the color it waits on."""
+    model = decode_model(random=dict(SMALL, seed=1))
+    mapping = compile_decoder(model, MeshShape(2, 2, pe="core"), context=4)
+    del mapping.program.routes[1, 1][2]          # color B into (1,1)
+    mesh = MeshIss(mapping.program)
+    pay, ccs = mapping.token_stream(1, 0)
+    mesh.inject("N", 0, pay, ccs)
+    with pytest.raises(MeshStall, match=r"PE \(1, 1\) at pc \d+ waits for \{2: \d+\}"):
+        mesh.run()
