@@ -371,9 +371,32 @@ def _parse_window(ctx, param, value):
               help="Token window FIRST:LAST to dump (generation stops after LAST).")
 @wv.limit_option
 @_compare_plain_option
-def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature, top_k,
-                top_p, json_path, waves, waves_tokens, waves_limit, compare_plain):
-    """The main job: the code LLM generates with every matmul on the RTL mesh."""
+@click.option("--on-fabric", "on_fabric", type=click.Choice(["matmuls", "all"]),
+              default="matmuls", show_default=True,
+              help="What runs on the RTL: every matmul (the host does the rest), or the whole "
+                   "decoder on a mesh of programmable cores (token in, greedy token out).")
+@click.option("--context", type=click.IntRange(1), default=None,
+              help="With --on-fabric all: positions the KV cache must hold (default: the "
+                   "largest that fits).")
+@click.option("--check", type=click.Choice(["tokens", "every-op"]), default="tokens",
+              show_default=True,
+              help="With --on-fabric all: compare each next token with the golden int path, "
+                   "or also every intermediate vector the hub holds (it sends each out).")
+@click.pass_context
+def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature,
+                top_k, top_p, json_path, waves, waves_tokens, waves_limit, compare_plain,
+                on_fabric, context, check):
+    """The main job: the code LLM generates with every matmul on the RTL mesh (or, with
+    --on-fabric all, the whole decoder)."""
+    if on_fabric == "all":
+        return _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature,
+                              json_path, waves, context, check)
+    if context is not None:
+        raise click.BadParameter("--context is for --on-fabric all (the matmul mode keeps the "
+                                 "KV cache on the host)", param_hint="--context")
+    if check != "tokens":
+        raise click.BadParameter("--check every-op is for --on-fabric all (the matmul mode "
+                                 "checks every matmul already)", param_hint="--check")
     from ..compiler.mapping import Region, gemv_words
     from ..golden_model import load_model
     from .benches.llm import llm_run, mismatch_message, plan_weights
@@ -497,4 +520,95 @@ def run_command(prompt, max_tokens, mesh, sram_kb, model, weights, seed, tempera
     if not r.match_golden:
         click.echo(f"MISMATCH: no matmul ran on the RTL, nothing was checked; seed {seed}",
                    err=True)
+        sys.exit(1)
+
+
+#: SRAM per PE of the on-fabric decoder unless --sram-kb says otherwise: the shipped model's
+#: weights, tables and programs need 40 KiB on the hub and the 8x8 workers (the core needs a
+#: power of two; the WSE has 48 KB).
+FABRIC_SRAM_KB = 64
+
+
+def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature, json_path,
+                   waves, context, check):
+    """``run --on-fabric all``: compile the decoder, check it fits, run it on the core mesh."""
+    from click.core import ParameterSource
+
+    from ..compiler.decoder_mapping import compile_decoder
+    from .benches.decode import decode_model, decode_run
+    from .sim import session
+    from .sim.build import BuildError
+    from .sim.session import BenchError
+    if ctx.get_parameter_source("sram_kb") is ParameterSource.DEFAULT:
+        sram_kb = FABRIC_SRAM_KB
+    if ctx.get_parameter_source("temperature") is not ParameterSource.DEFAULT and temperature:
+        raise click.BadParameter(
+            f"--on-fabric all decodes greedily (the fabric returns the argmax token, not the "
+            f"logits); sampling at --temperature {temperature} is not on the fabric yet: use "
+            f"--temperature 0, or --on-fabric matmuls", param_hint="--temperature")
+    for name in ("weights", "top_k", "top_p", "waves_tokens", "compare_plain"):
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            raise click.BadParameter(f"--{name.replace('_', '-')} is for --on-fabric matmuls",
+                                     param_hint=f"--{name.replace('_', '-')}")
+    shape = _shape(mesh, sram_kb, pe="core")
+    json_path, waves = _outputs(json_path, waves)
+    try:
+        lm = decode_model(model)
+        ids = lm.tokenizer.prompt_ids(prompt) if lm.tokenizer else []
+        if not ids:
+            raise UserError(f"the prompt {prompt!r} has no tokens")
+        mapping = compile_decoder(lm, shape, context, taps=check == "every-op")
+    except OSError as exc:
+        raise UserError(f"cannot read the model {model or '(shipped)'}: {exc}") from None
+    need = len(ids) + max_tokens - 1
+    if need > mapping.max_context:
+        raise UserError(f"{len(ids)} prompt tokens and {max_tokens} new ones need {need} "
+                        f"positions; the {shape} mesh's KV cache holds {mapping.max_context} "
+                        f"({mapping.slots} slots on each of {len(mapping.workers)} workers at "
+                        f"{shape.sram_kb} KiB per PE)")
+    click.echo(f"model {lm.config.name} on the fabric: {shape} mesh of cores, {shape.sram_kb} "
+               f"KiB SRAM/PE ({mapping.words['max']} words on the fullest PE), KV cache "
+               f"{mapping.max_context} positions; {len(ids)} prompt tokens, {max_tokens} new",
+               err=True)
+    args = {"ids": ids, "max_tokens": max_tokens, "model": model, "context": context,
+            "seed": seed, "check": check}
+    try:
+        r = session.run_job(shape, decode_run, args, seed=seed, waves=waves and str(waves))
+    except (BenchError, BuildError) as exc:
+        raise _sim_error(exc) from None
+    text = lm.tokenizer.decode(r.tokens[len(ids) - 1:]) if lm.tokenizer else ""
+    rows = [
+        ("match_golden", r.match_golden),
+        ("on_fabric", ", ".join(r.on_fabric)),
+        ("on_host", ", ".join(r.on_host) or "-"),
+        ("cycles/token", f"{r.decode_cycles_per_token:.0f} (decode)"
+         if r.decode_cycles_per_token else f"{r.token_cycles[-1] if r.token_cycles else '-'}"),
+        ("max_context", f"{r.max_context} positions ({r.slots} slots x "
+                        f"{len(mapping.workers)} workers, {r.kv_words_per_slot} words a slot)"),
+        ("SRAM words/PE", f"{r.sram_words['max']} fullest, hub {r.sram_words['hub']}"),
+        ("configuration", f"{r.config_cycles} cycles"),
+        ("simulation", f"{r.sim_cycles} cycles in {r.sim_wall_s:.2f} s "
+                       f"({r.sim_cycles_per_s:.3g} cycles/s)"),
+    ]
+    for k, v in rows:
+        click.echo(f"  {k:<20} {v}")
+    click.echo("completion:")
+    click.echo(f"{prompt}{text}")
+    if json_path:
+        report = r.to_json()
+        report.update(kv_words_per_pe=r.kv_words_per_slot * r.slots, text=text,
+                      prompt=prompt, on_fabric_mode="all")
+        save_json(json_path, report)
+    if not r.match_golden:
+        d = r.first_diff or {}
+        if d.get("op", "next_token") == "next_token":
+            what = "the next token"
+        else:
+            what = f"layer {d['layer']} {d['op']} element {d['element']}"
+        click.echo(f"MISMATCH at position {d.get('position')}: {what} is {d.get('got')} on the "
+                   f"fabric, {d.get('expected')} in the golden int path; cycle "
+                   f"{d.get('cycle')}, seed {seed} ({r.status})", err=True)
+        click.echo(f"Reproduce: sparktile run --on-fabric all --prompt {json.dumps(prompt)} "
+                   f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} --seed {seed} "
+                   f"--check {check} --waves fail.vcd", err=True)
         sys.exit(1)

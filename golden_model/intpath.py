@@ -49,7 +49,12 @@ from .quant import GROUP, act_scale, group_ops, quantize_weight
 from .rope import rope_tables
 
 __all__ = ["LOGIT_FRAC", "MAX_POSITIONS", "IntLinear", "IntLayer", "IntParams", "build",
-           "forward"]
+           "forward", "TRACE_POINTS"]
+
+#: The names :func:`forward` records in its ``trace`` for each layer, in order, then the
+#: final norm's and the logits (layer -1).
+TRACE_POINTS = ("attn_norm", "q", "k", "v", "q_rope", "k_rope", "attn_sum", "attn_out", "o",
+                "resid_attn", "mlp_norm", "silu_up", "down", "resid_mlp")
 
 #: Fractional bits of the int32 logits.
 LOGIT_FRAC = 16
@@ -384,8 +389,19 @@ def _to_resid(lin: IntLinear, y, rq) -> np.ndarray:
     return y if lin.dynamic else arith.requantize_to(y, *rq, 32)
 
 
-def forward(model, p: IntParams, ids: np.ndarray, cache) -> np.ndarray:
-    """Integer forward pass of ``ids`` (T,) after ``cache``; int32 logits (T, vocab)."""
+def forward(model, p: IntParams, ids: np.ndarray, cache, trace: dict | None = None
+            ) -> np.ndarray:
+    """Integer forward pass of ``ids`` (T,) after ``cache``; int32 logits (T, vocab).
+
+    ``trace``: a dict that receives the intermediate vectors, keyed ``(layer, name)`` (layer
+    -1 for the final norm and the logits; see :data:`TRACE_POINTS`), each (T, ...) as
+    computed: what ``sparktile run --on-fabric all --check every-op`` compares the fabric's
+    vectors with."""
+
+    def tap(layer, name, value):
+        if trace is not None:
+            trace[layer, name] = np.asarray(value).copy()
+
     c = model.config
     be = model.backend
     t, start = ids.size, cache.length
@@ -401,32 +417,51 @@ def forward(model, p: IntParams, ids: np.ndarray, cache) -> np.ndarray:
                                     p.embed_rq[1][ids, None]), 32)
     for i, L in enumerate(p.layers):
         h = arith.rms_norm_int(x, p.eps_q, *L.n1, bits=nb)
+        tap(i, "attn_norm", h)
         q = _mm(be, L.q, h).reshape(t, nh, hd)
         k = _mm(be, L.k, h).reshape(t, nkv, hd)
         v = _mm(be, L.v, h).reshape(t, nkv, hd)
+        tap(i, "q", q)
+        tap(i, "k", k)
+        tap(i, "v", v)
         q = arith.rope_int(q, cos_q, sin_q, *L.q_rope)
         k = arith.rope_int(k, cos_q, sin_q, *L.k_rope)
+        tap(i, "q_rope", q)
+        tap(i, "k_rope", k)
         keys, vals = cache.append(i, k, v)                       # int8 (nkv, S, hd)
         qg = q.transpose(1, 0, 2).reshape(nkv, g * t, hd).astype(np.int64)
         s = arith.int_matmul(qg, keys.transpose(0, 2, 1)).reshape(nkv, g, t, -1)
         pr = arith.softmax_int(s, *L.sm, mask=mask)
         a = arith.int_matmul(pr.reshape(nkv, g * t, -1), vals).reshape(nh, t, hd)
+        tap(i, "attn_sum", a.transpose(1, 0, 2))
         a = arith.requantize_to(a, *L.pv, nb)
+        tap(i, "attn_out", a.transpose(1, 0, 2))
         y = _mm(be, L.o, a.transpose(1, 0, 2).reshape(t, nh * hd).astype(
             np.int64 if p.dynamic else np.int8))
-        x = arith.residual_add(x, _to_resid(L.o, y, L.o_res))
+        y = _to_resid(L.o, y, L.o_res)
+        tap(i, "o", y)
+        x = arith.residual_add(x, y)
+        tap(i, "resid_attn", x)
         h = arith.rms_norm_int(x, p.eps_q, *L.n2, bits=nb)
+        tap(i, "mlp_norm", h)
         gate = _mm(be, L.gate, h)
         up = _mm(be, L.up, h)
         if p.dynamic:
             m = arith.gate_up_int16(gate, up, L.silu, *L.gu)
         else:
             m = arith.gate_up_int(gate, up, L.silu, *L.gu)
-        y = _mm(be, L.down, m)
-        x = arith.residual_add(x, _to_resid(L.down, y, L.down_res))
+        tap(i, "silu_up", m)
+        y = _to_resid(L.down, _mm(be, L.down, m), L.down_res)
+        tap(i, "down", y)
+        x = arith.residual_add(x, y)
+        tap(i, "resid_mlp", x)
     cache.advance(t)
     h = arith.rms_norm_int(x, p.eps_q, *p.norm, bits=nb)
+    tap(-1, "final_norm", h)
     acc = _mm(be, p.head, h)
     if p.head.dynamic:
-        return acc.astype(np.int32)
-    return arith.requantize_to(acc, *p.head_rq, 32).astype(np.int32)
+        logits = acc.astype(np.int32)
+    else:
+        logits = arith.requantize_to(acc, *p.head_rq, 32).astype(np.int32)
+    tap(-1, "logits", logits)
+    return logits

@@ -9,11 +9,13 @@ from sparktile.cosim.benches.decode import decode_run
 SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
              intermediate_size=64, vocab_size=64)
 
+TWO_LAYERS = dict(SMALL, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                  intermediate_size=48, vocab_size=40, seed=2)
+
 CASES = [
     # rows, cols, model, prompt ids, new tokens
     (2, 2, dict(SMALL, seed=1), [1, 7, 30], 4),
-    (2, 3, dict(SMALL, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                intermediate_size=48, vocab_size=40, seed=2), [3, 9], 5),
+    (2, 3, TWO_LAYERS, [3, 9], 5),
     (3, 1, dict(SMALL, attention_bias=True, seed=3), [5, 2, 11], 3),     # one column
 ]
 
@@ -42,3 +44,26 @@ def test_a_wrong_token_is_reported_with_position_cycle_and_seed(run_bench):
     d = r.first_diff
     assert d["position"] == 0 and d["got"] != d["expected"] and d["seed"] == 9
     assert d["cycle"] > r.config_cycles
+
+
+def test_every_op_matches_on_rtl(run_bench):
+    """The hub's every intermediate vector (norms, q/k/v before and after RoPE, attention sums
+    and outputs, o and down, the residual stream, the SiLU product, the logits) equals the
+    golden trace at every position."""
+    r = run_bench(2, 3, decode_run, {"ids": [4, 8], "max_tokens": 3, "random": TWO_LAYERS,
+                                     "context": 4, "check": "every-op", "seed": 4},
+                  seed=4, pe="core")
+    assert r.match_golden, r.first_diff
+    assert r.task_errors == 0
+
+
+def test_a_flipped_kv_bit_is_named_by_the_every_op_check(run_bench):
+    """Flip the sign bit of one int8 lane of position 1's key row in layer 1 after position 1
+    ran: the first differing vector is layer 1's attention sum at position 2."""
+    r = run_bench(2, 3, decode_run, {"ids": [4, 8, 15, 16], "max_tokens": 1, "random": TWO_LAYERS,
+                                     "context": 4, "check": "every-op", "seed": 5,
+                                     "fault": {"kv": [1, 1, 2, 7]}}, seed=5, pe="core")
+    assert not r.match_golden
+    d = r.first_diff
+    assert (d["layer"], d["op"], d["position"], d["seed"]) == (1, "attn_sum", 2, 5), d
+    assert d["got"] != d["expected"] and d["cycle"] > 0

@@ -122,3 +122,24 @@ def test_a_missing_route_stalls_and_names_the_waiting_pe():
     mesh.inject("N", 0, pay, ccs)
     with pytest.raises(MeshStall, match=r"PE \(1, 1\) at pc \d+ waits for \{2: \d+\}"):
         mesh.run()
+
+
+def test_every_op_taps_match_and_a_kv_fault_is_named():
+    """With taps, every vector the hub holds equals the golden trace; a flipped sign bit of a
+    key lane in layer 0 at position 2 (its worker's SRAM, between two tokens) is named at the
+    next position as layer 0's attention sum."""
+    model = decode_model(random=dict(SMALL, num_layers=2, seed=7))
+    mapping = compile_decoder(model, MeshShape(2, 2, pe="core", sram_kb=32), context=6,
+                              taps=True)
+    assert [t.name for t in mapping.taps[:5]] == ["attn_norm", "q", "k", "v", "q_rope"]
+    assert mapping.taps[-1].name == "logits"
+    check_run(decode_on_iss(mapping, model, [3, 1, 4], 3), "taps")
+
+    def flip(mesh, pos):
+        if pos == 2:
+            tile, addr = mapping.kv_word(0, 2, 1)
+            mesh.pes[tile].sram[addr] ^= 1 << 15
+    res = decode_on_iss(mapping, model, [3, 1, 4, 1, 5], 1, after=flip)
+    d = res["first_diff"]
+    assert (d["layer"], d["op"], d["position"]) == (0, "attn_sum", 3), d
+    assert d["got"] != d["expected"]

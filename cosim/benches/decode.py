@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compiler.decoder_mapping import compile_decoder
-from ...golden_model.arith import argmax_int
+from ...compiler.decoder_mapping import OUT, check_taps, compile_decoder, golden_next, split_w0
+from ...golden_model.arith import argmax_int, pack_int8
 from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric
 from ..sim.registry import BenchResult, bench
@@ -82,13 +82,22 @@ def decode_model(model: str | None = None, random: dict | None = None):
 async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None = None,
                      max_tokens: int = 4, model: str | None = None, random: dict | None = None,
                      context: int | None = None, seed: int = 1,
-                     fault: str | None = None) -> DecodeResult:
+                     fault: str | dict | None = None, check: str = "tokens") -> DecodeResult:
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
     with every op on the RTL, comparing each position's token with the golden int path.
 
     ``fault="argmax_index"`` (for the test that proves the scoreboard can fail): the hub's
     argmax index table is loaded with one bit flipped in the entry of the golden model's first
     answer, so the RTL returns another token at position 0 and the report must name it.
+    ``fault={"kv": [layer, position, word, bit]}``: after that position ran, bit ``bit`` of
+    word ``word`` of its key row in ``layer`` is flipped in the worker's SRAM (written
+    through the configuration path between two tokens, as a corrupted SRAM cell would read).
+
+    ``check="every-op"``: the hub also sends every intermediate vector it holds (the norms,
+    q/k/v before and after RoPE, the attention sums and outputs, the o and down outputs, the
+    residual stream, the SiLU product, the logits) out of its west edge, and each is
+    compared with the golden model's; the first difference names the layer, the op, the
+    position, the element and the cycle its word left the mesh.
     """
     shape = fabric.shape
     lm = decode_model(model, random)
@@ -97,14 +106,18 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     ids = [int(t) for t in ids]
     if not ids:
         raise ValueError("the prompt has no tokens")
-    mapping = compile_decoder(lm, shape, context)
+    if check not in ("tokens", "every-op"):
+        raise ValueError(f"check must be 'tokens' or 'every-op', not {check!r}")
+    mapping = compile_decoder(lm, shape, context, taps=check == "every-op")
     total = len(ids) + max_tokens - 1
     if total > mapping.max_context:
         raise ValueError(f"{len(ids)} prompt tokens and {max_tokens} new ones need "
                          f"{total} positions; the mesh holds {mapping.max_context}")
-    if fault is not None:
-        if fault != "argmax_index":
-            raise ValueError(f"fault must be 'argmax_index' or None, not {fault!r}")
+    if fault is not None and fault != "argmax_index" and not (
+            isinstance(fault, dict) and set(fault) == {"kv"}):
+        raise ValueError(f"fault must be 'argmax_index', {{'kv': [layer, position, word, "
+                         f"bit]}} or None, not {fault!r}")
+    if fault == "argmax_index":
         probe = lm.new_cache(2, mode="int")
         first = argmax_int(lm.forward([ids[0]], probe, mode="int")[0])
         idx = mapping.layout[0, 0]["argmax_idx"]
@@ -126,23 +139,32 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         pay, ccs = mapping.token_stream(tok, pos)
         fabric.send(port_in, pay, ccs)
         t0 = time.perf_counter()
-        res = await fabric.run(1, idle_limit=idle, max_cycles=50_000_000)
+        res = await fabric.run(1 + mapping.tap_words, idle_limit=idle, max_cycles=50_000_000)
         sim_s += time.perf_counter() - t0
-        out, _, when = fabric.receive(port_out)
-        want = argmax_int(lm.forward([tok], cache, mode="int")[0])
-        golden.append(int(want))
+        words, ccs_out, when = fabric.receive(port_out)
+        trace = {}
+        want = golden_next(lm, tok, cache, trace)
+        golden.append(want)
+        out, tap_words, tap_times = split_w0(mapping, ccs_out, words, when)
         if not res.ok or len(out) != 1:
-            status = STATUS[res.status] if not res.ok else f"{len(out)} words at W0"
-            first_diff = {"position": pos, "got": None, "expected": int(want),
+            status = STATUS[res.status] if not res.ok else f"{len(out)} tokens at W0"
+            first_diff = {"position": pos, "op": "next_token", "got": None, "expected": want,
                           "cycle": fabric.cycle, "seed": seed}
             break
         got = int(out[0])
         tokens.append(got)
         cycles.append(res.cycles)
-        if got != want and first_diff is None:
-            first_diff = {"position": pos, "got": got, "expected": int(want),
-                          "cycle": int(when[0]), "seed": seed}
+        if mapping.taps:
+            first_diff = check_taps(mapping.taps, tap_words, tap_times, trace)
+            if first_diff is not None:
+                first_diff.update(position=pos, seed=seed)
+                break
+        if got != want:
+            first_diff = {"position": pos, "op": "next_token", "got": got, "expected": want,
+                          "cycle": int(when[ccs_out & 31 == OUT][0]), "seed": seed}
             break
+        if isinstance(fault, dict) and pos == int(fault["kv"][1]):
+            await _flip_kv(fabric, mapping, cache, *(int(v) for v in fault["kv"]))
         if pos + 1 >= len(feed):
             feed.append(got)
     after = await fabric.read_counters((Counter.TASK_ERRORS,))
@@ -161,3 +183,17 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         on_fabric=list(mapping.on_fabric), on_host=list(mapping.on_host),
         config_cycles=cfg_cycles, task_errors=errors, sim_cycles=sim_cycles,
         sim_wall_s=sim_s, sim_cycles_per_s=sim_cycles / sim_s if sim_s else 0.0, seed=seed)
+
+
+async def _flip_kv(fabric: Fabric, mapping, cache, layer: int, position: int, word: int,
+                   bit: int) -> None:
+    """Flip ``bit`` of word ``word`` of ``position``'s key row in ``layer`` on its worker:
+    the word's value is the golden cache's (equal to the fabric's, checked up to here)."""
+    from ...compiler.program import ConfigProgram
+    (r, c), addr = mapping.kv_word(layer, position, word)
+    hd4 = cache.k.shape[-1] // 4
+    g, j = divmod(word, hd4)
+    value = int(pack_int8(cache.k[layer, g, position, 4 * j:4 * j + 4])[0])
+    prog = ConfigProgram(fabric.shape)
+    prog.write_sram(r, c, addr, [value ^ (1 << bit)])
+    await fabric.configure(prog)

@@ -65,14 +65,16 @@ from .mapping import MappingError
 from .program import ConfigProgram
 from .routes import check_deadlock_free
 
-__all__ = ["DecoderMapping", "compile_decoder", "A", "B", "E", "OUT", "RC", "RR",
-           "MAX_SLOTS", "decoder_words"]
+__all__ = ["DecoderMapping", "compile_decoder", "A", "B", "E", "OUT", "RC", "RR", "DBG",
+           "MAX_SLOTS", "decoder_words", "Tap", "check_taps", "golden_next", "split_w0"]
 
 #: The task color (the per-token activation), the broadcast color, the embedding input, the
 #: output token, the column and row reduction colors (alternating).
 A, B, E, OUT = 1, 2, 3, 4
 RC = (5, 6)
 RR = (7, 8)
+#: The hub's check taps (``taps=True``): its intermediate vectors, out of its west edge.
+DBG = 9
 #: Slots per worker at most (the valid/negmask pair is written with one RECV of stride S).
 MAX_SLOTS = 255
 WORD = 0xFFFFFFFF
@@ -129,6 +131,8 @@ class _Pe:
         """``(code_base, image)`` with END appended and the fixups resolved."""
         self(Ins(Op.END))
         base = self.top
+        if base + isa.INSN_WORDS * len(self.prog) > min(sram_words, 1 << 16):
+            raise _Overflow(self.name, base + isa.INSN_WORDS * len(self.prog))
         for at, target, slot in self.fixups:
             self.prog[at] = dataclasses.replace(self.prog[at],
                                                 b=base + isa.INSN_WORDS * target + slot)
@@ -186,6 +190,54 @@ def _rows(m: int, workers: int) -> int:
     return LANES * math.ceil(math.ceil(m / LANES) / workers)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tap:
+    """One intermediate vector the hub sends out per token (``taps=True``): the golden
+    trace point ``(layer, name)`` (:data:`~sparktile.golden_model.intpath.TRACE_POINTS`),
+    ``n`` elements of ``kind`` (``i8``: four a word; ``i32``), starting at element ``first``
+    of the golden vector."""
+
+    layer: int
+    name: str
+    kind: str
+    n: int
+    first: int = 0
+
+    @property
+    def words(self) -> int:
+        return -(-self.n // LANES) if self.kind == "i8" else self.n
+
+    def decode(self, words) -> np.ndarray:
+        w = np.asarray(words, np.uint32)
+        if self.kind == "i8":
+            return arith.unpack_int8(w)[:self.n].astype(np.int64)
+        return w.view(np.int32).astype(np.int64)
+
+
+def check_taps(taps, words, times, trace) -> dict | None:
+    """Compare one token's tap words (``words``, arrival ``times``) with the golden ``trace``
+    of that token; ``None`` if all equal, else the first difference: ``{layer, op, element,
+    got, expected, cycle}``."""
+    at = 0
+    for tap in taps:
+        chunk = words[at:at + tap.words]
+        got = tap.decode(chunk)
+        want = np.asarray(trace[tap.layer, tap.name], np.int64).reshape(-1)
+        want = want[tap.first:tap.first + tap.n]
+        if len(got) != len(want):
+            return {"layer": tap.layer, "op": tap.name, "element": len(got), "got": None,
+                    "expected": None, "cycle": None}
+        bad = np.flatnonzero(got != want)
+        if bad.size:
+            e = int(bad[0])
+            word = at + (e // LANES if tap.kind == "i8" else e)
+            return {"layer": tap.layer, "op": tap.name, "element": tap.first + e,
+                    "got": int(got[e]), "expected": int(want[e]),
+                    "cycle": int(times[word]) if word < len(times) else None}
+        at += tap.words
+    return None
+
+
 @dataclasses.dataclass
 class DecoderMapping:
     """A decoder compiled onto a core mesh (see the module docstring).
@@ -208,11 +260,29 @@ class DecoderMapping:
     embed_q: np.ndarray
     embed_rq: tuple
     hidden: int
+    #: The hub's taps in the order their words leave ``W0`` (empty without ``taps``).
+    taps: list = dataclasses.field(default_factory=list)
+
+    @property
+    def tap_words(self) -> int:
+        """Words the taps send per token."""
+        return sum(t.words for t in self.taps)
 
     on_fabric = ("rms_norm", "matmul", "rope", "kv_append", "attention_scores", "softmax",
                  "weighted_sum", "residual", "silu", "argmax", "embedding_requant")
     #: The host looks up the token's int8 embedding row (the table is not placed on the mesh).
     on_host = ("embedding_row_lookup",)
+
+    def kv_word(self, layer: int, position: int, word: int) -> tuple[tuple[int, int], int]:
+        """``((row, col), address)`` of word ``word`` of ``position``'s key row of ``layer``
+        (its worker and SRAM address): where a fault-injection test flips a bit."""
+        w = len(self.workers)
+        tile = self.workers[position % w]
+        kc = self.layout[tile]["kc"][layer]
+        per = kc.n // self.slots
+        if not 0 <= word < per:
+            raise ValueError(f"a key row has {per} words, not word {word}")
+        return tile, kc.base + (position // w) * per + word
 
     def token_stream(self, token: int, position: int) -> tuple[np.ndarray, np.ndarray]:
         """``(payloads, ccs)`` the host sends into the hub's north edge (port ``N0``) for one
@@ -229,6 +299,21 @@ class DecoderMapping:
         ccs = np.full(len(pay), cc(E), np.uint8)
         ccs[0] = cc(A, 1)
         return pay.astype(np.uint32), ccs
+
+
+def golden_next(model, token: int, cache, trace: dict | None = None) -> int:
+    """The golden int path's greedy next token after ``token`` (appended to ``cache``),
+    recording its intermediate vectors in ``trace`` if given."""
+    from ..golden_model import intpath
+    logits = intpath.forward(model, model.int_params(), np.array([int(token)]), cache, trace)
+    return int(arith.argmax_int(logits[0]))
+
+
+def split_w0(mapping, colors, words, times):
+    """The hub's west-edge words of one token: ``(tokens, tap words, tap times)``."""
+    colors = np.asarray(colors) & 31
+    words, times = np.asarray(words), np.asarray(times)
+    return (words[colors == OUT].tolist(), words[colors == DBG], times[colors == DBG])
 
 
 def _model_checks(model):
@@ -293,11 +378,14 @@ def decoder_words(model, shape: MeshShape, slots: int) -> int:
     return _compile(model, shape, slots).words["max"]
 
 
-def compile_decoder(model, shape: MeshShape, context: int | None = None) -> DecoderMapping:
+def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
+                    taps: bool = False) -> DecoderMapping:
     """Compile the whole decoder of ``model`` onto ``shape`` (a ``pe="core"`` mesh).
 
     ``context``: the positions the KV cache must hold; ``None`` takes the largest that fits
     (at most :data:`MAX_SLOTS` slots per worker and the model's ``max_position_embeddings``).
+    ``taps``: the hub also sends each intermediate vector it holds out of its west edge on
+    :data:`DBG` (:attr:`DecoderMapping.taps`), for ``--check every-op``.
 
     Raises
     ------
@@ -330,16 +418,16 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None) -> Deco
             raise MappingError(f"a context of {context} positions needs {need} KV slots on each "
                                f"of {workers} workers; a worker takes at most {MAX_SLOTS}")
         try:
-            return _compile(model, shape, need)
+            return _compile(model, shape, need, taps)
         except _Overflow as exc:
             one = _slot_words(c)
             raise MappingError(
                 f"a context of {context} positions needs {need} KV slots per worker: PE "
                 f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
                 f"{one} words a slot), but a PE has {shape.sram_words} ({shape.sram_kb} KiB); "
-                f"the largest context of this mesh is {_largest(model, shape)}") from None
+                f"{_largest(model, shape, taps)}") from None
     try:
-        one = _compile(model, shape, 1)
+        one = _compile(model, shape, 1, taps)
     except _Overflow as exc:
         raise MappingError(
             f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
@@ -349,7 +437,7 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None) -> Deco
     if cap == 1:
         return one
     try:
-        two = _compile(model, shape, 2)
+        two = _compile(model, shape, 2, taps)
     except _Overflow:
         return one
     # Words grow linearly with the slots on every worker: the largest count that fits, from
@@ -360,17 +448,18 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None) -> Deco
     n = max(2, min(cap, fits))
     while n > 2:
         try:
-            return _compile(model, shape, n)
+            return _compile(model, shape, n, taps)
         except _Overflow:
             n -= 1
     return two
 
 
-def _largest(model, shape) -> int:
+def _largest(model, shape, taps) -> str:
     try:
-        return compile_decoder(model, shape).max_context
-    except MappingError:
-        return 0
+        return (f"the largest context of this mesh is "
+                f"{compile_decoder(model, shape, taps=taps).max_context}")
+    except MappingError as exc:
+        return str(exc)
 
 
 def _slot_words(c) -> int:
@@ -381,7 +470,7 @@ def _slot_words(c) -> int:
             + c.num_layers * c.num_heads * 3 * isa.INSN_WORDS)
 
 
-def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
+def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> DecoderMapping:
     c, p = _model_checks(model)
     R, C = shape.rows, shape.cols
     tiles = [(r, q) for r in range(R) for q in range(C)]
@@ -451,6 +540,15 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
         else:
             pe(Ins(vop, n=n, dst=out, a=isa.color(RR[(cc_ + 1) % 2]), b=src))
 
+    tap_list = []
+
+    def tap(layer, name, base, kind, n, first=0):
+        """With ``taps``: send ``n`` elements at ``base`` out of the hub's west edge."""
+        if taps:
+            t = Tap(layer, name, kind, n, first)
+            hub(Ins(Op.SEND, n=t.words, dst=isa.color(DBG), a=sram(base)))
+            tap_list.append(t)
+
     def bcast(n: int, src: Region | isa.Src):
         s = src if isinstance(src, isa.Src) else sram(src.base)
         hub(Ins(Op.SEND, n=n, dst=isa.color(B), a=s))
@@ -461,16 +559,20 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
         Ins(Op.VMULSR, n=d, imm=FLAG_VAR | 2, dst=sram(x.base), a=sram(emb.base, fmt=Fmt.I8X4),
             b=reg(1)))
 
-    def hub_norm(ms):
+    def hub_norm(ms, layer, name):
         hub.kernel(kernels.rms_norm, d, int(p.eps_q), x=x, q=norm_req(ms), out=h)
         bcast(d // LANES, h)
+        tap(layer, name, h.base, "i8", d)
 
     zq = z["qkv"]
     cos_r = Region(zq.base + m_qkv // LANES, hd, "i32")
     sin_r = Region(zq.base + m_qkv // LANES + hd, hd, "i32")
     for li, L in enumerate(p.layers):
-        hub_norm(L.n1)
+        hub_norm(L.n1, li, "attn_norm")
         combine(hub, 0, 0, zq, sizes["qkv"], "sum")
+        tap(li, "q", zq.base, "i8", nh * hd)
+        tap(li, "k", zq.base + nh * hd // LANES, "i8", nkv * hd)
+        tap(li, "v", zq.base + (nh + nkv) * hd // LANES, "i8", nkv * hd)
         for hh in range(nh):
             g = hh // grp
             hub.kernel(kernels.rope, hd, x=Region(zq.base + hh * hd // LANES, hd, "i8"),
@@ -482,6 +584,9 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
                        cos=cos_r, sin=sin_r,
                        q=hub.alloc(hd, "req", init=_req_words(L.k_rope[0][g], L.k_rope[1][g])),
                        out=Region(kr.base + g * hd // LANES, hd, "i8"))
+        for hh in range(nh):
+            tap(li, "q_rope", qpad.base + hh * wk + (hh // grp) * hd // LANES, "i8", hd, hh * hd)
+        tap(li, "k_rope", kr.base, "i8", nkv * hd)
         bcast(wk, kr)
         hub(Ins(Op.SLI, dst=reg(0), b=0),
             Ins(Op.VADD, n=wv, dst=isa.color(B),
@@ -500,22 +605,30 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
                 Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
         bcast(2 * nh, rk)
         combine(hub, 0, 0, z["att"], nh * hd, "sum")
+        tap(li, "attn_sum", z["att"].base, "i32", nh * hd)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
         hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=sram(z["att"].base),
                 b=sram(pv.base)))
         bcast(nh * hd // LANES, ai8)
+        tap(li, "attn_out", ai8.base, "i8", nh * hd)
         combine(hub, 0, 0, z["d"], d, "sum")
+        tap(li, "o", z["d"].base, "i32", d)
         hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
                 b=sram(z["d"].base)))
-        hub_norm(L.n2)
+        tap(li, "resid_attn", x.base, "i32", d)
+        hub_norm(L.n2, li, "mlp_norm")
         combine(hub, 0, 0, z["ffn"], F // LANES, "sum")
         bcast(F // LANES, z["ffn"])
+        tap(li, "silu_up", z["ffn"].base, "i8", F)
         combine(hub, 0, 0, z["d"], d, "sum")
+        tap(li, "down", z["d"].base, "i32", d)
         hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
                 b=sram(z["d"].base)))
-    hub_norm(p.norm)
+        tap(li, "resid_mlp", x.base, "i32", d)
+    hub_norm(p.norm, -1, "final_norm")
     combine(hub, 0, 0, z["vocab"], V, "sum")
+    tap(-1, "logits", z["vocab"].base, "i32", V)
     am = hub.kernel(kernels.argmax, V, z=z["vocab"], out=outw)
     hub(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
     base, img = hub.finish(shape.sram_words)
@@ -759,6 +872,8 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
         layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows}
 
     _routes_and_queues(prog, R, C)
+    if taps:
+        prog.add_route(0, 0, DBG, Port.RAMP, [Port.W])
     check_deadlock_free(prog)
     fullest = max(used, key=used.get)
     return DecoderMapping(
@@ -766,7 +881,8 @@ def _compile(model, shape: MeshShape, slots: int) -> DecoderMapping:
         max_context=min(S * W, npos), kv_words_per_slot=_slot_words(c),
         words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
                "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
-        programs=programs, layout=layout, embed_q=p.embed_q, embed_rq=p.embed_rq, hidden=d)
+        programs=programs, layout=layout, embed_q=p.embed_q, embed_rq=p.embed_rq, hidden=d,
+        taps=tap_list)
 
 
 def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:

@@ -209,13 +209,15 @@ class MeshIss:
         return max(self.clock.values())
 
 
-def decode_on_iss(mapping, model, ids, max_new: int = 0) -> dict:
+def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
     """Run a :class:`~sparktile.compiler.decoder_mapping.DecoderMapping` on a :class:`MeshIss`:
     feed ``ids`` one position at a time, then ``max_new - 1`` greedy tokens fed back, and
-    compare every position's next token with the golden int path (its own KV cache). Returns
-    ``{tokens, golden, first_diff, token_cycles}`` (``token_cycles`` are this model's
-    estimates); stops at the first difference."""
-    from ..golden_model.arith import argmax_int
+    compare every position's next token (and, when the mapping has taps, every tapped vector)
+    with the golden int path (its own KV cache). Returns ``{tokens, golden, first_diff,
+    token_cycles, task_errors, dropped}`` (``token_cycles`` are this model's estimates); stops
+    at the first difference. ``after(mesh, position)`` is called after each position (the
+    fault-injection tests change an SRAM word there)."""
+    from .decoder_mapping import check_taps, golden_next, split_w0
     mesh = MeshIss(mapping.program)
     ids = [int(t) for t in ids]
     total = len(ids) + max(max_new, 1) - 1
@@ -227,17 +229,27 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0) -> dict:
         mesh.inject("N", 0, pay, ccs, time=t0)
         mesh.run()
         out = mesh.take("W", 0)
-        want = argmax_int(model.forward([feed[pos]], cache, mode="int")[0])
-        golden.append(int(want))
-        got = int(out[0][1]) if len(out) == 1 else None
+        trace = {}
+        want = golden_next(model, feed[pos], cache, trace)
+        golden.append(want)
+        toks, tw, tt = split_w0(mapping, [o[0] for o in out], [o[1] for o in out],
+                                [o[2] for o in out])
+        got = int(toks[0]) if len(toks) == 1 else None
         tokens.append(got)
         cycles.append(mesh.time - t0)
+        if mapping.taps:
+            first = check_taps(mapping.taps, tw, tt, trace)
+            if first is not None:
+                first["position"] = pos
+                break
         if got != want:
-            first = {"position": pos, "got": got, "expected": int(want),
-                     "words_out": len(out)}
+            first = {"position": pos, "op": "next_token", "got": got, "expected": want,
+                     "words_out": len(toks)}
             break
         if pos + 1 >= len(feed):
             feed.append(got)
+        if after is not None:
+            after(mesh, pos)
     return {"tokens": tokens, "golden": golden, "first_diff": first, "token_cycles": cycles,
             "task_errors": sum(st.stats.task_errors for st in mesh.pes.values()),
-            "dropped": mesh.dropped}
+            "dropped": mesh.dropped, "mesh": mesh}
