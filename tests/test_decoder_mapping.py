@@ -18,12 +18,12 @@ SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim
 
 CASES = [
     # rows, cols, sram_kb, model fields, prompt length, new tokens
-    (2, 2, 16, dict(SMALL, seed=1), 3, 4),                       # GQA 2:1, 3 workers
+    (2, 2, 32, dict(SMALL, seed=1), 3, 4),                       # GQA 2:1, 3 workers
     (1, 3, 32, dict(SMALL, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                     intermediate_size=48, vocab_size=40, seed=2), 2, 5),    # one row
-    (3, 1, 16, dict(SMALL, seed=3), 4, 3),                       # one column
-    (2, 3, 16, dict(SMALL, attention_bias=True, seed=4), 3, 4),  # Qwen2 q/k/v biases
-    (2, 2, 16, dict(SMALL, num_heads=2, num_kv_heads=2, hidden_size=48, seed=5), 2, 3),  # MHA
+    (3, 1, 32, dict(SMALL, seed=3), 4, 3),                       # one column
+    (2, 3, 32, dict(SMALL, attention_bias=True, seed=4), 3, 4),  # Qwen2 q/k/v biases
+    (2, 2, 32, dict(SMALL, num_heads=2, num_kv_heads=2, hidden_size=48, seed=5), 2, 3),  # MHA
 ]
 
 
@@ -37,7 +37,7 @@ def check_run(res, where):
 def test_decoder_on_iss_matches_golden(rows, cols, kb, fields, n_prompt, n_new):
     model = decode_model(random=fields)
     shape = MeshShape(rows, cols, pe="core", sram_kb=kb)
-    mapping = compile_decoder(model, shape, context=n_prompt + n_new)
+    mapping = compile_decoder(model, shape, context=n_prompt + n_new - 1)
     rng = np.random.default_rng(fields["seed"])
     ids = rng.integers(0, fields["vocab_size"], n_prompt).tolist()
     res = decode_on_iss(mapping, model, ids, n_new)
@@ -50,7 +50,7 @@ def test_largest_context_is_filled_and_then_refused():
     """A mesh whose SRAM holds only a few slots: fill every position it reports, bit-exact;
     the next position is refused with the figures."""
     model = decode_model(random=dict(SMALL, seed=6))
-    shape = MeshShape(1, 3, pe="core", sram_kb=16)
+    shape = MeshShape(1, 4, pe="core", sram_kb=16)
     mapping = compile_decoder(model, shape)
     assert 2 <= mapping.max_context <= 40, mapping.max_context
     res = decode_on_iss(mapping, model, [5], mapping.max_context)
@@ -98,6 +98,9 @@ def test_errors_name_the_problem():
         compile_decoder(model, MeshShape(2, 2))
     with pytest.raises(MappingError, match=r"PE \(0,1\) needs \d+ SRAM words .* 4096 \(16 KiB\)"):
         compile_decoder(model, MeshShape(1, 2, pe="core", sram_kb=16))
+    with pytest.raises(MappingError, match=r"PE \(0,0\) \(the hub\) needs \d+ SRAM words "
+                                           r"\(the norm"):
+        compile_decoder(decode_model(), MeshShape(8, 8, pe="core", sram_kb=4))
     with pytest.raises(MappingError, match="exceeds the model's max_position_embeddings"):
         compile_decoder(model, MeshShape(2, 2, pe="core"), context=10_000)
     with pytest.raises(MappingError, match="positive integer"):

@@ -86,9 +86,10 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
     with every op on the RTL, comparing each position's token with the golden int path.
 
-    ``fault="argmax_index"`` (for the test that proves the scoreboard can fail): the hub's
-    argmax index table is loaded with one bit flipped in the entry of the golden model's first
-    answer, so the RTL returns another token at position 0 and the report must name it.
+    ``fault="argmax_index"`` (for the test that proves the scoreboard can fail): the argmax
+    index table of the worker holding the golden model's first answer is loaded with one bit
+    flipped in that entry, so the RTL returns another token at position 0 and the report must
+    name it.
     ``fault={"kv": [layer, position, word, bit]}``: after that position ran, bit ``bit`` of
     word ``word`` of its key row in ``layer`` is flipped in the worker's SRAM (written
     through the configuration path between two tokens, as a corrupted SRAM cell would read).
@@ -120,9 +121,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     if fault == "argmax_index":
         probe = lm.new_cache(2, mode="int")
         first = argmax_int(lm.forward([ids[0]], probe, mode="int")[0])
-        idx = mapping.layout[0, 0]["argmax_idx"]
         vocab = lm.config.vocab_size
-        mapping.program.write_sram(0, 0, idx.base + first, [(vocab - first) ^ 1])
+        for tile, lay in mapping.layout.items():      # the worker holding that logit's row
+            lo, hi, _n = lay.get("rows", {}).get((-1, "head"), (0, 0, 0))
+            if lo <= first < hi:
+                idx = lay["argmax_idx"]
+                mapping.program.write_sram(*tile, idx.base + first - lo, [(vocab - first) ^ 1])
     cfg_cycles = await fabric.configure(mapping.program)
     before = await fabric.read_counters((Counter.TASK_ERRORS,))
     cache = lm.new_cache(total + 1, mode="int")

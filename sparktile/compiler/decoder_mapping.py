@@ -65,12 +65,12 @@ from .mapping import MappingError
 from .program import ConfigProgram
 from .routes import check_deadlock_free
 
-__all__ = ["DecoderMapping", "compile_decoder", "A", "B", "E", "OUT", "RC", "RR", "DBG",
+__all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
            "MAX_SLOTS", "decoder_words", "Tap", "check_taps", "golden_next", "split_w0"]
 
-#: The task color (the per-token activation), the broadcast color, the embedding input, the
-#: output token, the column and row reduction colors (alternating).
-A, B, E, OUT = 1, 2, 3, 4
+#: The task color (the per-token activation), the broadcast color, the output token, the
+#: column and row reduction colors (alternating).
+A, B, OUT = 1, 2, 4
 RC = (5, 6)
 RR = (7, 8)
 #: The hub's check taps (``taps=True``): its intermediate vectors, out of its west edge.
@@ -79,6 +79,10 @@ DBG = 9
 MAX_SLOTS = 255
 WORD = 0xFFFFFFFF
 INT32_MIN_WORD = 0x80000000
+
+#: Placeholder colors the split kernels are built with (their exchanges are emitted by the
+#: mapping's trees instead, so these never reach the fabric).
+_KERNEL_REDUCE = (28, 29)
 
 # Worker registers kept across the token: 0 holds 0, SLOT the slot of p, OWNER 1 if p is ours.
 _ZERO, _SLOT, _OWNER = 0, 1, 6
@@ -92,6 +96,7 @@ class _Pe:
     def __init__(self, name: str):
         self.name, self.top, self.prog, self.image, self.fixups = name, 0, [], {}, []
         self.shared = {}        # kernel scratch and tables, bound after their first use
+        self.tag, self.tags = "other", []      # the op each instruction belongs to
 
     def alloc(self, n: int, kind: str = "i32", init=None) -> Region:
         r = Region(self.top, n, kind)
@@ -106,13 +111,18 @@ class _Pe:
 
     def __call__(self, *insns) -> int:
         self.prog.extend(insns)
+        self.tags.extend([self.tag] * len(insns))
         return len(self.prog) - 1
 
-    def kernel(self, fn, *args, **bind):
-        """Emit kernel ``fn(*args)`` with its regions ``bind`` (plus the shared scratch and
-        tables of earlier kernels of the same kind), without its END."""
+    def kernel(self, fn, *args, kw=None, exchange=None, **bind):
+        """Emit kernel ``fn(*args, **kw)`` with its regions ``bind`` (plus the shared scratch
+        and tables of earlier kernels of the same kind), its exchanges through ``exchange``,
+        without its END."""
         shared = self.shared.setdefault(fn.__name__, {})
-        k = fn(*args, place=(self.top, {**shared, **bind}))
+        kw = dict(kw or {})
+        if exchange is not None:
+            kw["reduce"] = _KERNEL_REDUCE
+        k = fn(*args, **kw, place=(self.top, {**shared, **bind}, exchange))
         for name, words in k.consts.items():
             self.write(k.regions[name], words)
         for name, r in k.regions.items():
@@ -120,7 +130,12 @@ class _Pe:
                 shared.setdefault(name, r)
         self.top = k.code_base
         self.prog.extend(k.program[:-1])
+        self.tags.extend([self.tag] * (len(k.program) - 1))
         return k
+
+    def on(self, tag: str) -> _Pe:
+        self.tag = tag
+        return self
 
     def patch(self, target: int, slot: int, value_reg: int) -> None:
         """SST register ``value_reg`` into operand ``slot`` (1 dst, 2 a, 3 b) of instruction
@@ -257,21 +272,37 @@ class DecoderMapping:
     words: dict
     programs: dict
     layout: dict
-    embed_q: np.ndarray
-    embed_rq: tuple
+    vocab: int
     hidden: int
     #: The hub's taps in the order their words leave ``W0`` (empty without ``taps``).
     taps: list = dataclasses.field(default_factory=list)
+    #: ``(code base, op of each instruction)`` of the hub's program (for :meth:`by_op`).
+    hub_code: tuple = (0, [])
+
+    def by_op(self, log) -> dict:
+        """Cycles of one token by op, from the hub's timeline ``log`` (``[(pc, start, end)]``
+        of its instructions, as :class:`~sparktile.compiler.mesh_iss.MeshIss` records them):
+        each instruction's time, waits included, goes to its op, so a reduction's wait counts
+        for the op the workers were running (the hub is on every token's critical path; the
+        sum is the token's cycles)."""
+        base, tags = self.hub_code
+        out: dict[str, int] = {}
+        prev = None
+        for pc, start, end in log:
+            tag = tags[(pc - base) // isa.INSN_WORDS]
+            out[tag] = out.get(tag, 0) + end - (start if prev is None else prev)
+            prev = end
+        return out
 
     @property
     def tap_words(self) -> int:
         """Words the taps send per token."""
         return sum(t.words for t in self.taps)
 
-    on_fabric = ("rms_norm", "matmul", "rope", "kv_append", "attention_scores", "softmax",
-                 "weighted_sum", "residual", "silu", "argmax", "embedding_requant")
-    #: The host looks up the token's int8 embedding row (the table is not placed on the mesh).
-    on_host = ("embedding_row_lookup",)
+    on_fabric = ("embedding", "rms_norm", "matmul", "rope", "kv_append", "attention_scores",
+                 "softmax", "weighted_sum", "residual", "silu", "argmax")
+    #: Nothing else: the host sends the token id and the position, and reads the next token.
+    on_host = ()
 
     def kv_word(self, layer: int, position: int, word: int) -> tuple[tuple[int, int], int]:
         """``((row, col), address)`` of word ``word`` of ``position``'s key row of ``layer``
@@ -286,19 +317,17 @@ class DecoderMapping:
 
     def token_stream(self, token: int, position: int) -> tuple[np.ndarray, np.ndarray]:
         """``(payloads, ccs)`` the host sends into the hub's north edge (port ``N0``) for one
-        token: the activation (a control wavelet on :data:`A`, payload = the position), then
-        the embedding row (``ceil(d / 4)`` words of int8 lanes) and its requantization
-        ``(mult, shift)`` on :data:`E`."""
+        token: the activation, a control wavelet on :data:`A` whose payload carries the
+        position (bits 15:0) and the token id (bits 30:16); the broadcast tree takes it to
+        every PE, and the workers holding the token's embedding channels load them."""
         if not 0 <= position < self.max_context:
             raise MappingError(f"position {position} is beyond the mesh's context of "
                                f"{self.max_context} positions ({self.slots} KV slots on each of "
                                f"{len(self.workers)} workers)")
-        row = pack_int8(self.embed_q[token])
-        pay = np.concatenate([[position], row, [int(self.embed_rq[0][token]) & WORD,
-                                                int(self.embed_rq[1][token]) & WORD]])
-        ccs = np.full(len(pay), cc(E), np.uint8)
-        ccs[0] = cc(A, 1)
-        return pay.astype(np.uint32), ccs
+        if not 0 <= token < self.vocab:
+            raise MappingError(f"token id {token} is outside the vocabulary [0, {self.vocab})")
+        return (np.array([position | token << 16], np.uint32),
+                np.array([cc(A, 1)], np.uint8))
 
 
 def golden_next(model, token: int, cache, trace: dict | None = None) -> int:
@@ -330,6 +359,9 @@ def _model_checks(model):
             raise MappingError(f"model {c.name!r}: {name} {v} must be a multiple of {mult} "
                                f"for the on-fabric decoder (int8 vectors fill whole words; "
                                f"each RoPE half starts on a word)")
+    if c.vocab_size > 1 << 15:
+        raise MappingError(f"model {c.name!r}: vocab_size {c.vocab_size} exceeds the 32768 "
+                           f"token ids the activation wavelet carries (bits 30:16)")
     if c.hidden_size > kernels.MAX_NORM_WIDTH:
         raise MappingError(f"model {c.name!r}: hidden_size {c.hidden_size} exceeds the "
                            f"{kernels.MAX_NORM_WIDTH} channels the hub's RMSNorm takes on one "
@@ -400,7 +432,7 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
     if shape.pes < 2:
         raise MappingError(f"the on-fabric decoder needs at least 2 PEs (a hub and a worker); "
                            f"the {shape} mesh has {shape.pes}")
-    if max(RR + RC + (A, B, E, OUT)) >= shape.route_colors:
+    if max(RR + RC + (A, B, OUT, DBG)) >= shape.route_colors:
         raise MappingError(f"the on-fabric decoder routes colors up to {max(RR)}; the mesh has "
                            f"{shape.route_colors} route colors")
     c, p = _model_checks(model)
@@ -492,24 +524,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
     prog = ConfigProgram(shape)
     programs, layout, used = {}, {}, {}
 
-    # ---- the hub ------------------------------------------------------------------------
-    hub = _Pe("(0,0) (the hub)")
+    # ---- shared helpers -----------------------------------------------------------------
     sizes = {"qkv": m_qkv // LANES + 2 * hd, "max": nh, "sum": nh, "att": nh * hd, "d": d,
-             "ffn": F // LANES, "vocab": V}
-    z = {k: hub.alloc(n) for k, n in sizes.items()}
-    x = hub.alloc(d)
-    emb = hub.alloc(d // LANES + 2)
-    h = hub.alloc(d, "i8")
-    kr = hub.alloc(nkv * hd, "i8")
-    qpad = hub.alloc(nh * wk, init=[0] * (nh * wk))
-    valid2 = hub.alloc(2, init=[1, 0])
-    rk = hub.alloc(2 * nh)
-    ai8 = hub.alloc(nh * hd, "i8")
-    recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
-    outw = hub.alloc(1)
-
-    def norm_req(mult_shift):
-        return hub.alloc(d, "req", init=_req_words(*mult_shift))
+             "h": d // LANES, "ffn": F // LANES, "vocab": V, "x": 2, "m": 1, "rsqrt": 2}
+    d_rows = _rows(d, W)        # residual channels (and o / down rows) per worker
 
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
@@ -540,39 +558,73 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         else:
             pe(Ins(vop, n=n, dst=out, a=isa.color(RR[(cc_ + 1) % 2]), b=src))
 
+    # ---- the hub ------------------------------------------------------------------------
+    hub = _Pe("(0,0) (the hub)")
+    z = {k: hub.alloc(n) for k, n in sizes.items()}
+    kr = hub.alloc(nkv * hd, "i8")
+    qpad = hub.alloc(nh * wk, init=[0] * (nh * wk))
+    valid2 = hub.alloc(2, init=[1, 0])
+    rk = hub.alloc(2 * nh)
+    ai8 = hub.alloc(nh * hd, "i8")
+    recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
+    outw = hub.alloc(1)
     tap_list = []
 
     def tap(layer, name, base, kind, n, first=0):
         """With ``taps``: send ``n`` elements at ``base`` out of the hub's west edge."""
         if taps:
             t = Tap(layer, name, kind, n, first)
+            tag, hub.tag = hub.tag, "check"
             hub(Ins(Op.SEND, n=t.words, dst=isa.color(DBG), a=sram(base)))
             tap_list.append(t)
+            hub.tag = tag
 
     def bcast(n: int, src: Region | isa.Src):
         s = src if isinstance(src, isa.Src) else sram(src.base)
+        tag, hub.tag = hub.tag, "data_movement"
         hub(Ins(Op.SEND, n=n, dst=isa.color(B), a=s))
+        hub.tag = tag
 
-    hub(Ins(Op.RECV, n=d // LANES + 2, dst=sram(emb.base), a=isa.color(E)),
-        Ins(Op.SLD, dst=reg(1), b=emb.base + d // LANES),
-        Ins(Op.SLD, dst=reg(2), b=emb.base + d // LANES + 1),
-        Ins(Op.VMULSR, n=d, imm=FLAG_VAR | 2, dst=sram(x.base), a=sram(emb.base, fmt=Fmt.I8X4),
-            b=reg(1)))
+    def hub_exchanges(kinds):
+        """The hub's side of a split kernel's exchanges: each combined at the root and sent
+        back to every worker."""
+        for n, how in kinds:
+            combine(hub, 0, 0, z["x"], n, how)
+            bcast(n, z["x"])
 
-    def hub_norm(ms, layer, name):
-        hub.kernel(kernels.rms_norm, d, int(p.eps_q), x=x, q=norm_req(ms), out=h)
-        bcast(d // LANES, h)
-        tap(layer, name, h.base, "i8", d)
+    ARGMAX_X = [(1, "max"), (1, "max")]      # argmax's
+
+    def hub_norm(layer, name):
+        """The root of a split RMSNorm: the row's max back to the workers, the Newton rsqrt
+        of the combined sums (once, here) back to them, then their channels of h gathered
+        and sent back whole."""
+        combine(hub, 0, 0, z["m"], 1, "max")
+        bcast(1, z["m"])
+        combine(hub, 0, 0, z["x"], 2, "sum")
+        hub.kernel(kernels.rms_norm_root, int(p.eps_q), m=z["m"], hilo=z["x"],
+                   out=z["rsqrt"])
+        bcast(2, z["rsqrt"])
+        combine(hub, 0, 0, z["h"], d // LANES, "sum")      # the workers' channels of h
+        tap(layer, name, z["h"].base, "i8", d)
+        bcast(d // LANES, z["h"])
+
+    def hub_gather_tap(layer, name, vec, n):
+        """Check mode: the workers' int32 channels of a vector gathered for a tap."""
+        if taps:
+            combine(hub.on("check"), 0, 0, vec, n, "sum")
+            tap(layer, name, vec.base, "i32", n)
 
     zq = z["qkv"]
     cos_r = Region(zq.base + m_qkv // LANES, hd, "i32")
     sin_r = Region(zq.base + m_qkv // LANES + hd, hd, "i32")
     for li, L in enumerate(p.layers):
-        hub_norm(L.n1, li, "attn_norm")
-        combine(hub, 0, 0, zq, sizes["qkv"], "sum")
+        hub.on("norm")
+        hub_norm(li, "attn_norm")
+        combine(hub.on("matmul"), 0, 0, zq, sizes["qkv"], "sum")
         tap(li, "q", zq.base, "i8", nh * hd)
         tap(li, "k", zq.base + nh * hd // LANES, "i8", nkv * hd)
         tap(li, "v", zq.base + (nh + nkv) * hd // LANES, "i8", nkv * hd)
+        hub.on("rope")
         for hh in range(nh):
             g = hh // grp
             hub.kernel(kernels.rope, hd, x=Region(zq.base + hh * hd // LANES, hd, "i8"),
@@ -588,15 +640,16 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             tap(li, "q_rope", qpad.base + hh * wk + (hh // grp) * hd // LANES, "i8", hd, hh * hd)
         tap(li, "k_rope", kr.base, "i8", nkv * hd)
         bcast(wk, kr)
-        hub(Ins(Op.SLI, dst=reg(0), b=0),
-            Ins(Op.VADD, n=wv, dst=isa.color(B),
-                a=sram(zq.base + (nh + nkv) * hd // LANES, fmt=Fmt.I8X4), b=reg(0)))
+        hub.on("data_movement")(Ins(Op.SLI, dst=reg(0), b=0),
+                                Ins(Op.VADD, n=wv, dst=isa.color(B),
+                                    a=sram(zq.base + (nh + nkv) * hd // LANES, fmt=Fmt.I8X4),
+                                    b=reg(0)))
         if li == 0:
             bcast(2, valid2)
         bcast(nh * wk, qpad)
-        combine(hub, 0, 0, z["max"], nh, "max")
+        combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max")
         bcast(nh, z["max"])
-        combine(hub, 0, 0, z["sum"], nh, "sum")
+        combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum")
         for hh in range(nh):
             hub(Ins(Op.SLD, dst=reg(14), b=z["sum"].base + hh))
             kernels._recip_steps(hub, 14, recip_seed.base, 10, 11)
@@ -604,7 +657,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 Ins(Op.SST, a=reg(10), b=rk.base + 2 * hh),
                 Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
         bcast(2 * nh, rk)
-        combine(hub, 0, 0, z["att"], nh * hd, "sum")
+        combine(hub.on("weighted_sum"), 0, 0, z["att"], nh * hd, "sum")
         tap(li, "attn_sum", z["att"].base, "i32", nh * hd)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
@@ -612,31 +665,32 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 b=sram(pv.base)))
         bcast(nh * hd // LANES, ai8)
         tap(li, "attn_out", ai8.base, "i8", nh * hd)
-        combine(hub, 0, 0, z["d"], d, "sum")
-        tap(li, "o", z["d"].base, "i32", d)
-        hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
-                b=sram(z["d"].base)))
-        tap(li, "resid_attn", x.base, "i32", d)
-        hub_norm(L.n2, li, "mlp_norm")
-        combine(hub, 0, 0, z["ffn"], F // LANES, "sum")
+        hub_gather_tap(li, "o", z["d"], d)
+        hub_gather_tap(li, "resid_attn", z["d"], d)
+        hub.on("norm")
+        hub_norm(li, "mlp_norm")
+        combine(hub.on("matmul"), 0, 0, z["ffn"], F // LANES, "sum")
         bcast(F // LANES, z["ffn"])
         tap(li, "silu_up", z["ffn"].base, "i8", F)
-        combine(hub, 0, 0, z["d"], d, "sum")
-        tap(li, "down", z["d"].base, "i32", d)
-        hub(Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=sram(x.base), a=sram(x.base),
-                b=sram(z["d"].base)))
-        tap(li, "resid_mlp", x.base, "i32", d)
-    hub_norm(p.norm, -1, "final_norm")
-    combine(hub, 0, 0, z["vocab"], V, "sum")
-    tap(-1, "logits", z["vocab"].base, "i32", V)
-    am = hub.kernel(kernels.argmax, V, z=z["vocab"], out=outw)
-    hub(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
+        hub_gather_tap(li, "down", z["d"], d)
+        hub_gather_tap(li, "resid_mlp", z["d"], d)
+    hub.on("norm")
+    hub_norm(-1, "final_norm")
+    hub_gather_tap(-1, "logits", z["vocab"], V)
+    hub.on("argmax")
+    hub_exchanges(ARGMAX_X)
+    hub(Ins(Op.SLD, dst=reg(1), b=z["x"].base),
+        Ins(Op.SLI, dst=reg(2), b=V),
+        Ins(Op.SSUB, dst=reg(2), a=reg(2), b=reg(1)),             # the index: V - K
+        Ins(Op.SST, a=reg(2), b=outw.base))
+    hub.on("data_movement")(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
     base, img = hub.finish(shape.sram_words)
     programs[0, 0] = hub.prog
+    hub_code = (base, list(hub.tags))
     prog.write_sram(0, 0, 0, img)
     prog.set_reg(0, 0, isa.task_reg(A), isa.task_entry(base))
     used[0, 0] = len(img)
-    layout[0, 0] = {"x": x, "z": z, "argmax_idx": am.regions["idx"]}
+    layout[0, 0] = {"z": z}
 
     # ---- the workers --------------------------------------------------------------------
     exp_table = np.roll(arith.EXP2_TABLE, 128)
@@ -649,14 +703,22 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             n = _rows(mat.m, W)
             lo = min(mat.m, k * n)
             rows[key] = (lo, min(mat.m, lo + n), n)
+        c_lo, c_hi = min(d, k * d_rows), min(d, (k + 1) * d_rows)
+        nc = c_hi - c_lo                         # residual channels of this worker
         maxrows = max(hi - lo for lo, hi, _ in rows.values())
         acc = pe.alloc(max(maxrows, 1))
         acc2 = pe.alloc(max(maxrows, 1))
         y = {"qkv": pe.alloc(sizes["qkv"], init=[0] * sizes["qkv"]),
              "d": pe.alloc(d, init=[0] * d),
+             "x": pe.alloc(d, init=[0] * d),
+             "h": pe.alloc(d // LANES, init=[0] * (d // LANES)),
              "ffn": pe.alloc(F // LANES, init=[0] * (F // LANES)),
              "vocab": pe.alloc(V, init=[0] * V)}
+        x_own = Region(y["x"].base + c_lo, nc, "i32")
+        ident = {"sum": pe.alloc(2, init=[0, 0]),
+                 "max": pe.alloc(2, init=[INT32_MIN_WORD] * 2)}
         ml, tl = pe.alloc(nh), pe.alloc(nh)
+        keep = pe.alloc(2)          # SLOT and OWNER: the kernels use every register
         al = pe.alloc(nh * hd)
         tmp = pe.alloc(max(sizes.values()))
         ma, rka = pe.alloc(nh), pe.alloc(2 * nh)
@@ -679,6 +741,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         vc = [pe.alloc(S * wv, init=[0] * (S * wv)) for _ in range(c.num_layers)]
         gq, uq = pe.alloc(maxrows, "i8"), pe.alloc(maxrows, "i8")
         pm = pe.alloc(max(maxrows, 1))
+        ew = -(-nc // LANES) + 2                   # an embedding entry: channels, mult, shift
+        if nc:
+            etab = pe.alloc(V * ew, "words", init=np.concatenate([
+                np.concatenate([pack_int8(p.embed_q[t, c_lo:c_hi]),
+                                [int(p.embed_rq[0][t]) & WORD, int(p.embed_rq[1][t]) & WORD]])
+                for t in range(V)]))
+            ecur = pe.alloc(ew)
         wts = {}
         for key, mat in mats.items():
             lo, hi, _n = rows[key]
@@ -702,6 +771,37 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             if hi > lo:
                 gu[i] = pe.alloc(hi - lo, "req", init=_req_words(
                     np.broadcast_to(L.gu[0], (F,))[lo:hi], np.broadcast_to(L.gu[1], (F,))[lo:hi]))
+
+        def exchange(kb, region, n, how):
+            """A split kernel's exchange on this worker: its words into the reduction tree,
+            the combined words back from the hub's broadcast."""
+            assert len(set(how)) == 1
+            combine(kb, r, q, region, n, how[0], tmp)
+            kb(Ins(Op.RECV, n=n, dst=sram(region.base), a=isa.color(B)))
+
+        def idle_exchanges(kinds):
+            """The exchanges of a split kernel this worker has no share of: identities in
+            (0 for sums and the norm's max of magnitudes, INT32_MIN for the argmax's maxima),
+            the combined words back into scratch."""
+            for n, how, ident_ in kinds:
+                combine(pe, r, q, ident[ident_], n, how, tmp)
+                pe(Ins(Op.RECV, n=n, dst=sram(scratch.base), a=isa.color(B)))
+
+        def norm(ms, name):
+            """This worker's channels of the RMSNorm (split; exchanges through the trees),
+            into its words of the gathered h, which the hub sends back whole."""
+            pe.on("norm")
+            if nc:
+                qreg = pe.alloc(nc, "req", init=_req_words(
+                    np.asarray(ms[0])[c_lo:c_hi], np.asarray(ms[1])[c_lo:c_hi]))
+                pe.kernel(kernels.rms_norm, nc, int(p.eps_q),
+                          kw={"width": d, "rsqrt_at_root": True},
+                          exchange=exchange, x=x_own, q=qreg,
+                          out=Region(y["h"].base + c_lo // LANES, nc, "i8"))
+            else:
+                idle_exchanges([(1, "max", "sum"), (2, "sum", "sum")])
+            combine(pe, r, q, y["h"], d // LANES, "sum", tmp)
+            recv(d // LANES, xbuf(0))
 
         def matmul(key, dst_vec: Region):
             """GEMV of this worker's rows of ``key`` over XBUF, then its rows into
@@ -730,60 +830,88 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                        b=sram(rq.base + i0)))
                 i0 = i1
 
+        def residual(key):
+            """This worker's rows of o / down (its residual channels) into the stream."""
+            pe.on("matmul")
+            matmul(key, y["d"])
+            if nc:
+                pe.on("residual")(Ins(Op.VADD, n=nc, imm=FLAG_SAT, dst=sram(x_own.base),
+                                      a=sram(x_own.base), b=sram(y["d"].base + c_lo)))
+
+        def gather_tap(vec, n):
+            if taps:
+                combine(pe.on("check"), r, q, vec, n, "sum", tmp)
+
         def recv(n, dst):
             return pe(Ins(Op.RECV, n=n, dst=dst, a=isa.color(B)))
 
-        # The token's prologue: slot, ownership, and the patched operands.
-        pe(Ins(Op.SLI, dst=reg(_ZERO), b=0),
-           Ins(Op.SMULSH, imm=s_div, dst=reg(_SLOT), a=reg(isa.ARG_REG), b=magic),
-           Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=W),
-           Ins(Op.SSUB, dst=reg(2), a=reg(isa.ARG_REG), b=reg(3)),
-           Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % W - k
-           Ins(Op.SLT, dst=reg(4), a=reg(2), b=0),
-           Ins(Op.SLT, dst=reg(5), a=reg(_ZERO), b=reg(2)),
-           Ins(Op.SLI, dst=reg(_OWNER), b=1),
-           Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(4)),
-           Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(5)))
-        pending = []        # (patch SST index, owner base, words a slot, scratch template)
+        # The token's prologue: the token and the position from the activation, the
+        # embedding of our channels, the slot and ownership of the position, the patches.
+        pe.on("embedding")(
+            Ins(Op.SLI, dst=reg(_ZERO), b=0),
+            Ins(Op.SMULSH, imm=16, dst=reg(8), a=reg(isa.ARG_REG), b=1),      # the token
+            Ins(Op.SSHL, imm=16, dst=reg(3), a=reg(8)),
+            Ins(Op.SSUB, dst=reg(isa.ARG_REG), a=reg(isa.ARG_REG), b=reg(3)))  # the position
+        if nc:
+            pe(Ins(Op.SMULSH, dst=reg(7), a=reg(8), b=ew),
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(etab.base))))
+            pe.patch(len(pe.prog) + 1, 2, 7)
+            pe(Ins(Op.VADD, n=ew, dst=sram(ecur.base), a=sram(etab.base), b=reg(_ZERO)),
+               Ins(Op.SLD, dst=reg(1), b=ecur.base + ew - 2),
+               Ins(Op.SLD, dst=reg(2), b=ecur.base + ew - 1),
+               Ins(Op.VMULSR, n=nc, imm=FLAG_VAR | 2, dst=sram(x_own.base),
+                   a=sram(ecur.base, fmt=Fmt.I8X4), b=reg(1)))
+        pe.on("kv_append")(
+            Ins(Op.SMULSH, imm=s_div, dst=reg(_SLOT), a=reg(isa.ARG_REG), b=magic),
+            Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=W),
+            Ins(Op.SSUB, dst=reg(2), a=reg(isa.ARG_REG), b=reg(3)),
+            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % W - k
+            Ins(Op.SLT, dst=reg(4), a=reg(2), b=0),
+            Ins(Op.SLT, dst=reg(5), a=reg(_ZERO), b=reg(2)),
+            Ins(Op.SLI, dst=reg(_OWNER), b=1),
+            Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(4)),
+            Ins(Op.SSUB, dst=reg(_OWNER), a=reg(_OWNER), b=reg(5)),
+            Ins(Op.SST, a=reg(_SLOT), b=keep.base),
+            Ins(Op.SST, a=reg(_OWNER), b=keep.base + 1))
 
-        def owned(owner_base, per_slot, template: isa.Src, target_slot):
-            """Emit the computation of the operand word (owner: ``owner_base + slot *
-            per_slot``; else the template's base) and its patch into the next instruction
-            emitted (``target_slot``: 1 dst, 2 a)."""
-            scratch_word = _operand(template)
+        def reload():
+            pe(Ins(Op.SLD, dst=reg(_SLOT), b=keep.base),
+               Ins(Op.SLD, dst=reg(_OWNER), b=keep.base + 1),
+               Ins(Op.SLI, dst=reg(_ZERO), b=0))
+
+        def owned(owner_base, per_slot, template: isa.Src):
+            """The operand word of the next instruction's dst: ``owner_base + slot *
+            per_slot`` if the position is ours, else the template's base (scratch)."""
+            reload()
             pe(Ins(Op.SMULSH, dst=reg(7), a=reg(_SLOT), b=per_slot),
                Ins(Op.SADD, dst=reg(7), a=reg(7), b=owner_base - template.base),
                Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
-               Ins(Op.SADD, dst=reg(7), a=reg(7), b=scratch_word))
-            pending.append((len(pe.prog), target_slot))
-            pe.patch(-1, target_slot, 7)
-
-        def bind_patch(target):
-            """Point the SSTs of ``pending`` at instruction ``target``."""
-            while pending:
-                at, slot = pending.pop()
-                idx = next(i for i, f in enumerate(pe.fixups) if f[0] == at)
-                pe.fixups[idx] = (at, target, slot)
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(template)))
+            pe.patch(len(pe.prog) + 1, 1, 7)
 
         for li, L in enumerate(p.layers):
-            recv(d // LANES, xbuf(0))
+            norm(L.n1, "attn_norm")
+            pe.on("matmul")
             matmul((li, "qkv"), y["qkv"])
             # The RoPE row of p (ours, or zeros): the table row of our slot times OWNER.
             rope_row = Region(y["qkv"].base + m_qkv // LANES, 2 * hd, "i32")
+            pe.on("rope")
+            reload()
             pe(Ins(Op.SMULSH, dst=reg(7), a=reg(_SLOT), b=2 * hd),
-               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(rope_tab.base))))
-            pending.append((len(pe.prog), 2))
-            pe.patch(-1, 2, 7)
-            bind_patch(pe(Ins(Op.VMUL, n=2 * hd, dst=sram(rope_row.base), a=sram(rope_tab.base),
-                              b=reg(_OWNER))))
-            combine(pe, r, q, y["qkv"], sizes["qkv"], "sum", tmp)
-            owned(kc[li].base, wk, sram(scratch.base), 1)
-            bind_patch(recv(wk, sram(scratch.base)))
-            owned(vc[li].base, wv, sram(scratch.base), 1)
-            bind_patch(recv(wv, sram(scratch.base)))
+                          Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(rope_tab.base))))
+            pe.patch(len(pe.prog) + 1, 2, 7)
+            pe(Ins(Op.VMUL, n=2 * hd, dst=sram(rope_row.base), a=sram(rope_tab.base),
+                   b=reg(_OWNER)))
+            combine(pe.on("matmul"), r, q, y["qkv"], sizes["qkv"], "sum", tmp)
+            pe.on("kv_append")
+            owned(kc[li].base, wk, sram(scratch.base))
+            recv(wk, sram(scratch.base))
+            owned(vc[li].base, wv, sram(scratch.base))
+            recv(wv, sram(scratch.base))
             if li == 0:
-                owned(valid.base, 1, sram(scratch.base, stride=S), 1)
-                bind_patch(recv(2, sram(scratch.base, stride=S)))
+                owned(valid.base, 1, sram(scratch.base, stride=S))
+                recv(2, sram(scratch.base, stride=S))
+            pe.on("attention_scores")
             recv(nh * wk, xbuf(0))
             for hh in range(nh):
                 pe(isa.gemv(S, wk, dst=sram(sc[hh].base), w=sram(kc[li].base),
@@ -793,6 +921,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                    Ins(Op.REDUCE, n=S, imm=FLAG_MAX, dst=reg(2), a=sram(sc[hh].base)),
                    Ins(Op.SST, a=reg(2), b=ml.base + hh))
             combine(pe, r, q, ml, nh, "max", tmp)
+            pe.on("softmax")
             recv(nh, sram(ma.base))
             pe(Ins(Op.SLI, dst=reg(9), b=WORD),
                Ins(Op.SLI, dst=reg(12), b=(-(17 << arith.EXP_FRAC)) & WORD),
@@ -819,6 +948,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                    Ins(Op.REDUCE, n=S, dst=reg(2), a=e_),
                    Ins(Op.SST, a=reg(2), b=tl.base + hh))
             combine(pe, r, q, tl, nh, "sum", tmp)
+            pe.on("weighted_sum")
             recv(2 * nh, sram(rka.base))
             for hh in range(nh):
                 g = hh // grp
@@ -837,11 +967,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                            Ins(Op.VADD, n=hd, dst=a_h, a=a_h, b=sram(pvt.base)))
             combine(pe, r, q, al, nh * hd, "sum", tmp)
             recv(nh * hd // LANES, xbuf(0))
-            matmul((li, "o"), y["d"])
-            combine(pe, r, q, y["d"], d, "sum", tmp)
-            recv(d // LANES, xbuf(0))
+            residual((li, "o"))
+            gather_tap(y["d"], d)
+            gather_tap(y["x"], d)
+            norm(L.n2, "mlp_norm")
             lo, hi, _n = rows[li, "gate"]
             if hi > lo:
+                pe.on("matmul")
                 wr, rq, _b = wts[li, "gate"]
                 pe(isa.gemv(hi - lo, d // LANES, dst=sram(acc.base), w=sram(wr.base), x=xbuf(0)),
                    Ins(Op.VREQ, n=hi - lo, dst=sram(gq.base, fmt=Fmt.I8X4), a=sram(acc.base),
@@ -850,26 +982,40 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 pe(isa.gemv(hi - lo, d // LANES, dst=sram(acc2.base), w=sram(wr.base),
                             x=xbuf(0)),
                    Ins(Op.VREQ, n=hi - lo, dst=sram(uq.base, fmt=Fmt.I8X4), a=sram(acc2.base),
-                       b=sram(rq.base)),
-                   Ins(Op.VLUT, n=hi - lo, dst=sram(pm.base), a=sram(gq.base, fmt=Fmt.I8X4),
-                       b=sram(silu[li].base)),
-                   Ins(Op.VMUL, n=hi - lo, dst=sram(pm.base), a=sram(pm.base),
-                       b=sram(uq.base, fmt=Fmt.I8X4)),
-                   Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
-                       a=sram(pm.base), b=sram(gu[li].base)))
-            combine(pe, r, q, y["ffn"], F // LANES, "sum", tmp)
+                       b=sram(rq.base)))
+                pe.on("silu")(
+                    Ins(Op.VLUT, n=hi - lo, dst=sram(pm.base), a=sram(gq.base, fmt=Fmt.I8X4),
+                        b=sram(silu[li].base)),
+                    Ins(Op.VMUL, n=hi - lo, dst=sram(pm.base), a=sram(pm.base),
+                        b=sram(uq.base, fmt=Fmt.I8X4)),
+                    Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
+                        a=sram(pm.base), b=sram(gu[li].base)))
+            combine(pe.on("matmul"), r, q, y["ffn"], F // LANES, "sum", tmp)
             recv(F // LANES, xbuf(0))
-            matmul((li, "down"), y["d"])
-            combine(pe, r, q, y["d"], d, "sum", tmp)
-        recv(d // LANES, xbuf(0))
+            residual((li, "down"))
+            gather_tap(y["d"], d)
+            gather_tap(y["x"], d)
+        norm(p.norm, "final_norm")
+        pe.on("matmul")
         matmul((-1, "head"), y["vocab"])
-        combine(pe, r, q, y["vocab"], V, "sum", tmp)
+        gather_tap(y["vocab"], V)
+        pe.on("argmax")
+        lo, hi, _n = rows[-1, "head"]
+        am = None
+        if hi > lo:
+            am = pe.kernel(kernels.argmax, hi - lo, kw={"offset": lo, "total": V},
+                      exchange=exchange, z=Region(y["vocab"].base + lo, hi - lo, "i32"),
+                      out=Region(scratch.base, 1, "i32"))
+        else:
+            idle_exchanges([(1, "max", "max"), (1, "max", "max")])
         base, img = pe.finish(shape.sram_words)
         programs[r, q] = pe.prog
         prog.write_sram(r, q, 0, img)
         prog.set_reg(r, q, isa.task_reg(A), isa.task_entry(base))
         used[r, q] = len(img)
-        layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows}
+        layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows,
+                        "channels": (c_lo, c_hi),
+                        "argmax_idx": am.regions["idx"] if am is not None else None}
 
     _routes_and_queues(prog, R, C)
     if taps:
@@ -881,12 +1027,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         max_context=min(S * W, npos), kv_words_per_slot=_slot_words(c),
         words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
                "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
-        programs=programs, layout=layout, embed_q=p.embed_q, embed_rq=p.embed_rq, hidden=d,
-        taps=tap_list)
+        programs=programs, layout=layout, vocab=V, hidden=d,
+        taps=tap_list, hub_code=hub_code)
 
 
 def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:
-    """The broadcast tree (A, B), the hub's input (E) and output (OUT), the reduction tree
+    """The broadcast tree (A, B), the hub's output (OUT), the reduction tree
     (RC up the columns, RR west along row 0), and each PE's input-queue bindings."""
     for r in range(R):
         for q in range(C):
@@ -895,13 +1041,10 @@ def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:
             prog.add_route(r, q, A, src, [Port.RAMP] + onward)
             if (r, q) == (0, 0):
                 prog.add_route(0, 0, B, Port.RAMP, onward)
-                prog.add_route(0, 0, E, Port.N, [Port.RAMP])
                 prog.add_route(0, 0, OUT, Port.RAMP, [Port.W])
             else:
                 prog.add_route(r, q, B, src, [Port.RAMP] + onward)
             queues = [] if (r, q) == (0, 0) else [B]
-            if (r, q) == (0, 0):
-                queues.append(E)
             if r >= 1:
                 prog.add_route(r, q, RC[r % 2], Port.RAMP, [Port.N])
             if r < R - 1:

@@ -52,7 +52,7 @@ from sparktile.hdl.isa import (
 from . import iss
 
 __all__ = ["Region", "Kernel", "KernelError", "residual_add", "requantize", "argmax",
-           "rsqrt", "rms_norm", "softmax", "rope", "gate_up", "TASK_COLOR", "RSQRT_MAX_N",
+           "rsqrt", "rms_norm", "rms_norm_root", "softmax", "rope", "gate_up", "TASK_COLOR", "RSQRT_MAX_N",
            "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table", "run_row"]
 
 WORD = 0xFFFFFFFF
@@ -234,9 +234,13 @@ class _Builder:
         # ``place = (top, bind)``: allocate from word ``top`` and use the regions of ``bind``
         # (name -> Region) instead of new ones: how a mapping strings kernels into one
         # program over one SRAM (its inputs, outputs, shared scratch and tables).
-        self.bind = {}
+        # ``place = (top, bind, exchange)``: ``exchange(builder, region, n, how)`` emits an
+        # exchange's traffic (the mapping's reduction tree and broadcast) instead of the
+        # SEND and RECV on ``reduce``'s colors.
+        self.bind, self.xhook = {}, None
         if place is not None:
             self.top, self.bind = place[0], dict(place[1])
+            self.xhook = place[2] if len(place) > 2 else None
         if reduce is not None:
             if (not isinstance(reduce, tuple) or len(reduce) != 2
                     or any(not isinstance(c, int) or not 0 <= c < 32 for c in reduce)
@@ -255,10 +259,13 @@ class _Builder:
         if self.reduce is None:
             return
         x = self.xchg.base
-        self(*[Ins(Op.SST, a=reg(r), b=x + i) for i, r in enumerate(regs)],
-             Ins(Op.SEND, n=len(regs), dst=isa.color(self.reduce[0]), a=sram(x)),
-             Ins(Op.RECV, n=len(regs), dst=sram(x), a=isa.color(self.reduce[1])),
-             *[Ins(Op.SLD, dst=reg(r), b=x + i) for i, r in enumerate(regs)])
+        self(*[Ins(Op.SST, a=reg(r), b=x + i) for i, r in enumerate(regs)])
+        if self.xhook is not None:
+            self.xhook(self, self.xchg, len(regs), tuple(how))
+        else:
+            self(Ins(Op.SEND, n=len(regs), dst=isa.color(self.reduce[0]), a=sram(x)),
+                 Ins(Op.RECV, n=len(regs), dst=sram(x), a=isa.color(self.reduce[1])))
+        self(*[Ins(Op.SLD, dst=reg(r), b=x + i) for i, r in enumerate(regs)])
         self.exchanges.append(tuple(how))
 
     def region(self, name, n, kind="i32"):
@@ -535,8 +542,66 @@ def _split_n(n):
 
 # ---- RMSNorm ----------------------------------------------------------------------------
 
+def _eps_table(eps_q: int) -> list[int]:
+    """``eps_q >> 2e`` for every ``e`` a row can need (``bit_length(max|x|) <= 32``: ``e <=
+    17``), split as the sum of squares is: build-time constants of the model's eps_q."""
+    if not isinstance(eps_q, int) or not 0 <= eps_q < MAX_EPS_Q:
+        raise KernelError(f"rms_norm eps_q must be an integer in 0..{MAX_EPS_Q - 1} (the sum "
+                          f"of squares plus eps_q must stay below 2**39), not {eps_q!r}")
+    return [w for e_ in range(MAX_E + 1)
+            for w in ((eps_q >> 2 * e_) >> 8, (eps_q >> 2 * e_) & 255)]
+
+
+def _norm_rsqrt(k, e, hi, sm, eps_base, seed_base):
+    """The norm's step 3-4 from the row's combined ``(Hi, Lo)`` (registers ``hi``, ``sm``)
+    and its ``e`` (register): ``E = eps_q >> 2e`` from the eps table, ``N = q 2**8 + r``,
+    ``(mant, shift) = rsqrt(N)`` into r13, r14. Uses r7, r8, r11, r12 and the rsqrt's."""
+    ep, p = 7, 8
+    k(      # E = eps_q >> 2e from the table of its 18 possible values, as (E >> 8, E & 255)
+      Ins(Op.SSHL, imm=1, dst=reg(p), a=reg(e)),
+      Ins(Op.SADD, dst=reg(p), a=reg(p), b=eps_base),
+      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
+      Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(ep)),
+      Ins(Op.SADD, dst=reg(p), a=reg(p), b=1),
+      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
+      Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(ep)),                    # Lo'
+      Ins(Op.SMULSH, imm=8, dst=reg(p), a=reg(sm), b=1),
+      Ins(Op.SADD, dst=reg(11), a=reg(hi), b=reg(p)),                     # q
+      Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(p)),
+      Ins(Op.SSUB, dst=reg(12), a=reg(sm), b=reg(p)))                     # r
+    _rsqrt_steps(k, 11, 12, seed_base, 13, 14)
+
+
+def _norm_e(k, mx, e):
+    """``e = max(0, bit_length(M) - 14)`` from the row's max ``M`` of ``floor(|x| / 2)``."""
+    k(Ins(Op.SBITLEN, dst=reg(e), a=reg(mx)),
+      Ins(Op.SSUB, dst=reg(e), a=reg(e), b=14),
+      Ins(Op.SMAX, dst=reg(e), a=reg(e), b=0))
+
+
+def rms_norm_root(eps_q: int, *, place=None) -> Kernel:
+    """The root's part of a :func:`rms_norm` split with ``rsqrt_at_root``: from the row's
+    combined max ``m`` (one word) and sums ``hilo`` (two words), the rsqrt ``out = (mant,
+    shift)`` that every part receives instead of the sums: the Newton steps run once, on the
+    PE that combines, instead of on every part (and their ~60 instructions are not in every
+    part's SRAM)."""
+    k = _Builder("rms_norm_root", place=place)
+    m, hilo, out = k.region("m", 1), k.region("hilo", 2), k.region("out", 2)
+    seed = k.const("seed", arith.RSQRT_SEED)
+    eps = k.const("eps", _eps_table(eps_q))
+    mx, e, hi, sm = 2, 3, 5, 6
+    k(_li(ZERO, 0),
+      Ins(Op.SLD, dst=reg(mx), b=m.base),
+      Ins(Op.SLD, dst=reg(hi), b=hilo.base),
+      Ins(Op.SLD, dst=reg(sm), b=hilo.base + 1))
+    _norm_e(k, mx, e)
+    _norm_rsqrt(k, e, hi, sm, eps.base, seed.base)
+    k(Ins(Op.SST, a=reg(13), b=out.base), Ins(Op.SST, a=reg(14), b=out.base + 1))
+    return k.done(("m", "hilo"), ("out",), 1)
+
+
 def rms_norm(d: int, eps_q: int, *, width: int | None = None,
-             reduce: tuple | None = None, place=None) -> Kernel:
+             reduce: tuple | None = None, place=None, rsqrt_at_root: bool = False) -> Kernel:
     """``arith.rms_norm_int(x, eps_q, mult, shift)`` of one token's int32 row of ``d``
     channels (``d <= 256``; ``0 <= eps_q < 2**38``, a model constant: the kernel stores
     ``eps_q >> 2e`` for the 18 possible ``e``).
@@ -554,32 +619,31 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
     4. ``(r, k) = rsqrt(N)`` (:func:`_rsqrt_steps`).
     5. ``t = shift_round(x r, k + e - 30)`` (VMULSR by the register shift; a negative shift
        is folded into ``r << -shift``, < 2**31), then VREQ per channel into int8 lanes.
+
+    ``rsqrt_at_root`` (split only): the second exchange brings back ``(mant, shift)``,
+    computed from the combined sums by the root (:func:`rms_norm_root`), not the sums.
     """
     _size("rms_norm width d", d, 1, MAX_NORM_WIDTH)
     width = d if width is None else width
     _size("rms_norm row width", width, d, MAX_NORM_WIDTH)
-    if not isinstance(eps_q, int) or not 0 <= eps_q < MAX_EPS_Q:
-        raise KernelError(f"rms_norm eps_q must be an integer in 0..{MAX_EPS_Q - 1} (the sum "
-                          f"of squares plus eps_q must stay below 2**39), not {eps_q!r}")
+    eps_words = _eps_table(eps_q)
+    if rsqrt_at_root and reduce is None:
+        raise KernelError("rms_norm: rsqrt_at_root needs a split row (reduce)")
     k = _Builder("rms_norm", reduce, place)
     x, q, out = k.region("x", d), k.region("q", d, "req"), k.region("out", d, "i8")
     a, b = k.region("a", 2 * d), k.region("b", d)
-    seed = k.const("seed", arith.RSQRT_SEED)
-    # eps_q >> 2e for every e the row can need (bit_length(max|x|) <= 32: e <= 17), split
-    # as the sum of squares is: build-time constants of the model's eps_q, like the tables.
-    eps = k.const("eps", [w for e_ in range(MAX_E + 1)
-                          for w in ((eps_q >> 2 * e_) >> 8, (eps_q >> 2 * e_) & 255)])
-    neg1, mx, e, off, hi, sm, ep, p = 1, 2, 3, 4, 5, 6, 7, 8
+    if not rsqrt_at_root:
+        seed = k.const("seed", arith.RSQRT_SEED)
+        eps = k.const("eps", eps_words)
+    neg1, mx, e, off, hi, sm, p = 1, 2, 3, 4, 5, 6, 8
     k(_li(ZERO, 0), _li(neg1, -1),
       Ins(Op.VSHR, n=d, imm=1, dst=a.at(), a=x.at()),                      # sr(x, 1)
       Ins(Op.VMULSR, n=d, imm=1, dst=a.at(d), a=x.at(), b=reg(neg1)),      # sr(-x, 1)
       Ins(Op.VMUL, n=2 * d, dst=a.at(), a=a.at(), b=reg(neg1)),
       Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()))
     k.exchange([mx], ["max"])
-    k(Ins(Op.SBITLEN, dst=reg(e), a=reg(mx)),
-      Ins(Op.SSUB, dst=reg(e), a=reg(e), b=14),
-      Ins(Op.SMAX, dst=reg(e), a=reg(e), b=0),                            # e
-      _li(off, 1),
+    _norm_e(k, mx, e)
+    k(_li(off, 1),
       Ins(Op.SSHLV, dst=reg(off), a=reg(off), b=reg(e)),
       Ins(Op.SMULSH, imm=1, dst=reg(off), a=reg(off), b=1),               # 2**(e-1) or 0
       Ins(Op.SSUB, dst=reg(off), a=reg(ZERO), b=reg(off)),
@@ -593,21 +657,13 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
       Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
       Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
       Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
+    k(Ins(Op.SST, a=reg(e), b=b.base))                                    # keep e
     k.exchange([hi, sm], ["sum", "sum"])
-    k(      # E = eps_q >> 2e from the table of its 18 possible values, as (E >> 8, E & 255)
-      Ins(Op.SSHL, imm=1, dst=reg(p), a=reg(e)),
-      Ins(Op.SADD, dst=reg(p), a=reg(p), b=eps.base),
-      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
-      Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(ep)),
-      Ins(Op.SADD, dst=reg(p), a=reg(p), b=1),
-      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
-      Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(ep)),                    # Lo'
-      Ins(Op.SMULSH, imm=8, dst=reg(p), a=reg(sm), b=1),
-      Ins(Op.SADD, dst=reg(11), a=reg(hi), b=reg(p)),                     # q
-      Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(p)),
-      Ins(Op.SSUB, dst=reg(12), a=reg(sm), b=reg(p)),                     # r
-      Ins(Op.SST, a=reg(e), b=b.base))                                    # keep e
-    _rsqrt_steps(k, 11, 12, seed.base, 13, 14)
+    if rsqrt_at_root:       # the combined words are (mant, shift) already
+        k(Ins(Op.SADD, dst=reg(13), a=reg(hi), b=0),
+          Ins(Op.SADD, dst=reg(14), a=reg(sm), b=0))
+    else:
+        _norm_rsqrt(k, e, hi, sm, eps.base, seed.base)
     sh, neg, rr = 1, 2, 3
     k(Ins(Op.SLD, dst=reg(e), b=b.base),
       Ins(Op.SADD, dst=reg(sh), a=reg(14), b=reg(e)),

@@ -82,6 +82,9 @@ class MeshIss:
         self.clock = dict.fromkeys(self.tiles, 0)
         self.edges: dict[tuple[str, int], list] = defaultdict(list)
         self.dropped: list[str] = []
+        #: ``(pc, start, end)`` of every instruction of the tiles in :attr:`record`.
+        self.record: set = set()
+        self.log: dict[tuple[int, int], list] = defaultdict(list)
 
     # ---- the fabric ----------------------------------------------------------------------
     def inject(self, side: str, pos: int, payloads, ccs, time: int = 0) -> None:
@@ -163,6 +166,8 @@ class MeshIss:
                 t = end - body + (i + 1) * body // len(words)
                 self._arrive(tile[0], tile[1], Port.RAMP, color, 0, w, t)
         st.sent.clear()
+        if tile in self.record:
+            self.log[tile].append((pc, start, end))
         self.clock[tile] = end
         self.pc[tile] = nxt
         if nxt is None:
@@ -219,15 +224,18 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
     fault-injection tests change an SRAM word there)."""
     from .decoder_mapping import check_taps, golden_next, split_w0
     mesh = MeshIss(mapping.program)
+    mesh.record.add((0, 0))
     ids = [int(t) for t in ids]
     total = len(ids) + max(max_new, 1) - 1
     cache = model.new_cache(total + 1, mode="int")
-    feed, tokens, golden, cycles, first = list(ids), [], [], [], None
+    feed, tokens, golden, cycles, first, by_op = list(ids), [], [], [], None, []
     for pos in range(total):
         pay, ccs = mapping.token_stream(feed[pos], pos)
         t0 = mesh.time
+        mesh.log.clear()
         mesh.inject("N", 0, pay, ccs, time=t0)
         mesh.run()
+        by_op.append(mapping.by_op(mesh.log[0, 0]))
         out = mesh.take("W", 0)
         trace = {}
         want = golden_next(model, feed[pos], cache, trace)
@@ -252,4 +260,4 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
             after(mesh, pos)
     return {"tokens": tokens, "golden": golden, "first_diff": first, "token_cycles": cycles,
             "task_errors": sum(st.stats.task_errors for st in mesh.pes.values()),
-            "dropped": mesh.dropped, "mesh": mesh}
+            "dropped": mesh.dropped, "mesh": mesh, "by_op": by_op}
