@@ -60,7 +60,7 @@ from ..hdl.isa import FLAG_MAX, FLAG_SAT, FLAG_UA, FLAG_VAR, Fmt, Ins, Op, reg, 
 from ..hdl.mesh import MeshShape
 from ..hdl.tile import CORE_QUEUES, CORE_XBUF_WORDS
 from . import kernels
-from .kernels import Region
+from .kernels import Region, _li
 from .mapping import MappingError
 from .program import ConfigProgram
 from .routes import check_deadlock_free
@@ -495,11 +495,10 @@ def _largest(model, shape, taps) -> str:
 
 
 def _slot_words(c) -> int:
-    wk, wv = c.num_kv_heads * c.head_dim // LANES, c.num_kv_heads * c.head_dim
-    # keys and values of every layer, the RoPE row, and the p.v code of the slot (3
-    # instructions a head a layer)
-    return (c.num_layers * (wk + wv) + 2 * c.head_dim
-            + c.num_layers * c.num_heads * 3 * isa.INSN_WORDS)
+    wk = c.num_kv_heads * c.head_dim // LANES
+    # keys and (transposed) values of every layer, int8, and the RoPE row; the per-slot
+    # scores, exponentials and digits (3 + 4 heads words) come on top
+    return c.num_layers * 2 * wk + 2 * c.head_dim
 
 
 def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> DecoderMapping:
@@ -558,6 +557,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         else:
             pe(Ins(vop, n=n, dst=out, a=isa.color(RR[(cc_ + 1) % 2]), b=src))
 
+    # p // W for p < 2**16: a multiply by a reciprocal (exact: Granlund-Montgomery)
+    s_div = 16 + max(1, W - 1).bit_length()
+    magic = -(-(1 << s_div) // W)
+    sw = -(-S // LANES)          # words of a transposed value row (four slots a word)
+
     # ---- the hub ------------------------------------------------------------------------
     hub = _Pe("(0,0) (the hub)")
     z = {k: hub.alloc(n) for k, n in sizes.items()}
@@ -566,6 +570,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
     valid2 = hub.alloc(2, init=[1, 0])
     rk = hub.alloc(2 * nh)
     ai8 = hub.alloc(nh * hd, "i8")
+    vlane = hub.alloc(wv)
     recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
     outw = hub.alloc(1)
     tap_list = []
@@ -640,10 +645,25 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             tap(li, "q_rope", qpad.base + hh * wk + (hh // grp) * hd // LANES, "i8", hd, hh * hd)
         tap(li, "k_rope", kr.base, "i8", nkv * hd)
         bcast(wk, kr)
-        hub.on("data_movement")(Ins(Op.SLI, dst=reg(0), b=0),
-                                Ins(Op.VADD, n=wv, dst=isa.color(B),
-                                    a=sram(zq.base + (nh + nkv) * hd // LANES, fmt=Fmt.I8X4),
-                                    b=reg(0)))
+        # v for the transposed value cache: element j as (v_j & 255) << 8 lane, the lane of
+        # p's slot (slot % 4), so that the owner adds it into an all-zero lane of its words.
+        hub.on("kv_append")(
+            Ins(Op.SMULSH, imm=16, dst=reg(1), a=reg(isa.ARG_REG), b=1),
+            Ins(Op.SSHL, imm=16, dst=reg(2), a=reg(1)),
+            Ins(Op.SSUB, dst=reg(3), a=reg(isa.ARG_REG), b=reg(2)),          # the position
+            Ins(Op.SMULSH, imm=s_div, dst=reg(4), a=reg(3), b=magic),        # its slot
+            Ins(Op.SMULSH, imm=2, dst=reg(5), a=reg(4), b=1),
+            Ins(Op.SSHL, imm=2, dst=reg(5), a=reg(5)),
+            Ins(Op.SSUB, dst=reg(5), a=reg(4), b=reg(5)),                   # slot % 4
+            Ins(Op.SSHL, imm=3, dst=reg(5), a=reg(5)),
+            _li(6, 1),
+            Ins(Op.SSHLV, dst=reg(6), a=reg(6), b=reg(5)),                  # 2**(8 lane)
+            _li(7, 1 << 24), _li(8, 1),
+            Ins(Op.VMUL, n=wv, dst=sram(vlane.base),
+                a=sram(zq.base + (nh + nkv) * hd // LANES, fmt=Fmt.I8X4), b=reg(7)),
+            Ins(Op.VMULSR, n=wv, imm=FLAG_UA | 24, dst=sram(vlane.base), a=sram(vlane.base),
+                b=reg(8)),                                                  # v & 255
+            Ins(Op.VMUL, n=wv, dst=isa.color(B), a=sram(vlane.base), b=reg(6)))
         if li == 0:
             bcast(2, valid2)
         bcast(nh * wk, qpad)
@@ -694,8 +714,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
 
     # ---- the workers --------------------------------------------------------------------
     exp_table = np.roll(arith.EXP2_TABLE, 128)
-    s_div = 16 + max(1, W - 1).bit_length()
-    magic = -(-(1 << s_div) // W)
     for k, (r, q) in enumerate(workers):
         pe = _Pe(f"({r},{q})")
         rows = {}
@@ -724,7 +742,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         ma, rka = pe.alloc(nh), pe.alloc(2 * nh)
         sc = [pe.alloc(S) for _ in range(nh)]
         ex = [pe.alloc(S) for _ in range(nh)]
-        u, pr, pvt = pe.alloc(S), pe.alloc(S), pe.alloc(hd)
+        u, pr = pe.alloc(S), pe.alloc(S)
+        dg, rm = pe.alloc(S), pe.alloc(S)
+        gg, tt = pe.alloc(3 * hd), pe.alloc(max(S, hd))
         valid = pe.alloc(S, init=[0] * S)
         negmask = pe.alloc(S, init=[INT32_MIN_WORD] * S)
         scratch = pe.alloc(max(wk, wv, S + 1))
@@ -738,7 +758,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 pe.write(Region(rope_tab.base + s_ * 2 * hd, 2 * hd, "i32"),
                          np.concatenate([p.cos_q[pos].astype(np.int64), sn]))
         kc = [pe.alloc(S * wk, init=[0] * (S * wk)) for _ in range(c.num_layers)]
-        vc = [pe.alloc(S * wv, init=[0] * (S * wv)) for _ in range(c.num_layers)]
+        # values transposed: row (g, j) of kv head g's channel j, four slots a word (int8)
+        vc = [pe.alloc(wv * sw, init=[0] * (wv * sw)) for _ in range(c.num_layers)]
         gq, uq = pe.alloc(maxrows, "i8"), pe.alloc(maxrows, "i8")
         pm = pe.alloc(max(maxrows, 1))
         ew = -(-nc // LANES) + 2                   # an embedding entry: channels, mult, shift
@@ -906,8 +927,19 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             pe.on("kv_append")
             owned(kc[li].base, wk, sram(scratch.base))
             recv(wk, sram(scratch.base))
-            owned(vc[li].base, wv, sram(scratch.base))
-            recv(wv, sram(scratch.base))
+            # the values into lane slot % 4 of word slot // 4 of every row (an add: the lane
+            # is zero until then), or all into one scratch word
+            reload()
+            pe(Ins(Op.SMULSH, imm=2, dst=reg(7), a=reg(_SLOT), b=1),
+               Ins(Op.SADD, dst=reg(7), a=reg(7),
+                   b=_operand(sram(vc[li].base, stride=sw)) - _operand(sram(scratch.base, 0))),
+               Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(scratch.base, 0))))
+            at = len(pe.prog) + 2
+            pe.patch(at, 1, 7)
+            pe.patch(at, 2, 7)
+            pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(scratch.base, 0),
+                   b=isa.color(B)))
             if li == 0:
                 owned(valid.base, 1, sram(scratch.base, stride=S))
                 recv(2, sram(scratch.base, stride=S))
@@ -953,18 +985,33 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             for hh in range(nh):
                 g = hh // grp
                 a_h = sram(al.base + hh * hd)
+                vt = sram(vc[li].base + g * hd * sw)
+                x0, x1, x2 = (xbuf(i * sw, fmt=Fmt.I8X4) for i in range(3))
                 pe(Ins(Op.SLD, dst=reg(3), b=rka.base + 2 * hh),
                    Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
                    Ins(Op.VMULSR, n=S, imm=FLAG_VAR | 11, dst=sram(pr.base),
-                       a=sram(ex[hh].base), b=reg(3)))
-                for s_ in range(S):
-                    v_s = sram(vc[li].base + s_ * wv + g * hd)
-                    pe(Ins(Op.SLD, dst=reg(4), b=pr.base + s_))
-                    if s_ == 0:
-                        pe(Ins(Op.VMUL, n=hd, dst=a_h, a=v_s, b=reg(4)))
-                    else:
-                        pe(Ins(Op.VMUL, n=hd, dst=sram(pvt.base), a=v_s, b=reg(4)),
-                           Ins(Op.VADD, n=hd, dst=a_h, a=a_h, b=sram(pvt.base)))
+                       a=sram(ex[hh].base), b=reg(3)),
+                   # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV
+                   # inputs against the int8 values, the three sums recombined exactly
+                   _li(0, 0), _li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128),
+                   _li(8, 128), _li(9, 16384),
+                   Ins(Op.VADD, n=S, dst=sram(tt.base), a=sram(pr.base), b=reg(2)),
+                   Ins(Op.VSHR, n=S, imm=14, dst=sram(dg.base), a=sram(tt.base)),    # d2
+                   Ins(Op.VADD, n=S, dst=x2, a=sram(dg.base), b=reg(0)),
+                   Ins(Op.VMUL, n=S, dst=sram(tt.base), a=sram(dg.base), b=reg(4)),
+                   Ins(Op.VADD, n=S, dst=sram(rm.base), a=sram(pr.base), b=sram(tt.base)),
+                   Ins(Op.VADD, n=S, dst=sram(tt.base), a=sram(rm.base), b=reg(5)),
+                   Ins(Op.VSHR, n=S, imm=7, dst=sram(dg.base), a=sram(tt.base)),     # d1
+                   Ins(Op.VADD, n=S, dst=x1, a=sram(dg.base), b=reg(0)),
+                   Ins(Op.VMUL, n=S, dst=sram(tt.base), a=sram(dg.base), b=reg(7)),
+                   Ins(Op.VADD, n=S, dst=x0, a=sram(rm.base), b=sram(tt.base)),      # d0
+                   isa.gemv(hd, sw, dst=sram(gg.base), w=vt, x=xbuf(0)),
+                   isa.gemv(hd, sw, dst=sram(gg.base + hd), w=vt, x=xbuf(sw)),
+                   isa.gemv(hd, sw, dst=sram(gg.base + 2 * hd), w=vt, x=xbuf(2 * sw)),
+                   Ins(Op.VMUL, n=hd, dst=sram(tt.base), a=sram(gg.base + hd), b=reg(8)),
+                   Ins(Op.VADD, n=hd, dst=a_h, a=sram(gg.base), b=sram(tt.base)),
+                   Ins(Op.VMUL, n=hd, dst=sram(tt.base), a=sram(gg.base + 2 * hd), b=reg(9)),
+                   Ins(Op.VADD, n=hd, dst=a_h, a=a_h, b=sram(tt.base)))
             combine(pe, r, q, al, nh * hd, "sum", tmp)
             recv(nh * hd // LANES, xbuf(0))
             residual((li, "o"))
