@@ -123,3 +123,24 @@ def test_the_threads_benchmark_refuses_bad_sizes_and_thread_counts_before_any_bu
     r = CliRunner().invoke(bench_threads.main, args)
     assert r.exit_code == 2, r.output
     assert bad in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--on-fabric", "all", "--temperature", "0.7", "--mesh", "2x2"],
+     "decodes greedily"),
+    (["run", "--on-fabric", "all", "--top-k", "5", "--mesh", "2x2"], "--top-k is for"),
+    (["run", "--context", "8"], "--context is for --on-fabric all"),
+    (["run", "--check", "every-op"], "--check every-op is for --on-fabric all"),
+    (["run", "--on-fabric", "all", "--mesh", "1x1"], "at least 2 PEs"),
+    (["run", "--on-fabric", "all", "--mesh", "2x2"], "does not fit the 2x2 mesh"),
+    (["run", "--on-fabric", "all", "--mesh", "8x8", "--sram-kb", "48"], "power-of-two"),
+    (["run", "--on-fabric", "all", "--mesh", "8x8", "--context", "5000"],
+     "exceeds the model's max_position_embeddings (512)"),
+    (["run", "--on-fabric", "all", "--mesh", "8x8", "--max-tokens", "500"],
+     "positions; the 8x8 mesh's KV cache holds"),
+])
+def test_on_fabric_errors_before_any_simulation(no_sim, args, needle):
+    """``run --on-fabric all``: what cannot run is refused in one line before a build."""
+    r = _run(args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and "Traceback" not in r.output, r.output

@@ -122,7 +122,13 @@ class _Pe:
         kw = dict(kw or {})
         if exchange is not None:
             kw["reduce"] = _KERNEL_REDUCE
-        k = fn(*args, **kw, place=(self.top, {**shared, **bind}, exchange))
+        try:
+            k = fn(*args, **kw, place=(self.top, {**shared, **bind}, exchange))
+        except kernels.KernelError:
+            if self.top + 4096 < isa.TASK_ADDR_LIMIT:
+                raise
+            # the data regions alone leave no room for a program below the task limit
+            raise _Overflow(self.name, self.top) from None
         for name, words in k.consts.items():
             self.write(k.regions[name], words)
         for name, r in k.regions.items():
