@@ -594,10 +594,15 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         click.echo(f"  {k:<20} {v}")
     click.echo("completion:")
     click.echo(f"{prompt}{text}")
+    by_op = _fabric_by_op(mapping, lm, ids[0])
+    click.echo(f"  {'by op (mesh ISS)':<20} " + ", ".join(
+        f"{k} {v:,}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])))
     if json_path:
         report = r.to_json()
         report.update(kv_words_per_pe=r.kv_words_per_slot * r.slots, text=text,
-                      prompt=prompt, on_fabric_mode="all")
+                      prompt=prompt, on_fabric_mode="all", decode_cycles_by_op=by_op,
+                      decode_cycles_by_op_source="mesh of ISSs (an estimate: unbounded "
+                      "FIFOs, one cycle a hop); decode_cycles_per_token is the RTL's count")
         save_json(json_path, report)
     if not r.match_golden:
         d = r.first_diff or {}
@@ -612,3 +617,9 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
                    f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} --seed {seed} "
                    f"--check {check} --waves fail.vcd", err=True)
         sys.exit(1)
+
+
+def _fabric_by_op(mapping, model, token):
+    """A token's cycles by op on the mesh of ISSs (the RTL counts only the token's total)."""
+    from ..compiler.mesh_iss import decode_on_iss
+    return decode_on_iss(mapping, model, [token], 1)["by_op"][0]
