@@ -37,7 +37,8 @@ __all__ = [
     "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
     "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
-    "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
+    "FETCH_CYCLES", "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
+    "insn_cycles", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "FLAG_VAR", "FLAG_UB", "FLAG_UA",
     "ReqWord", "req_word", "b_used", "gemv", "MAX_GEMV_WORDS", "valid_insn",
 ]
@@ -180,17 +181,82 @@ class IsaError(ValueError):
 #: Cycles to fetch and decode one instruction: four SRAM reads, one cycle each, plus the
 #: cycle in which the last word leaves the read port, plus one decode cycle.
 FETCH_CYCLES = INSN_WORDS + 2
-#: Cycles per element of an element-wise op or REDUCE: read a, read b (a leaves the port),
-#: b (or the table entry's address) leaves the port, compute, write. Not pipelined this round.
-ELEM_CYCLES = 5
+#: Pipeline stages of an element-wise op or REDUCE (the core's S0..S4): S0 issues the element's
+#: reads (a memory read, an input-queue pop or a register read of a and, when b uses another
+#: port, of b), S1 registers a (and such a b) and issues the reads that need a second turn of a
+#: port (b in the same memory, or b from the same input queue, as a) or need a's value (VLUT's
+#: table entry), S2 registers those, S3 computes, S4 writes, sends or accumulates. An element
+#: issues every :func:`elem_interval` cycles; the last one leaves S4
+#: ``VEC_STAGES - 1`` cycles after it issued.
+VEC_STAGES = 5
+#: Kept for callers of the previous rule (5 cycles per element, not pipelined): the cycles of a
+#: one-element vector op, which the pipeline keeps (``exec_cycles(op, 1, ...) == 5``).
+ELEM_CYCLES = VEC_STAGES
+#: Read-after-write inside one element-wise instruction: element ``i`` may read a word (SRAM or
+#: XBUF, a VLUT table entry included) that an earlier element ``j`` of the same instruction
+#: writes only if ``i - j >= RAW_DISTANCE``; then it sees the written value, as if the elements
+#: ran one after another. Closer than that the word may still be in the pipeline: the ISA
+#: forbids it and the ISS refuses it (:class:`~sparktile.compiler.iss.PipelineHazard`). Element
+#: ``i`` reading the word that it writes itself (an in-place op: ``dst[i]`` from ``a[i]``, or
+#: VREQ's int8 packing into the words it reads) is always allowed: every read of an element
+#: happens before its write. Derivation: a write leaves S4 at least 4 cycles after its element
+#: issued, a read is issued in S0 (or S1) of its element, elements issue at least one cycle
+#: apart and a stall only delays later elements' reads, never earlier elements' writes.
+RAW_DISTANCE = VEC_STAGES
 #: Cycles after a GEMV's last weight read until its last result is written: weight and x
 #: registered, four products, their sum into the accumulator, the write.
 GEMV_LATENCY = 4
 
 
-def exec_cycles(op: int, n: int, imm: int) -> int:
+def _space_of(operand):
+    """``(space, color)`` of an operand given as a :class:`Src`, a decoded :class:`Operand`
+    dict, or None (absent)."""
+    if operand is None:
+        return None, None
+    if isinstance(operand, Src):
+        return operand.space, operand.base & 31
+    if isinstance(operand, dict):
+        return Space(operand["space"]), operand["base"] & 31
+    raise TypeError(f"an operand must be a Src, a decoded Operand dict or None, "
+                    f"not {operand!r}")
+
+
+def elem_interval(op: int, imm: int, a, b) -> int:
+    """Cycles between two elements of a pipelined element-wise op or REDUCE: the most accesses
+    one port serves per element, at least 1. The ports: the SRAM's one read port (a or b in
+    SRAM, VLUT's table entry), the XBUF's one read port, each input queue (one pop a cycle: a
+    and b from the same color). Scalar registers need no port. So 1 for ``a`` in SRAM with b
+    in XBUF, a register or a color (or unused), 2 for ``a`` and ``b`` both in SRAM (or both
+    in XBUF, or both on one color) and for VLUT with its index ``a`` in SRAM.
+
+    ``a`` and ``b``: :class:`Src`, decoded :class:`Operand` dicts (:func:`decode`), or None.
+    Without them (``None``, the call of the previous rule), the slow case is assumed: an
+    upper bound of 2, exact only when both read one port."""
+    op = Op(op)
+    if op not in VEC_OPS:
+        raise IsaError(f"elem_interval: {op.name} is not an element-wise op "
+                       f"({', '.join(o.name for o in VEC_OPS)})")
+    (sa, ca), (sb, cb) = _space_of(a), _space_of(b)
+    if sa is None:
+        return 2
+    uses_b = b_used(op, imm)
+    if uses_b and sb is None:
+        return 2
+    sram_reads = int(sa is Space.SRAM) + int(uses_b and sb is Space.SRAM) + int(op is Op.VLUT)
+    xbuf_reads = int(sa is Space.XBUF) + int(uses_b and sb is Space.XBUF)
+    pops = 1 + int(uses_b and sb is Space.COLOR and ca == cb) if sa is Space.COLOR else 0
+    return max(1, sram_reads, xbuf_reads, pops)
+
+
+def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     """Cycles of one instruction after its fetch and decode, without stalls (the RTL counts
-    stalls apart: ``stall_in`` for an empty input queue, ``stall_out`` for a busy ramp)."""
+    stalls apart: ``stall_in`` for an empty input queue, ``stall_out`` for a busy ramp).
+
+    An element-wise op or REDUCE of ``n >= 1`` elements takes
+    ``elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES`` cycles: one element every 1 or 2
+    cycles plus the pipeline's fill and drain. Pass the instruction's ``a`` and ``b`` operands
+    (:class:`Src` or decoded dicts; :func:`insn_cycles` does it for an :class:`Ins`); without
+    them the 2-cycle interval is assumed (an upper bound). Other ops ignore ``a`` and ``b``."""
     op = Op(op)
     if op is Op.END:
         return 0
@@ -201,10 +267,16 @@ def exec_cycles(op: int, n: int, imm: int) -> int:
     if op is Op.GEMV:
         return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
     if op in VEC_OPS:
-        return ELEM_CYCLES * n
+        return elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES if n else 0
     if op in (Op.SLD, Op.SLDR):
         return 2
     return 1
+
+
+def insn_cycles(ins: "Ins") -> int:
+    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls."""
+    b = ins.b if isinstance(ins.b, Src) else None
+    return FETCH_CYCLES + exec_cycles(ins.op, ins.n, ins.imm, ins.a, b)
 
 
 # ---- configuration registers -----------------------------------------------------------------
