@@ -262,9 +262,9 @@ class CoreGemvMapping(GemvMapping):
 
 def core_task_cycles(program: list[isa.Ins]) -> int:
     """Cycles of one run of ``program`` on the core without stalls: fetch and decode plus
-    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (what the RTL's ``task_cycles``
-    counts less its ``stall_in`` and ``stall_out``)."""
-    return sum(isa.FETCH_CYCLES + isa.exec_cycles(i.op, i.n, i.imm) for i in program)
+    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (:func:`~sparktile.hdl.isa.insn_cycles`:
+    what the RTL's ``task_cycles`` counts less its ``stall_in`` and ``stall_out``)."""
+    return sum(isa.insn_cycles(i) for i in program)
 
 
 def check_core_gemv(shape: MeshShape, m: int, n: int, region: Region, out_int32: bool = False,
