@@ -470,7 +470,7 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
     prog = []
     for _ in range(n_insns):
         kind = rng.choice(["recv", "send", "gemv", "vec", "vec", "reduce", "lut", "scalar"])
-        n = rng.randrange(1, 6)
+        n = rng.randrange(1, 6) if kind not in ("vec", "reduce", "lut") else rng.randrange(1, 13)
         if kind == "recv":
             prog.append(Ins(Op.RECV, n=n, dst=mem(fmt=Fmt.I32), a=color(DATA)))
             data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
@@ -488,8 +488,9 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VMULSR]),
                   "reduce": Op.REDUCE, "lut": Op.VLUT}[kind]
             a = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA)])
-            # The core takes a's element, then b's: a stream with both on colors
-            # interleaves them (the driver is in order, the queues are two deep).
+            # The core takes a's element, then b's (in one cycle from two queues, or one
+            # after the other from one): a stream with both on colors interleaves them (the
+            # driver is in order, the queues are two deep).
             a_data = [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)] \
                 if a.space is isa.Space.COLOR else []
             b_data = []
@@ -504,10 +505,18 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             elif op is Op.VSHR and rng.random() < 0.5:
                 b = None
             else:
-                b = rng.choice([mem(), reg(rng.randrange(16)), color(DATA + 1)])
+                # Both in SRAM or both in XBUF (two cycles an element), one in each, a
+                # register, the other queue, or a's own color (two pops an element).
+                b = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA + 1),
+                                color(DATA)])
                 if b.space is isa.Space.COLOR:
-                    b_data = [data_w(rng.randrange(1 << 32), DATA + 1) for _ in range(n)]
+                    b_data = [data_w(rng.randrange(1 << 32), b.base) for _ in range(n)]
             dst = rng.choice([mem(), mem(), color(OUT)])
+            if a.space in (isa.Space.SRAM, isa.Space.XBUF) and rng.random() < 0.3:
+                # In place: dst[i] over a[i] (int8 results packed into the words a reads,
+                # VREQ's case, when a holds int32).
+                fmt = Fmt.I8X4 if op is Op.VREQ else a.fmt
+                dst = isa.Src(a.space, a.base, a.stride, fmt)
             imm = rng.randrange(64) if op is Op.VSHR else rng.randrange(2)
             if op is Op.VSHR and b is not None:
                 imm |= isa.FLAG_VAR        # the shift of element i is b[i] & 63
@@ -537,19 +546,31 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
     return prog + [Ins(Op.END)], data
 
 
-@pytest.mark.parametrize("seed", range(8))
+def random_setup(rng: random.Random) -> Setup:
+    """Two random tasks, drawn again while the ISS refuses them: the ISA forbids an element
+    reading a word that one of the ``isa.RAW_DISTANCE - 1`` elements before it writes (random
+    strides and bases sometimes do that)."""
+    for _ in range(50):
+        s = Setup()
+        s.queues = [DATA, DATA + 1]
+        s.load(0x40, [rng.randrange(1 << 32) for _ in range(0xc0)])
+        prog1, data1 = random_program(rng, s, 6)
+        prog2, data2 = random_program(rng, s, 6)
+        s.program(TASK, 0, prog1)
+        s.program(TASK + 1, 0x40 - 4 * len(prog2), prog2)
+        s.stream = [act_w(rng.randrange(1 << 32), TASK)] + data1 + \
+            [act_w(rng.randrange(1 << 32), TASK + 1)] + data2
+        try:
+            s.model()
+        except iss.PipelineHazard:
+            continue
+        return s
+    raise AssertionError("50 random draws in a row read inside the pipeline window")
+
+
+@pytest.mark.parametrize("seed", range(12))
 def test_random_programs_rtl_equals_iss(seed):
-    rng = random.Random(seed)
-    s = Setup()
-    s.queues = [DATA, DATA + 1]
-    s.load(0x40, [rng.randrange(1 << 32) for _ in range(0xc0)])
-    prog1, data1 = random_program(rng, s, 6)
-    prog2, data2 = random_program(rng, s, 6)
-    s.program(TASK, 0, prog1)
-    s.program(TASK + 1, 0x40 - 4 * len(prog2), prog2) if 4 * (len(prog1) + len(prog2)) <= 0x40 \
-        else pytest.skip("programs too long for the code area")
-    s.stream = [act_w(rng.randrange(1 << 32), TASK)] + data1 + \
-        [act_w(rng.randrange(1 << 32), TASK + 1)] + data2
+    s = random_setup(random.Random(seed))
     compare(s, seed=seed, p_valid=0.6, p_ready=0.5)
 
 
@@ -586,7 +607,12 @@ def test_documented_isa_bit_positions():
     assert pack(isa.Insn, n=1) == 1 << 16
     assert pack(isa.Operand, stride=1) == 1 << 16 and pack(isa.Operand, space=1) == 1 << 24
     assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
-    assert isa.FETCH_CYCLES == 6 and isa.ELEM_CYCLES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.FETCH_CYCLES == 6 and isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.RAW_DISTANCE == 5
+    assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), reg(1)) == 7 + 5
+    assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), sram(8)) == 2 * 7 + 5
+    assert isa.exec_cycles(Op.VADD, 8, 0) == 2 * 7 + 5     # no operands: the upper bound
+    assert isa.exec_cycles(Op.VADD, 0, 0, sram(0), reg(1)) == 0
     assert isa.exec_cycles(Op.GEMV, 64, 62 | isa.FLAG_ADDEND) == 64 * 62 + 4
 
 
@@ -678,3 +704,99 @@ def test_kernel_ops_at_the_int32_extremes():
             assert got[base + k] == int(want[k]), (
                 f"seed=21: result at {base:#x}, element {k}: {got[base + k]} != {int(want[k])}")
     assert rtl["regs"][4] == ((-1 * 0xFFFFFFFF) >> 31) & WORD
+
+
+# ---- the element-wise pipeline ---------------------------------------------------------------
+
+I8 = Fmt.I8X4
+#: (case, op, imm, dst, a, b, cycles between elements): the documented rule written out
+#: (one element a cycle unless a and b share a read port or VLUT's index is in SRAM).
+PIPE_CASES = [
+    ("a SRAM, b XBUF", Op.VADD, 0, sram(0xa0), sram(0x40), xbuf(0), 1),
+    ("a and b in SRAM", Op.VMUL, 0, sram(0xa0), sram(0x40), sram(0x60), 2),
+    ("a and b in XBUF", Op.VMAX, 0, sram(0xa0), xbuf(0), xbuf(0x10), 2),
+    ("a XBUF, b SRAM int8 lanes, to XBUF", Op.VADD, FLAG_SAT, xbuf(0x20), xbuf(0),
+     sram(0x60, fmt=I8), 1),
+    ("a SRAM, b a register", Op.VMULSR, 3 | isa.FLAG_UA, sram(0xa0), sram(0x40), reg(2), 1),
+    ("a a register, b a color", Op.VADD, 0, sram(0xa0, 2), reg(2), color(DATA), 1),
+    ("a and b on two colors, to a color", Op.VMAX, 0, color(OUT), color(DATA),
+     color(DATA + 1), 1),
+    ("a and b on one color", Op.VMUL, 0, sram(0xa0), color(DATA), color(DATA), 2),
+    ("VSHR by b in SRAM", Op.VSHR, isa.FLAG_VAR, sram(0xa0), sram(0x40), sram(0x60), 2),
+    ("VSHR by imm, in place", Op.VSHR, 3, sram(0x40), sram(0x40), None, 1),
+    ("VREQ packed int8 in place", Op.VREQ, 0, sram(0x40, fmt=I8), sram(0x40), sram(0x60), 2),
+    ("VREQ a XBUF, b a register, to a color", Op.VREQ, 0, color(OUT), xbuf(0), reg(3), 1),
+    ("VLUT index in SRAM", Op.VLUT, 0, sram(0xa0), sram(0x40, fmt=I8), sram(0x100), 2),
+    ("VLUT index in XBUF, in place", Op.VLUT, 0, xbuf(0), xbuf(0), sram(0x100), 1),
+    ("VLUT index on a color, to a color", Op.VLUT, 0, color(OUT), color(DATA), sram(0x100), 1),
+    ("REDUCE max of a color", Op.REDUCE, FLAG_MAX, reg(5), color(DATA), None, 1),
+    ("REDUCE sum over XBUF", Op.REDUCE, 0, reg(6), xbuf(1, 2), None, 1),
+]
+
+
+@pytest.mark.parametrize("case", PIPE_CASES, ids=[c[0] for c in PIPE_CASES])
+def test_pipelined_element_rate_with_stalls_mid_vector(case):
+    """Each operand combination of the pipeline, 11 elements with the input queues running
+    dry and the ramp stalling mid-vector: RTL equals the ISS word for word, and the program's
+    cycles (stalls excluded) are ``interval * (n - 1) + 5`` with the interval written above."""
+    name, op, imm, dst, a, b, interval = case
+    n, seed = 11, 31 + PIPE_CASES.index(case)
+    rng = np.random.default_rng(seed)
+    s = Setup(sram_words=512)
+    s.queues = [DATA, DATA + 1]
+    s.load(0x40, rng.integers(0, 1 << 32, 0xc0))
+    s.load(0x100, rng.integers(-(1 << 31), 1 << 31, 256) & WORD)
+    s.program(TASK, 0, [Ins(Op.SLI, dst=reg(2), b=int(rng.integers(-(1 << 31), 1 << 31))),
+                        Ins(Op.SLI, dst=reg(3), b=isa.req_word(-1234, 17)),
+                        Ins(Op.RECV, n=32, dst=xbuf(0), a=color(DATA + 1)),
+                        Ins(op, n=n, imm=imm, dst=dst, a=a, b=b),
+                        Ins(Op.END)])
+    words = [data_w(v, DATA + 1) for v in rng.integers(0, 1 << 32, 32)]
+    for _ in range(n):
+        for opd in (a, b if b is not None and isa.b_used(op, imm) else None):
+            if opd is not None and opd.space is isa.Space.COLOR:
+                words.append(data_w(int(rng.integers(0, 1 << 32)), opd.base))
+    s.stream = [act_w(0, TASK)] + words
+    rtl, _ = compare(s, seed=seed, p_valid=0.35, p_ready=0.4)
+    k = rtl["counters"]
+    cycles = k["task_cycles"] - k["stall_in"] - k["stall_out"]
+    want = 5 * isa.FETCH_CYCLES + 2 + 32 + interval * (n - 1) + 5
+    assert cycles == want, f"{name}: {cycles} cycles, documented {want}"
+    if any(o is not None and o.space is isa.Space.COLOR for o in (a, b)):
+        assert k["stall_in"] > 0, f"{name}: no input stall mid-vector: {k}"
+    if dst.space is isa.Space.COLOR:
+        assert k["stall_out"] > 0, f"{name}: no output stall mid-vector: {k}"
+
+
+def test_read_inside_the_pipeline_window_is_refused():
+    """Element i reading the word element i - 1 (or i - 4) wrote: the ISS names it."""
+    s = Setup()
+    s.load(0x40, range(1, 40))
+    s.program(TASK, 0, [Ins(Op.VADD, n=8, dst=sram(0x41), a=sram(0x40), b=reg(1)),
+                        Ins(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    with pytest.raises(iss.PipelineHazard, match=r"instruction at 0 \(VADD, n=8\): element 1 "
+                       r"reads its a operand, SRAM word 65, which element 0 of the same "
+                       r"instruction writes: 1 element\(s\) apart, fewer than "
+                       r"isa.RAW_DISTANCE = 5"):
+        s.model()
+    s.program(TASK, 0, [Ins(Op.VMAX, n=8, dst=xbuf(0x14), a=reg(1), b=xbuf(0x10)),
+                        Ins(Op.END)])
+    with pytest.raises(iss.PipelineHazard, match=r"element 4 reads its b operand, XBUF word "
+                       r"20, which element 0 .* 4 element\(s\) apart"):
+        s.model()
+
+
+@pytest.mark.parametrize("b", [reg(1), sram(0x80)], ids=["one cycle", "two cycles"])
+def test_read_at_the_pipeline_distance_sees_the_write(b):
+    """``dst[i + 5] = a[i] + b``: each element reads what the element five before wrote (a
+    recurrence), which the pipeline delivers at either element rate, as if sequential."""
+    s = Setup()
+    s.load(0x40, range(100, 105))
+    s.load(0x80, [7] * 20)
+    s.program(TASK, 0, [Ins(Op.SLI, dst=reg(1), b=7),
+                        Ins(Op.VADD, n=20, dst=sram(0x45), a=sram(0x40), b=b),
+                        Ins(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, _ = compare(s, seed=41)
+    assert rtl["sram"][0x40:0x59] == [100 + i % 5 + 7 * (i // 5) for i in range(25)]
