@@ -458,7 +458,7 @@ class Core(wiring.Component):
                         with m.If(od.space == Space.COLOR):
                             send(g_res, od.base[:5])
                         with m.Else():
-                            m.d.comb += [sw_en.eq(1), sw_addr.eq(pd), sw_data.eq(g_res)]
+                            mem_write(od.space, pd, g_res)
                         m.d.sync += pd.eq(pd + od.stride)
                         with m.If(~g_issuing & ~v1 & ~v2 & ~v3):
                             m.next = "FETCH"

@@ -70,7 +70,9 @@ class Op(enum.IntEnum):
     END = 1      #: the task ends
     RECV = 2     #: dst[i] = next data word of color a (SRAM/XBUF dst): the KV-cache append
     SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
-    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511
+    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511;
+    #: dst in SRAM, on a color, or in XBUF beside x (not over it), where a VREQ then reads
+    #: the sums and SRAM's requantization words on two ports: one row a cycle
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
     VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63), or b[i] & 63 with FLAG_VAR
@@ -366,7 +368,7 @@ ALLOWED = {
     Op.END: (None, None, None),
     Op.RECV: (_MEM, (Space.COLOR,), None),
     Op.SEND: ((Space.COLOR,), _MEM, None),
-    Op.GEMV: ((Space.SRAM, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
+    Op.GEMV: ((Space.SRAM, Space.XBUF, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
     Op.VADD: (_VDST, _VSRC, _VSRC),
     Op.VMUL: (_VDST, _VSRC, _VSRC),
     Op.VSHR: (_VDST, _VSRC, _VSRC),        # b read only with FLAG_VAR

@@ -479,7 +479,8 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
         elif kind == "gemv":
             addend = rng.choice([None, DATA])
             prog.append(isa.gemv(n, rng.randrange(1, 4),
-                                 dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT)]),
+                                 dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT),
+                                                 xbuf(rng.randrange(0, 60))]),
                                  w=sram(rng.randrange(0x40, 0xa0)),
                                  x=xbuf(rng.randrange(0, 60)), addend=addend))
             if addend is not None:
@@ -800,3 +801,16 @@ def test_read_at_the_pipeline_distance_sees_the_write(b):
     s.stream = [act_w(0, TASK)]
     rtl, _ = compare(s, seed=41)
     assert rtl["sram"][0x40:0x59] == [100 + i % 5 + 7 * (i // 5) for i in range(25)]
+
+
+def test_gemv_sums_into_xbuf_beside_x_and_never_over_it():
+    """A chain end's GEMV writes its sums into XBUF after x (VREQ then reads them beside the
+    requantization words in SRAM, one row a cycle); sums over x are refused by the ISS."""
+    rng = np.random.default_rng(42)
+    s, want = _gemv_setup(rng, 6, 3, dst=xbuf(3))
+    rtl, _ = compare(s, seed=42)
+    assert (s32(rtl["xbuf"][3:9]) == want).all()
+    s, _ = _gemv_setup(rng, 6, 3, dst=xbuf(2))
+    with pytest.raises(iss.PipelineHazard, match=r"GEMV at 4 writes its sums over its own x "
+                       r"\(XBUF word 2\)"):
+        s.model()

@@ -123,13 +123,19 @@ def _n_insns(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
 
 
 def _layout(m_pe: int, nw_pe: int, cc_: int, cols: int, out_int32: bool, base: int) -> dict:
+    """SRAM (and XBUF) layout of one PE. A chain end's int32 sums go to XBUF after x when
+    they fit there (``sums_in_xbuf``): VREQ then reads each sum from XBUF and its
+    requantization word from SRAM in one cycle (one row a cycle; two with both in SRAM, which
+    has one read port, see :func:`~sparktile.hdl.isa.elem_interval`); else to SRAM after the
+    requantization words."""
     prog_words = _n_insns(cc_, cols, m_pe, out_int32) * isa.INSN_WORDS
     w_base = base + prog_words
     q_base = w_base + m_pe * nw_pe
     req = _req_rows(cc_, cols, m_pe, out_int32)
-    acc_base = q_base + req
+    in_xbuf = nw_pe + req <= CORE_XBUF_WORDS
+    acc_base = nw_pe if in_xbuf else q_base + req
     return {"prog": base, "w_base": w_base, "q_base": q_base, "acc_base": acc_base,
-            "words": acc_base + req - base}
+            "sums_in_xbuf": in_xbuf, "words": q_base + req + (0 if in_xbuf else req) - base}
 
 
 def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors: Colors,
@@ -142,26 +148,27 @@ def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors
     east, west = cc_ == cols - 1, cc_ == 0
     x = isa.xbuf(0)
     acc, q = lay["acc_base"], lay["q_base"]
+    sums_at = isa.xbuf if lay["sums_in_xbuf"] else isa.sram
     prog = [isa.Ins(isa.Op.RECV, n=nw, dst=x, a=isa.color(colors.x))]
     ends = []           # (rows, sums area, requantization words) of the chains ending here
     a_dst = isa.color(a_out)
     if east and not out_int32:
-        a_dst = isa.sram(acc)
+        a_dst = sums_at(acc)
         ends.append((ha, acc, q))
     prog.append(isa.gemv(ha, nw, dst=a_dst, w=isa.sram(lay["w_base"]), x=x,
                          addend=None if west else a_in))
     if hb:
         b_dst = isa.color(b_out)
         if west and not out_int32:
-            b_dst = isa.sram(acc + len(ends) * ha)
+            b_dst = sums_at(acc + len(ends) * ha)
             ends.append((hb, acc + len(ends) * ha, q + len(ends) * ha))
         prog.append(isa.gemv(hb, nw, dst=b_dst, w=isa.sram(lay["w_base"] + ha * nw), x=x,
                              addend=None if east else b_in))
     for rows, sums, qw in ends:
-        prog += [isa.Ins(isa.Op.VREQ, n=rows, dst=isa.sram(sums, fmt=isa.Fmt.I8X4),
-                         a=isa.sram(sums), b=isa.sram(qw)),
+        prog += [isa.Ins(isa.Op.VREQ, n=rows, dst=sums_at(sums, fmt=isa.Fmt.I8X4),
+                         a=sums_at(sums), b=isa.sram(qw)),
                  isa.Ins(isa.Op.SEND, n=math.ceil(rows / LANES), dst=isa.color(colors.y),
-                         a=isa.sram(sums))]
+                         a=sums_at(sums))]
     prog.append(isa.Ins(isa.Op.END))
     return prog
 

@@ -241,6 +241,15 @@ def step(st: PEState, pc: int) -> int | None:
             st.send(dst["base"] & 31, s.mem[s.raw_addr(i)])
     elif op is Op.GEMV:
         words = imm & isa.MAX_GEMV_WORDS
+        if dst["space"] == Space.XBUF:
+            xs = {(b["base"] + k) % len(st.xbuf) for k in range(words)}
+            over = sorted(xs & {(dst["base"] + r * dst["stride"]) % len(st.xbuf)
+                                for r in range(n)})
+            if over:
+                raise PipelineHazard(
+                    f"GEMV at {pc} writes its sums over its own x (XBUF word {over[0]}): "
+                    f"a row's sum would change the x of the rows after it; put the sums "
+                    f"beside x")
         rows = np.arange(n)[:, None] * words + np.arange(words)[None, :] + a["base"]
         w = arith.unpack_int8(st.sram[rows.reshape(-1) % len(st.sram)]).reshape(n, 4 * words)
         xw = st.xbuf[(b["base"] + np.arange(words)) % len(st.xbuf)]
