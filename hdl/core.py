@@ -20,9 +20,19 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
 * **GEMV.** Row-major: one weight word (four int8 MACs) per cycle, the row's dot product in
   one accumulator register, written (SRAM) or sent (a color, int32 partial sums) four cycles
   after its last word while the next row streams: ``rows * words + 4`` cycles.
-* **Stalls.** An empty input queue or a busy ramp freezes the instruction (nothing moves; the
-  block-RAM ports hold their data) and counts ``stall_in`` / ``stall_out``; the cycle count
-  of a program, stalls excluded, is exactly the ISS's.
+* **Element-wise ops and REDUCE.** A five-stage pipeline (``isa.VEC_STAGES``): S0 issues an
+  element's reads (memory, input queue or register), S1 registers them and issues the reads
+  that need a port's second turn or a's value (b in a's memory or on a's color, VLUT's table
+  entry), S2 registers those, S3 computes, S4 writes, sends or updates the register. One
+  element every ``isa.elem_interval`` cycles (1, or 2 when a port serves two accesses an
+  element): ``interval * (n - 1) + 5`` cycles. Read-after-write closer than
+  ``isa.RAW_DISTANCE`` elements is forbidden by the ISA (the ISS refuses it); in-place ops are
+  fine.
+* **Stalls.** A busy ramp freezes the instruction (nothing moves; the block-RAM ports hold
+  their data); an empty input queue freezes it too, except that in an element-wise op the
+  elements already issued drain while the next one waits. Each stall cycle is counted
+  (``stall_in`` / ``stall_out``) and delays the end by one, so the cycle count of a program,
+  stalls excluded, is exactly the ISS's.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed

@@ -10,9 +10,11 @@ with the task table and the queue bindings written as configuration registers.
 Two reduction chains per region row, in opposite directions: each PE's first
 ``ha = ceil(m_pe / 2)`` rows reduce west to east (partial sums on P0/P1 alternately, the
 east-most PE ends them and sends y east on Y), the other ``hb`` rows east to west (on
-:data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes at
-five cycles per row, after its GEMV; two chain ends requantize half the rows each, so the tail
-after the last GEMV halves (one chain: 4,482 cycles on the 4x4 256 x 992 GEMV; two: 4,271).
+:data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes
+after its GEMV, one row a cycle (the sums in XBUF after x, the requantization words in SRAM:
+one read on each port, :func:`~sparktile.hdl.isa.elem_interval`); two chain ends requantize
+half the rows each, so the tail after the last GEMV halves (4x4 256 x 992 GEMV: 4,147
+cycles; docs/architecture.md has the history).
 A one-column region, or one row per PE, has the eastward chain only.
 
 =======================  ===========================================================
@@ -24,7 +26,8 @@ every PE                 ``GEMV ha x nw`` to the east neighbour, adding (except 
 every PE (two chains)    ``GEMV hb x nw`` mirrored: to the west neighbour, adding the
                          east neighbour's; the west-most to Y or into its sums
 chain ends, int8 out     ``VREQ`` (``RequantWord`` per row) packed int8x4 in place,
-                         ``SEND`` the packed words on Y
+                         ``SEND`` the packed words on Y (the sums in XBUF, or in SRAM
+                         when XBUF has no room after x)
 every PE                 ``END``
 =======================  ===========================================================
 
@@ -32,8 +35,9 @@ Every PE runs the eastward rows first: the west-most PE heads the eastward chain
 waits for it, and the east-most PE, the westward chain's head, starts its westward rows after
 the eastward chain has passed it. SRAM of each PE, from ``base``: the program, the weights
 (row-major, ``m_pe * nw`` words: the eastward rows, then the westward), then at a chain end
-the requantization words of its rows and their int32 sums, which VREQ packs in place (word
-``i // 4`` is written after element ``i``, the last one it needs, is read).
+the requantization words of its rows (and their int32 sums when XBUF, after x, has no room
+for them), which VREQ packs in place (word ``i // 4`` is written after element ``i``, the last
+one it needs, is read).
 
 Column widths. Every column takes ``nw = ceil(ceil(n / 4) / cols)`` words of each row, like
 the fixed-function mapping, unless the east-most PE's SRAM (which also holds requantization
