@@ -477,7 +477,11 @@ class Core(wiring.Component):
             with m.State("VEC"):
                 m.d.comb += busy.eq(1)
                 # S4 cannot send: everything freezes (the block-RAM ports hold their data).
-                frozen = s4v & (od.space == Space.COLOR) & (op != Op.REDUCE) & ~out_free
+                packed = (Mux(s4_lane == 0, 0, pack_reg) |
+                          (r4.as_unsigned()[:8] << (s4_lane * 8))[:32])
+                puts = (od.fmt != Fmt.I8X4) | (s4_lane == 3) | s4_last
+                frozen = (s4v & (od.space == Space.COLOR) & (op != Op.REDUCE) & puts &
+                          ~out_free)
                 # S0 issues element i: a's read (a memory read, a pop, a register) and b's when
                 # it uses another port than a; with the 2-cycle interval it waits for S1 to
                 # empty, so that S1 has the ports for b's read or pop (or VLUT's table entry).
@@ -587,18 +591,16 @@ class Core(wiring.Component):
                     with m.If(op == Op.REDUCE):
                         with m.If(s4_last):
                             m.d.sync += regs[od.base[:4]].eq(racc)
-                    with m.Elif(od.space == Space.COLOR):
-                        send(r4, od.base[:5])
                     with m.Else():
-                        byte = r4.as_unsigned()[:8]
-                        packed = (Mux(s4_lane == 0, 0, pack_reg) |
-                                  (byte << (s4_lane * 8))[:32])
+                        # int8 results are packed four to a word, which is written (or sent)
+                        # after lane 3 or the last element.
                         m.d.sync += pack_reg.eq(packed)
-                        with m.If(od.fmt == Fmt.I8X4):
-                            with m.If((s4_lane == 3) | s4_last):
-                                mem_write(od.space, pd, packed)
-                        with m.Else():
-                            mem_write(od.space, pd, r4)
+                        with m.If(puts):
+                            word = Mux(od.fmt == Fmt.I8X4, packed, r4)
+                            with m.If(od.space == Space.COLOR):
+                                send(word, od.base[:5])
+                            with m.Else():
+                                mem_write(od.space, pd, word)
                     step_ptr(pd, od, s4_lane)
                     with m.If(s4_last):
                         m.next = "FETCH"

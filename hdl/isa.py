@@ -350,9 +350,12 @@ def xbuf(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
     return Src(Space.XBUF, base, stride, Fmt(fmt))
 
 
-def color(c: int) -> Src:
-    """A fabric color operand (input queue or output)."""
-    return Src(Space.COLOR, c, 0)
+def color(c: int, fmt: Fmt = Fmt.I32) -> Src:
+    """A fabric color operand (input queue or output). As an element-wise op's dst,
+    ``Fmt.I8X4`` sends the int8 results packed four to a word (lane 0 low), a word after lane 3
+    and after the last element, as a memory dst is written: VREQ straight onto the fabric,
+    with no SEND after it. Sources and the other ops move whole words."""
+    return Src(Space.COLOR, c, 0, Fmt(fmt))
 
 
 def reg(r: int) -> Src:

@@ -25,9 +25,9 @@ every PE                 ``GEMV ha x nw`` to the east neighbour, adding (except 
                          or into its SRAM sums (int8)
 every PE (two chains)    ``GEMV hb x nw`` mirrored: to the west neighbour, adding the
                          east neighbour's; the west-most to Y or into its sums
-chain ends, int8 out     ``VREQ`` (``RequantWord`` per row) packed int8x4 in place,
-                         ``SEND`` the packed words on Y (the sums in XBUF, or in SRAM
-                         when XBUF has no room after x)
+chain ends, int8 out     ``VREQ`` (``RequantWord`` per row, the sums from XBUF, or from
+                         SRAM when XBUF has no room after x) sending the int8 results
+                         on Y packed four to a word (a COLOR dst in ``Fmt.I8X4``)
 every PE                 ``END``
 =======================  ===========================================================
 
@@ -36,8 +36,7 @@ waits for it, and the east-most PE, the westward chain's head, starts its westwa
 the eastward chain has passed it. SRAM of each PE, from ``base``: the program, the weights
 (row-major, ``m_pe * nw`` words: the eastward rows, then the westward), then at a chain end
 the requantization words of its rows (and their int32 sums when XBUF, after x, has no room
-for them), which VREQ packs in place (word ``i // 4`` is written after element ``i``, the last
-one it needs, is read).
+for them).
 
 Column widths. Every column takes ``nw = ceil(ceil(n / 4) / cols)`` words of each row, like
 the fixed-function mapping, unless the east-most PE's SRAM (which also holds requantization
@@ -122,7 +121,7 @@ def _n_insns(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
     ha, hb = _halves(m_pe, cols)
     n = 2 + (1 if hb else 0) + 1                    # RECV, GEMV A, [GEMV B], END
     if not out_int32:
-        n += 2 * ((cc_ == cols - 1) + (hb > 0 and cc_ == 0))    # VREQ + SEND per chain end
+        n += (cc_ == cols - 1) + (hb > 0 and cc_ == 0)          # a VREQ per chain end
     return n
 
 
@@ -169,10 +168,8 @@ def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors
         prog.append(isa.gemv(hb, nw, dst=b_dst, w=isa.sram(lay["w_base"] + ha * nw), x=x,
                              addend=None if east else b_in))
     for rows, sums, qw in ends:
-        prog += [isa.Ins(isa.Op.VREQ, n=rows, dst=sums_at(sums, fmt=isa.Fmt.I8X4),
-                         a=sums_at(sums), b=isa.sram(qw)),
-                 isa.Ins(isa.Op.SEND, n=math.ceil(rows / LANES), dst=isa.color(colors.y),
-                         a=sums_at(sums))]
+        prog.append(isa.Ins(isa.Op.VREQ, n=rows, dst=isa.color(colors.y, isa.Fmt.I8X4),
+                            a=sums_at(sums), b=isa.sram(qw)))
     prog.append(isa.Ins(isa.Op.END))
     return prog
 

@@ -123,17 +123,16 @@ class _Vec:
     def write(self, i, v: int) -> int | None:
         """Write element ``i``; returns the word address written (None: sent, or an int8
         lane kept for its word's later write)."""
-        if self.space is Space.COLOR:
-            self.st.send(self.base & 31, v)
-            return None
         if self.fmt is Fmt.I8X4:
             lane = i & 3
             if lane == 0:
                 self.pack = 0
             self.pack |= (int(v) & 0xFF) << (8 * lane)
-            if lane == 3 or i == self.n - 1:
-                self.mem[self.addr(i)] = self.pack
-                return self.addr(i)
+            if lane != 3 and i != self.n - 1:
+                return None
+            v = self.pack
+        if self.space is Space.COLOR:
+            self.st.send(self.base & 31, v)
             return None
         self.mem[self.addr(i)] = int(v) & WORD
         return self.addr(i)
