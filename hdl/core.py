@@ -304,6 +304,10 @@ class Core(wiring.Component):
         g_addend = imm[9]
         lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend,
                extra=(op == Op.VSHR) & imm[6])
+        # GEMV with x streaming in on color a.aux during its first row (a.fmt = I8X4).
+        g_xin = (op == Op.GEMV) & (oa.fmt == Fmt.I8X4)
+        x_found, qx_d, qx = Signal(), Signal(3), Signal(3)
+        lookup(oa, [], x_found, qx_d, addend=g_xin)
 
         # GEMV pipeline registers
         g_row, g_k = Signal(16), Signal(9)
@@ -311,7 +315,7 @@ class Core(wiring.Component):
         g_issuing = Signal()
         v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
         f1, l1, f2, l2, f3, l3 = (Signal(name=n) for n in ("f1", "l1", "f2", "l2", "f3", "l3"))
-        g_w, g_x = Signal(32), Signal(32)
+        g_w, g_x, g_xq, x1 = Signal(32), Signal(32), Signal(32), Signal()
         g_p = [Signal(signed(16), name=f"g_p{l}") for l in range(4)]
         g_acc = Signal(32)
         have = Signal()
@@ -381,10 +385,11 @@ class Core(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += busy.eq(1)
                 m.d.sync += [i.eq(0), pa.eq(oa.base), pb.eq(ob.base), pd.eq(od.base),
-                             qa.eq(qa_d), qb.eq(qb_d), pc.eq(pc + isa.INSN_WORDS), fstep.eq(0),
+                             qa.eq(qa_d), qb.eq(qb_d), qx.eq(qx_d), pc.eq(pc + isa.INSN_WORDS),
+                             fstep.eq(0),
                              g_row.eq(0), g_k.eq(0), g_issuing.eq(1), have.eq(0),
                              v_issuing.eq(1), s1v.eq(0), s2v.eq(0), s3v.eq(0), s4v.eq(0)]
-                with m.If(~valid | ~a_found | ~b_found):
+                with m.If(~valid | ~a_found | ~b_found | ~x_found):
                     m.d.comb += ev_err.eq(1)
                     m.next = "IDLE"
                 with m.Elif(op == Op.END):
@@ -434,7 +439,10 @@ class Core(wiring.Component):
 
             with m.State("GEMV"):
                 m.d.comb += busy.eq(1)
-                in_stall = v4 & g_addend & ~q_rdy[qb]
+                # With x streaming in, the first row takes each x word from its queue as it
+                # issues (and keeps it in XBUF for the other rows): no RECV before the GEMV.
+                g_xrow = g_issuing & g_xin & (g_row == 0)
+                in_stall = (v4 & g_addend & ~q_rdy[qb]) | (g_xrow & ~q_rdy[qx])
                 out_stall = v4 & (od.space == Space.COLOR) & ~out_free & ~in_stall
                 adv = ~in_stall & ~out_stall
                 m.d.comb += [ev_in.eq(in_stall), ev_out.eq(out_stall)]
@@ -446,16 +454,21 @@ class Core(wiring.Component):
                                      xr_en.eq(1), ev_mac.eq(1)]
                         m.d.sync += [pa.eq(pa + 1), f1.eq(g_k == 0),
                                      l1.eq(g_k + 1 == g_words)]
+                        with m.If(g_xrow):
+                            m.d.comb += [q_pop.bit_select(qx, 1).eq(1), x_wr.en.eq(1),
+                                         x_wr.addr.eq(pb + g_k), x_wr.data.eq(q_data[qx])]
+                            m.d.sync += g_xq.eq(q_data[qx])
                         with m.If(g_k + 1 == g_words):
                             m.d.sync += [g_k.eq(0), g_row.eq(g_row + 1)]
                             with m.If(g_row + 1 == n):
                                 m.d.sync += g_issuing.eq(0)
                         with m.Else():
                             m.d.sync += g_k.eq(g_k + 1)
-                    m.d.sync += [v1.eq(g_issuing), v2.eq(v1), v3.eq(v2), v4.eq(v3 & l3),
+                    m.d.sync += [v1.eq(g_issuing), x1.eq(g_xrow), v2.eq(v1), v3.eq(v2),
+                                 v4.eq(v3 & l3),
                                  f2.eq(f1), l2.eq(l1), f3.eq(f2), l3.eq(l2)]
                     with m.If(v1):
-                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(x_rd.data)]
+                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(Mux(x1, g_xq, x_rd.data))]
                     with m.If(v2):
                         for lane_i in range(4):
                             m.d.sync += g_p[lane_i].eq(g_w.word_select(lane_i, 8).as_signed() *

@@ -72,7 +72,10 @@ class Op(enum.IntEnum):
     SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
     GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511;
     #: dst in SRAM, on a color, or in XBUF beside x (not over it), where a VREQ then reads
-    #: the sums and SRAM's requantization words on two ports: one row a cycle
+    #: the sums and SRAM's requantization words on two ports: one row a cycle. With the
+    #: weights operand ``a`` in ``Fmt.I8X4`` (:func:`gemv`'s ``x_from``), x streams in on
+    #: color ``a.aux`` during the first row, each word kept in XBUF at ``b + k`` for the
+    #: other rows: no RECV before the GEMV, the same cycles
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
     VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63), or b[i] & 63 with FLAG_VAR
@@ -149,7 +152,8 @@ class Operand(data.Struct):
     stride: 8      #: words between consecutive elements (int8x4: between consecutive words)
     space: 2       #: :class:`Space`
     fmt: 1         #: :class:`Fmt`
-    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND)
+    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND); GEMV's a with
+    #: fmt = I8X4: the color x streams in on during the first row
 
 
 class ReqWord(data.Struct):
@@ -465,13 +469,19 @@ class Ins:
         return words
 
 
-def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None) -> Ins:
+def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None,
+         x_from: int | None = None) -> Ins:
     """A GEMV: ``rows`` rows of ``words`` weight words at ``w`` (SRAM, row-major) times the
-    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, or a color as partial sums),
-    plus one word per row from color ``addend`` if given."""
+    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, XBUF beside x, or a color as
+    partial sums), plus one word per row from color ``addend`` if given. With ``x_from``, x
+    arrives on that color during the first row (stored at ``x`` as it passes) instead of
+    being in XBUF already."""
     if not isinstance(words, int) or not 1 <= words <= MAX_GEMV_WORDS:
         raise IsaError(f"GEMV words per row must be 1..{MAX_GEMV_WORDS}, not {words!r}")
     imm = words
+    if x_from is not None:
+        _check_color(x_from, "GEMV x color")
+        w = dataclasses.replace(w, aux=x_from, fmt=Fmt.I8X4)
     if addend is not None:
         _check_color(addend, "GEMV addend color")
         x = dataclasses.replace(x, aux=addend)

@@ -307,19 +307,20 @@ def test_recv_appends_to_a_kv_cache_and_send_returns_it():
 
 
 def _gemv_setup(rng, rows, words, *, dst, addend=False, sram_words=SRAM_WORDS,
-                xbuf_words=XBUF_WORDS):
-    """x arrives on DATA; with ``addend``, one partial sum per row arrives on DATA + 1 (the
-    previous PE of a reduction chain) and is added as the row leaves."""
+                xbuf_words=XBUF_WORDS, stream_x=False):
+    """x arrives on DATA (received into XBUF first, or with ``stream_x`` taken by the GEMV's
+    first row); with ``addend``, one partial sum per row arrives on DATA + 1 (the previous PE
+    of a reduction chain) and is added as the row leaves."""
     w = rng.integers(-128, 128, (rows, 4 * words))
     x = rng.integers(-128, 128, 4 * words)
     psum = rng.integers(-(1 << 31), 1 << 31, rows) if addend else np.zeros(rows, np.int64)
     s = Setup(sram_words, xbuf_words)
     s.queues = [DATA, DATA + 1]
     s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
-    prog = [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
-            isa.gemv(rows, words, dst=dst, w=sram(0x40), x=xbuf(0),
-                     addend=DATA + 1 if addend else None),
-            Ins(Op.END)]
+    prog = ([] if stream_x else [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA))]) + [
+        isa.gemv(rows, words, dst=dst, w=sram(0x40), x=xbuf(0),
+                 addend=DATA + 1 if addend else None, x_from=DATA if stream_x else None),
+        Ins(Op.END)]
     s.program(TASK, 0, prog)
     s.stream = ([act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
                 + ([data_w(v, DATA + 1) for v in psum] if addend else []))
@@ -337,6 +338,24 @@ def test_gemv_int32_to_sram_and_to_a_color(seed):
     s, want = _gemv_setup(rng, 4, 1, dst=color(OUT))
     rtl, _ = compare(s, seed=seed, p_ready=0.4)
     assert (s32(rtl["sent"][OUT]) == want).all()
+
+
+@pytest.mark.parametrize("seed", [16, 17])
+def test_gemv_with_x_streaming_in_during_its_first_row(seed):
+    """No RECV: the first row takes each x word from its queue as it issues (stalling while
+    the queue is empty) and keeps it in XBUF for the other rows; with a chain's partial sums
+    added and an output that stalls; int32 sums into XBUF beside x too."""
+    rng = np.random.default_rng(seed)
+    s, want = _gemv_setup(rng, 8, 2, dst=color(OUT), addend=True, stream_x=True)
+    rtl, _ = compare(s, seed=seed, p_valid=0.25, p_ready=0.3)
+    assert (s32(rtl["sent"][OUT]) == want).all()
+    assert rtl["counters"]["stall_in"] > 0 and rtl["counters"]["stall_out"] > 0
+    s, want = _gemv_setup(rng, 5, 1, dst=xbuf(1), stream_x=True)
+    rtl, _ = compare(s, seed=seed, p_valid=0.3)
+    assert (s32(rtl["xbuf"][1:6]) == want).all()
+    # one instruction: its fetch, the rows, the drain, then END's fetch
+    k = rtl["counters"]
+    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == 2 * isa.FETCH_CYCLES + 5 + 4
 
 
 @pytest.mark.parametrize("seed", [12, 13])
@@ -478,11 +497,15 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             prog.append(Ins(Op.SEND, n=n, dst=color(rng.choice([OUT, OUT + 1])), a=mem()))
         elif kind == "gemv":
             addend = rng.choice([None, DATA])
-            prog.append(isa.gemv(n, rng.randrange(1, 4),
+            words = rng.randrange(1, 4)
+            x_from = rng.choice([None, DATA])
+            prog.append(isa.gemv(n, words, x_from=x_from,
                                  dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT),
                                                  xbuf(rng.randrange(0, 60))]),
                                  w=sram(rng.randrange(0x40, 0xa0)),
                                  x=xbuf(rng.randrange(0, 60)), addend=addend))
+            if x_from is not None:          # taken by the first row, before any addend
+                data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(words)]
             if addend is not None:
                 data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
         elif kind in ("vec", "reduce", "lut"):
@@ -577,7 +600,8 @@ def test_random_programs_rtl_equals_iss(seed):
 
 # ---- the GEMV's MAC utilization ----------------------------------------------------------
 
-def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, addend=True):
+def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, addend=True,
+                     stream_x=False):
     """The 4x4-mesh share of the 256x992 GEMV on one core (``rows`` x ``words``): receive x
     into XBUF, GEMV adding the previous PE's partial sums (``addend``) with the int32 partial
     sums straight onto a color, END. Returns
@@ -585,19 +609,20 @@ def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, ad
     against ``arith.gemv_golden`` and the whole run against the ISS."""
     rng = np.random.default_rng(seed)
     s, want = _gemv_setup(rng, rows, words, dst=color(OUT), addend=addend, sram_words=4096,
-                          xbuf_words=64)
+                          xbuf_words=64, stream_x=stream_x)
     rtl, _ = compare(s, seed=seed, p_valid=p_valid, p_ready=p_ready)
     assert (s32(rtl["sent"][OUT]) == want).all(), f"seed={seed}: GEMV result differs"
     k = rtl["counters"]
     return k["mac_busy"] / k["task_cycles"], k
 
 
-def test_gemv_mac_utilization_per_pe_share_of_the_4x4_256x992_gemv():
+@pytest.mark.parametrize("stream_x", [False, True], ids=["RECV then GEMV", "x streamed"])
+def test_gemv_mac_utilization_per_pe_share_of_the_4x4_256x992_gemv(stream_x):
     """Goal: >= 97.6 % (the fixed-function PE's figure on the 4x4 mesh). Measured with a ramp
     that never stalls (the core's own overhead: fetches, the x receive, the pipeline)."""
-    util, k = gemv_utilization()
-    print(f"core GEMV 64x62: mac_busy {k['mac_busy']} / task_cycles {k['task_cycles']} "
-          f"= {100 * util:.2f} %")
+    util, k = gemv_utilization(stream_x=stream_x)
+    print(f"core GEMV 64x62 ({'x streamed' if stream_x else 'RECV then GEMV'}): mac_busy "
+          f"{k['mac_busy']} / task_cycles {k['task_cycles']} = {100 * util:.2f} %")
     assert k["mac_busy"] == 64 * 62
     assert util >= 0.976, f"MAC utilization {100 * util:.2f} % < 97.6 %: {k}"
 
@@ -778,8 +803,8 @@ def test_pipelined_element_rate_with_stalls_mid_vector(case):
                          p_ready=0.05 if packed_out else 0.4)
         k = rtl["counters"]
         cycles = k["task_cycles"] - k["stall_in"] - k["stall_out"]
-        assert cycles == want, f"{name}, seed {seed + 100 * run}: {cycles} cycles, " \
-                               f"documented {want}"
+        assert cycles == want, (f"{name}, seed {seed + 100 * run}: {cycles} cycles, "
+                                f"documented {want}")
         seen_in |= k["stall_in"] > 0
         seen_out |= k["stall_out"] > 0
         if (seen_in or not need_in) and (seen_out or not need_out):

@@ -119,7 +119,7 @@ def _req_rows(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
 
 def _n_insns(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
     ha, hb = _halves(m_pe, cols)
-    n = 2 + (1 if hb else 0) + 1                    # RECV, GEMV A, [GEMV B], END
+    n = 1 + (1 if hb else 0) + 1                    # GEMV A (x streamed in), [GEMV B], END
     if not out_int32:
         n += (cc_ == cols - 1) + (hb > 0 and cc_ == 0)          # a VREQ per chain end
     return n
@@ -144,22 +144,23 @@ def _layout(m_pe: int, nw_pe: int, cc_: int, cols: int, out_int32: bool, base: i
 def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors: Colors,
              a_in: int, a_out: int, b_in: int | None, b_out: int | None, lay: dict
              ) -> list[isa.Ins]:
-    """One PE's GEMV program (see the module docstring): RECV x; the eastward chain's rows
-    (to the east neighbour, or at the east-most PE to Y or the sums area); the westward
-    chain's rows (likewise to the west); VREQ and SEND of each chain this PE ends; END."""
+    """One PE's GEMV program (see the module docstring): the eastward chain's rows, x
+    streaming into XBUF during the first (to the east neighbour, or at the east-most PE to Y
+    or the sums area); the westward chain's rows (likewise to the west); the VREQ of each
+    chain this PE ends, sending packed int8 on Y; END."""
     ha, hb = _halves(m_pe, cols)
     east, west = cc_ == cols - 1, cc_ == 0
     x = isa.xbuf(0)
     acc, q = lay["acc_base"], lay["q_base"]
     sums_at = isa.xbuf if lay["sums_in_xbuf"] else isa.sram
-    prog = [isa.Ins(isa.Op.RECV, n=nw, dst=x, a=isa.color(colors.x))]
+    prog = []
     ends = []           # (rows, sums area, requantization words) of the chains ending here
     a_dst = isa.color(a_out)
     if east and not out_int32:
         a_dst = sums_at(acc)
         ends.append((ha, acc, q))
     prog.append(isa.gemv(ha, nw, dst=a_dst, w=isa.sram(lay["w_base"]), x=x,
-                         addend=None if west else a_in))
+                         addend=None if west else a_in, x_from=colors.x))
     if hb:
         b_dst = isa.color(b_out)
         if west and not out_int32:

@@ -226,6 +226,9 @@ def step(st: PEState, pc: int) -> int | None:
                             f"no input queue")
     if op is Op.GEMV and imm & FLAG_ADDEND and b["aux"] not in st.queues:
         raise TaskError(f"GEMV at {pc} adds color {b['aux']}, which has no input queue")
+    if op is Op.GEMV and a["fmt"] == Fmt.I8X4 and a["aux"] not in st.queues:
+        raise TaskError(f"GEMV at {pc} takes x from color {a['aux']}, which has no input "
+                        f"queue")
     st.stats.cycles += isa.exec_cycles(op, n, imm, a, b)
     if op is Op.END:
         return None
@@ -240,6 +243,11 @@ def step(st: PEState, pc: int) -> int | None:
             st.send(dst["base"] & 31, s.mem[s.raw_addr(i)])
     elif op is Op.GEMV:
         words = imm & isa.MAX_GEMV_WORDS
+        if a["fmt"] == Fmt.I8X4 and n:
+            # x streams in during the first row, kept in XBUF for the others.
+            q = st.queues[a["aux"]]
+            for k in range(words):
+                st.xbuf[(b["base"] + k) % len(st.xbuf)] = q.popleft()
         if dst["space"] == Space.XBUF:
             xs = {(b["base"] + k) % len(st.xbuf) for k in range(words)}
             over = sorted(xs & {(dst["base"] + r * dst["stride"]) % len(st.xbuf)
