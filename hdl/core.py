@@ -18,8 +18,11 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
   x word every cycle without a second SRAM read port (which a block RAM would only give by
   duplicating the whole SRAM). Every block-RAM read is registered before arithmetic uses it.
 * **GEMV.** Row-major: one weight word (four int8 MACs) per cycle, the row's dot product in
-  one accumulator register, written (SRAM) or sent (a color, int32 partial sums) four cycles
-  after its last word while the next row streams: ``rows * words + 4`` cycles.
+  one accumulator register, written (SRAM or XBUF) or sent (a color, int32 partial sums) four
+  cycles after its last word while the next row streams: ``rows * words + 4`` cycles. With
+  x streaming in (``isa.gemv(..., x_from=c)``), the first row pops each x word from its queue
+  as it issues and writes it into XBUF (whose write port is otherwise idle then) for the
+  other rows.
 * **Element-wise ops and REDUCE.** A five-stage pipeline (``isa.VEC_STAGES``): S0 issues an
   element's reads (memory, input queue or register), S1 registers them and issues the reads
   that need a port's second turn or a's value (b in a's memory or on a's color, VLUT's table

@@ -13,16 +13,18 @@ east-most PE ends them and sends y east on Y), the other ``hb`` rows east to wes
 :data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes
 after its GEMV, one row a cycle (the sums in XBUF after x, the requantization words in SRAM:
 one read on each port, :func:`~sparktile.hdl.isa.elem_interval`); two chain ends requantize
-half the rows each, so the tail after the last GEMV halves (4x4 256 x 992 GEMV: 4,147
-cycles; docs/architecture.md has the history).
+half the rows each, so the tail after the last GEMV halves. x is not received before the
+GEMV: the first GEMV takes it from color X during its first row (``isa.gemv(...,
+x_from=X)``), keeping it in XBUF for the other rows and the second GEMV (4x4 256 x 992 GEMV:
+4,064 cycles, 97.6 %; docs/architecture.md has the history).
 A one-column region, or one row per PE, has the eastward chain only.
 
 =======================  ===========================================================
-every PE                 ``RECV nw`` words of color X into XBUF[0..nw)
-every PE                 ``GEMV ha x nw`` to the east neighbour, adding (except the
-                         west-most) one partial sum per row from the west neighbour
+every PE                 ``GEMV ha x nw`` to the east neighbour, x streaming in on
+                         color X into XBUF[0..nw) during the first row, adding (except
+                         the west-most) one partial sum per row from the west neighbour
                          (``FLAG_ADDEND``, no extra cycle); the east-most to Y (int32)
-                         or into its SRAM sums (int8)
+                         or into its sums (int8: XBUF after x, or SRAM)
 every PE (two chains)    ``GEMV hb x nw`` mirrored: to the west neighbour, adding the
                          east neighbour's; the west-most to Y or into its sums
 chain ends, int8 out     ``VREQ`` (``RequantWord`` per row, the sums from XBUF, or from
