@@ -19,8 +19,8 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
   duplicating the whole SRAM). Every block-RAM read is registered before arithmetic uses it.
 * **GEMV.** Row-major: one weight word (four int8 MACs) per cycle, the row's dot product in
   one accumulator register, written (SRAM or XBUF) or sent (a color, int32 partial sums) four
-  cycles after its last word while the next row streams: ``rows * words + 4`` cycles. With
-  x streaming in (``isa.gemv(..., x_from=c)``), the first row pops each x word from its queue
+  cycles after its last word while the next row streams: ``rows * words + 4`` cycles. GEMVX
+  (x streaming in, ``isa.gemv(..., x_from=c)``): the first row pops each x word from its queue
   as it issues and writes it into XBUF (whose write port is otherwise idle then) for the
   other rows.
 * **Element-wise ops and REDUCE.** A five-stage pipeline (``isa.VEC_STAGES``): S0 issues an
@@ -276,7 +276,7 @@ class Core(wiring.Component):
                         if slot == 2 and o in isa.SCALAR_OPS:
                             ok = ok | imm[6]
                         conds.append(ok)
-                    if o is Op.GEMV:
+                    if o in isa.GEMV_OPS:
                         conds.append((n == 0) | (imm[:9] != 0))
                     if o is Op.REDUCE:
                         conds.append(n != 0)
@@ -305,10 +305,11 @@ class Core(wiring.Component):
                        and Space.COLOR in isa.ALLOWED[o][2] and o is not Op.VSHR]
         lookup(oa, a_queue_ops, a_found, qa_d)
         g_addend = imm[9]
-        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend,
+        lookup(ob, b_queue_ops, b_found, qb_d,
+               addend=((op == Op.GEMV) | (op == Op.GEMVX)) & g_addend,
                extra=(op == Op.VSHR) & imm[6])
-        # GEMV with x streaming in on color a.aux during its first row (a.fmt = I8X4).
-        g_xin = (op == Op.GEMV) & (oa.fmt == Fmt.I8X4)
+        # GEMVX: x streams in on color a.aux during the first row.
+        g_xin = op == Op.GEMVX
         x_found, qx_d, qx = Signal(), Signal(3), Signal(3)
         lookup(oa, [], x_found, qx_d, addend=g_xin)
 
@@ -406,7 +407,7 @@ class Core(wiring.Component):
                             m.next = "RECV"
                         with m.Case(Op.SEND):
                             m.next = "SEND"
-                        with m.Case(Op.GEMV):
+                        with m.Case(Op.GEMV, Op.GEMVX):
                             m.next = "GEMV"
                         with m.Case(*isa.VEC_OPS):
                             m.next = "VEC"

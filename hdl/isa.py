@@ -40,7 +40,7 @@ __all__ = [
     "FETCH_CYCLES", "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
     "insn_cycles", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "FLAG_VAR", "FLAG_UB", "FLAG_UA",
-    "ReqWord", "req_word", "b_used", "gemv", "MAX_GEMV_WORDS", "valid_insn",
+    "ReqWord", "req_word", "b_used", "gemv", "GEMV_OPS", "MAX_GEMV_WORDS", "valid_insn",
 ]
 
 #: SRAM words of one instruction.
@@ -72,10 +72,7 @@ class Op(enum.IntEnum):
     SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
     GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511;
     #: dst in SRAM, on a color, or in XBUF beside x (not over it), where a VREQ then reads
-    #: the sums and SRAM's requantization words on two ports: one row a cycle. With the
-    #: weights operand ``a`` in ``Fmt.I8X4`` (:func:`gemv`'s ``x_from``), x streams in on
-    #: color ``a.aux`` during the first row, each word kept in XBUF at ``b + k`` for the
-    #: other rows: no RECV before the GEMV, the same cycles
+    #: the sums and SRAM's requantization words on two ports: one row a cycle
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
     VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63), or b[i] & 63 with FLAG_VAR
@@ -84,6 +81,10 @@ class Op(enum.IntEnum):
     VLUT = 10    #: dst[i] = SRAM[b.base + ((a[i] + 128) & 255)] (int8 index a)
     REDUCE = 11  #: reg dst = sum (wrapping) or, with FLAG_MAX, max of a[0..n-1]
     VMULSR = 12  #: dst[i] = sat32(shift_round(a[i] * b[i], sh)), a 64-bit product
+    #: GEMV whose x streams in on color ``a.aux`` during the first row, each word kept in
+    #: XBUF at ``b + k`` for the other rows (:func:`gemv`'s ``x_from``): no RECV before it,
+    #: the same cycles as GEMV
+    GEMVX = 13
     SLI = 16     #: reg dst = b (the raw word)
     SADD = 17    #: reg dst = reg a + (reg b | imm b), wrapping
     SSUB = 18    #: reg dst = reg a - (reg b | imm b), wrapping
@@ -100,6 +101,7 @@ class Op(enum.IntEnum):
     SLDR = 28    #: reg dst = SRAM[reg a]: a table lookup by a computed index (Newton seeds)
 
 
+GEMV_OPS = (Op.GEMV, Op.GEMVX)
 VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE, Op.VMULSR)
 SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN, Op.SLT,
               Op.SMAX, Op.SLD, Op.SST, Op.SSHLV, Op.SLDR)
@@ -152,8 +154,8 @@ class Operand(data.Struct):
     stride: 8      #: words between consecutive elements (int8x4: between consecutive words)
     space: 2       #: :class:`Space`
     fmt: 1         #: :class:`Fmt`
-    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND); GEMV's a with
-    #: fmt = I8X4: the color x streams in on during the first row
+    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND); GEMVX's a: the
+    #: color x streams in on during the first row
 
 
 class ReqWord(data.Struct):
@@ -270,7 +272,7 @@ def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
         return n
     if op is Op.SEND:
         return n + 1 if n else 0
-    if op is Op.GEMV:
+    if op in GEMV_OPS:
         return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
     if op in VEC_OPS:
         return elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES if n else 0
@@ -376,6 +378,7 @@ ALLOWED = {
     Op.RECV: (_MEM, (Space.COLOR,), None),
     Op.SEND: ((Space.COLOR,), _MEM, None),
     Op.GEMV: ((Space.SRAM, Space.XBUF, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
+    Op.GEMVX: ((Space.SRAM, Space.XBUF, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
     Op.VADD: (_VDST, _VSRC, _VSRC),
     Op.VMUL: (_VDST, _VSRC, _VSRC),
     Op.VSHR: (_VDST, _VSRC, _VSRC),        # b read only with FLAG_VAR
@@ -436,7 +439,7 @@ class Ins:
         for name, value, hi in (("n", self.n, 0xFFFF), ("imm", imm, (1 << IMM_BITS) - 1)):
             if not isinstance(value, int) or not 0 <= value <= hi:
                 raise IsaError(f"{where}: {name} must be 0..{hi}, not {value!r}")
-        if op is Op.GEMV and self.n and not 1 <= imm & MAX_GEMV_WORDS:
+        if op in GEMV_OPS and self.n and not 1 <= imm & MAX_GEMV_WORDS:
             raise IsaError(f"{where}: imm (words per row) must be 1..{MAX_GEMV_WORDS}, "
                            f"not {imm & MAX_GEMV_WORDS}")
         if op is Op.REDUCE and self.n == 0:
@@ -479,14 +482,16 @@ def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None 
     if not isinstance(words, int) or not 1 <= words <= MAX_GEMV_WORDS:
         raise IsaError(f"GEMV words per row must be 1..{MAX_GEMV_WORDS}, not {words!r}")
     imm = words
+    op = Op.GEMV
     if x_from is not None:
         _check_color(x_from, "GEMV x color")
-        w = dataclasses.replace(w, aux=x_from, fmt=Fmt.I8X4)
+        w = dataclasses.replace(w, aux=x_from)
+        op = Op.GEMVX
     if addend is not None:
         _check_color(addend, "GEMV addend color")
         x = dataclasses.replace(x, aux=addend)
         imm |= FLAG_ADDEND
-    return Ins(Op.GEMV, n=rows, imm=imm, dst=dst, a=w, b=x)
+    return Ins(op, n=rows, imm=imm, dst=dst, a=w, b=x)
 
 
 def assemble(program) -> list[int]:
@@ -520,7 +525,7 @@ def valid_insn(insn: dict, ops: list[dict]) -> bool:
             continue
         if Space(ops[slot]["space"]) not in allowed:
             return False
-    if op is Op.GEMV and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
+    if op in GEMV_OPS and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
         return False
     if op is Op.REDUCE and insn["n"] == 0:
         return False

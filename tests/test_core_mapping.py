@@ -25,9 +25,9 @@ def _needs(st, pc):
     need = []
     if insn["op"] == isa.Op.RECV:
         need.append((a["base"] & 31, insn["n"]))
-    if insn["op"] == isa.Op.GEMV and a["fmt"] == isa.Fmt.I8X4 and insn["n"]:
+    if insn["op"] == isa.Op.GEMVX and insn["n"]:
         need.append((a["aux"], insn["imm"] & isa.MAX_GEMV_WORDS))       # x, streamed in
-    if insn["op"] == isa.Op.GEMV and insn["imm"] & isa.FLAG_ADDEND:
+    if insn["op"] in isa.GEMV_OPS and insn["imm"] & isa.FLAG_ADDEND:
         need.append((b["aux"], insn["n"]))
     return need
 

@@ -20,7 +20,7 @@ x_from=X)``), keeping it in XBUF for the other rows and the second GEMV (4x4 256
 A one-column region, or one row per PE, has the eastward chain only.
 
 =======================  ===========================================================
-every PE                 ``GEMV ha x nw`` to the east neighbour, x streaming in on
+every PE                 ``GEMVX ha x nw`` to the east neighbour, x streaming in on
                          color X into XBUF[0..nw) during the first row, adding (except
                          the west-most) one partial sum per row from the west neighbour
                          (``FLAG_ADDEND``, no extra cycle); the east-most to Y (int32)

@@ -224,9 +224,9 @@ def step(st: PEState, pc: int) -> int | None:
         if _needs_queue(op, slot, d, insn) and (d["base"] & 31) not in st.queues:
             raise TaskError(f"instruction at {pc} reads color {d['base'] & 31}, which has "
                             f"no input queue")
-    if op is Op.GEMV and imm & FLAG_ADDEND and b["aux"] not in st.queues:
+    if op in isa.GEMV_OPS and imm & FLAG_ADDEND and b["aux"] not in st.queues:
         raise TaskError(f"GEMV at {pc} adds color {b['aux']}, which has no input queue")
-    if op is Op.GEMV and a["fmt"] == Fmt.I8X4 and a["aux"] not in st.queues:
+    if op is Op.GEMVX and a["aux"] not in st.queues:
         raise TaskError(f"GEMV at {pc} takes x from color {a['aux']}, which has no input "
                         f"queue")
     st.stats.cycles += isa.exec_cycles(op, n, imm, a, b)
@@ -241,9 +241,9 @@ def step(st: PEState, pc: int) -> int | None:
         s = _Vec(st, a, n)
         for i in range(n):
             st.send(dst["base"] & 31, s.mem[s.raw_addr(i)])
-    elif op is Op.GEMV:
+    elif op in isa.GEMV_OPS:
         words = imm & isa.MAX_GEMV_WORDS
-        if a["fmt"] == Fmt.I8X4 and n:
+        if op is Op.GEMVX and n:
             # x streams in during the first row, kept in XBUF for the others.
             q = st.queues[a["aux"]]
             for k in range(words):
