@@ -18,14 +18,27 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
   x word every cycle without a second SRAM read port (which a block RAM would only give by
   duplicating the whole SRAM). Every block-RAM read is registered before arithmetic uses it.
 * **GEMV.** Row-major: one weight word (four int8 MACs) per cycle, the row's dot product in
-  one accumulator register, written (SRAM) or sent (a color, int32 partial sums) four cycles
-  after its last word while the next row streams: ``rows * words + 4`` cycles.
-* **Stalls.** An empty input queue or a busy ramp freezes the instruction (nothing moves; the
-  block-RAM ports hold their data) and counts ``stall_in`` / ``stall_out``; the cycle count
-  of a program, stalls excluded, is exactly the ISS's.
+  one accumulator register, written (SRAM or XBUF) or sent (a color, int32 partial sums) four
+  cycles after its last word while the next row streams: ``rows * words + 4`` cycles. GEMVX
+  (x streaming in, ``isa.gemv(..., x_from=c)``): the first row pops each x word from its queue
+  as it issues and writes it into XBUF (whose write port is otherwise idle then) for the
+  other rows.
+* **Element-wise ops and REDUCE.** A five-stage pipeline (``isa.VEC_STAGES``): S0 issues an
+  element's reads (memory, input queue or register), S1 registers them and issues the reads
+  that need a port's second turn or a's value (b in a's memory or on a's color, VLUT's table
+  entry), S2 registers those, S3 computes, S4 writes, sends or updates the register. One
+  element every ``isa.elem_interval`` cycles (1, or 2 when a port serves two accesses an
+  element): ``interval * (n - 1) + 5`` cycles. Read-after-write closer than
+  ``isa.RAW_DISTANCE`` elements is forbidden by the ISA (the ISS refuses it); in-place ops are
+  fine.
+* **Stalls.** A busy ramp freezes the instruction (nothing moves; the block-RAM ports hold
+  their data); an empty input queue freezes it too, except that in an element-wise op the
+  elements already issued drain while the next one waits. Each stall cycle is counted
+  (``stall_in`` / ``stall_out``) and delays the end by one, so the cycle count of a program,
+  stalls excluded, is exactly the ISS's.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -204,11 +217,9 @@ class Core(wiring.Component):
         i = Signal(16)
         pa, pb, pd = Signal(16), Signal(16), Signal(16)
         qa, qb = Signal(3), Signal(3)
-        a_reg, b_reg, r_reg = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
         pack_reg = Signal(32)
         racc = Signal(signed(32))
         last = i + 1 == n
-        lane = i[:2]
 
         # memory access helpers (one read of each memory per cycle at most)
         s_addr, s_en, xr_addr, xr_en = Signal(sa), Signal(), Signal(xa), Signal()
@@ -236,11 +247,11 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.comb += [sw_en.eq(1), sw_addr.eq(addr), sw_data.eq(word)]
 
-        def element(word, fmt):
+        def element(word, fmt, lane):
             return Mux(fmt == Fmt.I8X4, word.word_select(lane, 8).as_signed(),
                        word.as_signed())
 
-        def step_ptr(ptr, operand):
+        def step_ptr(ptr, operand, lane):
             adv = (operand.fmt != Fmt.I8X4) | (lane == 3)
             with m.If(adv):
                 m.d.sync += ptr.eq(ptr + operand.stride)
@@ -265,7 +276,7 @@ class Core(wiring.Component):
                         if slot == 2 and o in isa.SCALAR_OPS:
                             ok = ok | imm[6]
                         conds.append(ok)
-                    if o is Op.GEMV:
+                    if o in isa.GEMV_OPS:
                         conds.append((n == 0) | (imm[:9] != 0))
                     if o is Op.REDUCE:
                         conds.append(n != 0)
@@ -294,8 +305,13 @@ class Core(wiring.Component):
                        and Space.COLOR in isa.ALLOWED[o][2] and o is not Op.VSHR]
         lookup(oa, a_queue_ops, a_found, qa_d)
         g_addend = imm[9]
-        lookup(ob, b_queue_ops, b_found, qb_d, addend=(op == Op.GEMV) & g_addend,
+        lookup(ob, b_queue_ops, b_found, qb_d,
+               addend=((op == Op.GEMV) | (op == Op.GEMVX)) & g_addend,
                extra=(op == Op.VSHR) & imm[6])
+        # GEMVX: x streams in on color a.aux during the first row.
+        g_xin = op == Op.GEMVX
+        x_found, qx_d, qx = Signal(), Signal(3), Signal(3)
+        lookup(oa, [], x_found, qx_d, addend=g_xin)
 
         # GEMV pipeline registers
         g_row, g_k = Signal(16), Signal(9)
@@ -303,10 +319,48 @@ class Core(wiring.Component):
         g_issuing = Signal()
         v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
         f1, l1, f2, l2, f3, l3 = (Signal(name=n) for n in ("f1", "l1", "f2", "l2", "f3", "l3"))
-        g_w, g_x = Signal(32), Signal(32)
+        g_w, g_x, g_xq, x1 = Signal(32), Signal(32), Signal(32), Signal()
         g_p = [Signal(signed(16), name=f"g_p{l}") for l in range(4)]
         g_acc = Signal(32)
         have = Signal()
+
+        # Element-wise pipeline (S0..S4, see isa.VEC_STAGES): the per-element interval of
+        # isa.elem_interval, tabulated over the op, the operand spaces, FLAG_VAR and whether
+        # a and b name one color, so that the RTL and the ISS take it from one function.
+        v_c2 = Signal()
+        same_color = oa.base[:5] == ob.base[:5]
+        key = Cat(oa.space, ob.space, imm[6], same_color, op)
+        slow = []
+        for o in isa.VEC_OPS:
+            for sa_ in isa.Space:
+                for sb_ in isa.Space:
+                    for var in (0, 1):
+                        for same in (0, 1):
+                            interval = isa.elem_interval(
+                                o, var << 6, isa.Src(sa_, 0), isa.Src(sb_, 0 if same else 1))
+                            assert interval in (1, 2), interval
+                            if interval == 2:
+                                slow.append(int(sa_) | int(sb_) << 2 | var << 4 | same << 5 |
+                                            int(o) << 6)
+        with m.Switch(key):
+            with m.Case(*slow):
+                m.d.comb += v_c2.eq(1)
+        v_bused = ((op == Op.VADD) | (op == Op.VMUL) | (op == Op.VMAX) | (op == Op.VREQ) |
+                   (op == Op.VMULSR) | ((op == Op.VSHR) & imm[6]))
+        a_mem = (oa.space == Space.SRAM) | (oa.space == Space.XBUF)
+        a_col = oa.space == Space.COLOR
+        b_mem = (ob.space == Space.SRAM) | (ob.space == Space.XBUF)
+        b_col = ob.space == Space.COLOR
+        b_early = v_bused & ~v_c2      # b read or popped in S0, beside a
+        b_late = v_bused & v_c2        # b read or popped in S1 (a's port is busy in S0)
+        v_issuing = Signal()
+        s1v, s2v, s3v, s4v = (Signal(name=f"s{k}v") for k in range(1, 5))
+        s1_lane, s2_lane, s3_lane, s4_lane = (Signal(2, name=f"s{k}_lane") for k in range(1, 5))
+        s1_first, s2_first, s3_first = (Signal(name=f"s{k}_first") for k in range(1, 4))
+        s1_last, s2_last, s3_last, s4_last = (Signal(name=f"s{k}_last") for k in range(1, 5))
+        a_pre, b_pre = Signal(signed(32)), Signal(signed(32))
+        a2, b2, a3, b3 = (Signal(signed(32), name=nm) for nm in ("a2", "b2", "a3", "b3"))
+        r4 = Signal(signed(32))
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -335,9 +389,11 @@ class Core(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += busy.eq(1)
                 m.d.sync += [i.eq(0), pa.eq(oa.base), pb.eq(ob.base), pd.eq(od.base),
-                             qa.eq(qa_d), qb.eq(qb_d), pc.eq(pc + isa.INSN_WORDS), fstep.eq(0),
-                             g_row.eq(0), g_k.eq(0), g_issuing.eq(1), have.eq(0)]
-                with m.If(~valid | ~a_found | ~b_found):
+                             qa.eq(qa_d), qb.eq(qb_d), qx.eq(qx_d), pc.eq(pc + isa.INSN_WORDS),
+                             fstep.eq(0),
+                             g_row.eq(0), g_k.eq(0), g_issuing.eq(1), have.eq(0),
+                             v_issuing.eq(1), s1v.eq(0), s2v.eq(0), s3v.eq(0), s4v.eq(0)]
+                with m.If(~valid | ~a_found | ~b_found | ~x_found):
                     m.d.comb += ev_err.eq(1)
                     m.next = "IDLE"
                 with m.Elif(op == Op.END):
@@ -351,10 +407,10 @@ class Core(wiring.Component):
                             m.next = "RECV"
                         with m.Case(Op.SEND):
                             m.next = "SEND"
-                        with m.Case(Op.GEMV):
+                        with m.Case(Op.GEMV, Op.GEMVX):
                             m.next = "GEMV"
                         with m.Case(*isa.VEC_OPS):
-                            m.next = "EA"
+                            m.next = "VEC"
                         with m.Case(Op.SLD, Op.SLDR):
                             m.next = "SLD"
                         with m.Default():
@@ -387,7 +443,10 @@ class Core(wiring.Component):
 
             with m.State("GEMV"):
                 m.d.comb += busy.eq(1)
-                in_stall = v4 & g_addend & ~q_rdy[qb]
+                # With x streaming in, the first row takes each x word from its queue as it
+                # issues (and keeps it in XBUF for the other rows): no RECV before the GEMV.
+                g_xrow = g_issuing & g_xin & (g_row == 0)
+                in_stall = (v4 & g_addend & ~q_rdy[qb]) | (g_xrow & ~q_rdy[qx])
                 out_stall = v4 & (od.space == Space.COLOR) & ~out_free & ~in_stall
                 adv = ~in_stall & ~out_stall
                 m.d.comb += [ev_in.eq(in_stall), ev_out.eq(out_stall)]
@@ -399,16 +458,21 @@ class Core(wiring.Component):
                                      xr_en.eq(1), ev_mac.eq(1)]
                         m.d.sync += [pa.eq(pa + 1), f1.eq(g_k == 0),
                                      l1.eq(g_k + 1 == g_words)]
+                        with m.If(g_xrow):
+                            m.d.comb += [q_pop.bit_select(qx, 1).eq(1), x_wr.en.eq(1),
+                                         x_wr.addr.eq(pb + g_k), x_wr.data.eq(q_data[qx])]
+                            m.d.sync += g_xq.eq(q_data[qx])
                         with m.If(g_k + 1 == g_words):
                             m.d.sync += [g_k.eq(0), g_row.eq(g_row + 1)]
                             with m.If(g_row + 1 == n):
                                 m.d.sync += g_issuing.eq(0)
                         with m.Else():
                             m.d.sync += g_k.eq(g_k + 1)
-                    m.d.sync += [v1.eq(g_issuing), v2.eq(v1), v3.eq(v2), v4.eq(v3 & l3),
+                    m.d.sync += [v1.eq(g_issuing), x1.eq(g_xrow), v2.eq(v1), v3.eq(v2),
+                                 v4.eq(v3 & l3),
                                  f2.eq(f1), l2.eq(l1), f3.eq(f2), l3.eq(l2)]
                     with m.If(v1):
-                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(x_rd.data)]
+                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(Mux(x1, g_xq, x_rd.data))]
                     with m.If(v2):
                         for lane_i in range(4):
                             m.d.sync += g_p[lane_i].eq(g_w.word_select(lane_i, 8).as_signed() *
@@ -421,129 +485,142 @@ class Core(wiring.Component):
                         with m.If(od.space == Space.COLOR):
                             send(g_res, od.base[:5])
                         with m.Else():
-                            m.d.comb += [sw_en.eq(1), sw_addr.eq(pd), sw_data.eq(g_res)]
+                            mem_write(od.space, pd, g_res)
                         m.d.sync += pd.eq(pd + od.stride)
                         with m.If(~g_issuing & ~v1 & ~v2 & ~v3):
                             m.next = "FETCH"
 
-            # ---- element-wise ops and REDUCE: five cycles per element ----------------------
-            with m.State("EA"):
+            # ---- element-wise ops and REDUCE: a five-stage pipeline ------------------------
+            with m.State("VEC"):
                 m.d.comb += busy.eq(1)
-                with m.If(oa.space == Space.COLOR):
-                    with m.If(q_rdy[qa]):
+                # S4 cannot send: everything freezes (the block-RAM ports hold their data).
+                packed = (Mux(s4_lane == 0, 0, pack_reg) |
+                          (r4.as_unsigned()[:8] << (s4_lane * 8))[:32])
+                puts = (od.fmt != Fmt.I8X4) | (s4_lane == 3) | s4_last
+                frozen = (s4v & (od.space == Space.COLOR) & (op != Op.REDUCE) & puts &
+                          ~out_free)
+                # S0 issues element i: a's read (a memory read, a pop, a register) and b's when
+                # it uses another port than a; with the 2-cycle interval it waits for S1 to
+                # empty, so that S1 has the ports for b's read or pop (or VLUT's table entry).
+                go0 = v_issuing & ~frozen & ~(v_c2 & s1v)
+                block0 = (a_col & ~q_rdy[qa]) | (b_early & b_col & ~q_rdy[qb])
+                fire0 = go0 & ~block0
+                block1 = b_late & b_col & ~q_rdy[qb]
+                adv1 = s1v & ~frozen & ~block1
+                m.d.comb += [ev_out.eq(frozen),
+                             ev_in.eq((go0 & block0) | (s1v & ~frozen & block1))]
+                with m.If(fire0):
+                    with m.If(a_col):
                         m.d.comb += q_pop.bit_select(qa, 1).eq(1)
-                        m.d.sync += a_reg.eq(q_data[qa])
-                        m.next = "EB"
-                    with m.Else():
-                        m.d.comb += ev_in.eq(1)
-                with m.Else():
-                    with m.If(oa.space == Space.REG):
-                        m.d.sync += a_reg.eq(regs[oa.base[:4]])
+                        m.d.sync += a_pre.eq(q_data[qa])
+                    with m.Elif(oa.space == Space.REG):
+                        m.d.sync += a_pre.eq(regs[oa.base[:4]])
                     with m.Else():
                         mem_read(oa.space, pa)
-                    m.next = "EB"
-            with m.State("EB"):
-                m.d.comb += busy.eq(1)
-                with m.If((oa.space == Space.SRAM) | (oa.space == Space.XBUF)):
-                    m.d.sync += a_reg.eq(element(mem_data(oa.space), oa.fmt))
-                b_used = ((op == Op.VADD) | (op == Op.VMUL) | (op == Op.VMAX) | (op == Op.VREQ) |
-                          (op == Op.VMULSR) | ((op == Op.VSHR) & imm[6]))
-                with m.If(b_used & (ob.space == Space.COLOR)):
-                    with m.If(q_rdy[qb]):
-                        m.d.comb += q_pop.bit_select(qb, 1).eq(1)
-                        m.d.sync += b_reg.eq(q_data[qb])
-                        m.next = "EC"
-                    with m.Else():
-                        m.d.comb += ev_in.eq(1)
-                with m.Else():
-                    with m.If(b_used & (ob.space == Space.REG)):
-                        m.d.sync += b_reg.eq(regs[ob.base[:4]])
-                    with m.If(b_used & ((ob.space == Space.SRAM) | (ob.space == Space.XBUF))):
-                        mem_read(ob.space, pb)
-                    m.next = "EC"
-            with m.State("EC"):
-                m.d.comb += busy.eq(1)
-                b_mem = (op != Op.VLUT) & ((ob.space == Space.SRAM) | (ob.space == Space.XBUF))
-                with m.If(b_mem):
-                    m.d.sync += b_reg.eq(element(mem_data(ob.space), ob.fmt))
-                with m.If(op == Op.VLUT):
-                    m.d.comb += [s_addr.eq(ob.base + (a_reg + 128)[:8]), s_en.eq(1)]
-                m.next = "ED"
-            with m.State("ED"):
-                m.d.comb += busy.eq(1)
-                a, b = a_reg, b_reg
-                res = Signal(signed(32))
-                with m.Switch(op):
-                    with m.Case(Op.VADD):
-                        s = Signal(signed(33))
-                        m.d.comb += s.eq(a + b)
-                        sat = Mux(s > (1 << 31) - 1, (1 << 31) - 1,
-                                  Mux(s < -(1 << 31), -(1 << 31), s))
-                        m.d.comb += res.eq(Mux(imm[0] == FLAG_SAT, sat, s))
-                    with m.Case(Op.VMUL):
-                        m.d.comb += res.eq(a * b)
-                    with m.Case(Op.VSHR):
-                        m.d.comb += res.eq(_shift_round(a, Mux(imm[6], b[:6], imm[:6])))
-                    with m.Case(Op.VMULSR):
-                        # a (signed, or unsigned with FLAG_UA) times b: 65 bits; the rounding
-                        # shift by imm or by register imm[3:0] (FLAG_VAR); saturate to int32.
-                        ax = Signal(signed(33), name="mulsr_a")
-                        m.d.comb += ax.eq(Mux(imm[7], a.as_unsigned(), a))
-                        sh = Mux(imm[6], regs[imm[:4]][:6], imm[:6])
-                        y = Signal(signed(67), name="mulsr_y")
-                        m.d.comb += y.eq(_shift_round(ax * b, sh))
-                        m.d.comb += res.eq(Mux(y > (1 << 31) - 1, (1 << 31) - 1,
-                                               Mux(y < -(1 << 31), -(1 << 31), y)))
-                    with m.Case(Op.VMAX):
-                        m.d.comb += res.eq(Mux(a > b, a, b))
-                    with m.Case(Op.VREQ):
-                        q = data.View(ReqWord, b.as_unsigned())
-                        prod = Signal(signed(50), name="req_p")
-                        m.d.comb += prod.eq(Mux(q.neg, -(a * q.mult), a * q.mult))
-                        y = Signal(signed(64))
-                        m.d.comb += y.eq(_shift_round(prod, q.shift))
-                        m.d.comb += res.eq(Mux(y > 127, 127, Mux(y < -128, -128, y)))
-                    with m.Case(Op.VLUT):
-                        m.d.comb += res.eq(s_rd.data)
-                    with m.Case(Op.REDUCE):
-                        mx = Mux(a > racc, a, racc)
-                        m.d.comb += res.eq(Mux(i == 0, a,
-                                               Mux(imm[0] == FLAG_MAX, mx, racc + a)))
-                m.d.sync += r_reg.eq(res)
-                m.next = "EW"
-            with m.State("EW"):
-                m.d.comb += busy.eq(1)
-                done = Signal()
-                with m.If(op == Op.REDUCE):
-                    m.d.sync += racc.eq(r_reg)
+                    step_ptr(pa, oa, i[:2])
+                    with m.If(b_early):
+                        with m.If(b_col):
+                            m.d.comb += q_pop.bit_select(qb, 1).eq(1)
+                            m.d.sync += b_pre.eq(q_data[qb])
+                        with m.Elif(ob.space == Space.REG):
+                            m.d.sync += b_pre.eq(regs[ob.base[:4]])
+                        with m.Else():
+                            mem_read(ob.space, pb)
+                        step_ptr(pb, ob, i[:2])
+                    m.d.sync += [i.eq(i + 1), s1_lane.eq(i[:2]), s1_first.eq(i == 0),
+                                 s1_last.eq(last)]
                     with m.If(last):
-                        m.d.sync += regs[od.base[:4]].eq(r_reg)
-                    m.d.comb += done.eq(1)
-                with m.Elif(od.space == Space.COLOR):
-                    with m.If(out_free):
-                        send(r_reg, od.base[:5])
-                        m.d.comb += done.eq(1)
+                        m.d.sync += v_issuing.eq(0)
+                with m.If(~frozen):
+                    m.d.sync += [s1v.eq(fire0 | (s1v & block1)), s2v.eq(adv1), s3v.eq(s2v),
+                                 s4v.eq(s3v)]
+                # S1: register a (and an early b); issue a late b's read or pop, or VLUT's
+                # table entry at b + (a + 128) % 256 (the index's low byte, top bit flipped).
+                a_val = Mux(a_mem, element(mem_data(oa.space), oa.fmt, s1_lane), a_pre)
+                with m.If(adv1):
+                    m.d.sync += [a2.eq(a_val),
+                                 b2.eq(Mux(b_mem, element(mem_data(ob.space), ob.fmt, s1_lane),
+                                           b_pre)),
+                                 s2_lane.eq(s1_lane), s2_first.eq(s1_first),
+                                 s2_last.eq(s1_last)]
+                    with m.If(b_late):
+                        with m.If(b_col):
+                            m.d.comb += q_pop.bit_select(qb, 1).eq(1)
+                            m.d.sync += b_pre.eq(q_data[qb])
+                        with m.Elif(ob.space == Space.REG):
+                            m.d.sync += b_pre.eq(regs[ob.base[:4]])
+                        with m.Else():
+                            mem_read(ob.space, pb)
+                        step_ptr(pb, ob, s1_lane)
+                    with m.If(op == Op.VLUT):
+                        m.d.comb += [s_addr.eq(ob.base + (a_val[:8] ^ 0x80)), s_en.eq(1)]
+                # S2: register the late b (or the table entry).
+                with m.If(s2v & ~frozen):
+                    b_late_val = Mux(b_mem, element(mem_data(ob.space), ob.fmt, s2_lane), b_pre)
+                    m.d.sync += [a3.eq(a2),
+                                 b3.eq(Mux(op == Op.VLUT, s_rd.data,
+                                           Mux(b_late, b_late_val, b2))),
+                                 s3_lane.eq(s2_lane), s3_first.eq(s2_first),
+                                 s3_last.eq(s2_last)]
+                # S3: compute (REDUCE accumulates here, one element a cycle).
+                with m.If(s3v & ~frozen):
+                    a, b = a3, b3
+                    res = Signal(signed(32))
+                    with m.Switch(op):
+                        with m.Case(Op.VADD):
+                            s = Signal(signed(33))
+                            m.d.comb += s.eq(a + b)
+                            sat = Mux(s > (1 << 31) - 1, (1 << 31) - 1,
+                                      Mux(s < -(1 << 31), -(1 << 31), s))
+                            m.d.comb += res.eq(Mux(imm[0] == FLAG_SAT, sat, s))
+                        with m.Case(Op.VMUL):
+                            m.d.comb += res.eq(a * b)
+                        with m.Case(Op.VSHR):
+                            m.d.comb += res.eq(_shift_round(a, Mux(imm[6], b[:6], imm[:6])))
+                        with m.Case(Op.VMULSR):
+                            # a (signed, or unsigned with FLAG_UA) times b: 65 bits; the rounding
+                            # shift by imm or by register imm[3:0] (FLAG_VAR); saturate to int32.
+                            ax = Signal(signed(33), name="mulsr_a")
+                            m.d.comb += ax.eq(Mux(imm[7], a.as_unsigned(), a))
+                            sh = Mux(imm[6], regs[imm[:4]][:6], imm[:6])
+                            y = Signal(signed(67), name="mulsr_y")
+                            m.d.comb += y.eq(_shift_round(ax * b, sh))
+                            m.d.comb += res.eq(Mux(y > (1 << 31) - 1, (1 << 31) - 1,
+                                                   Mux(y < -(1 << 31), -(1 << 31), y)))
+                        with m.Case(Op.VMAX):
+                            m.d.comb += res.eq(Mux(a > b, a, b))
+                        with m.Case(Op.VREQ):
+                            q = data.View(ReqWord, b.as_unsigned())
+                            prod = Signal(signed(50), name="req_p")
+                            m.d.comb += prod.eq(Mux(q.neg, -(a * q.mult), a * q.mult))
+                            y = Signal(signed(64))
+                            m.d.comb += y.eq(_shift_round(prod, q.shift))
+                            m.d.comb += res.eq(Mux(y > 127, 127, Mux(y < -128, -128, y)))
+                        with m.Case(Op.VLUT):
+                            m.d.comb += res.eq(b)
+                        with m.Case(Op.REDUCE):
+                            mx = Mux(a > racc, a, racc)
+                            m.d.sync += racc.eq(Mux(s3_first, a,
+                                                    Mux(imm[0] == FLAG_MAX, mx, racc + a)))
+                    m.d.sync += [r4.eq(res), s4_lane.eq(s3_lane), s4_last.eq(s3_last)]
+                # S4: write, send, or (REDUCE) the register after the last element.
+                with m.If(s4v & ~frozen):
+                    with m.If(op == Op.REDUCE):
+                        with m.If(s4_last):
+                            m.d.sync += regs[od.base[:4]].eq(racc)
                     with m.Else():
-                        m.d.comb += ev_out.eq(1)
-                with m.Else():
-                    byte = r_reg.as_unsigned()[:8]
-                    packed = Mux(lane == 0, 0, pack_reg) | (byte << (lane * 8))[:32]
-                    m.d.sync += pack_reg.eq(packed)
-                    with m.If(od.fmt == Fmt.I8X4):
-                        with m.If((lane == 3) | last):
-                            mem_write(od.space, pd, packed)
-                    with m.Else():
-                        mem_write(od.space, pd, r_reg)
-                    m.d.comb += done.eq(1)
-                with m.If(done):
-                    step_ptr(pa, oa)
-                    step_ptr(pb, ob)
-                    step_ptr(pd, od)
-                    m.d.sync += i.eq(i + 1)
-                    with m.If(last):
+                        # int8 results are packed four to a word, which is written (or sent)
+                        # after lane 3 or the last element.
+                        m.d.sync += pack_reg.eq(packed)
+                        with m.If(puts):
+                            word = Mux(od.fmt == Fmt.I8X4, packed, r4)
+                            with m.If(od.space == Space.COLOR):
+                                send(word, od.base[:5])
+                            with m.Else():
+                                mem_write(od.space, pd, word)
+                    step_ptr(pd, od, s4_lane)
+                    with m.If(s4_last):
                         m.next = "FETCH"
-                    with m.Else():
-                        m.next = "EA"
 
             # ---- scalar ops ---------------------------------------------------------------
             with m.State("SCALAR"):

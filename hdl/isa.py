@@ -37,9 +37,10 @@ __all__ = [
     "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
     "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
-    "FETCH_CYCLES", "ELEM_CYCLES", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
+    "FETCH_CYCLES", "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
+    "insn_cycles", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "FLAG_VAR", "FLAG_UB", "FLAG_UA",
-    "ReqWord", "req_word", "b_used", "gemv", "MAX_GEMV_WORDS", "valid_insn",
+    "ReqWord", "req_word", "b_used", "gemv", "GEMV_OPS", "MAX_GEMV_WORDS", "valid_insn",
 ]
 
 #: SRAM words of one instruction.
@@ -69,7 +70,9 @@ class Op(enum.IntEnum):
     END = 1      #: the task ends
     RECV = 2     #: dst[i] = next data word of color a (SRAM/XBUF dst): the KV-cache append
     SEND = 3     #: color dst <- a[i] (SRAM/XBUF a), raw words
-    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511
+    GEMV = 4     #: dst[r] = sum_k dot4(a[r*W + k], xbuf[b + k]) (+ addend), W = imm & 511;
+    #: dst in SRAM, on a color, or in XBUF beside x (not over it), where a VREQ then reads
+    #: the sums and SRAM's requantization words on two ports: one row a cycle
     VADD = 5     #: dst[i] = a[i] + b[i]; wrap, or saturate with FLAG_SAT (residual_add)
     VMUL = 6     #: dst[i] = low 32 bits of a[i] * b[i]
     VSHR = 7     #: dst[i] = shift_round(a[i], imm & 63), or b[i] & 63 with FLAG_VAR
@@ -78,6 +81,10 @@ class Op(enum.IntEnum):
     VLUT = 10    #: dst[i] = SRAM[b.base + ((a[i] + 128) & 255)] (int8 index a)
     REDUCE = 11  #: reg dst = sum (wrapping) or, with FLAG_MAX, max of a[0..n-1]
     VMULSR = 12  #: dst[i] = sat32(shift_round(a[i] * b[i], sh)), a 64-bit product
+    #: GEMV whose x streams in on color ``a.aux`` during the first row, each word kept in
+    #: XBUF at ``b + k`` for the other rows (:func:`gemv`'s ``x_from``): no RECV before it,
+    #: the same cycles as GEMV
+    GEMVX = 13
     SLI = 16     #: reg dst = b (the raw word)
     SADD = 17    #: reg dst = reg a + (reg b | imm b), wrapping
     SSUB = 18    #: reg dst = reg a - (reg b | imm b), wrapping
@@ -94,6 +101,7 @@ class Op(enum.IntEnum):
     SLDR = 28    #: reg dst = SRAM[reg a]: a table lookup by a computed index (Newton seeds)
 
 
+GEMV_OPS = (Op.GEMV, Op.GEMVX)
 VEC_OPS = (Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VLUT, Op.REDUCE, Op.VMULSR)
 SCALAR_OPS = (Op.SLI, Op.SADD, Op.SSUB, Op.SMULSH, Op.SSHR, Op.SSHL, Op.SBITLEN, Op.SLT,
               Op.SMAX, Op.SLD, Op.SST, Op.SSHLV, Op.SLDR)
@@ -146,7 +154,8 @@ class Operand(data.Struct):
     stride: 8      #: words between consecutive elements (int8x4: between consecutive words)
     space: 2       #: :class:`Space`
     fmt: 1         #: :class:`Fmt`
-    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND)
+    aux: 5         #: GEMV's b: the addend's color (with FLAG_ADDEND); GEMVX's a: the
+    #: color x streams in on during the first row
 
 
 class ReqWord(data.Struct):
@@ -180,17 +189,82 @@ class IsaError(ValueError):
 #: Cycles to fetch and decode one instruction: four SRAM reads, one cycle each, plus the
 #: cycle in which the last word leaves the read port, plus one decode cycle.
 FETCH_CYCLES = INSN_WORDS + 2
-#: Cycles per element of an element-wise op or REDUCE: read a, read b (a leaves the port),
-#: b (or the table entry's address) leaves the port, compute, write. Not pipelined this round.
-ELEM_CYCLES = 5
+#: Pipeline stages of an element-wise op or REDUCE (the core's S0..S4): S0 issues the element's
+#: reads (a memory read, an input-queue pop or a register read of a and, when b uses another
+#: port, of b), S1 registers a (and such a b) and issues the reads that need a second turn of a
+#: port (b in the same memory, or b from the same input queue, as a) or need a's value (VLUT's
+#: table entry), S2 registers those, S3 computes, S4 writes, sends or accumulates. An element
+#: issues every :func:`elem_interval` cycles; the last one leaves S4
+#: ``VEC_STAGES - 1`` cycles after it issued.
+VEC_STAGES = 5
+#: Kept for callers of the previous rule (5 cycles per element, not pipelined): the cycles of a
+#: one-element vector op, which the pipeline keeps (``exec_cycles(op, 1, ...) == 5``).
+ELEM_CYCLES = VEC_STAGES
+#: Read-after-write inside one element-wise instruction: element ``i`` may read a word (SRAM or
+#: XBUF, a VLUT table entry included) that an earlier element ``j`` of the same instruction
+#: writes only if ``i - j >= RAW_DISTANCE``; then it sees the written value, as if the elements
+#: ran one after another. Closer than that the word may still be in the pipeline: the ISA
+#: forbids it and the ISS refuses it (:class:`~sparktile.compiler.iss.PipelineHazard`). Element
+#: ``i`` reading the word that it writes itself (an in-place op: ``dst[i]`` from ``a[i]``, or
+#: VREQ's int8 packing into the words it reads) is always allowed: every read of an element
+#: happens before its write. Derivation: a write leaves S4 at least 4 cycles after its element
+#: issued, a read is issued in S0 (or S1) of its element, elements issue at least one cycle
+#: apart and a stall only delays later elements' reads, never earlier elements' writes.
+RAW_DISTANCE = VEC_STAGES
 #: Cycles after a GEMV's last weight read until its last result is written: weight and x
 #: registered, four products, their sum into the accumulator, the write.
 GEMV_LATENCY = 4
 
 
-def exec_cycles(op: int, n: int, imm: int) -> int:
+def _space_of(operand):
+    """``(space, color)`` of an operand given as a :class:`Src`, a decoded :class:`Operand`
+    dict, or None (absent)."""
+    if operand is None:
+        return None, None
+    if isinstance(operand, Src):
+        return operand.space, operand.base & 31
+    if isinstance(operand, dict):
+        return Space(operand["space"]), operand["base"] & 31
+    raise TypeError(f"an operand must be a Src, a decoded Operand dict or None, "
+                    f"not {operand!r}")
+
+
+def elem_interval(op: int, imm: int, a, b) -> int:
+    """Cycles between two elements of a pipelined element-wise op or REDUCE: the most accesses
+    one port serves per element, at least 1. The ports: the SRAM's one read port (a or b in
+    SRAM, VLUT's table entry), the XBUF's one read port, each input queue (one pop a cycle: a
+    and b from the same color). Scalar registers need no port. So 1 for ``a`` in SRAM with b
+    in XBUF, a register or a color (or unused), 2 for ``a`` and ``b`` both in SRAM (or both
+    in XBUF, or both on one color) and for VLUT with its index ``a`` in SRAM.
+
+    ``a`` and ``b``: :class:`Src`, decoded :class:`Operand` dicts (:func:`decode`), or None.
+    Without them (``None``, the call of the previous rule), the slow case is assumed: an
+    upper bound of 2, exact only when both read one port."""
+    op = Op(op)
+    if op not in VEC_OPS:
+        raise IsaError(f"elem_interval: {op.name} is not an element-wise op "
+                       f"({', '.join(o.name for o in VEC_OPS)})")
+    (sa, ca), (sb, cb) = _space_of(a), _space_of(b)
+    if sa is None:
+        return 2
+    uses_b = b_used(op, imm)
+    if uses_b and sb is None:
+        return 2
+    sram_reads = int(sa is Space.SRAM) + int(uses_b and sb is Space.SRAM) + int(op is Op.VLUT)
+    xbuf_reads = int(sa is Space.XBUF) + int(uses_b and sb is Space.XBUF)
+    pops = 1 + int(uses_b and sb is Space.COLOR and ca == cb) if sa is Space.COLOR else 0
+    return max(1, sram_reads, xbuf_reads, pops)
+
+
+def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     """Cycles of one instruction after its fetch and decode, without stalls (the RTL counts
-    stalls apart: ``stall_in`` for an empty input queue, ``stall_out`` for a busy ramp)."""
+    stalls apart: ``stall_in`` for an empty input queue, ``stall_out`` for a busy ramp).
+
+    An element-wise op or REDUCE of ``n >= 1`` elements takes
+    ``elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES`` cycles: one element every 1 or 2
+    cycles plus the pipeline's fill and drain. Pass the instruction's ``a`` and ``b`` operands
+    (:class:`Src` or decoded dicts; :func:`insn_cycles` does it for an :class:`Ins`); without
+    them the 2-cycle interval is assumed (an upper bound). Other ops ignore ``a`` and ``b``."""
     op = Op(op)
     if op is Op.END:
         return 0
@@ -198,13 +272,19 @@ def exec_cycles(op: int, n: int, imm: int) -> int:
         return n
     if op is Op.SEND:
         return n + 1 if n else 0
-    if op is Op.GEMV:
+    if op in GEMV_OPS:
         return n * (imm & MAX_GEMV_WORDS) + GEMV_LATENCY if n else 0
     if op in VEC_OPS:
-        return ELEM_CYCLES * n
+        return elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES if n else 0
     if op in (Op.SLD, Op.SLDR):
         return 2
     return 1
+
+
+def insn_cycles(ins: "Ins") -> int:
+    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls."""
+    b = ins.b if isinstance(ins.b, Src) else None
+    return FETCH_CYCLES + exec_cycles(ins.op, ins.n, ins.imm, ins.a, b)
 
 
 # ---- configuration registers -----------------------------------------------------------------
@@ -276,9 +356,12 @@ def xbuf(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
     return Src(Space.XBUF, base, stride, Fmt(fmt))
 
 
-def color(c: int) -> Src:
-    """A fabric color operand (input queue or output)."""
-    return Src(Space.COLOR, c, 0)
+def color(c: int, fmt: Fmt = Fmt.I32) -> Src:
+    """A fabric color operand (input queue or output). As an element-wise op's dst,
+    ``Fmt.I8X4`` sends the int8 results packed four to a word (lane 0 low), a word after lane 3
+    and after the last element, as a memory dst is written: VREQ straight onto the fabric,
+    with no SEND after it. Sources and the other ops move whole words."""
+    return Src(Space.COLOR, c, 0, Fmt(fmt))
 
 
 def reg(r: int) -> Src:
@@ -294,7 +377,8 @@ ALLOWED = {
     Op.END: (None, None, None),
     Op.RECV: (_MEM, (Space.COLOR,), None),
     Op.SEND: ((Space.COLOR,), _MEM, None),
-    Op.GEMV: ((Space.SRAM, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
+    Op.GEMV: ((Space.SRAM, Space.XBUF, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
+    Op.GEMVX: ((Space.SRAM, Space.XBUF, Space.COLOR), (Space.SRAM,), (Space.XBUF,)),
     Op.VADD: (_VDST, _VSRC, _VSRC),
     Op.VMUL: (_VDST, _VSRC, _VSRC),
     Op.VSHR: (_VDST, _VSRC, _VSRC),        # b read only with FLAG_VAR
@@ -355,7 +439,7 @@ class Ins:
         for name, value, hi in (("n", self.n, 0xFFFF), ("imm", imm, (1 << IMM_BITS) - 1)):
             if not isinstance(value, int) or not 0 <= value <= hi:
                 raise IsaError(f"{where}: {name} must be 0..{hi}, not {value!r}")
-        if op is Op.GEMV and self.n and not 1 <= imm & MAX_GEMV_WORDS:
+        if op in GEMV_OPS and self.n and not 1 <= imm & MAX_GEMV_WORDS:
             raise IsaError(f"{where}: imm (words per row) must be 1..{MAX_GEMV_WORDS}, "
                            f"not {imm & MAX_GEMV_WORDS}")
         if op is Op.REDUCE and self.n == 0:
@@ -388,18 +472,26 @@ class Ins:
         return words
 
 
-def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None) -> Ins:
+def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None = None,
+         x_from: int | None = None) -> Ins:
     """A GEMV: ``rows`` rows of ``words`` weight words at ``w`` (SRAM, row-major) times the
-    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, or a color as partial sums),
-    plus one word per row from color ``addend`` if given."""
+    x vector at ``x`` (XBUF), int32 results to ``dst`` (SRAM, XBUF beside x, or a color as
+    partial sums), plus one word per row from color ``addend`` if given. With ``x_from``, x
+    arrives on that color during the first row (stored at ``x`` as it passes) instead of
+    being in XBUF already."""
     if not isinstance(words, int) or not 1 <= words <= MAX_GEMV_WORDS:
         raise IsaError(f"GEMV words per row must be 1..{MAX_GEMV_WORDS}, not {words!r}")
     imm = words
+    op = Op.GEMV
+    if x_from is not None:
+        _check_color(x_from, "GEMV x color")
+        w = dataclasses.replace(w, aux=x_from)
+        op = Op.GEMVX
     if addend is not None:
         _check_color(addend, "GEMV addend color")
         x = dataclasses.replace(x, aux=addend)
         imm |= FLAG_ADDEND
-    return Ins(Op.GEMV, n=rows, imm=imm, dst=dst, a=w, b=x)
+    return Ins(op, n=rows, imm=imm, dst=dst, a=w, b=x)
 
 
 def assemble(program) -> list[int]:
@@ -433,7 +525,7 @@ def valid_insn(insn: dict, ops: list[dict]) -> bool:
             continue
         if Space(ops[slot]["space"]) not in allowed:
             return False
-    if op is Op.GEMV and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
+    if op in GEMV_OPS and insn["n"] and insn["imm"] & MAX_GEMV_WORDS == 0:
         return False
     if op is Op.REDUCE and insn["n"] == 0:
         return False

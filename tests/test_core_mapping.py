@@ -19,14 +19,17 @@ from sparktile.compiler.routes import check_deadlock_free
 
 
 def _needs(st, pc):
-    """``(color, words)`` the instruction at ``pc`` takes from an input queue, or None."""
+    """``[(color, words)]`` the instruction at ``pc`` takes from input queues."""
     words = [int(st.sram[pc + j]) for j in range(isa.INSN_WORDS)]
     insn, (_dst, a, b) = isa.decode(words)
+    need = []
     if insn["op"] == isa.Op.RECV:
-        return a["base"] & 31, insn["n"]
-    if insn["op"] == isa.Op.GEMV and insn["imm"] & isa.FLAG_ADDEND:
-        return b["aux"], insn["n"]
-    return None
+        need.append((a["base"] & 31, insn["n"]))
+    if insn["op"] == isa.Op.GEMVX and insn["n"]:
+        need.append((a["aux"], insn["imm"] & isa.MAX_GEMV_WORDS))       # x, streamed in
+    if insn["op"] in isa.GEMV_OPS and insn["imm"] & isa.FLAG_ADDEND:
+        need.append((b["aux"], insn["n"]))
+    return need
 
 
 def run_on_iss(mapping, x):
@@ -69,8 +72,7 @@ def run_on_iss(mapping, x):
                 if not acts[r, c]:
                     continue
                 pcs[r, c] = st.tasks[acts[r, c].pop(0)]
-            need = _needs(st, pcs[r, c])
-            if need and len(st.queues[need[0]]) < need[1]:
+            if any(len(st.queues[c_]) < k for c_, k in _needs(st, pcs[r, c])):
                 continue
             pcs[r, c] = iss.step(st, pcs[r, c])
             if pcs[r, c] is None:

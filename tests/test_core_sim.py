@@ -307,19 +307,20 @@ def test_recv_appends_to_a_kv_cache_and_send_returns_it():
 
 
 def _gemv_setup(rng, rows, words, *, dst, addend=False, sram_words=SRAM_WORDS,
-                xbuf_words=XBUF_WORDS):
-    """x arrives on DATA; with ``addend``, one partial sum per row arrives on DATA + 1 (the
-    previous PE of a reduction chain) and is added as the row leaves."""
+                xbuf_words=XBUF_WORDS, stream_x=False):
+    """x arrives on DATA (received into XBUF first, or with ``stream_x`` taken by the GEMV's
+    first row); with ``addend``, one partial sum per row arrives on DATA + 1 (the previous PE
+    of a reduction chain) and is added as the row leaves."""
     w = rng.integers(-128, 128, (rows, 4 * words))
     x = rng.integers(-128, 128, 4 * words)
     psum = rng.integers(-(1 << 31), 1 << 31, rows) if addend else np.zeros(rows, np.int64)
     s = Setup(sram_words, xbuf_words)
     s.queues = [DATA, DATA + 1]
     s.load(0x40, [wd for row in w for wd in arith.pack_int8(row)])
-    prog = [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA)),
-            isa.gemv(rows, words, dst=dst, w=sram(0x40), x=xbuf(0),
-                     addend=DATA + 1 if addend else None),
-            Ins(Op.END)]
+    prog = ([] if stream_x else [Ins(Op.RECV, n=words, dst=xbuf(0), a=color(DATA))]) + [
+        isa.gemv(rows, words, dst=dst, w=sram(0x40), x=xbuf(0),
+                 addend=DATA + 1 if addend else None, x_from=DATA if stream_x else None),
+        Ins(Op.END)]
     s.program(TASK, 0, prog)
     s.stream = ([act_w(0, TASK)] + [data_w(v, DATA) for v in arith.pack_int8(x)]
                 + ([data_w(v, DATA + 1) for v in psum] if addend else []))
@@ -337,6 +338,24 @@ def test_gemv_int32_to_sram_and_to_a_color(seed):
     s, want = _gemv_setup(rng, 4, 1, dst=color(OUT))
     rtl, _ = compare(s, seed=seed, p_ready=0.4)
     assert (s32(rtl["sent"][OUT]) == want).all()
+
+
+@pytest.mark.parametrize("seed", [16, 17])
+def test_gemv_with_x_streaming_in_during_its_first_row(seed):
+    """No RECV: the first row takes each x word from its queue as it issues (stalling while
+    the queue is empty) and keeps it in XBUF for the other rows; with a chain's partial sums
+    added and an output that stalls; int32 sums into XBUF beside x too."""
+    rng = np.random.default_rng(seed)
+    s, want = _gemv_setup(rng, 8, 2, dst=color(OUT), addend=True, stream_x=True)
+    rtl, _ = compare(s, seed=seed, p_valid=0.25, p_ready=0.3)
+    assert (s32(rtl["sent"][OUT]) == want).all()
+    assert rtl["counters"]["stall_in"] > 0 and rtl["counters"]["stall_out"] > 0
+    s, want = _gemv_setup(rng, 5, 1, dst=xbuf(1), stream_x=True)
+    rtl, _ = compare(s, seed=seed, p_valid=0.3)
+    assert (s32(rtl["xbuf"][1:6]) == want).all()
+    # one instruction: its fetch, the rows, the drain, then END's fetch
+    k = rtl["counters"]
+    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == 2 * isa.FETCH_CYCLES + 5 + 4
 
 
 @pytest.mark.parametrize("seed", [12, 13])
@@ -470,7 +489,7 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
     prog = []
     for _ in range(n_insns):
         kind = rng.choice(["recv", "send", "gemv", "vec", "vec", "reduce", "lut", "scalar"])
-        n = rng.randrange(1, 6)
+        n = rng.randrange(1, 6) if kind not in ("vec", "reduce", "lut") else rng.randrange(1, 13)
         if kind == "recv":
             prog.append(Ins(Op.RECV, n=n, dst=mem(fmt=Fmt.I32), a=color(DATA)))
             data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
@@ -478,18 +497,24 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             prog.append(Ins(Op.SEND, n=n, dst=color(rng.choice([OUT, OUT + 1])), a=mem()))
         elif kind == "gemv":
             addend = rng.choice([None, DATA])
-            prog.append(isa.gemv(n, rng.randrange(1, 4),
-                                 dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT)]),
+            words = rng.randrange(1, 4)
+            x_from = rng.choice([None, DATA])
+            prog.append(isa.gemv(n, words, x_from=x_from,
+                                 dst=rng.choice([sram(rng.randrange(0xc0, 0xf0)), color(OUT),
+                                                 xbuf(rng.randrange(0, 60))]),
                                  w=sram(rng.randrange(0x40, 0xa0)),
                                  x=xbuf(rng.randrange(0, 60)), addend=addend))
+            if x_from is not None:          # taken by the first row, before any addend
+                data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(words)]
             if addend is not None:
                 data += [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)]
         elif kind in ("vec", "reduce", "lut"):
             op = {"vec": rng.choice([Op.VADD, Op.VMUL, Op.VSHR, Op.VMAX, Op.VREQ, Op.VMULSR]),
                   "reduce": Op.REDUCE, "lut": Op.VLUT}[kind]
             a = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA)])
-            # The core takes a's element, then b's: a stream with both on colors
-            # interleaves them (the driver is in order, the queues are two deep).
+            # The core takes a's element, then b's (in one cycle from two queues, or one
+            # after the other from one): a stream with both on colors interleaves them (the
+            # driver is in order, the queues are two deep).
             a_data = [data_w(rng.randrange(1 << 32), DATA) for _ in range(n)] \
                 if a.space is isa.Space.COLOR else []
             b_data = []
@@ -504,10 +529,18 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
             elif op is Op.VSHR and rng.random() < 0.5:
                 b = None
             else:
-                b = rng.choice([mem(), reg(rng.randrange(16)), color(DATA + 1)])
+                # Both in SRAM or both in XBUF (two cycles an element), one in each, a
+                # register, the other queue, or a's own color (two pops an element).
+                b = rng.choice([mem(), mem(), reg(rng.randrange(16)), color(DATA + 1),
+                                color(DATA)])
                 if b.space is isa.Space.COLOR:
-                    b_data = [data_w(rng.randrange(1 << 32), DATA + 1) for _ in range(n)]
-            dst = rng.choice([mem(), mem(), color(OUT)])
+                    b_data = [data_w(rng.randrange(1 << 32), b.base) for _ in range(n)]
+            dst = rng.choice([mem(), mem(), color(OUT, rng.choice([Fmt.I32, Fmt.I8X4]))])
+            if a.space in (isa.Space.SRAM, isa.Space.XBUF) and rng.random() < 0.3:
+                # In place: dst[i] over a[i] (int8 results packed into the words a reads,
+                # VREQ's case, when a holds int32).
+                fmt = Fmt.I8X4 if op is Op.VREQ else a.fmt
+                dst = isa.Src(a.space, a.base, a.stride, fmt)
             imm = rng.randrange(64) if op is Op.VSHR else rng.randrange(2)
             if op is Op.VSHR and b is not None:
                 imm |= isa.FLAG_VAR        # the shift of element i is b[i] & 63
@@ -537,25 +570,38 @@ def random_program(rng: random.Random, s: Setup, n_insns: int):
     return prog + [Ins(Op.END)], data
 
 
-@pytest.mark.parametrize("seed", range(8))
+def random_setup(rng: random.Random) -> Setup:
+    """Two random tasks, drawn again while the ISS refuses them: the ISA forbids an element
+    reading a word that one of the ``isa.RAW_DISTANCE - 1`` elements before it writes (random
+    strides and bases sometimes do that)."""
+    for _ in range(50):
+        s = Setup()
+        s.queues = [DATA, DATA + 1]
+        s.load(0x40, [rng.randrange(1 << 32) for _ in range(0xc0)])
+        prog1, data1 = random_program(rng, s, 6)
+        prog2, data2 = random_program(rng, s, 6)
+        s.program(TASK, 0, prog1)
+        s.program(TASK + 1, 0x40 - 4 * len(prog2), prog2)
+        s.stream = [act_w(rng.randrange(1 << 32), TASK)] + data1 + \
+            [act_w(rng.randrange(1 << 32), TASK + 1)] + data2
+        try:
+            s.model()
+        except iss.PipelineHazard:
+            continue
+        return s
+    raise AssertionError("50 random draws in a row read inside the pipeline window")
+
+
+@pytest.mark.parametrize("seed", range(12))
 def test_random_programs_rtl_equals_iss(seed):
-    rng = random.Random(seed)
-    s = Setup()
-    s.queues = [DATA, DATA + 1]
-    s.load(0x40, [rng.randrange(1 << 32) for _ in range(0xc0)])
-    prog1, data1 = random_program(rng, s, 6)
-    prog2, data2 = random_program(rng, s, 6)
-    s.program(TASK, 0, prog1)
-    s.program(TASK + 1, 0x40 - 4 * len(prog2), prog2) if 4 * (len(prog1) + len(prog2)) <= 0x40 \
-        else pytest.skip("programs too long for the code area")
-    s.stream = [act_w(rng.randrange(1 << 32), TASK)] + data1 + \
-        [act_w(rng.randrange(1 << 32), TASK + 1)] + data2
+    s = random_setup(random.Random(seed))
     compare(s, seed=seed, p_valid=0.6, p_ready=0.5)
 
 
 # ---- the GEMV's MAC utilization ----------------------------------------------------------
 
-def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, addend=True):
+def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, addend=True,
+                     stream_x=False):
     """The 4x4-mesh share of the 256x992 GEMV on one core (``rows`` x ``words``): receive x
     into XBUF, GEMV adding the previous PE's partial sums (``addend``) with the int32 partial
     sums straight onto a color, END. Returns
@@ -563,19 +609,20 @@ def gemv_utilization(rows=64, words=62, *, seed=11, p_valid=1.0, p_ready=1.0, ad
     against ``arith.gemv_golden`` and the whole run against the ISS."""
     rng = np.random.default_rng(seed)
     s, want = _gemv_setup(rng, rows, words, dst=color(OUT), addend=addend, sram_words=4096,
-                          xbuf_words=64)
+                          xbuf_words=64, stream_x=stream_x)
     rtl, _ = compare(s, seed=seed, p_valid=p_valid, p_ready=p_ready)
     assert (s32(rtl["sent"][OUT]) == want).all(), f"seed={seed}: GEMV result differs"
     k = rtl["counters"]
     return k["mac_busy"] / k["task_cycles"], k
 
 
-def test_gemv_mac_utilization_per_pe_share_of_the_4x4_256x992_gemv():
+@pytest.mark.parametrize("stream_x", [False, True], ids=["RECV then GEMV", "x streamed"])
+def test_gemv_mac_utilization_per_pe_share_of_the_4x4_256x992_gemv(stream_x):
     """Goal: >= 97.6 % (the fixed-function PE's figure on the 4x4 mesh). Measured with a ramp
     that never stalls (the core's own overhead: fetches, the x receive, the pipeline)."""
-    util, k = gemv_utilization()
-    print(f"core GEMV 64x62: mac_busy {k['mac_busy']} / task_cycles {k['task_cycles']} "
-          f"= {100 * util:.2f} %")
+    util, k = gemv_utilization(stream_x=stream_x)
+    print(f"core GEMV 64x62 ({'x streamed' if stream_x else 'RECV then GEMV'}): mac_busy "
+          f"{k['mac_busy']} / task_cycles {k['task_cycles']} = {100 * util:.2f} %")
     assert k["mac_busy"] == 64 * 62
     assert util >= 0.976, f"MAC utilization {100 * util:.2f} % < 97.6 %: {k}"
 
@@ -586,7 +633,12 @@ def test_documented_isa_bit_positions():
     assert pack(isa.Insn, n=1) == 1 << 16
     assert pack(isa.Operand, stride=1) == 1 << 16 and pack(isa.Operand, space=1) == 1 << 24
     assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
-    assert isa.FETCH_CYCLES == 6 and isa.ELEM_CYCLES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.FETCH_CYCLES == 6 and isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.RAW_DISTANCE == 5
+    assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), reg(1)) == 7 + 5
+    assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), sram(8)) == 2 * 7 + 5
+    assert isa.exec_cycles(Op.VADD, 8, 0) == 2 * 7 + 5     # no operands: the upper bound
+    assert isa.exec_cycles(Op.VADD, 0, 0, sram(0), reg(1)) == 0
     assert isa.exec_cycles(Op.GEMV, 64, 62 | isa.FLAG_ADDEND) == 64 * 62 + 4
 
 
@@ -678,3 +730,131 @@ def test_kernel_ops_at_the_int32_extremes():
             assert got[base + k] == int(want[k]), (
                 f"seed=21: result at {base:#x}, element {k}: {got[base + k]} != {int(want[k])}")
     assert rtl["regs"][4] == ((-1 * 0xFFFFFFFF) >> 31) & WORD
+
+
+# ---- the element-wise pipeline ---------------------------------------------------------------
+
+I8 = Fmt.I8X4
+#: (case, op, imm, dst, a, b, cycles between elements): the documented rule written out
+#: (one element a cycle unless a and b share a read port or VLUT's index is in SRAM).
+PIPE_CASES = [
+    ("a SRAM, b XBUF", Op.VADD, 0, sram(0xa0), sram(0x40), xbuf(0), 1),
+    ("a and b in SRAM", Op.VMUL, 0, sram(0xa0), sram(0x40), sram(0x60), 2),
+    ("a and b in XBUF", Op.VMAX, 0, sram(0xa0), xbuf(0), xbuf(0x10), 2),
+    ("a XBUF, b SRAM int8 lanes, to XBUF", Op.VADD, FLAG_SAT, xbuf(0x20), xbuf(0),
+     sram(0x60, fmt=I8), 1),
+    ("a SRAM, b a register", Op.VMULSR, 3 | isa.FLAG_UA, sram(0xa0), sram(0x40), reg(2), 1),
+    ("a a register, b a color", Op.VADD, 0, sram(0xa0, 2), reg(2), color(DATA), 1),
+    ("a and b on two colors, to a color", Op.VMAX, 0, color(OUT), color(DATA),
+     color(DATA + 1), 1),
+    ("a and b on one color", Op.VMUL, 0, sram(0xa0), color(DATA), color(DATA), 2),
+    ("VSHR by b in SRAM", Op.VSHR, isa.FLAG_VAR, sram(0xa0), sram(0x40), sram(0x60), 2),
+    ("VSHR by imm, in place", Op.VSHR, 3, sram(0x40), sram(0x40), None, 1),
+    ("VREQ packed int8 in place", Op.VREQ, 0, sram(0x40, fmt=I8), sram(0x40), sram(0x60), 2),
+    ("VREQ a XBUF, b a register, to a color", Op.VREQ, 0, color(OUT), xbuf(0), reg(3), 1),
+    ("VREQ a XBUF, b SRAM, packed int8 to a color", Op.VREQ, 0, color(OUT, I8), xbuf(0),
+     sram(0x60), 1),
+    ("VMAX of two colors, packed int8 to a color", Op.VMAX, 0, color(OUT, I8), color(DATA),
+     color(DATA + 1), 1),
+    ("VLUT index in SRAM", Op.VLUT, 0, sram(0xa0), sram(0x40, fmt=I8), sram(0x100), 2),
+    ("VLUT index in XBUF, in place", Op.VLUT, 0, xbuf(0), xbuf(0), sram(0x100), 1),
+    ("VLUT index on a color, to a color", Op.VLUT, 0, color(OUT), color(DATA), sram(0x100), 1),
+    ("REDUCE max of a color", Op.REDUCE, FLAG_MAX, reg(5), color(DATA), None, 1),
+    ("REDUCE sum over XBUF", Op.REDUCE, 0, reg(6), xbuf(1, 2), None, 1),
+]
+
+
+@pytest.mark.parametrize("case", PIPE_CASES, ids=[c[0] for c in PIPE_CASES])
+def test_pipelined_element_rate_with_stalls_mid_vector(case):
+    """Each operand combination of the pipeline, 11 elements with the input queues running
+    dry and the ramp stalling mid-vector: RTL equals the ISS word for word, and the program's
+    cycles (stalls excluded) are ``interval * (n - 1) + 5`` with the interval written above."""
+    name, op, imm, dst, a, b, interval = case
+    n, seed = 11, 31 + PIPE_CASES.index(case)
+    rng = np.random.default_rng(seed)
+    s = Setup(sram_words=512)
+    s.queues = [DATA, DATA + 1]
+    s.load(0x40, rng.integers(0, 1 << 32, 0xc0))
+    s.load(0x100, rng.integers(-(1 << 31), 1 << 31, 256) & WORD)
+    # XBUF's data arrives first (RECV) where the op uses XBUF; then the only input stalls
+    # are the op's own, mid-vector, wherever it reads a color (no case does both).
+    recv = 32 if any(o is not None and o.space is isa.Space.XBUF for o in (dst, a, b)) else 0
+    s.program(TASK, 0, [Ins(Op.SLI, dst=reg(2), b=int(rng.integers(-(1 << 31), 1 << 31))),
+                        Ins(Op.SLI, dst=reg(3), b=isa.req_word(-1234, 17)),
+                        Ins(Op.RECV, n=recv, dst=xbuf(0), a=color(DATA + 1)),
+                        Ins(op, n=n, imm=imm, dst=dst, a=a, b=b),
+                        Ins(Op.END)])
+    words = [data_w(v, DATA + 1) for v in rng.integers(0, 1 << 32, recv)]
+    for _ in range(n):
+        for opd in (a, b if b is not None and isa.b_used(op, imm) else None):
+            if opd is not None and opd.space is isa.Space.COLOR:
+                words.append(data_w(int(rng.integers(0, 1 << 32)), opd.base))
+    s.stream = [act_w(0, TASK)] + words
+    # Packed int8 sends leave a word every four elements: a slow ramp and a faster input
+    # stream make them stall (the input still runs dry: two words an element, one a cycle).
+    packed_out = dst.space is isa.Space.COLOR and dst.fmt is I8
+    want = 5 * isa.FETCH_CYCLES + 2 + recv + interval * (n - 1) + 5
+    need_in = any(o is not None and o.space is isa.Space.COLOR for o in (a, b))
+    assert not (need_in and recv), f"{name}: the input stalls would not all be the op's"
+    need_out = dst.space is isa.Space.COLOR
+    seen_in = seen_out = False
+    for run in range(4):     # every run is checked; more runs only until both stalls happened
+        rtl, _ = compare(s, seed=seed + 100 * run, p_valid=0.8 if packed_out else 0.35,
+                         p_ready=0.05 if packed_out else 0.4)
+        k = rtl["counters"]
+        cycles = k["task_cycles"] - k["stall_in"] - k["stall_out"]
+        assert cycles == want, (f"{name}, seed {seed + 100 * run}: {cycles} cycles, "
+                                f"documented {want}")
+        seen_in |= k["stall_in"] > 0
+        seen_out |= k["stall_out"] > 0
+        if (seen_in or not need_in) and (seen_out or not need_out):
+            break
+    assert seen_in or not need_in, f"{name}: no input stall mid-vector in {run + 1} runs"
+    assert seen_out or not need_out, f"{name}: no output stall mid-vector in {run + 1} runs"
+
+
+def test_read_inside_the_pipeline_window_is_refused():
+    """Element i reading the word element i - 1 (or i - 4) wrote: the ISS names it."""
+    s = Setup()
+    s.load(0x40, range(1, 40))
+    s.program(TASK, 0, [Ins(Op.VADD, n=8, dst=sram(0x41), a=sram(0x40), b=reg(1)),
+                        Ins(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    with pytest.raises(iss.PipelineHazard, match=r"instruction at 0 \(VADD, n=8\): element 1 "
+                       r"reads its a operand, SRAM word 65, which element 0 of the same "
+                       r"instruction writes: 1 element\(s\) apart, fewer than "
+                       r"isa.RAW_DISTANCE = 5"):
+        s.model()
+    s.program(TASK, 0, [Ins(Op.VMAX, n=8, dst=xbuf(0x14), a=reg(1), b=xbuf(0x10)),
+                        Ins(Op.END)])
+    with pytest.raises(iss.PipelineHazard, match=r"element 4 reads its b operand, XBUF word "
+                       r"20, which element 0 .* 4 element\(s\) apart"):
+        s.model()
+
+
+@pytest.mark.parametrize("b", [reg(1), sram(0x80)], ids=["one cycle", "two cycles"])
+def test_read_at_the_pipeline_distance_sees_the_write(b):
+    """``dst[i + 5] = a[i] + b``: each element reads what the element five before wrote (a
+    recurrence), which the pipeline delivers at either element rate, as if sequential."""
+    s = Setup()
+    s.load(0x40, range(100, 105))
+    s.load(0x80, [7] * 20)
+    s.program(TASK, 0, [Ins(Op.SLI, dst=reg(1), b=7),
+                        Ins(Op.VADD, n=20, dst=sram(0x45), a=sram(0x40), b=b),
+                        Ins(Op.END)])
+    s.stream = [act_w(0, TASK)]
+    rtl, _ = compare(s, seed=41)
+    assert rtl["sram"][0x40:0x59] == [100 + i % 5 + 7 * (i // 5) for i in range(25)]
+
+
+def test_gemv_sums_into_xbuf_beside_x_and_never_over_it():
+    """A chain end's GEMV writes its sums into XBUF after x (VREQ then reads them beside the
+    requantization words in SRAM, one row a cycle); sums over x are refused by the ISS."""
+    rng = np.random.default_rng(42)
+    s, want = _gemv_setup(rng, 6, 3, dst=xbuf(3))
+    rtl, _ = compare(s, seed=42)
+    assert (s32(rtl["xbuf"][3:9]) == want).all()
+    s, _ = _gemv_setup(rng, 6, 3, dst=xbuf(2))
+    with pytest.raises(iss.PipelineHazard, match=r"GEMV at 4 writes its sums over its own x "
+                       r"\(XBUF word 2\)"):
+        s.model()

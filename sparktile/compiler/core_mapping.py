@@ -10,21 +10,26 @@ with the task table and the queue bindings written as configuration registers.
 Two reduction chains per region row, in opposite directions: each PE's first
 ``ha = ceil(m_pe / 2)`` rows reduce west to east (partial sums on P0/P1 alternately, the
 east-most PE ends them and sends y east on Y), the other ``hb`` rows east to west (on
-:data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes at
-five cycles per row, after its GEMV; two chain ends requantize half the rows each, so the tail
-after the last GEMV halves (one chain: 4,482 cycles on the 4x4 256 x 992 GEMV; two: 4,271).
+:data:`WEST_COLORS`, the west-most PE ends them and sends y west on Y). The core requantizes
+after its GEMV, one row a cycle (the sums in XBUF after x, the requantization words in SRAM:
+one read on each port, :func:`~sparktile.hdl.isa.elem_interval`); two chain ends requantize
+half the rows each, so the tail after the last GEMV halves. x is not received before the
+GEMV: the first GEMV takes it from color X during its first row (``isa.gemv(...,
+x_from=X)``), keeping it in XBUF for the other rows and the second GEMV (4x4 256 x 992 GEMV:
+4,064 cycles, 97.6 %; docs/architecture.md has the history).
 A one-column region, or one row per PE, has the eastward chain only.
 
 =======================  ===========================================================
-every PE                 ``RECV nw`` words of color X into XBUF[0..nw)
-every PE                 ``GEMV ha x nw`` to the east neighbour, adding (except the
-                         west-most) one partial sum per row from the west neighbour
+every PE                 ``GEMVX ha x nw`` to the east neighbour, x streaming in on
+                         color X into XBUF[0..nw) during the first row, adding (except
+                         the west-most) one partial sum per row from the west neighbour
                          (``FLAG_ADDEND``, no extra cycle); the east-most to Y (int32)
-                         or into its SRAM sums (int8)
+                         or into its sums (int8: XBUF after x, or SRAM)
 every PE (two chains)    ``GEMV hb x nw`` mirrored: to the west neighbour, adding the
                          east neighbour's; the west-most to Y or into its sums
-chain ends, int8 out     ``VREQ`` (``RequantWord`` per row) packed int8x4 in place,
-                         ``SEND`` the packed words on Y
+chain ends, int8 out     ``VREQ`` (``RequantWord`` per row, the sums from XBUF, or from
+                         SRAM when XBUF has no room after x) sending the int8 results
+                         on Y packed four to a word (a COLOR dst in ``Fmt.I8X4``)
 every PE                 ``END``
 =======================  ===========================================================
 
@@ -32,8 +37,8 @@ Every PE runs the eastward rows first: the west-most PE heads the eastward chain
 waits for it, and the east-most PE, the westward chain's head, starts its westward rows after
 the eastward chain has passed it. SRAM of each PE, from ``base``: the program, the weights
 (row-major, ``m_pe * nw`` words: the eastward rows, then the westward), then at a chain end
-the requantization words of its rows and their int32 sums, which VREQ packs in place (word
-``i // 4`` is written after element ``i``, the last one it needs, is read).
+the requantization words of its rows (and their int32 sums when XBUF, after x, has no room
+for them).
 
 Column widths. Every column takes ``nw = ceil(ceil(n / 4) / cols)`` words of each row, like
 the fixed-function mapping, unless the east-most PE's SRAM (which also holds requantization
@@ -116,52 +121,58 @@ def _req_rows(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
 
 def _n_insns(cc_: int, cols: int, m_pe: int, out_int32: bool) -> int:
     ha, hb = _halves(m_pe, cols)
-    n = 2 + (1 if hb else 0) + 1                    # RECV, GEMV A, [GEMV B], END
+    n = 1 + (1 if hb else 0) + 1                    # GEMV A (x streamed in), [GEMV B], END
     if not out_int32:
-        n += 2 * ((cc_ == cols - 1) + (hb > 0 and cc_ == 0))    # VREQ + SEND per chain end
+        n += (cc_ == cols - 1) + (hb > 0 and cc_ == 0)          # a VREQ per chain end
     return n
 
 
 def _layout(m_pe: int, nw_pe: int, cc_: int, cols: int, out_int32: bool, base: int) -> dict:
+    """SRAM (and XBUF) layout of one PE. A chain end's int32 sums go to XBUF after x when
+    they fit there (``sums_in_xbuf``): VREQ then reads each sum from XBUF and its
+    requantization word from SRAM in one cycle (one row a cycle; two with both in SRAM, which
+    has one read port, see :func:`~sparktile.hdl.isa.elem_interval`); else to SRAM after the
+    requantization words."""
     prog_words = _n_insns(cc_, cols, m_pe, out_int32) * isa.INSN_WORDS
     w_base = base + prog_words
     q_base = w_base + m_pe * nw_pe
     req = _req_rows(cc_, cols, m_pe, out_int32)
-    acc_base = q_base + req
+    in_xbuf = nw_pe + req <= CORE_XBUF_WORDS
+    acc_base = nw_pe if in_xbuf else q_base + req
     return {"prog": base, "w_base": w_base, "q_base": q_base, "acc_base": acc_base,
-            "words": acc_base + req - base}
+            "sums_in_xbuf": in_xbuf, "words": q_base + req + (0 if in_xbuf else req) - base}
 
 
 def _program(*, cc_: int, cols: int, out_int32: bool, m_pe: int, nw: int, colors: Colors,
              a_in: int, a_out: int, b_in: int | None, b_out: int | None, lay: dict
              ) -> list[isa.Ins]:
-    """One PE's GEMV program (see the module docstring): RECV x; the eastward chain's rows
-    (to the east neighbour, or at the east-most PE to Y or the sums area); the westward
-    chain's rows (likewise to the west); VREQ and SEND of each chain this PE ends; END."""
+    """One PE's GEMV program (see the module docstring): the eastward chain's rows, x
+    streaming into XBUF during the first (to the east neighbour, or at the east-most PE to Y
+    or the sums area); the westward chain's rows (likewise to the west); the VREQ of each
+    chain this PE ends, sending packed int8 on Y; END."""
     ha, hb = _halves(m_pe, cols)
     east, west = cc_ == cols - 1, cc_ == 0
     x = isa.xbuf(0)
     acc, q = lay["acc_base"], lay["q_base"]
-    prog = [isa.Ins(isa.Op.RECV, n=nw, dst=x, a=isa.color(colors.x))]
+    sums_at = isa.xbuf if lay["sums_in_xbuf"] else isa.sram
+    prog = []
     ends = []           # (rows, sums area, requantization words) of the chains ending here
     a_dst = isa.color(a_out)
     if east and not out_int32:
-        a_dst = isa.sram(acc)
+        a_dst = sums_at(acc)
         ends.append((ha, acc, q))
     prog.append(isa.gemv(ha, nw, dst=a_dst, w=isa.sram(lay["w_base"]), x=x,
-                         addend=None if west else a_in))
+                         addend=None if west else a_in, x_from=colors.x))
     if hb:
         b_dst = isa.color(b_out)
         if west and not out_int32:
-            b_dst = isa.sram(acc + len(ends) * ha)
+            b_dst = sums_at(acc + len(ends) * ha)
             ends.append((hb, acc + len(ends) * ha, q + len(ends) * ha))
         prog.append(isa.gemv(hb, nw, dst=b_dst, w=isa.sram(lay["w_base"] + ha * nw), x=x,
                              addend=None if east else b_in))
     for rows, sums, qw in ends:
-        prog += [isa.Ins(isa.Op.VREQ, n=rows, dst=isa.sram(sums, fmt=isa.Fmt.I8X4),
-                         a=isa.sram(sums), b=isa.sram(qw)),
-                 isa.Ins(isa.Op.SEND, n=math.ceil(rows / LANES), dst=isa.color(colors.y),
-                         a=isa.sram(sums))]
+        prog.append(isa.Ins(isa.Op.VREQ, n=rows, dst=isa.color(colors.y, isa.Fmt.I8X4),
+                            a=sums_at(sums), b=isa.sram(qw)))
     prog.append(isa.Ins(isa.Op.END))
     return prog
 
@@ -262,9 +273,9 @@ class CoreGemvMapping(GemvMapping):
 
 def core_task_cycles(program: list[isa.Ins]) -> int:
     """Cycles of one run of ``program`` on the core without stalls: fetch and decode plus
-    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (what the RTL's ``task_cycles``
-    counts less its ``stall_in`` and ``stall_out``)."""
-    return sum(isa.FETCH_CYCLES + isa.exec_cycles(i.op, i.n, i.imm) for i in program)
+    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (:func:`~sparktile.hdl.isa.insn_cycles`:
+    what the RTL's ``task_cycles`` counts less its ``stall_in`` and ``stall_out``)."""
+    return sum(isa.insn_cycles(i) for i in program)
 
 
 def check_core_gemv(shape: MeshShape, m: int, n: int, region: Region, out_int32: bool = False,

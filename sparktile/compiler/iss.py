@@ -5,8 +5,14 @@ registers, per-color input queues, the pending activations, the words sent on ea
 counts cycles with :func:`~sparktile.hdl.isa.exec_cycles`, the rules the RTL implements; the
 RTL's stall cycles (an empty input queue, a busy ramp) are counted apart by the RTL and are not
 part of this count. Every arithmetic step calls :mod:`sparktile.golden_model.arith`
-(``wrap_int32``, ``residual_add``, ``shift_round``, ``requantize_to``, ``lut_int8``,
+(``wrap_int32``, ``residual_add``, ``shift_round``, ``requantize_to``,
 ``matmul_int8``, ``bit_length``): there is no second copy of the arithmetic.
+
+Element-wise ops run element after element, as if not pipelined: the RTL's pipeline gives the
+same values for every program the ISA allows, and :func:`step` refuses the others with
+:class:`PipelineHazard` (an element reading a word written by one of the
+``isa.RAW_DISTANCE - 1`` elements before it in the same instruction, see
+:data:`~sparktile.hdl.isa.RAW_DISTANCE`).
 """
 
 from __future__ import annotations
@@ -32,13 +38,20 @@ from sparktile.hdl.isa import (
     Space,
 )
 
-__all__ = ["PEState", "TaskError", "run_tasks", "Stats"]
+__all__ = ["PEState", "TaskError", "PipelineHazard", "run_tasks", "Stats", "step"]
 
 WORD = 0xFFFFFFFF
 
 
 class TaskError(Exception):
     """A malformed instruction or an operand on a color with no input queue: the task ends."""
+
+
+class PipelineHazard(isa.IsaError):
+    """A program the ISA forbids: inside one element-wise instruction, an element reads a word
+    that an element fewer than :data:`~sparktile.hdl.isa.RAW_DISTANCE` before it writes. The
+    core's pipeline may not have written it yet, so the value would depend on stalls; the ISS
+    refuses it instead of guessing (not a task error: the core has no way to notice)."""
 
 
 @dataclasses.dataclass
@@ -107,19 +120,22 @@ class _Vec:
             return int(arith.unpack_int8([w])[i & 3])
         return _s32(w)
 
-    def write(self, i, v: int):
-        if self.space is Space.COLOR:
-            self.st.send(self.base & 31, v)
-            return
+    def write(self, i, v: int) -> int | None:
+        """Write element ``i``; returns the word address written (None: sent, or an int8
+        lane kept for its word's later write)."""
         if self.fmt is Fmt.I8X4:
             lane = i & 3
             if lane == 0:
                 self.pack = 0
             self.pack |= (int(v) & 0xFF) << (8 * lane)
-            if lane == 3 or i == self.n - 1:
-                self.mem[self.addr(i)] = self.pack
-            return
+            if lane != 3 and i != self.n - 1:
+                return None
+            v = self.pack
+        if self.space is Space.COLOR:
+            self.st.send(self.base & 31, v)
+            return None
         self.mem[self.addr(i)] = int(v) & WORD
+        return self.addr(i)
 
 
 def _needs_queue(op, slot, d, insn):
@@ -208,9 +224,12 @@ def step(st: PEState, pc: int) -> int | None:
         if _needs_queue(op, slot, d, insn) and (d["base"] & 31) not in st.queues:
             raise TaskError(f"instruction at {pc} reads color {d['base'] & 31}, which has "
                             f"no input queue")
-    if op is Op.GEMV and imm & FLAG_ADDEND and b["aux"] not in st.queues:
+    if op in isa.GEMV_OPS and imm & FLAG_ADDEND and b["aux"] not in st.queues:
         raise TaskError(f"GEMV at {pc} adds color {b['aux']}, which has no input queue")
-    st.stats.cycles += isa.exec_cycles(op, n, imm)
+    if op is Op.GEMVX and a["aux"] not in st.queues:
+        raise TaskError(f"GEMV at {pc} takes x from color {a['aux']}, which has no input "
+                        f"queue")
+    st.stats.cycles += isa.exec_cycles(op, n, imm, a, b)
     if op is Op.END:
         return None
     if op is Op.RECV:
@@ -222,8 +241,22 @@ def step(st: PEState, pc: int) -> int | None:
         s = _Vec(st, a, n)
         for i in range(n):
             st.send(dst["base"] & 31, s.mem[s.raw_addr(i)])
-    elif op is Op.GEMV:
+    elif op in isa.GEMV_OPS:
         words = imm & isa.MAX_GEMV_WORDS
+        if op is Op.GEMVX and n:
+            # x streams in during the first row, kept in XBUF for the others.
+            q = st.queues[a["aux"]]
+            for k in range(words):
+                st.xbuf[(b["base"] + k) % len(st.xbuf)] = q.popleft()
+        if dst["space"] == Space.XBUF:
+            xs = {(b["base"] + k) % len(st.xbuf) for k in range(words)}
+            over = sorted(xs & {(dst["base"] + r * dst["stride"]) % len(st.xbuf)
+                                for r in range(n)})
+            if over:
+                raise PipelineHazard(
+                    f"GEMV at {pc} writes its sums over its own x (XBUF word {over[0]}): "
+                    f"a row's sum would change the x of the rows after it; put the sums "
+                    f"beside x")
         rows = np.arange(n)[:, None] * words + np.arange(words)[None, :] + a["base"]
         w = arith.unpack_int8(st.sram[rows.reshape(-1) % len(st.sram)]).reshape(n, 4 * words)
         xw = st.xbuf[(b["base"] + np.arange(words)) % len(st.xbuf)]
@@ -240,21 +273,41 @@ def step(st: PEState, pc: int) -> int | None:
                 d.mem[d.raw_addr(i)] = int(y[i]) & WORD
     elif op in isa.VEC_OPS:
         va, vb, d = _Vec(st, a, n), _Vec(st, b, n), _Vec(st, dst, n)
+        written = {}       # (space, word) -> the last element of this instruction writing it
+
+        def reads(space, addr, i, what):
+            j = written.get((space, addr))
+            if j is not None and i - j < isa.RAW_DISTANCE:
+                raise PipelineHazard(
+                    f"instruction at {pc} ({op.name}, n={n}): element {i} reads {what}, "
+                    f"{space.name} word {addr}, which element {j} of the same instruction "
+                    f"writes: {i - j} element(s) apart, fewer than isa.RAW_DISTANCE = "
+                    f"{isa.RAW_DISTANCE}, so the value would depend on the core's pipeline "
+                    f"timing; write to other words or split the instruction")
+
         acc = 0
-        if op is Op.VLUT:
-            table = st.sram[(b["base"] + np.arange(256)) % len(st.sram)].astype(np.int64)
-            table = arith.wrap_int32(table)
         for i in range(n):
+            if va.space in (Space.SRAM, Space.XBUF):
+                reads(va.space, va.addr(i), i, "its a operand")
             x = va.read(i)
             if op is Op.REDUCE:
                 acc = x if i == 0 else (max(acc, x) if imm & FLAG_MAX else _s32(acc + x))
                 continue
             if op is Op.VLUT:
-                v = int(arith.lut_int8(((x + 128) & 255) - 128, table))
-                d.write(i, _s32(v))
-                continue
-            y = vb.read(i) if isa.b_used(op, imm) else 0
-            d.write(i, _elementwise(st, op, imm, x, y))
+                # The table entry of index x (int8 by its low byte): SRAM[b + (x + 128) % 256].
+                entry = (b["base"] + ((x + 128) & 255)) % len(st.sram)
+                reads(Space.SRAM, entry, i, "its table entry")
+                v = _s32(st.sram[entry])
+            else:
+                y = 0
+                if isa.b_used(op, imm):
+                    if vb.space in (Space.SRAM, Space.XBUF):
+                        reads(vb.space, vb.addr(i), i, "its b operand")
+                    y = vb.read(i)
+                v = _elementwise(st, op, imm, x, y)
+            at = d.write(i, _s32(v))
+            if at is not None:
+                written[(d.space, at)] = i
         if op is Op.REDUCE:
             st.regs[dst["base"] & 15] = acc
     else:
