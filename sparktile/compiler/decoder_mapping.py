@@ -934,17 +934,22 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             owned(kc[li].base, wk, sram(scratch.base))
             recv(wk, sram(scratch.base))
             # the values into lane slot % 4 of word slot // 4 of every row (an add: the lane
-            # is zero until then), or all into one scratch word
+            # is zero until then); a worker that does not own p adds them to a zero word and
+            # writes one scratch word (no element reads what an earlier one wrote)
             reload()
-            pe(Ins(Op.SMULSH, imm=2, dst=reg(7), a=reg(_SLOT), b=1),
-               Ins(Op.SADD, dst=reg(7), a=reg(7),
-                   b=_operand(sram(vc[li].base, stride=sw)) - _operand(sram(scratch.base, 0))),
+            own = _operand(sram(vc[li].base, stride=sw))
+            zero, junk = _operand(sram(ident["sum"].base, 0)), _operand(sram(scratch.base, 0))
+            pe(Ins(Op.SMULSH, imm=2, dst=reg(2), a=reg(_SLOT), b=1),           # slot // 4
+               Ins(Op.SADD, dst=reg(7), a=reg(2), b=own - junk),
                Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
-               Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(sram(scratch.base, 0))))
+               Ins(Op.SADD, dst=reg(7), a=reg(7), b=junk),
+               Ins(Op.SADD, dst=reg(3), a=reg(2), b=own - zero),
+               Ins(Op.SMULSH, dst=reg(3), a=reg(_OWNER), b=reg(3)),
+               Ins(Op.SADD, dst=reg(3), a=reg(3), b=zero))
             at = len(pe.prog) + 2
             pe.patch(at, 1, 7)
-            pe.patch(at, 2, 7)
-            pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(scratch.base, 0),
+            pe.patch(at, 2, 3)
+            pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(ident["sum"].base, 0),
                    b=isa.color(B)))
             if li == 0:
                 owned(valid.base, 1, sram(scratch.base, stride=S))
