@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparktile-installed
 EXTRAS ?= dev,formal,regress
 
-.PHONY: all venv test test-all bench demo formal coverage lint clean info
+.PHONY: all venv test test-all bench demo demo-fabric formal coverage lint clean info
 
 all: test
 
@@ -44,6 +44,12 @@ bench: $(STAMP)
 # weights stationary), each checked against the golden model as it goes.
 demo: $(STAMP)
 	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 24 --json demo-report.json
+
+# The whole decoder on the fabric (issue 13): the 8x8 mesh of programmable cores, 64 KiB a
+# PE, token id in and greedy token out, every position checked against the int path.
+demo-fabric: $(STAMP)
+	$(VENV)/bin/sparktile run --on-fabric all --prompt "def fibonacci(n):" --max-tokens 8 \
+		--json demo-fabric-report.json
 
 # Formal proofs of the router, its FIFO and arbiters and the requantization pipeline, each
 # with a mutant that must fail (SymbiYosys from PyPI; the table gives times and traces).

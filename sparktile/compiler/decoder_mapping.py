@@ -3,22 +3,28 @@
 :func:`compile_decoder` turns the golden model's integer path
 (:mod:`sparktile.golden_model.intpath`, static activation scales) into a program, an SRAM
 image, a task table, queue bindings and routes for every tile of a ``pe="core"`` mesh. The
-host's part per token is one control wavelet (the activation, payload = the position) and the
-token's embedding row; the next token (greedy argmax) comes back as one wavelet. Every other op
-of the decoder runs on the mesh.
+host's part per token is one control wavelet (the activation: the position and the token id)
+into the hub's north edge; the next token (greedy argmax) comes back out of its west edge.
+Every op of the decoder runs on the mesh.
 
-Roles. Tile (0, 0) is the *hub*: it holds the residual stream and runs the ops over the whole
-hidden vector (RMSNorm, RoPE, the residual adds, the softmax reciprocal, the p.v requantization,
-argmax). Every other tile is a *worker* (row-major index ``k`` of ``W``):
+Roles. Tile (0, 0) is the *hub*: the root of both trees, it runs RoPE, the softmax reciprocal
+per head, the ``p . v`` requantization and the RMSNorm's Newton rsqrt (once, for all workers).
+Every other tile is a *worker* (row-major index ``k`` of ``W``):
 
+* **the residual stream** is split by channel: worker ``k`` holds channels ``[k m, (k+1) m)``
+  (``m = ceil(d / W)`` up to a multiple of 4), with their embedding columns of every token, and
+  runs its part of every RMSNorm (the row's max and sums exchanged through the trees);
 * **matmuls** are split by output rows: worker ``k`` holds rows ``[k m, (k+1) m)`` of every
-  weight matrix whole (``m`` a multiple of 4), runs one GEMV over the broadcast input, and
-  requantizes its rows (VREQ into int8, or VMULSR into the residual format);
+  weight matrix whole, runs one GEMV over the broadcast input, and requantizes its rows (VREQ
+  into int8, or VMULSR into the residual format: o's and down's rows are its channels, so the
+  residual adds are local);
 * **the KV cache** is spread by position: position ``p`` lives in slot ``p // W`` of worker
-  ``p % W``, for every layer; each worker also holds the RoPE table rows of its positions;
+  ``p % W``, for every layer (keys row-major, values transposed, int8); each worker also holds
+  the RoPE table rows of its positions;
 * **attention** runs on every worker over its slots: the score GEMV against its keys, the
-  exponentials, and its part of ``p . v``; the softmax's max and sum and the weighted sums meet
-  at the hub through the reduction tree.
+  exponentials, and its part of ``p . v`` (three int8 GEMVs over the transposed values, one per
+  digit of the probability); the heads' maxima, sums and weighted sums meet at the hub;
+* **argmax** is split by vocabulary rows (two max exchanges); the hub sends the index.
 
 Communication is two trees, both rooted at the hub, so every input FIFO carries one kind of
 traffic:
@@ -66,7 +72,7 @@ from .program import ConfigProgram
 from .routes import check_deadlock_free
 
 __all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
-           "MAX_SLOTS", "decoder_words", "Tap", "check_taps", "golden_next", "split_w0"]
+           "MAX_SLOTS", "Tap", "check_taps", "golden_next", "split_w0"]
 
 #: The task color (the per-token activation), the broadcast color, the output token, the
 #: column and row reduction colors (alternating).
@@ -408,12 +414,6 @@ def _matrices(c, p) -> dict:
     mats[-1, "head"] = _Matrix("head", p.head.op.w_q, "i32", p.head_rq[0], p.head_rq[1],
                                p.head.bias_q)
     return mats
-
-
-def decoder_words(model, shape: MeshShape, slots: int) -> int:
-    """SRAM words of the fullest PE with ``slots`` KV slots per worker (raises
-    :class:`MappingError` if the mesh cannot take the model at all)."""
-    return _compile(model, shape, slots).words["max"]
 
 
 def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
