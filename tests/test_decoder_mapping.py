@@ -151,3 +151,39 @@ def test_every_op_taps_match_and_a_kv_fault_is_named():
     d = res["first_diff"]
     assert (d["layer"], d["op"], d["position"]) == (0, "attn_sum", 3), d
     assert d["got"] != d["expected"]
+
+
+def test_random_models_and_meshes_compile_or_are_refused_clearly():
+    """Seeded random model shapes (some the kernels do not take), meshes, SRAM sizes and
+    contexts: each compiles (and then fits its SRAM and reports a context it can hold) or
+    raises MappingError naming a value; nothing else escapes."""
+    from sparktile.golden_model.errors import GenerationError
+    rng = np.random.default_rng(2026)
+    outcomes = {"compiled": 0, "refused": 0}
+    for _ in range(24):
+        kv = int(rng.choice([1, 2]))
+        fields = dict(hidden_size=int(rng.choice([12, 16, 32, 48, 300])),
+                      num_layers=int(rng.integers(1, 3)), num_kv_heads=kv,
+                      num_heads=kv * int(rng.choice([1, 2])),
+                      head_dim=int(rng.choice([4, 8, 12, 16])),
+                      intermediate_size=int(rng.choice([30, 32, 64])),
+                      vocab_size=int(rng.choice([16, 64, 300])),
+                      attention_bias=bool(rng.integers(2)), seed=int(rng.integers(100)))
+        try:
+            model = decode_model(random=fields)
+            model.int_params()
+        except (GenerationError, ValueError):
+            continue                       # the golden model refuses the config itself
+        shape = MeshShape(int(rng.integers(1, 4)), int(rng.integers(1, 4)), pe="core",
+                          sram_kb=int(rng.choice([4, 16, 64])))
+        context = None if rng.random() < 0.5 else int(rng.integers(1, 300))
+        try:
+            mapping = compile_decoder(model, shape, context)
+        except MappingError as exc:
+            assert str(exc) and "Traceback" not in str(exc)
+            outcomes["refused"] += 1
+            continue
+        outcomes["compiled"] += 1
+        assert mapping.words["max"] <= shape.sram_words
+        assert 1 <= mapping.max_context and (context is None or mapping.max_context >= context)
+    assert outcomes["compiled"] >= 2 and outcomes["refused"] >= 2, outcomes
