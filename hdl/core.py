@@ -256,6 +256,19 @@ class Core(wiring.Component):
             with m.If(adv):
                 m.d.sync += ptr.eq(ptr + operand.stride)
 
+        def issue(from_color, queue, pre, operand, ptr, lane):
+            """Issue one element of an operand: pop its input queue into ``pre``, read its
+            register into ``pre``, or start its memory read (the data is there next cycle);
+            then step its pointer."""
+            with m.If(from_color):
+                m.d.comb += q_pop.bit_select(queue, 1).eq(1)
+                m.d.sync += pre.eq(q_data[queue])
+            with m.Elif(operand.space == Space.REG):
+                m.d.sync += pre.eq(regs[operand.base[:4]])
+            with m.Else():
+                mem_read(operand.space, ptr)
+            step_ptr(ptr, operand, lane)
+
         ev_mac, ev_in, ev_out, ev_err, ev_done, ev_insn = (Signal(name=f"ev_{k}") for k in
                                                             ("mac", "in", "out", "err",
                                                              "done", "insn"))
@@ -510,23 +523,9 @@ class Core(wiring.Component):
                 m.d.comb += [ev_out.eq(frozen),
                              ev_in.eq((go0 & block0) | (s1v & ~frozen & block1))]
                 with m.If(fire0):
-                    with m.If(a_col):
-                        m.d.comb += q_pop.bit_select(qa, 1).eq(1)
-                        m.d.sync += a_pre.eq(q_data[qa])
-                    with m.Elif(oa.space == Space.REG):
-                        m.d.sync += a_pre.eq(regs[oa.base[:4]])
-                    with m.Else():
-                        mem_read(oa.space, pa)
-                    step_ptr(pa, oa, i[:2])
+                    issue(a_col, qa, a_pre, oa, pa, i[:2])
                     with m.If(b_early):
-                        with m.If(b_col):
-                            m.d.comb += q_pop.bit_select(qb, 1).eq(1)
-                            m.d.sync += b_pre.eq(q_data[qb])
-                        with m.Elif(ob.space == Space.REG):
-                            m.d.sync += b_pre.eq(regs[ob.base[:4]])
-                        with m.Else():
-                            mem_read(ob.space, pb)
-                        step_ptr(pb, ob, i[:2])
+                        issue(b_col, qb, b_pre, ob, pb, i[:2])
                     m.d.sync += [i.eq(i + 1), s1_lane.eq(i[:2]), s1_first.eq(i == 0),
                                  s1_last.eq(last)]
                     with m.If(last):
@@ -544,14 +543,7 @@ class Core(wiring.Component):
                                  s2_lane.eq(s1_lane), s2_first.eq(s1_first),
                                  s2_last.eq(s1_last)]
                     with m.If(b_late):
-                        with m.If(b_col):
-                            m.d.comb += q_pop.bit_select(qb, 1).eq(1)
-                            m.d.sync += b_pre.eq(q_data[qb])
-                        with m.Elif(ob.space == Space.REG):
-                            m.d.sync += b_pre.eq(regs[ob.base[:4]])
-                        with m.Else():
-                            mem_read(ob.space, pb)
-                        step_ptr(pb, ob, s1_lane)
+                        issue(b_col, qb, b_pre, ob, pb, s1_lane)
                     with m.If(op == Op.VLUT):
                         m.d.comb += [s_addr.eq(ob.base + (a_val[:8] ^ 0x80)), s_en.eq(1)]
                 # S2: register the late b (or the table entry).
