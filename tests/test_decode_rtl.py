@@ -68,3 +68,17 @@ def test_a_flipped_kv_bit_is_named_by_the_every_op_check(run_bench):
     d = r.first_diff
     assert (d["layer"], d["op"], d["position"], d["seed"]) == (1, "attn_sum", 2, 5), d
     assert d["got"] != d["expected"] and d["cycle"] > 0
+
+
+def test_the_largest_context_fills_on_rtl(run_bench):
+    """Every position the 2x2 mesh's KV cache holds (the workers' SRAM full), bit-exact."""
+    from sparktile.compiler.decoder_mapping import compile_decoder
+    from sparktile.cosim.benches.decode import decode_model
+    from sparktile.hdl.mesh import MeshShape
+    largest = compile_decoder(decode_model(random=TWO_LAYERS),
+                              MeshShape(2, 2, pe="core")).max_context
+    assert 2 < largest <= 16, largest            # a few slots a worker: cheap to fill
+    r = run_bench(2, 2, decode_run, {"ids": [3], "max_tokens": largest, "random": TWO_LAYERS,
+                                     "seed": 6}, seed=6, pe="core")
+    assert r.match_golden, r.first_diff
+    assert r.max_context == largest and len(r.tokens) == largest
