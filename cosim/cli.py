@@ -572,10 +572,21 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
                err=True)
     args = {"ids": ids, "max_tokens": max_tokens, "model": model, "context": context,
             "seed": seed, "check": check}
+    tty = sys.stderr.isatty()
+
+    def progress(p):
+        line = (f"position {p['i']}/{p['n']} ({p['phase']}): token {p['token']} "
+                f"(golden {p['golden']}), {p['cycles']:,} RTL cycles, "
+                f"{p['sim_cycles_per_s']:.3g} sim cycles/s")
+        click.echo(f"\r\x1b[2K{line}" if tty else line, nl=not tty, err=True)
+
     try:
-        r = session.run_job(shape, decode_run, args, seed=seed, waves=waves and str(waves))
+        r = session.run_job(shape, decode_run, args, seed=seed, waves=waves and str(waves),
+                            progress=progress)
     except (BenchError, BuildError) as exc:
         raise _sim_error(exc) from None
+    if tty:
+        click.echo("", err=True)
     text = lm.tokenizer.decode(r.tokens[len(ids) - 1:]) if lm.tokenizer else ""
     rows = [
         ("match_golden", r.match_golden),

@@ -82,3 +82,16 @@ def test_the_largest_context_fills_on_rtl(run_bench):
                                      "seed": 6}, seed=6, pe="core")
     assert r.match_golden, r.first_diff
     assert r.max_context == largest and len(r.tokens) == largest
+
+
+def test_progress_comes_a_line_a_position():
+    from sparktile.cosim.sim.session import run_job
+    from sparktile.hdl.mesh import MeshShape
+    lines = []
+    r = run_job(MeshShape(2, 2, pe="core"), decode_run,
+                {"ids": [1, 2], "max_tokens": 2, "random": dict(TINY, seed=1), "context": 3},
+                seed=1, progress=lines.append)
+    assert r.match_golden
+    assert [p["i"] for p in lines] == [1, 2, 3] and {p["n"] for p in lines} == {3}
+    assert [p["token"] for p in lines] == r.tokens == [p["golden"] for p in lines]
+    assert [p["phase"] for p in lines] == ["prompt", "new", "new"]

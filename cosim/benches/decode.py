@@ -14,6 +14,7 @@ last prompt position starts the generation, and each generated token is fed back
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -82,7 +83,8 @@ def decode_model(model: str | None = None, random: dict | None = None):
 async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None = None,
                      max_tokens: int = 4, model: str | None = None, random: dict | None = None,
                      context: int | None = None, seed: int = 1,
-                     fault: str | dict | None = None, check: str = "tokens") -> DecodeResult:
+                     fault: str | dict | None = None, check: str = "tokens",
+                     progress: str | None = None) -> DecodeResult:
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
     with every op on the RTL, comparing each position's token with the golden int path.
 
@@ -93,6 +95,9 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     ``fault={"kv": [layer, position, word, bit]}``: after that position ran, bit ``bit`` of
     word ``word`` of its key row in ``layer`` is flipped in the worker's SRAM (written
     through the configuration path between two tokens, as a corrupted SRAM cell would read).
+
+    ``progress`` names a file to which a JSON line is appended per position (``i``, ``n``,
+    ``token``, ``golden``, ``cycles``, ``phase``, ``sim_cycles_per_s``).
 
     ``check="every-op"``: the hub also sends every intermediate vector it holds (the norms,
     q/k/v before and after RoPE, the attention sums and outputs, the o and down outputs, the
@@ -158,6 +163,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         got = int(out[0])
         tokens.append(got)
         cycles.append(res.cycles)
+        if progress:
+            with open(progress, "a") as log:
+                log.write(json.dumps({
+                    "i": pos + 1, "n": total, "token": got, "golden": want,
+                    "cycles": res.cycles, "phase": "prompt" if pos + 1 < len(ids) else "new",
+                    "sim_cycles_per_s": (fabric.cycle - cyc0) / sim_s if sim_s else 0.0}) + "\n")
         if mapping.taps:
             first_diff = check_taps(mapping.taps, tap_words, tap_times, trace)
             if first_diff is not None:
