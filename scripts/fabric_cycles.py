@@ -62,7 +62,7 @@ def main(mesh, sram_kb, contexts, plot):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(8.5, 4))
         bottom = [0] * len(rows)
         xs = [str(r["context"]) for r in rows]
         for op in used:
@@ -72,7 +72,7 @@ def main(mesh, sram_kb, contexts, plot):
         ax.set_xlabel("context the mesh is compiled for (positions)")
         ax.set_ylabel("cycles per token (mesh ISS)")
         ax.set_title(f"sparktile-code-tiny on the {shape} core mesh, {sram_kb} KiB/PE")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
         print(f"plot: {plot}")
