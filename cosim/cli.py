@@ -594,12 +594,12 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         ("on_host", ", ".join(r.on_host) or "-"),
         ("cycles/token", f"{r.decode_cycles_per_token:.0f} (decode)"
          if r.decode_cycles_per_token else f"{r.token_cycles[-1] if r.token_cycles else '-'}"),
-        ("max_context", f"{r.max_context} positions ({r.slots} slots x "
-                        f"{len(mapping.workers)} workers, {r.kv_words_per_slot} words a slot)"),
+        ("max_context", (f"{r.max_context} positions ({r.slots} slots x "
+                         f"{len(mapping.workers)} workers, {r.kv_words_per_slot} words a slot)")),
         ("SRAM words/PE", f"{r.sram_words['max']} fullest, hub {r.sram_words['hub']}"),
         ("configuration", f"{r.config_cycles} cycles"),
-        ("simulation", f"{r.sim_cycles} cycles in {r.sim_wall_s:.2f} s "
-                       f"({r.sim_cycles_per_s:.3g} cycles/s)"),
+        ("simulation", (f"{r.sim_cycles} cycles in {r.sim_wall_s:.2f} s "
+                        f"({r.sim_cycles_per_s:.3g} cycles/s)")),
     ]
     for k, v in rows:
         click.echo(f"  {k:<20} {v}")

@@ -44,6 +44,7 @@ def measure(model, shape, contexts):
 def main(mesh, sram_kb, contexts, plot):
     from sparktile.cosim.benches.decode import decode_model
     from sparktile.hdl.mesh import MeshShape, parse_mesh
+
     from sparktile.report import check_output
     if plot:
         from sparktile.scripts.perf.plots import check_plotting
@@ -53,7 +54,7 @@ def main(mesh, sram_kb, contexts, plot):
     shape = MeshShape(m.rows, m.cols, pe="core", sram_kb=sram_kb)
     rows = measure(decode_model(), shape, [c.strip() for c in contexts.split(",")])
     used = [op for op in OPS if any(r["by_op"].get(op) for r in rows)]
-    print(f"| context | slots/worker | cycles/token | " + " | ".join(used) + " |")
+    print("| context | slots/worker | cycles/token | " + " | ".join(used) + " |")
     print("|---|---|---|" + "---|" * len(used))
     for r in rows:
         print(f"| {r['context']} | {r['slots']} | {r['cycles']:,} | " +

@@ -72,9 +72,10 @@ def test_a_flipped_kv_bit_is_named_by_the_every_op_check(run_bench):
 
 def test_the_largest_context_fills_on_rtl(run_bench):
     """Every position the 2x2 mesh's KV cache holds (the workers' SRAM full), bit-exact."""
-    from sparktile.compiler.decoder_mapping import compile_decoder
     from sparktile.cosim.benches.decode import decode_model
     from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
     largest = compile_decoder(decode_model(random=TWO_LAYERS),
                               MeshShape(2, 2, pe="core")).max_context
     assert 2 < largest <= 16, largest            # a few slots a worker: cheap to fill

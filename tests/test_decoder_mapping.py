@@ -7,11 +7,12 @@ Verilator mesh in ``tests/test_decode_rtl.py``."""
 
 import numpy as np
 import pytest
+from sparktile.cosim.benches.decode import decode_model
+from sparktile.hdl.mesh import MeshShape
+
 from sparktile.compiler.decoder_mapping import compile_decoder
 from sparktile.compiler.mapping import MappingError
 from sparktile.compiler.mesh_iss import MeshIss, MeshStall, decode_on_iss
-from sparktile.cosim.benches.decode import decode_model
-from sparktile.hdl.mesh import MeshShape
 
 SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
              intermediate_size=64, vocab_size=64)

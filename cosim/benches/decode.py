@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compiler.decoder_mapping import OUT, check_taps, compile_decoder, golden_next, split_w0
+from ...compiler.decoder_mapping import compile_decoder, score_position
 from ...golden_model.arith import argmax_int, pack_int8
 from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric
@@ -151,16 +151,14 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         res = await fabric.run(1 + mapping.tap_words, idle_limit=idle, max_cycles=50_000_000)
         sim_s += time.perf_counter() - t0
         words, ccs_out, when = fabric.receive(port_out)
-        trace = {}
-        want = golden_next(lm, tok, cache, trace)
+        got, want, first_diff = score_position(mapping, lm, cache, tok, pos, ccs_out, words,
+                                               when)
         golden.append(want)
-        out, tap_words, tap_times = split_w0(mapping, ccs_out, words, when)
-        if not res.ok or len(out) != 1:
-            status = STATUS[res.status] if not res.ok else f"{len(out)} tokens at W0"
+        if not res.ok or got is None:
+            status = STATUS[res.status] if not res.ok else "not one token at W0"
             first_diff = {"position": pos, "op": "next_token", "got": None, "expected": want,
                           "cycle": fabric.cycle, "seed": seed}
             break
-        got = int(out[0])
         tokens.append(got)
         cycles.append(res.cycles)
         if progress:
@@ -169,14 +167,8 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
                     "i": pos + 1, "n": total, "token": got, "golden": want,
                     "cycles": res.cycles, "phase": "prompt" if pos + 1 < len(ids) else "new",
                     "sim_cycles_per_s": (fabric.cycle - cyc0) / sim_s if sim_s else 0.0}) + "\n")
-        if mapping.taps:
-            first_diff = check_taps(mapping.taps, tap_words, tap_times, trace)
-            if first_diff is not None:
-                first_diff.update(position=pos, seed=seed)
-                break
-        if got != want:
-            first_diff = {"position": pos, "op": "next_token", "got": got, "expected": want,
-                          "cycle": int(when[ccs_out & 31 == OUT][0]), "seed": seed}
+        if first_diff is not None:
+            first_diff["seed"] = seed
             break
         if isinstance(fault, dict) and pos == int(fault["kv"][1]):
             await _flip_kv(fabric, mapping, cache, *(int(v) for v in fault["kv"]))

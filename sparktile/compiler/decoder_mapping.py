@@ -72,7 +72,7 @@ from .program import ConfigProgram
 from .routes import check_deadlock_free
 
 __all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
-           "MAX_SLOTS", "Tap", "check_taps", "golden_next", "split_w0"]
+           "MAX_SLOTS", "Tap", "check_taps", "golden_next", "score_position"]
 
 #: The task color (the per-token activation), the broadcast color, the output token, the
 #: column and row reduction colors (alternating).
@@ -130,9 +130,7 @@ class _Pe:
             kw["reduce"] = _KERNEL_REDUCE
         try:
             k = fn(*args, **kw, place=(self.top, {**shared, **bind}, exchange))
-        except kernels.KernelError:
-            if self.top + 4096 < isa.TASK_ADDR_LIMIT:
-                raise
+        except kernels.KernelSpaceError:
             # the data regions alone leave no room for a program below the task limit
             raise _Overflow(self.name, self.top) from None
         for name, words in k.consts.items():
@@ -350,11 +348,27 @@ def golden_next(model, token: int, cache, trace: dict | None = None) -> int:
     return int(arith.argmax_int(logits[0]))
 
 
-def split_w0(mapping, colors, words, times):
-    """The hub's west-edge words of one token: ``(tokens, tap words, tap times)``."""
+def score_position(mapping, model, cache, token: int, position: int, colors, words, times):
+    """The scoreboard of one position: the golden int path's next token after ``token``
+    (appended to ``cache``, its trace recorded) against the hub's west-edge words of that
+    position (``colors`` as ``cc`` gives them, payloads, arrival ``times``). Returns ``(got,
+    want, first_diff)``: the fabric's token (None unless exactly one came), the golden one, and
+    the first difference (the taps in order, then the token) with its position, or None."""
+    trace = {}
+    want = golden_next(model, token, cache, trace)
     colors = np.asarray(colors) & 31
     words, times = np.asarray(words), np.asarray(times)
-    return (words[colors == OUT].tolist(), words[colors == DBG], times[colors == DBG])
+    toks = words[colors == OUT]
+    got = int(toks[0]) if len(toks) == 1 else None
+    first = None
+    if mapping.taps:
+        first = check_taps(mapping.taps, words[colors == DBG], times[colors == DBG], trace)
+    if first is None and got != want:
+        first = {"op": "next_token", "got": got, "expected": want,
+                 "cycle": int(times[colors == OUT][0]) if len(toks) else None}
+    if first is not None:
+        first["position"] = position
+    return got, want, first
 
 
 def _model_checks(model):
@@ -519,8 +533,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
     wk, wv = nkv * hd // LANES, nkv * hd
     m_qkv = (nh + 2 * nkv) * hd
     if max(d // LANES, nh * wk, nh * hd // LANES, F // LANES) > CORE_XBUF_WORDS:
+        widest = max(d // 4, nh * wk, nh * hd // 4, F // 4)
         raise MappingError(
-            f"model {c.name!r}: a broadcast vector takes {max(d // 4, nh * wk, nh * hd // 4, F // 4)}"
+            f"model {c.name!r}: a broadcast vector takes {widest}"
             f" words of XBUF (hidden {d // 4}, the padded queries {nh * wk}, the FFN {F // 4}); "
             f"a core has {CORE_XBUF_WORDS}")
     mats = _matrices(c, p)
@@ -720,7 +735,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
 
     # ---- the workers --------------------------------------------------------------------
     exp_table = np.roll(arith.EXP2_TABLE, 128)
-    for k, (r, q) in enumerate(workers):
+
+    def emit_worker(k: int, r: int, q: int) -> None:
+        """Worker ``k`` at tile ``(r, q)``: its SRAM image, program, task and layout."""
         pe = _Pe(f"({r},{q})")
         rows = {}
         for key, mat in mats.items():
@@ -814,7 +831,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 combine(pe, r, q, ident[ident_], n, how, tmp)
                 pe(Ins(Op.RECV, n=n, dst=sram(scratch.base), a=isa.color(B)))
 
-        def norm(ms, name):
+        def norm(ms):
             """This worker's channels of the RMSNorm (split; exchanges through the trees),
             into its words of the gathered h, which the hub sends back whole."""
             pe.on("norm")
@@ -917,7 +934,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             pe.patch(len(pe.prog) + 1, 1, 7)
 
         for li, L in enumerate(p.layers):
-            norm(L.n1, "attn_norm")
+            norm(L.n1)
             pe.on("matmul")
             matmul((li, "qkv"), y["qkv"])
             # The RoPE row of p (ours, or zeros): the table row of our slot times OWNER.
@@ -1028,7 +1045,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             residual((li, "o"))
             gather_tap(y["d"], d)
             gather_tap(y["x"], d)
-            norm(L.n2, "mlp_norm")
+            norm(L.n2)
             lo, hi, _n = rows[li, "gate"]
             if hi > lo:
                 pe.on("matmul")
@@ -1053,7 +1070,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             residual((li, "down"))
             gather_tap(y["d"], d)
             gather_tap(y["x"], d)
-        norm(p.norm, "final_norm")
+        norm(p.norm)
         pe.on("matmul")
         matmul((-1, "head"), y["vocab"])
         gather_tap(y["vocab"], V)
@@ -1075,6 +1092,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                         "channels": (c_lo, c_hi),
                         "argmax_idx": am.regions["idx"] if am is not None else None}
 
+    for k, (r, q) in enumerate(workers):
+        emit_worker(k, r, q)
     _routes_and_queues(prog, R, C)
     if taps:
         prog.add_route(0, 0, DBG, Port.RAMP, [Port.W])

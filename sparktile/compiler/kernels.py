@@ -51,9 +51,9 @@ from sparktile.hdl.isa import (
 
 from . import iss
 
-__all__ = ["Region", "Kernel", "KernelError", "residual_add", "requantize", "argmax",
-           "rsqrt", "rms_norm", "rms_norm_root", "softmax", "rope", "gate_up", "TASK_COLOR", "RSQRT_MAX_N",
-           "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table", "run_row"]
+__all__ = ["Region", "Kernel", "KernelError", "KernelSpaceError", "residual_add", "requantize",
+           "argmax", "rsqrt", "rms_norm", "rms_norm_root", "softmax", "rope", "gate_up",
+           "TASK_COLOR", "RSQRT_MAX_N", "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table", "run_row"]
 
 WORD = 0xFFFFFFFF
 #: The color a kernel's task is bound to in the tests and benchmarks.
@@ -71,6 +71,11 @@ MAX_E = 17
 
 class KernelError(ValueError):
     """A size or constant a kernel cannot take: names the value and what is allowed."""
+
+
+class KernelSpaceError(KernelError):
+    """The kernel's data regions leave no room for its program below the task-address limit
+    (a layout that places kernels after other data can run out of it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +298,7 @@ class _Builder:
 
     def done(self, inputs, outputs, elements) -> Kernel:
         if self.top >= isa.TASK_ADDR_LIMIT:
-            raise KernelError(f"kernel {self.name}: {self.top} data words leave no room for "
+            raise KernelSpaceError(f"kernel {self.name}: {self.top} data words leave no room for "
                               f"the program below word {isa.TASK_ADDR_LIMIT}")
         return Kernel(self.name, self.prog + [Ins(Op.END)], self.top, self.regions,
                       tuple(inputs), tuple(outputs), self.consts, elements, self.transforms,

@@ -222,7 +222,7 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
     token_cycles, task_errors, dropped}`` (``token_cycles`` are this model's estimates); stops
     at the first difference. ``after(mesh, position)`` is called after each position (the
     fault-injection tests change an SRAM word there)."""
-    from .decoder_mapping import check_taps, golden_next, split_w0
+    from .decoder_mapping import score_position
     mesh = MeshIss(mapping.program)
     mesh.record.add((0, 0))
     ids = [int(t) for t in ids]
@@ -237,22 +237,13 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
         mesh.run()
         by_op.append(mapping.by_op(mesh.log[0, 0]))
         out = mesh.take("W", 0)
-        trace = {}
-        want = golden_next(model, feed[pos], cache, trace)
+        got, want, first = score_position(mapping, model, cache, feed[pos], pos,
+                                          [o[0] for o in out], [o[1] for o in out],
+                                          [o[2] for o in out])
         golden.append(want)
-        toks, tw, tt = split_w0(mapping, [o[0] for o in out], [o[1] for o in out],
-                                [o[2] for o in out])
-        got = int(toks[0]) if len(toks) == 1 else None
         tokens.append(got)
         cycles.append(mesh.time - t0)
-        if mapping.taps:
-            first = check_taps(mapping.taps, tw, tt, trace)
-            if first is not None:
-                first["position"] = pos
-                break
-        if got != want:
-            first = {"position": pos, "op": "next_token", "got": got, "expected": want,
-                     "words_out": len(toks)}
+        if first is not None:
             break
         if pos + 1 >= len(feed):
             feed.append(got)
