@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparktile-installed
 EXTRAS ?= dev,formal,regress
 
-.PHONY: all venv test test-all bench demo demo-fabric formal coverage lint clean info
+.PHONY: all venv test test-all bench demo demo-matmuls formal coverage lint clean info
 
 all: test
 
@@ -40,16 +40,18 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -s -m bench
 
-# The main job: the shipped code model writes Python with every matmul on the RTL mesh (8x8,
-# weights stationary), each checked against the golden model as it goes.
+# The main job: the shipped code model writes Python with the whole decoder on the RTL (the
+# 8x8 mesh of programmable cores, 64 KiB a PE): token id in, greedy token out, every op on the
+# fabric, every position checked against the golden int path as it goes.
 demo: $(STAMP)
-	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 24 --json demo-report.json
+	$(VENV)/bin/sparktile run --prompt "def fibonacci(n):" --max-tokens 16 --temperature 0 \
+		--json demo-report.json
 
-# The whole decoder on the fabric (issue 13): the 8x8 mesh of programmable cores, 64 KiB a
-# PE, token id in and greedy token out, every position checked against the int path.
-demo-fabric: $(STAMP)
-	$(VENV)/bin/sparktile run --on-fabric all --prompt "def fibonacci(n):" --max-tokens 8 \
-		--json demo-fabric-report.json
+# The first slice's job: every matmul on the 8x8 GEMV mesh (weights stationary), the host
+# running the rest, each matmul checked against the golden model.
+demo-matmuls: $(STAMP)
+	$(VENV)/bin/sparktile run --on-fabric matmuls --prompt "def fibonacci(n):" --max-tokens 24 \
+		--json demo-matmuls-report.json
 
 # Formal proofs of the router, its FIFO and arbiters and the requantization pipeline, each
 # with a mutant that must fail (SymbiYosys from PyPI; the table gives times and traces).

@@ -372,9 +372,10 @@ def _parse_window(ctx, param, value):
 @wv.limit_option
 @_compare_plain_option
 @click.option("--on-fabric", "on_fabric", type=click.Choice(["matmuls", "all"]),
-              default="matmuls", show_default=True,
-              help="What runs on the RTL: every matmul (the host does the rest), or the whole "
-                   "decoder on a mesh of programmable cores (token in, greedy token out).")
+              default="all", show_default=True,
+              help="What runs on the RTL: the whole decoder on a mesh of programmable cores "
+                   "(token in; the greedy token out, or the logits when sampling), or every "
+                   "matmul on the GEMV mesh (the host does the rest).")
 @click.option("--context", type=click.IntRange(1), default=None,
               help="With --on-fabric all: positions the KV cache must hold (default: the "
                    "largest that fits).")
@@ -386,11 +387,11 @@ def _parse_window(ctx, param, value):
 def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature,
                 top_k, top_p, json_path, waves, waves_tokens, waves_limit, compare_plain,
                 on_fabric, context, check):
-    """The main job: the code LLM generates with every matmul on the RTL mesh (or, with
-    --on-fabric all, the whole decoder)."""
+    """The main job: the code LLM generates with the whole decoder on the RTL mesh (or, with
+    --on-fabric matmuls, every matmul on the GEMV mesh)."""
     if on_fabric == "all":
         return _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature,
-                              json_path, waves, context, check)
+                              top_k, top_p, json_path, waves, context, check)
     if context is not None:
         raise click.BadParameter("--context is for --on-fabric all (the matmul mode keeps the "
                                  "KV cache on the host)", param_hint="--context")
@@ -529,9 +530,11 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
 FABRIC_SRAM_KB = 64
 
 
-def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature, json_path,
-                   waves, context, check):
-    """``run --on-fabric all``: compile the decoder, check it fits, run it on the core mesh."""
+def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature, top_k,
+                   top_p, json_path, waves, context, check):
+    """``run --on-fabric all``: compile the decoder, check it fits, run it on the core mesh.
+    Greedy (``--temperature 0``): the fabric returns the argmax token; sampling: the fabric
+    returns the logits and the host draws the token (the report's ``on_host``)."""
     from click.core import ParameterSource
 
     from ..compiler.decoder_mapping import compile_decoder
@@ -541,12 +544,7 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
     from .sim.session import BenchError
     if ctx.get_parameter_source("sram_kb") is ParameterSource.DEFAULT:
         sram_kb = FABRIC_SRAM_KB
-    if ctx.get_parameter_source("temperature") is not ParameterSource.DEFAULT and temperature:
-        raise click.BadParameter(
-            f"--on-fabric all decodes greedily (the fabric returns the argmax token, not the "
-            f"logits); sampling at --temperature {temperature} is not on the fabric yet: use "
-            f"--temperature 0, or --on-fabric matmuls", param_hint="--temperature")
-    for name in ("weights", "top_k", "top_p", "waves_tokens", "compare_plain"):
+    for name in ("weights", "waves_tokens", "compare_plain"):
         if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
             raise click.BadParameter(f"--{name.replace('_', '-')} is for --on-fabric matmuls",
                                      param_hint=f"--{name.replace('_', '-')}")
@@ -557,7 +555,8 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         ids = lm.tokenizer.prompt_ids(prompt) if lm.tokenizer else []
         if not ids:
             raise UserError(f"the prompt {prompt!r} has no tokens")
-        mapping = compile_decoder(lm, shape, context, taps=check == "every-op")
+        mapping = compile_decoder(lm, shape, context, taps=check == "every-op",
+                                  logits=bool(temperature))
     except OSError as exc:
         raise UserError(f"cannot read the model {model or '(shipped)'}: {exc}") from None
     need = len(ids) + max_tokens - 1
@@ -566,12 +565,15 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
                         f"positions; the {shape} mesh's KV cache holds {mapping.max_context} "
                         f"({mapping.slots} slots on each of {len(mapping.workers)} workers at "
                         f"{shape.sram_kb} KiB per PE)")
+    how = (f"sampled on the host from the fabric's logits (temperature {temperature:g}, "
+           f"top-k {top_k}, top-p {top_p})" if temperature else "greedy on the fabric")
     click.echo(f"model {lm.config.name} on the fabric: {shape} mesh of cores, {shape.sram_kb} "
                f"KiB SRAM/PE ({mapping.words['max']} words on the fullest PE), KV cache "
-               f"{mapping.max_context} positions; {len(ids)} prompt tokens, {max_tokens} new",
-               err=True)
+               f"{mapping.max_context} positions; {len(ids)} prompt tokens, {max_tokens} new, "
+               f"{how}", err=True)
     args = {"ids": ids, "max_tokens": max_tokens, "model": model, "context": context,
-            "seed": seed, "check": check}
+            "seed": seed, "check": check, "temperature": temperature, "top_k": top_k,
+            "top_p": top_p}
     tty = sys.stderr.isatty()
 
     def progress(p):
@@ -587,11 +589,13 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         raise _sim_error(exc) from None
     if tty:
         click.echo("", err=True)
-    text = lm.tokenizer.decode(r.tokens[len(ids) - 1:]) if lm.tokenizer else ""
+    new_ids = r.tokens[len(ids) - 1:len(r.tokens) - (r.stopped == "eos")]
+    text = lm.tokenizer.decode(new_ids) if lm.tokenizer else ""
     rows = [
         ("match_golden", r.match_golden),
         ("on_fabric", ", ".join(r.on_fabric)),
         ("on_host", ", ".join(r.on_host) or "-"),
+        ("next token", how + (", stopped at end of sequence" if r.stopped == "eos" else "")),
         ("cycles/token", f"{r.decode_cycles_per_token:.0f} (decode)"
          if r.decode_cycles_per_token else f"{r.token_cycles[-1] if r.token_cycles else '-'}"),
         ("max_context", (f"{r.max_context} positions ({r.slots} slots x "

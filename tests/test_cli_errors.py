@@ -126,12 +126,14 @@ def test_the_threads_benchmark_refuses_bad_sizes_and_thread_counts_before_any_bu
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["run", "--on-fabric", "all", "--temperature", "0.7", "--mesh", "2x2"],
-     "decodes greedily"),
-    (["run", "--on-fabric", "all", "--top-k", "5", "--mesh", "2x2"], "--top-k is for"),
-    (["run", "--context", "8"], "--context is for --on-fabric all"),
-    (["run", "--check", "every-op"], "--check every-op is for --on-fabric all"),
-    (["run", "--on-fabric", "all", "--mesh", "1x1"], "at least 2 PEs"),
+    # sampling runs on the fabric too: these reach the fit check, which refuses the mesh
+    (["run", "--on-fabric", "all", "--temperature", "0.7", "--top-k", "5", "--top-p", "0.9",
+      "--mesh", "2x2"], "does not fit the 2x2 mesh"),
+    (["run", "--mesh", "2x2", "--weights", "streaming"], "--weights is for --on-fabric matmuls"),
+    (["run", "--on-fabric", "matmuls", "--context", "8"], "--context is for --on-fabric all"),
+    (["run", "--on-fabric", "matmuls", "--check", "every-op"],
+     "--check every-op is for --on-fabric all"),
+    (["run", "--mesh", "1x1"], "at least 2 PEs"),                     # all: the default
     (["run", "--on-fabric", "all", "--mesh", "2x2"], "does not fit the 2x2 mesh"),
     (["run", "--on-fabric", "all", "--mesh", "8x8", "--sram-kb", "48"], "power-of-two"),
     (["run", "--on-fabric", "all", "--mesh", "8x8", "--context", "5000"],

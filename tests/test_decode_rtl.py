@@ -96,3 +96,20 @@ def test_progress_comes_a_line_a_position():
     assert [p["i"] for p in lines] == [1, 2, 3] and {p["n"] for p in lines} == {3}
     assert [p["token"] for p in lines] == r.tokens == [p["golden"] for p in lines]
     assert [p["phase"] for p in lines] == ["prompt", "new", "new"]
+
+
+def test_sampled_generation_on_rtl_matches_golden_generate(run_bench):
+    """Sampling: the RTL hub sends every position's logits (each compared element by element
+    with the golden int path), the host draws from them, and the tokens are those of the
+    golden model's ``generate(mode="int", seed=...)``; sampling is the host's only op."""
+    from sparktile.cosim.benches.decode import decode_model
+    ids, n_new, seed = [3, 9], 4, 21
+    sampling = {"temperature": 0.9, "top_k": 12, "top_p": 0.9}
+    r = run_bench(2, 3, decode_run, {"ids": ids, "max_tokens": n_new, "random": TWO_LAYERS,
+                                     "context": len(ids) + n_new, "seed": seed, **sampling},
+                  seed=seed, pe="core")
+    assert r.match_golden, r.first_diff
+    assert r.on_host == ["sampling"] and "argmax" not in r.on_fabric
+    gen = decode_model(random=TWO_LAYERS).generate(ids, n_new, mode="int", seed=seed,
+                                                   stop_at_eos=False, **sampling)
+    assert r.tokens[len(ids) - 1:] == gen.token_ids

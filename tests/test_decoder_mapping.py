@@ -188,3 +188,50 @@ def test_random_models_and_meshes_compile_or_are_refused_clearly():
         assert mapping.words["max"] <= shape.sram_words
         assert 1 <= mapping.max_context and (context is None or mapping.max_context >= context)
     assert outcomes["compiled"] >= 2 and outcomes["refused"] >= 2, outcomes
+
+
+@pytest.mark.parametrize("rows,cols,fields,ids,n_new,sampling", [
+    (2, 3, dict(SMALL, seed=1), [3, 7, 9], 5, dict(temperature=1.0, top_k=20, top_p=0.95)),
+    (3, 1, dict(SMALL, attention_bias=True, vocab_size=40, seed=3), [5, 2], 4,
+     dict(temperature=0.7, top_k=None, top_p=None)),
+])
+def test_sampling_the_fabric_logits_matches_golden_generate(rows, cols, fields, ids, n_new,
+                                                            sampling):
+    """With a sampling host the hub sends every position's logits (compared element by
+    element), and the tokens the host draws from them are those of the golden model's own
+    ``generate(mode="int", seed=...)``."""
+    from sparktile.compiler.decoder_mapping import HostSampler
+    model = decode_model(random=fields)
+    mapping = compile_decoder(model, MeshShape(rows, cols, pe="core", sram_kb=32),
+                              context=len(ids) + n_new, logits=True)
+    assert mapping.on_host == ("sampling",) and "argmax" not in mapping.on_fabric
+    assert mapping.out_words == fields["vocab_size"]
+    res = decode_on_iss(mapping, model, ids, n_new, sampler=HostSampler(**sampling, seed=11))
+    check_run(res, "sampled")
+    gen = model.generate(ids, n_new, mode="int", seed=11, stop_at_eos=False, **sampling)
+    assert res["tokens"][len(ids) - 1:] == gen.token_ids
+    # a different seed draws other tokens from the same logits (the draw is really random)
+    other = decode_on_iss(mapping, model, ids, n_new, sampler=HostSampler(**sampling, seed=12))
+    assert other["first_diff"] is None and other["tokens"] != res["tokens"]
+
+
+def test_differing_logits_are_named_by_element():
+    """A head weight flipped on one worker after compiling: the position's logits differ, and
+    the report names the first differing vocabulary entry, both values and the position."""
+    from sparktile.compiler.decoder_mapping import HostSampler
+    model = decode_model(random=dict(SMALL, seed=1))
+    mapping = compile_decoder(model, MeshShape(2, 2, pe="core", sram_kb=32), context=4,
+                              logits=True)
+    tile, (base, row) = next((t, lay["head_w"]) for t, lay in mapping.layout.items()
+                             if lay.get("head_w"))
+    mapping.program.write_sram(*tile, base, [0x7F7F7F7F])     # row `row`'s first 4 weights
+    res = decode_on_iss(mapping, model, [1, 2], 2, sampler=HostSampler(1.0, seed=3))
+    d = res["first_diff"]
+    assert d is not None and (d["op"], d["position"], d["element"]) == ("logits", 0, row), d
+    assert d["got"] != d["expected"]
+
+
+def test_host_sampler_refuses_greedy():
+    from sparktile.compiler.decoder_mapping import HostSampler
+    with pytest.raises(ValueError, match="temperature > 0"):
+        HostSampler(0.0)

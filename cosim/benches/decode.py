@@ -1,11 +1,12 @@
 """The whole decoder on the fabric: token in, next token out, every op on the RTL cores.
 
 Driver: the configuration stream (west edges) of :func:`~sparktile.compiler.decoder_mapping.
-compile_decoder`, then per token the activation and the embedding row into the hub's north
-edge (``N0``). Monitor: the hub's west edge (``W0``), one wavelet per token: the greedy next
-token. Model: the golden model's integer path (:mod:`sparktile.golden_model.intpath`), one
-token at a time with its own int8 KV cache. Scoreboard: every position's next token equal;
-the first difference names the position, both tokens, the cycle and the seed.
+compile_decoder`, then per token one activation wavelet (the token id and the position) into
+the hub's north edge (``N0``). Monitor: the hub's west edge (``W0``): per token the greedy next
+token (one wavelet), or, when the host samples, the logits (``vocab`` wavelets). Model: the
+golden model's integer path (:mod:`sparktile.golden_model.intpath`), one token at a time with
+its own int8 KV cache. Scoreboard: every position's next token (and logits) equal; the first
+difference names the position, the element, both values, the cycle and the seed.
 
 Prompt tokens are fed one per activation (a prefill of ``T`` tokens is ``T`` decode steps:
 each position's keys and values are appended on the fabric as it goes); the next token of the
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compiler.decoder_mapping import compile_decoder, score_position
+from ...compiler.decoder_mapping import HostSampler, compile_decoder, score_position
 from ...golden_model.arith import argmax_int, pack_int8
 from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric
@@ -31,14 +32,16 @@ __all__ = ["DecodeResult", "decode_run", "decode_model"]
 
 @dataclass
 class DecodeResult(BenchResult):
-    """A greedy generation with the whole decoder on the RTL mesh (see the module docstring).
+    """A generation with the whole decoder on the RTL mesh (see the module docstring).
 
     ``tokens``: the next token the fabric returned at every position (prompt positions
     included), ``golden``: the integer golden model's; ``match_golden`` when all are equal.
     ``token_cycles``: cycles from the activation entering the mesh to the token leaving it,
     per position (the harness's cycle counter). ``max_context``: positions the mesh's KV
     cache holds (``slots`` per worker); ``kv_words_per_slot``: SRAM words of one position on
-    its worker; ``sram_words``: the fullest PE's words and the hub's.
+    its worker; ``sram_words``: the fullest PE's words and the hub's. ``sampling``: the
+    temperature, top-k, top-p and seed (temperature 0: the fabric's greedy argmax; else the
+    fabric sends the logits and the host samples); ``stopped``: ``max_tokens`` or ``eos``.
     """
 
     mesh: str
@@ -55,6 +58,8 @@ class DecodeResult(BenchResult):
     slots: int
     kv_words_per_slot: int
     sram_words: dict
+    sampling: dict
+    stopped: str
     on_fabric: list
     on_host: list
     config_cycles: int
@@ -84,9 +89,17 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
                      max_tokens: int = 4, model: str | None = None, random: dict | None = None,
                      context: int | None = None, seed: int = 1,
                      fault: str | dict | None = None, check: str = "tokens",
-                     progress: str | None = None) -> DecodeResult:
-    """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` greedily
-    with every op on the RTL, comparing each position's token with the golden int path.
+                     progress: str | None = None, temperature: float = 0.0,
+                     top_k: int | None = None, top_p: float | None = None,
+                     stop_at_eos: bool = True) -> DecodeResult:
+    """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` with
+    every op on the RTL, comparing each position's token with the golden int path.
+
+    Greedy (``temperature=0``): the fabric returns the argmax token. Sampling (``temperature >
+    0``, with ``top_k`` / ``top_p``, drawn with ``seed``): the fabric returns the logits, each
+    compared element by element with the golden model's, and the host draws the token as
+    ``generate(mode="int", seed=seed)`` does (:class:`~sparktile.compiler.decoder_mapping.
+    HostSampler`). A generated end-of-sequence token stops the generation (``stop_at_eos``).
 
     ``fault="argmax_index"`` (for the test that proves the scoreboard can fail): the argmax
     index table of the worker holding the golden model's first answer is loaded with one bit
@@ -114,7 +127,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         raise ValueError("the prompt has no tokens")
     if check not in ("tokens", "every-op"):
         raise ValueError(f"check must be 'tokens' or 'every-op', not {check!r}")
-    mapping = compile_decoder(lm, shape, context, taps=check == "every-op")
+    sampler = HostSampler(temperature, top_k, top_p, seed) if temperature else None
+    mapping = compile_decoder(lm, shape, context, taps=check == "every-op",
+                              logits=sampler is not None)
+    eos = set(lm.config.eos_token_ids) if stop_at_eos else set()
+    if stop_at_eos and lm.tokenizer is not None:
+        eos |= set(lm.tokenizer.eos_ids)
     total = len(ids) + max_tokens - 1
     if total > mapping.max_context:
         raise ValueError(f"{len(ids)} prompt tokens and {max_tokens} new ones need "
@@ -137,7 +155,7 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     cache = lm.new_cache(total + 1, mode="int")
     port_in, port_out = fabric.port("N", 0), fabric.port("W", 0)
     tokens, golden, cycles = [], [], []
-    first_diff, status = None, "complete"
+    first_diff, status, stopped = None, "complete", "max_tokens"
     feed = list(ids)
     sim_s, cyc0 = 0.0, fabric.cycle
     # A token's cycles are bounded by the hub's serial ops and the trees; a hang is declared
@@ -148,11 +166,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         pay, ccs = mapping.token_stream(tok, pos)
         fabric.send(port_in, pay, ccs)
         t0 = time.perf_counter()
-        res = await fabric.run(1 + mapping.tap_words, idle_limit=idle, max_cycles=50_000_000)
+        res = await fabric.run(mapping.out_words + mapping.tap_words, idle_limit=idle,
+                               max_cycles=50_000_000)
         sim_s += time.perf_counter() - t0
         words, ccs_out, when = fabric.receive(port_out)
         got, want, first_diff = score_position(mapping, lm, cache, tok, pos, ccs_out, words,
-                                               when)
+                                               when, sampler, prompt=pos + 1 < len(ids))
         golden.append(want)
         if not res.ok or got is None:
             status = STATUS[res.status] if not res.ok else "not one token at W0"
@@ -172,6 +191,9 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
             break
         if isinstance(fault, dict) and pos == int(fault["kv"][1]):
             await _flip_kv(fabric, mapping, cache, *(int(v) for v in fault["kv"]))
+        if pos + 1 >= len(ids) and got in eos:
+            stopped = "eos"
+            break
         if pos + 1 >= len(feed):
             feed.append(got)
     after = await fabric.read_counters((Counter.TASK_ERRORS,))
@@ -180,13 +202,16 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     sim_cycles = fabric.cycle - cyc0
     return DecodeResult(
         mesh=str(shape), model=lm.config.name, prompt_ids=ids, tokens=tokens, golden=golden,
-        match_golden=first_diff is None and len(tokens) == total, first_diff=first_diff,
+        match_golden=first_diff is None and (len(tokens) == total or stopped == "eos"),
+        first_diff=first_diff,
         status=status, token_cycles=cycles,
         decode_cycles_per_token=float(np.mean(decode)) if decode else None,
         max_context=mapping.max_context, slots=mapping.slots,
         kv_words_per_slot=mapping.kv_words_per_slot,
         sram_words={"max": mapping.words["max"], "hub": mapping.words["hub"],
                     "per_pe": mapping.words["per_pe"]},
+        sampling={"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed},
+        stopped=stopped,
         on_fabric=list(mapping.on_fabric), on_host=list(mapping.on_host),
         config_cycles=cfg_cycles, task_errors=errors, sim_cycles=sim_cycles,
         sim_wall_s=sim_s, sim_cycles_per_s=sim_cycles / sim_s if sim_s else 0.0, seed=seed)

@@ -4,8 +4,9 @@
 (:mod:`sparktile.golden_model.intpath`, static activation scales) into a program, an SRAM
 image, a task table, queue bindings and routes for every tile of a ``pe="core"`` mesh. The
 host's part per token is one control wavelet (the activation: the position and the token id)
-into the hub's north edge; the next token (greedy argmax) comes back out of its west edge.
-Every op of the decoder runs on the mesh.
+into the hub's north edge; the next token (greedy argmax) comes back out of its west edge, or,
+for a host that samples, the logits (``logits=True``). Every op of the decoder runs on the
+mesh; the sampling's draw, when there is one, on the host.
 
 Roles. Tile (0, 0) is the *hub*: the root of both trees, it runs RoPE, the softmax reciprocal
 per head, the ``p . v`` requantization and the RMSNorm's Newton rsqrt (once, for all workers).
@@ -72,7 +73,8 @@ from .program import ConfigProgram
 from .routes import check_deadlock_free
 
 __all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
-           "MAX_SLOTS", "Tap", "check_taps", "golden_next", "score_position"]
+           "MAX_SLOTS", "Tap", "check_taps", "golden_logits", "golden_next", "HostSampler",
+           "score_position"]
 
 #: The task color (the per-token activation), the broadcast color, the output token, the
 #: column and row reduction colors (alternating).
@@ -288,6 +290,8 @@ class DecoderMapping:
     taps: list = dataclasses.field(default_factory=list)
     #: ``(code base, op of each instruction)`` of the hub's program (for :meth:`by_op`).
     hub_code: tuple = (0, [])
+    #: The hub sends the logits (``vocab`` int32 words) for a sampling host, not the argmax.
+    logits: bool = False
 
     def by_op(self, log) -> dict:
         """Cycles of one token by op, from the hub's timeline ``log`` (``[(pc, start, end)]``
@@ -309,10 +313,23 @@ class DecoderMapping:
         """Words the taps send per token."""
         return sum(t.words for t in self.taps)
 
-    on_fabric = ("embedding", "rms_norm", "matmul", "rope", "kv_append", "attention_scores",
-                 "softmax", "weighted_sum", "residual", "silu", "argmax")
-    #: Nothing else: the host sends the token id and the position, and reads the next token.
-    on_host = ()
+    @property
+    def out_words(self) -> int:
+        """Words on :data:`OUT` per token: the next token, or the logits."""
+        return self.vocab if self.logits else 1
+
+    @property
+    def on_fabric(self) -> tuple:
+        """The op kinds the mesh runs: every op of the decoder, the argmax when greedy."""
+        ops = ("embedding", "rms_norm", "matmul", "rope", "kv_append", "attention_scores",
+               "softmax", "weighted_sum", "residual", "silu")
+        return ops if self.logits else ops + ("argmax",)
+
+    @property
+    def on_host(self) -> tuple:
+        """The op kinds the host runs: nothing when greedy (the host sends the token id and the
+        position, and reads the next token); the sampling when the fabric sends the logits."""
+        return ("sampling",) if self.logits else ()
 
     def kv_word(self, layer: int, position: int, word: int) -> tuple[tuple[int, int], int]:
         """``((row, col), address)`` of word ``word`` of ``position``'s key row of ``layer``
@@ -340,32 +357,92 @@ class DecoderMapping:
                 np.array([cc(A, 1)], np.uint8))
 
 
-def golden_next(model, token: int, cache, trace: dict | None = None) -> int:
-    """The golden int path's greedy next token after ``token`` (appended to ``cache``),
-    recording its intermediate vectors in ``trace`` if given."""
+def golden_logits(model, token: int, cache, trace: dict | None = None) -> np.ndarray:
+    """The golden int path's logits (int32, ``LOGIT_FRAC`` fractional bits) after ``token``
+    (appended to ``cache``), recording its intermediate vectors in ``trace`` if given."""
     from ..golden_model import intpath
-    logits = intpath.forward(model, model.int_params(), np.array([int(token)]), cache, trace)
-    return int(arith.argmax_int(logits[0]))
+    return intpath.forward(model, model.int_params(), np.array([int(token)]), cache, trace)[0]
 
 
-def score_position(mapping, model, cache, token: int, position: int, colors, words, times):
+def golden_next(model, token: int, cache, trace: dict | None = None) -> int:
+    """The golden int path's greedy next token after ``token`` (see :func:`golden_logits`)."""
+    return int(arith.argmax_int(golden_logits(model, token, cache, trace)))
+
+
+class HostSampler:
+    """The host's part when the fabric sends logits: temperature, top-k and top-p sampling
+    of each position's logits, as the golden model's ``generate(mode="int", seed=...)`` does
+    (``numpy.random.default_rng(seed)``, one draw a generated token).
+
+    The fabric's logits and the golden model's are drawn from by two generators of the same
+    seed, so equal logits give equal tokens and the check stays a comparison of two runs.
+    ``prompt`` positions draw nothing (their next token is the prompt's).
+    """
+
+    def __init__(self, temperature: float, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None):
+        from ..golden_model.sampling import check_sampling
+        check_sampling(temperature, top_k, top_p)
+        if not temperature:
+            raise ValueError("HostSampler samples (temperature > 0); greedy decoding is the "
+                             "fabric's argmax")
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.rngs = {side: np.random.default_rng(seed) for side in ("fabric", "golden")}
+
+    def pick(self, logits, side: str) -> int:
+        """The next token from one row of int32 logits, with ``side``'s generator."""
+        from ..golden_model.intpath import LOGIT_FRAC
+        from ..golden_model.sampling import next_token
+        z = np.asarray(logits, np.int64).astype(np.float64) * 2.0 ** -LOGIT_FRAC
+        return next_token(z, self.rngs[side], self.temperature, self.top_k, self.top_p)
+
+
+def score_position(mapping, model, cache, token: int, position: int, colors, words, times,
+                   sampler: HostSampler | None = None, prompt: bool = False):
     """The scoreboard of one position: the golden int path's next token after ``token``
     (appended to ``cache``, its trace recorded) against the hub's west-edge words of that
-    position (``colors`` as ``cc`` gives them, payloads, arrival ``times``). Returns ``(got,
-    want, first_diff)``: the fabric's token (None unless exactly one came), the golden one, and
-    the first difference (the taps in order, then the token) with its position, or None."""
+    position (``colors`` as ``cc`` gives them, payloads, arrival ``times``).
+
+    A greedy mapping sends the token; one with :attr:`DecoderMapping.logits` sends the logits,
+    which are compared element by element, and ``sampler`` (None: greedy) picks the token from
+    each side's logits unless the position is in the ``prompt``. Returns ``(got, want,
+    first_diff)``: the fabric's token (None unless exactly one token or a whole row of logits
+    came), the golden one, and the first difference (the taps in order, then the logits or the
+    token) with its position, or None."""
     trace = {}
-    want = golden_next(model, token, cache, trace)
+    want_z = golden_logits(model, token, cache, trace)
     colors = np.asarray(colors) & 31
     words, times = np.asarray(words), np.asarray(times)
-    toks = words[colors == OUT]
-    got = int(toks[0]) if len(toks) == 1 else None
+    out, out_t = words[colors == OUT], times[colors == OUT]
     first = None
     if mapping.taps:
         first = check_taps(mapping.taps, words[colors == DBG], times[colors == DBG], trace)
+
+    def choose(z, side):
+        if sampler is None or prompt:
+            return int(arith.argmax_int(z))
+        return sampler.pick(z, side)
+
+    if mapping.logits:
+        want = choose(want_z, "golden")
+        got = None
+        if len(out) == mapping.vocab:
+            got_z = out.astype(np.uint32).view(np.int32).astype(np.int64)
+            bad = np.flatnonzero(got_z != want_z)
+            if bad.size and first is None:
+                e = int(bad[0])
+                first = {"layer": -1, "op": "logits", "element": e, "got": int(got_z[e]),
+                         "expected": int(want_z[e]), "cycle": int(out_t[e])}
+            got = choose(got_z, "fabric")
+        elif first is None:
+            first = {"op": "logits", "got": f"{len(out)} words", "expected": f"{mapping.vocab}",
+                     "cycle": int(out_t[-1]) if len(out) else None}
+    else:
+        want = int(arith.argmax_int(want_z))
+        got = int(out[0]) if len(out) == 1 else None
     if first is None and got != want:
         first = {"op": "next_token", "got": got, "expected": want,
-                 "cycle": int(times[colors == OUT][0]) if len(toks) else None}
+                 "cycle": int(out_t[0]) if len(out) else None}
     if first is not None:
         first["position"] = position
     return got, want, first
@@ -431,13 +508,16 @@ def _matrices(c, p) -> dict:
 
 
 def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
-                    taps: bool = False) -> DecoderMapping:
+                    taps: bool = False, logits: bool = False) -> DecoderMapping:
     """Compile the whole decoder of ``model`` onto ``shape`` (a ``pe="core"`` mesh).
 
     ``context``: the positions the KV cache must hold; ``None`` takes the largest that fits
     (at most :data:`MAX_SLOTS` slots per worker and the model's ``max_position_embeddings``).
     ``taps``: the hub also sends each intermediate vector it holds out of its west edge on
     :data:`DBG` (:attr:`DecoderMapping.taps`), for ``--check every-op``.
+    ``logits``: the token's logits leave the hub (``vocab`` int32 words on :data:`OUT`, the
+    workers' rows gathered through the reduction tree) instead of the greedy argmax, for a
+    host that samples (:class:`HostSampler`).
 
     Raises
     ------
@@ -470,16 +550,16 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             raise MappingError(f"a context of {context} positions needs {need} KV slots on each "
                                f"of {workers} workers; a worker takes at most {MAX_SLOTS}")
         try:
-            return _compile(model, shape, need, taps)
+            return _compile(model, shape, need, taps, logits)
         except _Overflow as exc:
             one = _slot_words(c)
             raise MappingError(
                 f"a context of {context} positions needs {need} KV slots per worker: PE "
                 f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
                 f"{one} words a slot), but a PE has {shape.sram_words} ({shape.sram_kb} KiB); "
-                f"{_largest(model, shape, taps)}") from None
+                f"{_largest(model, shape, taps, logits)}") from None
     try:
-        one = _compile(model, shape, 1, taps)
+        one = _compile(model, shape, 1, taps, logits)
     except _Overflow as exc:
         raise MappingError(
             f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
@@ -489,7 +569,7 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
     if cap == 1:
         return one
     try:
-        two = _compile(model, shape, 2, taps)
+        two = _compile(model, shape, 2, taps, logits)
     except _Overflow:
         return one
     # Words grow linearly with the slots on every worker: the largest count that fits, from
@@ -500,16 +580,16 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
     n = max(2, min(cap, fits))
     while n > 2:
         try:
-            return _compile(model, shape, n, taps)
+            return _compile(model, shape, n, taps, logits)
         except _Overflow:
             n -= 1
     return two
 
 
-def _largest(model, shape, taps) -> str:
+def _largest(model, shape, taps, logits) -> str:
     try:
         return (f"the largest context of this mesh is "
-                f"{compile_decoder(model, shape, taps=taps).max_context}")
+                f"{compile_decoder(model, shape, taps=taps, logits=logits).max_context}")
     except MappingError as exc:
         return str(exc)
 
@@ -521,7 +601,8 @@ def _slot_words(c) -> int:
     return c.num_layers * 2 * wk + 2 * c.head_dim
 
 
-def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> DecoderMapping:
+def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
+             logits: bool = False) -> DecoderMapping:
     c, p = _model_checks(model)
     R, C = shape.rows, shape.cols
     tiles = [(r, q) for r in range(R) for q in range(C)]
@@ -717,14 +798,19 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         hub_gather_tap(li, "resid_mlp", z["d"], d)
     hub.on("norm")
     hub_norm(-1, "final_norm")
-    hub_gather_tap(-1, "logits", z["vocab"], V)
-    hub.on("argmax")
-    hub_exchanges(ARGMAX_X)
-    hub(Ins(Op.SLD, dst=reg(1), b=z["x"].base),
-        Ins(Op.SLI, dst=reg(2), b=V),
-        Ins(Op.SSUB, dst=reg(2), a=reg(2), b=reg(1)),             # the index: V - K
-        Ins(Op.SST, a=reg(2), b=outw.base))
-    hub.on("data_movement")(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
+    if logits:
+        # the host samples: the workers' rows of the logits gathered, and sent out whole
+        combine(hub.on("data_movement"), 0, 0, z["vocab"], V, "sum")
+        hub(Ins(Op.SEND, n=V, dst=isa.color(OUT), a=sram(z["vocab"].base)))
+    else:
+        hub_gather_tap(-1, "logits", z["vocab"], V)
+        hub.on("argmax")
+        hub_exchanges(ARGMAX_X)
+        hub(Ins(Op.SLD, dst=reg(1), b=z["x"].base),
+            Ins(Op.SLI, dst=reg(2), b=V),
+            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=reg(1)),         # the index: V - K
+            Ins(Op.SST, a=reg(2), b=outw.base))
+        hub.on("data_movement")(Ins(Op.SEND, n=1, dst=isa.color(OUT), a=sram(outw.base)))
     base, img = hub.finish(shape.sram_words)
     programs[0, 0] = hub.prog
     hub_code = (base, list(hub.tags))
@@ -1073,15 +1159,18 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         norm(p.norm)
         pe.on("matmul")
         matmul((-1, "head"), y["vocab"])
-        gather_tap(y["vocab"], V)
-        pe.on("argmax")
         lo, hi, _n = rows[-1, "head"]
         am = None
-        if hi > lo:
-            am = pe.kernel(kernels.argmax, hi - lo, kw={"offset": lo, "total": V},
-                      exchange=exchange, z=Region(y["vocab"].base + lo, hi - lo, "i32"),
-                      out=Region(scratch.base, 1, "i32"))
+        if logits:      # our rows of the logits (zeros elsewhere) to the hub, for the host
+            combine(pe.on("data_movement"), r, q, y["vocab"], V, "sum", tmp)
+        elif hi > lo:
+            gather_tap(y["vocab"], V)
+            am = pe.on("argmax").kernel(
+                kernels.argmax, hi - lo, kw={"offset": lo, "total": V}, exchange=exchange,
+                z=Region(y["vocab"].base + lo, hi - lo, "i32"), out=Region(scratch.base, 1, "i32"))
         else:
+            gather_tap(y["vocab"], V)
+            pe.on("argmax")
             idle_exchanges([(1, "max", "max"), (1, "max", "max")])
         base, img = pe.finish(shape.sram_words)
         programs[r, q] = pe.prog
@@ -1090,7 +1179,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         used[r, q] = len(img)
         layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows,
                         "channels": (c_lo, c_hi),
-                        "argmax_idx": am.regions["idx"] if am is not None else None}
+                        "argmax_idx": am.regions["idx"] if am is not None else None,
+                        # (SRAM address, first vocabulary row) of the LM head's weights here
+                        "head_w": ((wts[-1, "head"][0].base, rows[-1, "head"][0])
+                                   if (-1, "head") in wts else None)}
 
     for k, (r, q) in enumerate(workers):
         emit_worker(k, r, q)
@@ -1105,7 +1197,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
                "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
         programs=programs, layout=layout, vocab=V, hidden=d,
-        taps=tap_list, hub_code=hub_code)
+        taps=tap_list, hub_code=hub_code, logits=logits)
 
 
 def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:

@@ -214,14 +214,16 @@ class MeshIss:
         return max(self.clock.values())
 
 
-def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
+def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None, sampler=None) -> dict:
     """Run a :class:`~sparktile.compiler.decoder_mapping.DecoderMapping` on a :class:`MeshIss`:
     feed ``ids`` one position at a time, then ``max_new - 1`` greedy tokens fed back, and
     compare every position's next token (and, when the mapping has taps, every tapped vector)
     with the golden int path (its own KV cache). Returns ``{tokens, golden, first_diff,
     token_cycles, task_errors, dropped}`` (``token_cycles`` are this model's estimates); stops
     at the first difference. ``after(mesh, position)`` is called after each position (the
-    fault-injection tests change an SRAM word there)."""
+    fault-injection tests change an SRAM word there). A mapping that sends the logits needs a
+    ``sampler`` (:class:`~sparktile.compiler.decoder_mapping.HostSampler`) to pick the
+    generated tokens, or picks the greedy one."""
     from .decoder_mapping import score_position
     mesh = MeshIss(mapping.program)
     mesh.record.add((0, 0))
@@ -239,7 +241,8 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None) -> dict:
         out = mesh.take("W", 0)
         got, want, first = score_position(mapping, model, cache, feed[pos], pos,
                                           [o[0] for o in out], [o[1] for o in out],
-                                          [o[2] for o in out])
+                                          [o[2] for o in out], sampler=sampler,
+                                          prompt=pos + 1 < len(ids))
         golden.append(want)
         tokens.append(got)
         cycles.append(mesh.time - t0)
