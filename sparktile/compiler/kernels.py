@@ -662,20 +662,23 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
       Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
       Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
       Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
-    k(Ins(Op.SST, a=reg(e), b=b.base))                                    # keep e
-    k.exchange([hi, sm], ["sum", "sum"])
-    if rsqrt_at_root:       # the combined words are (mant, shift) already
-        k(Ins(Op.SADD, dst=reg(13), a=reg(hi), b=0),
-          Ins(Op.SADD, dst=reg(14), a=reg(sm), b=0))
+    if rsqrt_at_root:
+        # the combined words are (mant, shift) already; e stays in its register (an
+        # exchange moves words through SRAM and the fabric, not through registers)
+        k.exchange([hi, sm], ["sum", "sum"])
+        mant, shift = hi, sm
     else:
+        k(Ins(Op.SST, a=reg(e), b=b.base))                                # keep e
+        k.exchange([hi, sm], ["sum", "sum"])
         _norm_rsqrt(k, e, hi, sm, eps.base, seed.base)
-    sh, neg, rr = 1, 2, 3
-    k(Ins(Op.SLD, dst=reg(e), b=b.base),
-      Ins(Op.SADD, dst=reg(sh), a=reg(14), b=reg(e)),
+        mant, shift = 13, 14
+        k(Ins(Op.SLD, dst=reg(e), b=b.base))
+    sh, neg, rr = 1, 2, 7
+    k(Ins(Op.SADD, dst=reg(sh), a=reg(shift), b=reg(e)),
       Ins(Op.SSUB, dst=reg(sh), a=reg(sh), b=30),                         # k + e - 30
       Ins(Op.SSUB, dst=reg(neg), a=reg(ZERO), b=reg(sh)),
       Ins(Op.SMAX, dst=reg(neg), a=reg(neg), b=0),
-      Ins(Op.SSHLV, dst=reg(rr), a=reg(13), b=reg(neg)),                  # r << max(-sh, 0)
+      Ins(Op.SSHLV, dst=reg(rr), a=reg(mant), b=reg(neg)),                # r << max(-sh, 0)
       Ins(Op.SMAX, dst=reg(sh), a=reg(sh), b=0),
       Ins(Op.VMULSR, n=d, imm=FLAG_VAR | sh, dst=a.at(), a=x.at(), b=reg(rr)),   # t
       Ins(Op.VREQ, n=d, dst=out.at(), a=a.at(), b=q.at()))
