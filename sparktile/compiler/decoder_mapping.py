@@ -627,9 +627,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
 
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
-        combined words land in ``vec``."""
+        combined words land in ``vec`` (a region, or at the hub an operand: XBUF)."""
         vop = Op.VMAX if how == "max" else Op.VADD
-        src = sram(vec.base)
+        src = vec if isinstance(vec, isa.Src) else sram(vec.base)
         if (rr_, cc_) == (0, 0):
             ins_ = [RC[1]] if R > 1 else []
             ins_ += [RR[1]] if C > 1 else []
@@ -675,11 +675,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
     tap_list = []
 
     def tap(layer, name, base, kind, n, first=0):
-        """With ``taps``: send ``n`` elements at ``base`` out of the hub's west edge."""
+        """With ``taps``: send ``n`` elements at ``base`` (an SRAM address, or an operand)
+        out of the hub's west edge."""
         if taps:
             t = Tap(layer, name, kind, n, first)
             tag, hub.tag = hub.tag, "check"
-            hub(Ins(Op.SEND, n=t.words, dst=isa.color(DBG), a=sram(base)))
+            hub(Ins(Op.SEND, n=t.words, dst=isa.color(DBG),
+                    a=base if isinstance(base, isa.Src) else sram(base)))
             tap_list.append(t)
             hub.tag = tag
 
@@ -709,9 +711,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                    out=z["rsqrt"])
         bcast(2, z["rsqrt"])
         nw = d // LANES + (2 * hd if rope_row else 0)
+        # (a gather is received whole before it is sent on: the hub sending while the
+        # workers still stream into the tree would fill their broadcast queues and stop them)
         combine(hub, 0, 0, z["h"], nw, "sum")      # the workers' channels of h
         tap(layer, name, z["h"].base, "i8", d)
         bcast(nw, z["h"])
+        if rope_row:
+            bcast(2 * nh, valid2)       # p's slot valid in every head
 
     def hub_gather_tap(layer, name, vec, n):
         """Check mode: the workers' int32 channels of a vector gathered for a tap."""
@@ -724,18 +730,16 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         hub.on("norm")
         hub_norm(li, "attn_norm", rope_row=li == 0)
         # q/k/v with RoPE applied and the values' cache words, from the workers
+        # (the keys and the value words for the owner of p, then the padded queries)
         combine(hub.on("matmul"), 0, 0, zq, g_size, "sum")
         tap(li, "q", zq.base + g_pre, "i8", nh * hd)
         tap(li, "k", zq.base + g_pre + nh * hd // LANES, "i8", nkv * hd)
         tap(li, "v", zq.base + g_pre + (nh + nkv) * hd // LANES, "i8", nkv * hd)
         for hh in range(nh):
-            tap(li, "q_rope", zq.base + g_q + hh * wk + (hh // grp) * hd // LANES, "i8", hd,
-                hh * hd)
+            tap(li, "q_rope", zq.base + g_q + hh * wk + (hh // grp) * hd // LANES, "i8",
+                hd, hh * hd)
         tap(li, "k_rope", zq.base + g_k, "i8", nkv * hd)
-        bcast(wk + wv, zq)          # the keys, then the value words, for the owner of p
-        if li == 0:
-            bcast(2 * nh, valid2)
-        bcast(nh * wk, sram(zq.base + g_q))
+        bcast(g_q + nh * wk, zq)
         combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max")
         for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
             bcast(S4, sram(z["max"].base + hh, stride=0))
@@ -747,14 +751,20 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 Ins(Op.SST, a=reg(10), b=rk.base + 2 * hh),
                 Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
         bcast(2 * nh, rk)
-        combine(hub.on("weighted_sum"), 0, 0, z["att"], nh * hd, "sum")
-        tap(li, "attn_sum", z["att"].base, "i32", nh * hd)
+        # the heads' sums into XBUF where they fit: the VREQ reads them beside its
+        # requantization words, one element a cycle
+        att = xbuf(0) if nh * hd <= CORE_XBUF_WORDS else sram(z["att"].base)
+        combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum")
+        tap(li, "attn_sum", att, "i32", nh * hd)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
-        hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=sram(z["att"].base),
-                b=sram(pv.base)))
-        bcast(nh * hd // LANES, ai8)
-        tap(li, "attn_out", ai8.base, "i8", nh * hd)
+        if taps:        # kept for the tap
+            hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=att,
+                    b=sram(pv.base)))
+            bcast(nh * hd // LANES, ai8)
+            tap(li, "attn_out", ai8.base, "i8", nh * hd)
+        else:           # int8 words straight onto the broadcast tree
+            hub(Ins(Op.VREQ, n=nh * hd, dst=isa.color(B, Fmt.I8X4), a=att, b=sram(pv.base)))
         hub_gather_tap(li, "o", z["d"], d)
         hub_gather_tap(li, "resid_attn", z["d"], d)
         hub.on("norm")
@@ -935,6 +945,15 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             recv(d // LANES, xbuf(0))
             if rope_row:
                 recv(2 * hd, sram(rope_r.base))
+                # p's slot valid in every head: one RECV at stride S4 (or into scratch)
+                reload()
+                own = _operand(sram(valid.base, stride=S4))
+                junk = _operand(sram(scratch.base, stride=0))
+                pe(Ins(Op.SADD, dst=reg(7), a=reg(_SLOT), b=own - junk),
+                   Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
+                   Ins(Op.SADD, dst=reg(7), a=reg(7), b=junk))
+                pe.patch(len(pe.prog) + 1, 1, 7)
+                recv(2 * nh, sram(scratch.base, stride=0))
 
         def qkv_rope(li):
             """This worker's rows of q, k and v (:func:`_qkv_plan`): one GEMV, requantized
@@ -1127,14 +1146,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             pe.patch(at, 2, 3)
             pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(ident["sum"].base, 0),
                    b=isa.color(B)))
-            if li == 0:     # p's slot valid in every head: one RECV at stride S4
-                own = _operand(sram(valid.base, stride=S4))
-                junk = _operand(sram(scratch.base, stride=0))
-                pe(Ins(Op.SADD, dst=reg(7), a=reg(_SLOT), b=own - junk),
-                   Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
-                   Ins(Op.SADD, dst=reg(7), a=reg(7), b=junk))
-                pe.patch(len(pe.prog) + 1, 1, 7)
-                recv(2 * nh, sram(scratch.base, stride=0))
             pe.on("attention_scores")
             recv(nh * wk, xbuf(0))
             for hh in range(nh):
