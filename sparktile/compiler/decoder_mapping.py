@@ -670,8 +670,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
     valid2 = hub.alloc(2 * nh, init=[1] * nh + [0] * nh)     # p's slot: valid, not masked
     rk = hub.alloc(2 * nh)
     ai8 = hub.alloc(nh * hd, "i8")
-    recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
     outw = hub.alloc(1)
+    # The softmax reciprocals (one Newton iteration per head): on the workers, one head each,
+    # where at least two then run at once; else here (one tree round trip fewer).
+    spread_recip = -(-nh // W) < nh
+    if not spread_recip:
+        recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
     tap_list = []
 
     def tap(layer, name, base, kind, n, first=0):
@@ -744,12 +748,18 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
             bcast(S4, sram(z["max"].base + hh, stride=0))
         combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum")
-        for hh in range(nh):
-            hub(Ins(Op.SLD, dst=reg(14), b=z["sum"].base + hh))
-            kernels._recip_steps(hub, 14, recip_seed.base, 10, 11)
-            hub(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
-                Ins(Op.SST, a=reg(10), b=rk.base + 2 * hh),
-                Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
+        if spread_recip:
+            # the heads' sums back to the workers, whose first ones compute a head's
+            # reciprocal each (in parallel, not one after another here), gathered, sent back
+            bcast(nh, z["sum"])
+            combine(hub, 0, 0, rk, 2 * nh, "sum")
+        else:
+            for hh in range(nh):
+                hub(Ins(Op.SLD, dst=reg(14), b=z["sum"].base + hh))
+                kernels._recip_steps(hub, 14, recip_seed.base, 10, 11)
+                hub(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
+                    Ins(Op.SST, a=reg(10), b=rk.base + 2 * hh),
+                    Ins(Op.SST, a=reg(11), b=rk.base + 2 * hh + 1))
         bcast(2 * nh, rk)
         # the heads' sums into XBUF where they fit: the VREQ reads them beside its
         # requantization words, one element a cycle
@@ -830,6 +840,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         # vector (S4 = 4 sw: a head's digits fill whole words of the GEMV input); the
         # padding is masked like a slot not yet written
         rka = pe.alloc(2 * nh)
+        mine = list(range(k, nh, W)) if spread_recip else []    # heads whose 1/sum it makes
+        rkv = pe.alloc(2 * nh, init=[0] * (2 * nh)) if spread_recip else None
+        if mine:
+            recip_seed = pe.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
         sc = pe.alloc(nS, init=[0] * nS)
         ex, u, pr, rm = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
         tt = pe.alloc(max(nS, nh * hd))
@@ -1187,6 +1201,15 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 pe(Ins(Op.REDUCE, n=S, dst=reg(2), a=sram(ex.base + hh * S4)),
                    Ins(Op.SST, a=reg(2), b=tl.base + hh))
             combine(pe, r, q, tl, nh, "sum", tmp)
+            if spread_recip:
+                recv(nh, sram(tl.base))         # the heads' sums
+                for hh in mine:                 # 1 / sum of the heads of this worker
+                    pe(Ins(Op.SLD, dst=reg(14), b=tl.base + hh))
+                    kernels._recip_steps(pe, 14, recip_seed.base, 10, 11)
+                    pe(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
+                       Ins(Op.SST, a=reg(10), b=rkv.base + 2 * hh),
+                       Ins(Op.SST, a=reg(11), b=rkv.base + 2 * hh + 1))
+                combine(pe, r, q, rkv, 2 * nh, "sum", tmp)
             pe.on("weighted_sum")
             recv(2 * nh, sram(rka.base))
             for hh in range(nh):
