@@ -624,6 +624,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
              "h": d // LANES + 2 * hd, "ffn": F // LANES, "vocab": V, "x": 2, "m": 1,
              "rsqrt": 2}
     d_rows = _rows(d, W)        # residual channels (and o / down rows) per worker
+    # The last worker, when it holds no channels, adds the norms' epsilon to the sums
+    # (kernels.norm_eps_part) while the others compute theirs: the hub's rsqrt starts sooner.
+    eps_worker = (W - 1) * d_rows >= d
 
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
@@ -711,8 +714,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         combine(hub, 0, 0, z["m"], 1, "max")
         bcast(1, z["m"])
         combine(hub, 0, 0, z["x"], 2, "sum")
-        hub.kernel(kernels.rms_norm_root, int(p.eps_q), m=z["m"], hilo=z["x"],
-                   out=z["rsqrt"])
+        hub.kernel(kernels.rms_norm_root, int(p.eps_q), kw={"eps_in_sums": eps_worker},
+                   m=z["m"], hilo=z["x"], out=z["rsqrt"])
         bcast(2, z["rsqrt"])
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
@@ -840,6 +843,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
         # vector (S4 = 4 sw: a head's digits fill whole words of the GEMV input); the
         # padding is masked like a slot not yet written
         rka = pe.alloc(2 * nh)
+        if k == W - 1 and eps_worker:
+            epsv = pe.alloc(2)
+            eps_tab = pe.alloc(2 * (kernels.MAX_E + 1), "words",
+                               init=kernels.eps_table(int(p.eps_q)))
         mine = list(range(k, nh, W)) if spread_recip else []    # heads whose 1/sum it makes
         rkv = pe.alloc(2 * nh, init=[0] * (2 * nh)) if spread_recip else None
         if mine:
@@ -953,6 +960,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                           kw={"width": d, "rsqrt_at_root": True},
                           exchange=exchange, x=x_own, q=qreg,
                           out=Region(y["h"].base + c_lo // LANES, nc, "i8"))
+            elif k == W - 1 and eps_worker:
+                idle_exchanges([(1, "max", "sum")])
+                kernels.norm_eps_part(pe, scratch.base, epsv.base, eps_tab.base)
+                combine(pe, r, q, epsv, 2, "sum", tmp)
+                recv(2, sram(scratch.base))
             else:
                 idle_exchanges([(1, "max", "sum"), (2, "sum", "sum")])
             combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp)
