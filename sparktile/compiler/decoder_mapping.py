@@ -947,11 +947,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 combine(pe, r, q, ident[ident_], n, how, tmp)
                 pe(Ins(Op.RECV, n=n, dst=sram(scratch.base), a=isa.color(B)))
 
-        def norm(ms, rope_row=False):
+        def norm(ms, rope_row=False, stream=False):
             """This worker's channels of the RMSNorm (split; exchanges through the trees),
             into its words of the gathered h, which the hub sends back whole; with
             ``rope_row`` the gather also carries the RoPE row of p (the owner's, zeros from
-            the others), kept for the token's RoPE."""
+            the others), kept for the token's RoPE. ``stream``: h is left on the broadcast
+            queue for the GEMV that follows (it streams x in: GEMVX), which calls
+            :func:`norm_tail` after it."""
             pe.on("norm")
             if nc:
                 qreg = pe.alloc(nc, "req", init=_req_words(
@@ -968,7 +970,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             else:
                 idle_exchanges([(1, "max", "sum"), (2, "sum", "sum")])
             combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp)
-            recv(d // LANES, xbuf(0))
+            if not stream:
+                recv(d // LANES, xbuf(0))
+                norm_tail(rope_row)
+
+        def norm_tail(rope_row):
+            """What the first norm's broadcast carries after h: the RoPE row of p, then p's
+            slot marked valid."""
             if rope_row:
                 recv(2 * hd, sram(rope_r.base))
                 # p's slot valid in every head: one RECV at stride S4 (or into scratch)
@@ -981,17 +989,24 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 pe.patch(len(pe.prog) + 1, 1, 7)
                 recv(2 * nh, sram(scratch.base, stride=0))
 
+        def x_in(n, words, **kw):
+            """A GEMV of ``n`` rows of ``words`` words whose x (``words`` words at XBUF 0) is
+            the next broadcast: streamed in during the first row (GEMVX), no RECV."""
+            return isa.gemv(n, words, x=xbuf(0), x_from=B, **kw)
+
         def qkv_rope(li):
             """This worker's rows of q, k and v (:func:`_qkv_plan`): one GEMV, requantized
             into their places of q/k/v before RoPE; RoPE on its q and k rows (each row and its
             partner half a head away are both here), into the gathered keys and padded
             queries; its values as the transposed cache's words, ``(v & 255) << 8 lane``."""
             if not qrows:
+                recv(d // LANES, xbuf(0))
+                norm_tail(li == 0)
                 return
             mat, (wr, rq, bias) = mats[li, "qkv"], wts[li, "qkv"]
             n = len(qrows)
-            pe.on("matmul")(isa.gemv(n, mat.kw, dst=sram(acc.base), w=sram(wr.base),
-                                     x=xbuf(0)))
+            pe.on("matmul")(x_in(n, mat.kw, dst=sram(acc.base), w=sram(wr.base)))
+            norm_tail(li == 0)
             if bias is not None:
                 pe(Ins(Op.VADD, n=n, imm=FLAG_SAT, dst=sram(acc.base), a=sram(acc.base),
                        b=sram(bias.base)))
@@ -1043,15 +1058,20 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                    Ins(Op.VMUL, n=m_, dst=sram(y["qkv"].base + g_v + 4 * u0),
                        a=sram(acc2.base), b=reg(9)))
 
-        def matmul(key, dst_vec: Region):
-            """GEMV of this worker's rows of ``key`` over XBUF, then its rows into
-            ``dst_vec`` (int8 words or int32 words at the rows' place)."""
+        def matmul(key, dst_vec: Region, stream=False):
+            """GEMV of this worker's rows of ``key`` over XBUF (``stream``: x is the next
+            broadcast, received here), then its rows into ``dst_vec`` (int8 words or int32
+            words at the rows' place)."""
             lo, hi, _n = rows[key]
-            if hi <= lo:
-                return
             mat = mats[key]
+            if hi <= lo:
+                if stream:
+                    recv(mat.kw, xbuf(0))
+                return
             wr, rq, bias = wts[key]
-            pe(isa.gemv(hi - lo, mat.kw, dst=sram(acc.base), w=sram(wr.base), x=xbuf(0)))
+            w_ = {"dst": sram(acc.base), "w": sram(wr.base)}
+            pe(x_in(hi - lo, mat.kw, **w_) if stream
+               else isa.gemv(hi - lo, mat.kw, x=xbuf(0), **w_))
             if bias is not None:
                 pe(Ins(Op.VADD, n=hi - lo, imm=FLAG_SAT, dst=sram(acc.base), a=sram(acc.base),
                        b=sram(bias.base)))
@@ -1071,9 +1091,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 i0 = i1
 
         def residual(key):
-            """This worker's rows of o / down (its residual channels) into the stream."""
+            """This worker's rows of o / down (its residual channels) into the stream; x
+            streams in from the broadcast."""
             pe.on("matmul")
-            matmul(key, y["d"])
+            matmul(key, y["d"], stream=True)
             if nc:
                 pe.on("residual")(Ins(Op.VADD, n=nc, imm=FLAG_SAT, dst=sram(x_own.base),
                                       a=sram(x_own.base), b=sram(y["d"].base + c_lo)))
@@ -1148,7 +1169,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             pe.patch(len(pe.prog) + 1, 1, 7)
 
         for li, L in enumerate(p.layers):
-            norm(L.n1, rope_row=li == 0)
+            norm(L.n1, rope_row=li == 0, stream=True)
             qkv_rope(li)
             combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp)
             pe.on("kv_append")
@@ -1173,10 +1194,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
             pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(ident["sum"].base, 0),
                    b=isa.color(B)))
             pe.on("attention_scores")
-            recv(nh * wk, xbuf(0))
-            for hh in range(nh):
+            for hh in range(nh):    # each head's padded query streams in (GEMVX)
                 pe(isa.gemv(S, wk, dst=sram(sc.base + hh * S4), w=sram(kc[li].base),
-                            x=xbuf(hh * wk)))
+                            x=xbuf(hh * wk), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
             for hh in range(nh):
                 pe(Ins(Op.REDUCE, n=S, imm=FLAG_MAX, dst=reg(2), a=sram(sc.base + hh * S4)),
@@ -1261,16 +1281,17 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
                Ins(Op.VADD, n=na, dst=sram(al.base), a=g1, b=sram(g0.base)))
             combine(pe, r, q, al, nh * hd, "sum", tmp)
-            recv(nh * hd // LANES, xbuf(0))
             residual((li, "o"))
             gather_tap(y["d"], d)
             gather_tap(y["x"], d)
-            norm(L.n2)
+            norm(L.n2, stream=True)
             lo, hi, _n = rows[li, "gate"]
-            if hi > lo:
+            if hi <= lo:
+                recv(d // LANES, xbuf(0))
+            else:
                 pe.on("matmul")
                 wr, rq, _b = wts[li, "gate"]
-                pe(isa.gemv(hi - lo, d // LANES, dst=sram(acc.base), w=sram(wr.base), x=xbuf(0)),
+                pe(x_in(hi - lo, d // LANES, dst=sram(acc.base), w=sram(wr.base)),
                    Ins(Op.VREQ, n=hi - lo, dst=sram(gq.base, fmt=Fmt.I8X4), a=sram(acc.base),
                        b=sram(rq.base)))
                 wr, rq, _b = wts[li, "up"]
@@ -1286,7 +1307,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                     Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
                         a=sram(pm.base), b=sram(gu[li].base)))
             combine(pe.on("matmul"), r, q, y["ffn"], F // LANES, "sum", tmp)
-            recv(F // LANES, xbuf(0))
             residual((li, "down"))
             gather_tap(y["d"], d)
             gather_tap(y["x"], d)
