@@ -7,23 +7,28 @@ host's part per token is one control wavelet (the activation: the position and t
 into the hub's north edge; the next token (greedy argmax) comes back out of its west edge.
 Every op of the decoder runs on the mesh.
 
-Roles. Tile (0, 0) is the *hub*: the root of both trees, it runs RoPE, the softmax reciprocal
-per head, the ``p . v`` requantization and the RMSNorm's Newton rsqrt (once, for all workers).
-Every other tile is a *worker* (row-major index ``k`` of ``W``):
+Roles. Tile (0, 0) is the *hub*: the root of both trees, it runs the ``p . v``
+requantization and the RMSNorm's Newton rsqrt (once, for all workers). Every other tile is a
+*worker* (row-major index ``k`` of ``W``):
 
 * **the residual stream** is split by channel: worker ``k`` holds channels ``[k m, (k+1) m)``
   (``m = ceil(d / W)`` up to a multiple of 4), with their embedding columns of every token, and
   runs its part of every RMSNorm (the row's max and sums exchanged through the trees);
 * **matmuls** are split by output rows: worker ``k`` holds rows ``[k m, (k+1) m)`` of every
-  weight matrix whole, runs one GEMV over the broadcast input, and requantizes its rows (VREQ
-  into int8, or VMULSR into the residual format: o's and down's rows are its channels, so the
-  residual adds are local);
+  weight matrix whole, runs one GEMV over the broadcast input (streamed in: GEMVX), and
+  requantizes its rows (VREQ into int8, or VMULSR into the residual format: o's and down's
+  rows are its channels, so the residual adds are local); q/k/v's rows are split in RoPE
+  pairs instead (:func:`_qkv_plan`), so each worker applies RoPE to its own q and k rows
+  (the RoPE row of ``p`` reaches every worker with the first norm's h) and turns its value
+  rows into the transposed cache's words;
 * **the KV cache** is spread by position: position ``p`` lives in slot ``p // W`` of worker
   ``p % W``, for every layer (keys row-major, values transposed, int8); each worker also holds
   the RoPE table rows of its positions;
-* **attention** runs on every worker over its slots: the score GEMV against its keys, the
-  exponentials, and its part of ``p . v`` (three int8 GEMVs over the transposed values, one per
-  digit of the probability); the heads' maxima, sums and weighted sums meet at the hub;
+* **attention** runs on every worker over its slots, all heads in one element-wise pass: the
+  score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
+  over the transposed values, one per digit of the probability); the heads' maxima, sums and
+  weighted sums meet at the hub; the first ``nh`` workers compute a head's softmax
+  reciprocal each;
 * **argmax** is split by vocabulary rows (two max exchanges); the hub sends the index.
 
 Communication is two trees, both rooted at the hub, so every input FIFO carries one kind of
