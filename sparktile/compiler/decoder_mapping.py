@@ -635,7 +635,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
 
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
-        combined words land in ``vec`` (a region, or at the hub an operand: XBUF)."""
+        combined words land in ``vec`` (a region, or an operand: at the hub XBUF, at a
+        worker a strided vector)."""
         vop = Op.VMAX if how == "max" else Op.VADD
         src = vec if isinstance(vec, isa.Src) else sram(vec.base)
         if (rr_, cc_) == (0, 0):
@@ -952,6 +953,25 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 combine(pe, r, q, ident[ident_], n, how, tmp)
                 pe(Ins(Op.RECV, n=n, dst=sram(scratch.base), a=isa.color(B)))
 
+        def over_slots(base, how, out):
+            """Each head's max or sum over this worker's slots (head ``hh``'s at ``base + hh
+            S4``), as the operand the reduction tree reads: with one slot the slots
+            themselves, S4 apart; with a few, element-wise ops over the heads, one per slot
+            (into ``out``); else a REDUCE per head (into ``out``)."""
+            if S == 1:
+                return sram(base, stride=S4)
+            vop, flag = (Op.VMAX, FLAG_MAX) if how == "max" else (Op.VADD, 0)
+            if (S - 1) * (11 + 2 * nh) < nh * (18 + S):
+                pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(base, S4), b=sram(base + 1, S4)))
+                for s_ in range(2, S):
+                    pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(out.base),
+                           b=sram(base + s_, S4)))
+            else:
+                for hh in range(nh):
+                    pe(Ins(Op.REDUCE, n=S, imm=flag, dst=reg(2), a=sram(base + hh * S4)),
+                       Ins(Op.SST, a=reg(2), b=out.base + hh))
+            return sram(out.base)
+
         def norm(ms, rope_row=False, stream=False):
             """This worker's channels of the RMSNorm (split; exchanges through the trees),
             into its words of the gathered h, which the hub sends back whole; with
@@ -1203,10 +1223,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 pe(isa.gemv(S, wk, dst=sram(sc.base + hh * S4), w=sram(kc[li].base),
                             x=xbuf(hh * wk), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
-            for hh in range(nh):
-                pe(Ins(Op.REDUCE, n=S, imm=FLAG_MAX, dst=reg(2), a=sram(sc.base + hh * S4)),
-                   Ins(Op.SST, a=reg(2), b=ml.base + hh))
-            combine(pe, r, q, ml, nh, "max", tmp)
+            combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp)
             pe.on("softmax")
             recv(nS, ma)            # each head's max, S4 times
             pe(Ins(Op.SLI, dst=reg(9), b=WORD),
@@ -1234,10 +1251,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                Ins(Op.VSHR, n=nS, imm=arith.EXP_FRAC, dst=sram(u.base), a=sram(u.base)),
                Ins(Op.VSHR, n=nS, imm=FLAG_VAR, dst=e_, a=e_, b=sram(u.base)),
                Ins(Op.VMUL, n=nS, dst=e_, a=e_, b=sram(valid.base)))
-            for hh in range(nh):
-                pe(Ins(Op.REDUCE, n=S, dst=reg(2), a=sram(ex.base + hh * S4)),
-                   Ins(Op.SST, a=reg(2), b=tl.base + hh))
-            combine(pe, r, q, tl, nh, "sum", tmp)
+            combine(pe, r, q, over_slots(ex.base, "sum", tl), nh, "sum", tmp)
             if spread_recip:
                 recv(nh, sram(tl.base))         # the heads' sums
                 for hh in mine:                 # 1 / sum of the heads of this worker
@@ -1249,11 +1263,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 combine(pe, r, q, rkv, 2 * nh, "sum", tmp)
             pe.on("weighted_sum")
             recv(2 * nh, sram(rka.base))
-            for hh in range(nh):
-                pe(Ins(Op.SLD, dst=reg(3), b=rka.base + 2 * hh),
-                   Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
+            for hh in range(nh):    # p = e r >> (k - 15), the head's r read S4 times
+                pe(Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
                    Ins(Op.VMULSR, n=S4, imm=FLAG_VAR | 11, dst=sram(pr.base + hh * S4),
-                       a=sram(ex.base + hh * S4), b=reg(3)))
+                       a=sram(ex.base + hh * S4), b=sram(rka.base + 2 * hh, 0)))
             # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
             # against the int8 values, the three sums recombined exactly
             pe(_li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128), _li(8, 128))
