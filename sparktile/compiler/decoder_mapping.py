@@ -1263,10 +1263,15 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False) -> Decoder
                 combine(pe, r, q, rkv, 2 * nh, "sum", tmp)
             pe.on("weighted_sum")
             recv(2 * nh, sram(rka.base))
-            for hh in range(nh):    # p = e r >> (k - 15), the head's r read S4 times
+            for hh in range(nh):    # p = e r >> (k - 15)
+                # the head's r read S4 times in place (a second SRAM read an element) where
+                # that costs less than loading it into a register (an SLD: 8 cycles)
+                r_ = sram(rka.base + 2 * hh, 0) if S4 - 1 < 8 else reg(3)
+                if S4 - 1 >= 8:
+                    pe(Ins(Op.SLD, dst=reg(3), b=rka.base + 2 * hh))
                 pe(Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
                    Ins(Op.VMULSR, n=S4, imm=FLAG_VAR | 11, dst=sram(pr.base + hh * S4),
-                       a=sram(ex.base + hh * S4), b=sram(rka.base + 2 * hh, 0)))
+                       a=sram(ex.base + hh * S4), b=r_))
             # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
             # against the int8 values, the three sums recombined exactly
             pe(_li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128), _li(8, 128))
