@@ -53,7 +53,8 @@ from . import iss
 
 __all__ = ["Region", "Kernel", "KernelError", "KernelSpaceError", "residual_add", "requantize",
            "argmax", "rsqrt", "rms_norm", "rms_norm_root", "softmax", "rope", "gate_up",
-           "TASK_COLOR", "RSQRT_MAX_N", "MAX_NORM_WIDTH", "MAX_EPS_Q", "shipped_table", "run_row"]
+           "norm_eps_part", "eps_table", "TASK_COLOR", "RSQRT_MAX_N", "MAX_NORM_WIDTH",
+           "MAX_EPS_Q", "shipped_table", "run_row"]
 
 WORD = 0xFFFFFFFF
 #: The color a kernel's task is bound to in the tests and benchmarks.
@@ -557,20 +558,28 @@ def _eps_table(eps_q: int) -> list[int]:
             for w in ((eps_q >> 2 * e_) >> 8, (eps_q >> 2 * e_) & 255)]
 
 
+def _eps_words(k, e, hi, lo, eps_base):
+    """``E = eps_q >> 2e`` from the eps table of its 18 possible values (register ``e``),
+    as ``(E >> 8, E & 255)`` into registers ``hi`` and ``lo``. Uses r8."""
+    p = 8
+    k(Ins(Op.SSHL, imm=1, dst=reg(p), a=reg(e)),
+      Ins(Op.SADD, dst=reg(p), a=reg(p), b=eps_base),
+      Ins(Op.SLDR, dst=reg(hi), a=reg(p)),
+      Ins(Op.SADD, dst=reg(p), a=reg(p), b=1),
+      Ins(Op.SLDR, dst=reg(lo), a=reg(p)))
+
+
 def _norm_rsqrt(k, e, hi, sm, eps_base, seed_base):
     """The norm's step 3-4 from the row's combined ``(Hi, Lo)`` (registers ``hi``, ``sm``)
-    and its ``e`` (register): ``E = eps_q >> 2e`` from the eps table, ``N = q 2**8 + r``,
-    ``(mant, shift) = rsqrt(N)`` into r13, r14. Uses r7, r8, r11, r12 and the rsqrt's."""
+    and its ``e`` (register): ``E = eps_q >> 2e`` from the eps table (none with
+    ``eps_base=None``: the sums carry it already), ``N = q 2**8 + r``, ``(mant, shift) =
+    rsqrt(N)`` into r13, r14. Uses r7, r8, r11, r12 and the rsqrt's."""
     ep, p = 7, 8
-    k(      # E = eps_q >> 2e from the table of its 18 possible values, as (E >> 8, E & 255)
-      Ins(Op.SSHL, imm=1, dst=reg(p), a=reg(e)),
-      Ins(Op.SADD, dst=reg(p), a=reg(p), b=eps_base),
-      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
-      Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(ep)),
-      Ins(Op.SADD, dst=reg(p), a=reg(p), b=1),
-      Ins(Op.SLDR, dst=reg(ep), a=reg(p)),
-      Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(ep)),                    # Lo'
-      Ins(Op.SMULSH, imm=8, dst=reg(p), a=reg(sm), b=1),
+    if eps_base is not None:
+        _eps_words(k, e, ep, 11, eps_base)
+        k(Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(ep)),
+          Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(11)))                  # Lo'
+    k(Ins(Op.SMULSH, imm=8, dst=reg(p), a=reg(sm), b=1),
       Ins(Op.SADD, dst=reg(11), a=reg(hi), b=reg(p)),                     # q
       Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(p)),
       Ins(Op.SSUB, dst=reg(12), a=reg(sm), b=reg(p)))                     # r
@@ -584,25 +593,46 @@ def _norm_e(k, mx, e):
       Ins(Op.SMAX, dst=reg(e), a=reg(e), b=0))
 
 
-def rms_norm_root(eps_q: int, *, place=None) -> Kernel:
+def rms_norm_root(eps_q: int, *, place=None, eps_in_sums: bool = False) -> Kernel:
     """The root's part of a :func:`rms_norm` split with ``rsqrt_at_root``: from the row's
     combined max ``m`` (one word) and sums ``hilo`` (two words), the rsqrt ``out = (mant,
     shift)`` that every part receives instead of the sums: the Newton steps run once, on the
     PE that combines, instead of on every part (and their ~60 instructions are not in every
-    part's SRAM)."""
+    part's SRAM). ``eps_in_sums``: one of the parts added ``eps_q >> 2e`` to the sums
+    (:func:`norm_eps_part`), so the root neither needs ``m`` nor adds it."""
     k = _Builder("rms_norm_root", place=place)
     m, hilo, out = k.region("m", 1), k.region("hilo", 2), k.region("out", 2)
     seed = k.const("seed", arith.RSQRT_SEED)
-    eps = k.const("eps", _eps_table(eps_q))
+    eps = None if eps_in_sums else k.const("eps", _eps_table(eps_q))
     mx, e, hi, sm = 2, 3, 5, 6
     k(_li(ZERO, 0),
-      Ins(Op.SLD, dst=reg(mx), b=m.base),
       Ins(Op.SLD, dst=reg(hi), b=hilo.base),
       Ins(Op.SLD, dst=reg(sm), b=hilo.base + 1))
-    _norm_e(k, mx, e)
-    _norm_rsqrt(k, e, hi, sm, eps.base, seed.base)
+    if eps is not None:
+        k(Ins(Op.SLD, dst=reg(mx), b=m.base))
+        _norm_e(k, mx, e)
+    _norm_rsqrt(k, e, hi, sm, None if eps is None else eps.base, seed.base)
     k(Ins(Op.SST, a=reg(13), b=out.base), Ins(Op.SST, a=reg(14), b=out.base + 1))
     return k.done(("m", "hilo"), ("out",), 1)
+
+
+def norm_eps_part(k, mx_addr: int, out_addr: int, eps_base: int) -> None:
+    """Emit, into program ``k``, the share of a split RMSNorm's sums that a part without
+    channels can carry: from the row's max (word ``mx_addr``, as every part receives it),
+    ``e`` and then ``(eps_q >> 2e >> 8, eps_q >> 2e & 255)`` (the eps table at ``eps_base``,
+    :func:`eps_table`) into words ``out_addr``, ``out_addr + 1``, which it sends instead of
+    zeros: the sums then reach the root with the epsilon in them (``rms_norm_root`` with
+    ``eps_in_sums``), off the root's serial path. Uses r2, r3, r5, r6, r8."""
+    mx, e, hi, lo = 2, 3, 5, 6
+    k(Ins(Op.SLD, dst=reg(mx), b=mx_addr))
+    _norm_e(k, mx, e)
+    _eps_words(k, e, hi, lo, eps_base)
+    k(Ins(Op.SST, a=reg(hi), b=out_addr), Ins(Op.SST, a=reg(lo), b=out_addr + 1))
+
+
+def eps_table(eps_q: int) -> list[int]:
+    """The table :func:`norm_eps_part` reads (``eps_q >> 2e`` split, for every ``e``)."""
+    return _eps_table(eps_q)
 
 
 def rms_norm(d: int, eps_q: int, *, width: int | None = None,
@@ -662,20 +692,23 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
       Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
       Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
       Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
-    k(Ins(Op.SST, a=reg(e), b=b.base))                                    # keep e
-    k.exchange([hi, sm], ["sum", "sum"])
-    if rsqrt_at_root:       # the combined words are (mant, shift) already
-        k(Ins(Op.SADD, dst=reg(13), a=reg(hi), b=0),
-          Ins(Op.SADD, dst=reg(14), a=reg(sm), b=0))
+    if rsqrt_at_root:
+        # the combined words are (mant, shift) already; e stays in its register (an
+        # exchange moves words through SRAM and the fabric, not through registers)
+        k.exchange([hi, sm], ["sum", "sum"])
+        mant, shift = hi, sm
     else:
+        k(Ins(Op.SST, a=reg(e), b=b.base))                                # keep e
+        k.exchange([hi, sm], ["sum", "sum"])
         _norm_rsqrt(k, e, hi, sm, eps.base, seed.base)
-    sh, neg, rr = 1, 2, 3
-    k(Ins(Op.SLD, dst=reg(e), b=b.base),
-      Ins(Op.SADD, dst=reg(sh), a=reg(14), b=reg(e)),
+        mant, shift = 13, 14
+        k(Ins(Op.SLD, dst=reg(e), b=b.base))
+    sh, neg, rr = 1, 2, 7
+    k(Ins(Op.SADD, dst=reg(sh), a=reg(shift), b=reg(e)),
       Ins(Op.SSUB, dst=reg(sh), a=reg(sh), b=30),                         # k + e - 30
       Ins(Op.SSUB, dst=reg(neg), a=reg(ZERO), b=reg(sh)),
       Ins(Op.SMAX, dst=reg(neg), a=reg(neg), b=0),
-      Ins(Op.SSHLV, dst=reg(rr), a=reg(13), b=reg(neg)),                  # r << max(-sh, 0)
+      Ins(Op.SSHLV, dst=reg(rr), a=reg(mant), b=reg(neg)),                # r << max(-sh, 0)
       Ins(Op.SMAX, dst=reg(sh), a=reg(sh), b=0),
       Ins(Op.VMULSR, n=d, imm=FLAG_VAR | sh, dst=a.at(), a=x.at(), b=reg(rr)),   # t
       Ins(Op.VREQ, n=d, dst=out.at(), a=a.at(), b=q.at()))

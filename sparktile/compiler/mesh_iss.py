@@ -45,8 +45,11 @@ def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
     need: dict[int, int] = defaultdict(int)
     if op is Op.RECV:
         need[ops[1]["base"] & 31] += n
-    elif op is Op.GEMV and insn["imm"] & FLAG_ADDEND:
-        need[ops[2]["aux"]] += n
+    elif op in isa.GEMV_OPS:
+        if op is Op.GEMVX and n:        # x streams in during the first row
+            need[ops[1]["aux"]] += insn["imm"] & isa.MAX_GEMV_WORDS
+        if insn["imm"] & FLAG_ADDEND:
+            need[ops[2]["aux"]] += n
     elif op in isa.VEC_OPS:
         if ops[1]["space"] == Space.COLOR:
             need[ops[1]["base"] & 31] += n
