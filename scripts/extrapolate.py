@@ -1,8 +1,11 @@
 """``sparktile calibrate`` and ``sparktile extrapolate``: from RTL cycles to a whole wafer.
 
 ``calibrate`` runs GEMVs on several mesh sizes in Verilator, fits the cycle model's free
-parameters (:func:`~sparktile.scripts.perf.estimate.fit_timing`), checks the fit on meshes and
-shapes it was not fitted on, and stores the result (default
+parameters (:func:`~sparktile.scripts.perf.calibration.fit_timing`), checks the fit on meshes
+and shapes it was not fitted on; it also fits the on-fabric decoder's per-op terms (attention
+scores, softmax, weighted sum, norm: :mod:`~sparktile.scripts.perf.decoder_terms`) to decodes
+of the mesh ISS after checking the ISS's cycles against the RTL's counter; it stores the result
+(default
 ``~/.cache/sparktile/calibration.json``, which ``extrapolate`` then reads; without it,
 ``extrapolate`` uses the shipped ``scripts/perf/data/calibration.json``).
 

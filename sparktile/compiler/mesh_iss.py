@@ -15,7 +15,8 @@ took it and moves one router a cycle (each router's input FIFO is one register);
 a core delivers one word a cycle, round-robin among the router inputs that offer one, and only
 while its color's queue (two words) has room (:class:`_Ramp`). What it leaves out: a full
 router FIFO downstream never holds a sender back (the words a core sends are never delayed
-by the receivers), so a sender's own stall is missing where its receiver is busy; the
+by the receivers), so a sender's own stall is missing where its receiver is busy, and an
+activation does not take a ramp cycle (one a token); the
 decoder's programs wait on the hub's broadcast right after such a send, so the token's cycles
 do not see it. Measured against the RTL's counter (``tests/test_mesh_iss_timing.py``): equal
 on the 2x2, 2x3 and 3x1 core meshes. This model is also the quick reference for values (the
