@@ -616,8 +616,9 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         report = r.to_json()
         report.update(kv_words_per_pe=r.kv_words_per_slot * r.slots, text=text,
                       prompt=prompt, on_fabric_mode="all", decode_cycles_by_op=by_op,
-                      decode_cycles_by_op_source="mesh of ISSs (an estimate: unbounded "
-                      "FIFOs, one cycle a hop); decode_cycles_per_token is the RTL's count")
+                      decode_cycles_by_op_source="mesh of ISSs (its cycle model equals the "
+                      "RTL counter on the tested meshes); decode_cycles_per_token is the "
+                      "RTL's count")
         save_json(json_path, report)
     if not r.match_golden:
         d = r.first_diff or {}

@@ -1,8 +1,11 @@
 """``sparktile calibrate`` and ``sparktile extrapolate``: from RTL cycles to a whole wafer.
 
 ``calibrate`` runs GEMVs on several mesh sizes in Verilator, fits the cycle model's free
-parameters (:func:`~sparktile.scripts.perf.estimate.fit_timing`), checks the fit on meshes and
-shapes it was not fitted on, and stores the result (default
+parameters (:func:`~sparktile.scripts.perf.calibration.fit_timing`), checks the fit on meshes
+and shapes it was not fitted on; it also fits the on-fabric decoder's per-op terms (attention
+scores, softmax, weighted sum, norm: :mod:`~sparktile.scripts.perf.decoder_terms`) to decodes
+of the mesh ISS after checking the ISS's cycles against the RTL's counter; it stores the result
+(default
 ``~/.cache/sparktile/calibration.json``, which ``extrapolate`` then reads; without it,
 ``extrapolate`` uses the shipped ``scripts/perf/data/calibration.json``).
 
@@ -23,6 +26,7 @@ from .perf.calibration import (
     CalibrationError,
     default_calibration_path,
     load_calibration,
+    load_decoder_terms,
     run_calibration,
     save_calibration,
 )
@@ -38,24 +42,47 @@ __all__ = ["calibrate_command", "extrapolate_command"]
               help="Where to write the calibration [default: ~/.cache/sparktile/"
                    "calibration.json, read by extrapolate].")
 @click.option("--seed", type=SEED, default=1, show_default=True)
-def calibrate_command(out, seed):
-    """Fit the cycle model's overheads and hop latencies to RTL GEMVs on several meshes."""
+@click.option("--part", type=click.Choice(["all", "gemv", "decoder"]), default="all",
+              show_default=True,
+              help="What to measure: the GEMV timing, the on-fabric decoder's per-op terms, "
+                   "or both. With 'decoder', the GEMV part is kept from the file at --out "
+                   "(or the one extrapolate reads).")
+def calibrate_command(out, seed, part):
+    """Fit the cycle model's overheads and hop latencies to RTL GEMVs on several meshes, and
+    the on-fabric decoder's attention, softmax and norm terms to decodes (the mesh ISS,
+    checked against the RTL's counter)."""
+    from pathlib import Path
     # The output is checked before the minutes of RTL runs, not after them.
     path = str(check_output(out, "--out")) if out else str(default_calibration_path())
-    click.echo("measuring GEMVs on the RTL (fit: 1x1, 2x2, 2x3; held out: 3x2, 4x4)")
+    if part != "decoder":
+        click.echo("measuring GEMVs on the RTL (fit: 1x1, 2x2, 2x3; held out: 3x2, 4x4)")
+    if part != "gemv":
+        click.echo("measuring the on-fabric decoder: the RTL against the mesh ISS on 2x2, 2x3, "
+                   "3x1, then decodes on 8 meshes (the mesh ISS), held out: the shipped model "
+                   "on 8x8")
     try:
-        rec = run_calibration(seed=seed, echo=click.echo)
+        base = path if part == "decoder" and Path(path).is_file() else None
+        rec = run_calibration(seed=seed, echo=click.echo, part=part, base=base)
     except CalibrationError as exc:
         raise click.ClickException(str(exc)) from None
     save_calibration(path, rec)
-    t = rec["timing"]
-    click.echo("fitted: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()))
-    click.echo(f"fit residuals: max {rec['fit']['max_abs_error_pct']:.3f} % over "
-               f"{len(rec['fit']['runs'])} runs")
-    for h in rec["heldout"]:
-        click.echo(f"  held out {h['mesh']} {h['m']}x{h['n']} batch {h['batch']}: RTL "
-                   f"{h['cycles']}, model {h['predicted']:.0f} ({h['error_pct']:+.2f} %)")
-    click.echo(f"held-out max error {rec['heldout_max_abs_error_pct']:.3f} %; wrote {path}")
+    if part != "decoder":
+        t = rec["timing"]
+        click.echo("fitted: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()))
+        click.echo(f"fit residuals: max {rec['fit']['max_abs_error_pct']:.3f} % over "
+                   f"{len(rec['fit']['runs'])} runs")
+        for h in rec["heldout"]:
+            click.echo(f"  held out {h['mesh']} {h['m']}x{h['n']} batch {h['batch']}: RTL "
+                       f"{h['cycles']}, model {h['predicted']:.0f} ({h['error_pct']:+.2f} %)")
+        click.echo(f"held-out max error {rec['heldout_max_abs_error_pct']:.3f} %")
+    if part != "gemv":
+        dec = rec["decoder"]
+        for op, terms in dec["terms"].items():
+            f = dec["fit"][op]
+            click.echo(f"decoder {op}: " + ", ".join(f"{k} {v:.2f}" for k, v in terms.items())
+                       + f" cycles (fit over {f['runs']} decodes: max {f['max_abs_error_pct']:.1f}"
+                         f" %, rms {f['rms_error_pct']:.1f} %)")
+    click.echo(f"wrote {path}")
 
 
 def _fail(msg: str):
@@ -180,13 +207,16 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
         _fail(str(exc))
     try:
         timing, cal_origin = load_calibration(calibration)
+        decoder, dec_origin = load_decoder_terms(calibration)
     except CalibrationError as exc:
         _fail(str(exc))
+    if dec_origin != cal_origin:
+        cal_origin += f"; decoder terms: {dec_origin}"
     if claims:
         from .perf.claims import check_claims
         try:
             res = check_claims(claims, hw, timing, context=context, prompt_tokens=prompt_tokens,
-                               reduce=reduce)
+                               reduce=reduce, decoder=decoder)
         except (PlacementError, ValueError) as exc:
             _fail(str(exc))
         res["calibration"] = cal_origin
@@ -201,11 +231,11 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
         _fail(str(exc))
     try:
         r = estimate(cfg, hw, dtype, context=context, prompt_tokens=prompt_tokens, timing=timing,
-                     wafers=wafers, reduce=reduce)
+                     wafers=wafers, reduce=reduce, decoder=decoder)
     except (PlacementError, ValueError) as exc:
         _fail(str(exc))
     r["model_source"] = model_src
-    r["calibration"] = {"source": cal_origin, "timing": timing.as_dict()}
+    r["calibration"] = {"source": cal_origin, "timing": timing.as_dict(), "decoder": decoder}
     r["hardware_description"] = hw.as_dict()
     _print_report(r, hw, cal_origin, model_src)
     if json_path:
@@ -214,6 +244,6 @@ def extrapolate_command(wafer, hw_file, sets, model, dtype, context, prompt_toke
     if plot_path:
         from .perf.plots import plot_report
         plot_report(plot_path, cfg, hw, dtype, context, prompt_tokens, timing, reduce,
-                    hw_file=hw_file, sets=sets)
+                    hw_file=hw_file, sets=sets, decoder=decoder)
         click.echo(f"wrote {plot_path}")
 

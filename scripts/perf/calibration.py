@@ -6,6 +6,11 @@ GEMV cycle counts that the RTL's counters measured (``sparktile calibrate`` runs
 :mod:`~sparktile.cosim.benches.calibration` bench). ``fill`` and ``drain`` always appear as a
 sum, so their sum is fitted and split in the ratio of the RTL reading (3:3). The result is
 saved in the user's cache folder; the package ships one (``scripts/perf/data``).
+
+Version 2 of the file adds ``decoder``: the on-fabric decoder's per-op terms (attention
+scores, softmax, weighted sum, norm; :mod:`.decoder_terms`), which the wafer estimate uses for
+attention and norms. A version-1 file still loads: its GEMV timing is used, and the decoder
+terms come from the shipped file, which :func:`load_decoder_terms` says.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .gemv_time import accumulator_passes
 __all__ = ["CalibrationError", "FIT_PARAMS", "FITTED_TIMING", "fit_timing", "predict_cycles",
            "default_calibration_path", "save_calibration", "load_calibration",
            "shipped_calibration", "CALIBRATION_FORMAT", "FIT_CASES", "HELDOUT_CASES",
-           "measure", "run_calibration"]
+           "measure", "run_calibration", "CALIBRATION_VERSION", "load_decoder_terms"]
 
 
 class CalibrationError(UserError, ValueError):
@@ -95,6 +100,8 @@ def predict_cycles(run: dict, timing: GemvTiming, acc_depth: int = 256) -> float
 
 
 CALIBRATION_FORMAT = "sparktile-calibration"
+#: 2: with the decoder's terms (``decoder``); 1: GEMV timing only.
+CALIBRATION_VERSION = 2
 
 
 def shipped_calibration():
@@ -112,12 +119,15 @@ def default_calibration_path() -> Path:
 def save_calibration(path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"format": CALIBRATION_FORMAT, "version": 1, **data}, indent=1))
+    data = {k: v for k, v in data.items() if k not in ("format", "version")}
+    version = CALIBRATION_VERSION if data.get("decoder") else 1
+    path.write_text(json.dumps({"format": CALIBRATION_FORMAT, "version": version, **data},
+                               indent=1))
 
 
-def load_calibration(path=None) -> tuple[GemvTiming, str]:
-    """The calibrated timing: ``path``, else the user's ``calibrate`` output, else the shipped
-    file (``scripts/perf/data/calibration.json``)."""
+def _read(path=None) -> tuple[dict, str]:
+    """The calibration record and where it came from: ``path``, else the user's
+    ``calibrate`` output, else the shipped file."""
     if path is None:
         user = default_calibration_path()
         if user.is_file():
@@ -130,17 +140,56 @@ def load_calibration(path=None) -> tuple[GemvTiming, str]:
             text = Path(path).read_text()
             origin = str(path)
         d = json.loads(text)
-        if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
-            raise CalibrationError(f"calibration file {origin!r}: format must be "
-                                   f"{CALIBRATION_FORMAT!r}")
+    except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"cannot read calibration {str(path)!r}: {exc}") from None
+    if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
+        raise CalibrationError(f"calibration file {origin!r}: format must be "
+                               f"{CALIBRATION_FORMAT!r}")
+    return d, origin
+
+
+def load_calibration(path=None) -> tuple[GemvTiming, str]:
+    """The calibrated timing: ``path``, else the user's ``calibrate`` output, else the shipped
+    file (``scripts/perf/data/calibration.json``)."""
+    d, origin = _read(path)
+    try:
         t = d["timing"]
         # Only the fitted costs come from the file: ``requant``, ``link`` and ``ramp`` are
         # pipeline depths of the RTL configuration (and files older than them lack them).
         return GemvTiming(**{k: float(t[k]) for k in FITTED_TIMING}), origin
-    except CalibrationError:
-        raise
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CalibrationError(f"cannot read calibration {str(path)!r}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"cannot read calibration {origin!r}: {exc}") from None
+
+
+def _decoder_terms(d: dict, origin: str) -> dict | None:
+    from .decoder_terms import DECODER_OPS, TERMS
+    dec = d.get("decoder")
+    if not dec:
+        return None
+    try:
+        return {op: {t: float(dec["terms"][op][t]) for t in TERMS[op]} for op in DECODER_OPS}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"calibration {origin!r}: its decoder terms are unreadable "
+                               f"({exc}); rerun sparktile calibrate") from None
+
+
+def load_decoder_terms(path=None) -> tuple[dict | None, str]:
+    """The on-fabric decoder's per-op terms (:mod:`.decoder_terms`) and where they came from.
+
+    From the same file as :func:`load_calibration`; a file without them (version 1, written
+    before the decoder terms existed) gives the shipped file's, and the origin says so.
+    ``(None, why)`` only when the shipped file has none either."""
+    d, origin = _read(path)
+    terms = _decoder_terms(d, origin)
+    if terms is not None:
+        return terms, origin
+    shipped = json.loads(shipped_calibration().read_text())
+    terms = _decoder_terms(shipped, "shipped scripts/perf/data/calibration.json")
+    note = (f"{origin} has no decoder terms (version {d.get('version', 1)}, older than them; "
+            f"rerun sparktile calibrate)")
+    if terms is None:
+        return None, note + "; the shipped file has none either: analytic attention and norms"
+    return terms, note + "; shipped scripts/perf/data/calibration.json's used"
 
 
 # ---------------------------------------------------------------------- measuring
@@ -186,8 +235,31 @@ def measure(cases: dict, *, seed: int = 1, echo=None) -> list[dict]:
     return runs
 
 
-def run_calibration(fit_cases=None, heldout_cases=None, *, seed: int = 1, echo=None) -> dict:
-    """Measure, fit, and check the fit on held-out runs. Returns the calibration record."""
+def run_calibration(fit_cases=None, heldout_cases=None, *, seed: int = 1, echo=None,
+                    part: str = "all", base=None) -> dict:
+    """Measure, fit, and check the fit on held-out runs. Returns the calibration record.
+
+    ``part``: ``"all"``, ``"gemv"`` (the GEMV timing only) or ``"decoder"`` (the decoder's
+    terms only; the GEMV part is kept from the calibration ``base``, a path or None for the
+    usual lookup of :func:`load_calibration`)."""
+    if part not in ("all", "gemv", "decoder"):
+        raise CalibrationError(f"part must be 'all', 'gemv' or 'decoder', not {part!r}")
+    if part == "decoder":
+        rec, _ = _read(base)
+        rec = {k: v for k, v in rec.items() if k not in ("format", "version", "decoder")}
+    else:
+        rec = _gemv_calibration(fit_cases, heldout_cases, seed=seed, echo=echo)
+    if part != "gemv":
+        from .decoder_terms import DecoderTermsError, run_decoder_calibration
+        try:
+            rec["decoder"] = run_decoder_calibration(seed=seed, echo=echo)
+        except DecoderTermsError as exc:
+            raise CalibrationError(str(exc)) from None
+    rec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return rec
+
+
+def _gemv_calibration(fit_cases=None, heldout_cases=None, *, seed: int = 1, echo=None) -> dict:
     fit_runs = measure(fit_cases or FIT_CASES, seed=seed, echo=echo)
     timing, fit = fit_timing(fit_runs)
     held = []

@@ -56,15 +56,16 @@ def _ratio(x: float) -> str:
 
 
 def check_claims(name: str, hw, timing, *, context: int, prompt_tokens: int,
-                 reduce: str = "chain") -> dict:
-    """Evaluate claim set ``name`` on ``hw`` (one wafer = one 'chip')."""
+                 reduce: str = "chain", decoder: dict | None = None) -> dict:
+    """Evaluate claim set ``name`` on ``hw`` (one wafer = one 'chip'); ``decoder``: the
+    on-fabric decoder's calibrated terms for attention and norms (None: analytic)."""
     claims = CLAIM_SETS[name]
     rows = []
     for model in CLAIM_MODELS:
         cfg, _ = load_model_config(model)
         for dtype in CLAIM_DTYPES:
             r = estimate(cfg, hw, dtype, context=context, prompt_tokens=prompt_tokens,
-                         timing=timing, reduce=reduce)
+                         timing=timing, reduce=reduce, decoder=decoder)
             rows.append({"model": model, "dtype": dtype, "params_b": r["params"] / 1e9,
                          "report": r, "cfg": cfg})
     out = []

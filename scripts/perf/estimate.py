@@ -19,7 +19,8 @@ from .gemv_time import CATEGORIES, per_vector_cycles, reduction_cycles
 from .models import DTYPES, kv_bytes_per_token, model_params, weight_bytes
 from .placement import Placed, place, wafer_crossings, wafers_needed
 
-__all__ = ["estimate", "token_cycles", "ASSUMPTIONS"]
+__all__ = ["estimate", "token_cycles", "ASSUMPTIONS", "DECODER_ASSUMPTIONS", "assumptions",
+           "decoder_layer_cycles"]
 
 ASSUMPTIONS = [
     "Single user, batch 1, no speculative decoding, greedy sampling on the wafer.",
@@ -59,6 +60,57 @@ ASSUMPTIONS = [
 ]
 
 
+#: The attention and norm lines of :data:`ASSUMPTIONS` when the on-fabric decoder's calibrated
+#: terms are used (:mod:`.decoder_terms`), in their place.
+DECODER_ASSUMPTIONS = {
+    ASSUMPTIONS[7]: (
+        "Attention for one token runs as the RTL's on-fabric decoder runs it, with its per-op "
+        "terms fitted to decodes whose cycles equal the RTL counter's (scripts/perf/"
+        "decoder_terms.py, `sparktile calibrate`): the layer's KV cache spread by position over "
+        "its PEs (slots = ceil(context / PEs) a PE), every PE scoring, exponentiating and "
+        "weighting its slots for every head, the heads' maxima, sums and outputs reduced through "
+        "trees of depth 2 x (sqrt(PEs) - 1) to one PE and sent back. Per layer, for the scores, "
+        "the softmax and the weighted sum: fixed + per head + per tree hop + per head and slot "
+        "+ per head, slot and GEMV word (head_dim / lanes) + per head, value channel and word "
+        "(head_dim x ceil(slots / lanes)) + per head and output channel; a term's cycles are "
+        "the RTL core's (one instruction issue, one element a cycle)."),
+    ASSUMPTIONS[8]: (
+        "Two RMSNorms per layer and the final one, each as the on-fabric decoder's (calibrated, "
+        "as attention): fixed + per channel a PE holds (ceil(hidden / PEs)) + per tree hop + "
+        "per 32-bit word of the hidden vector gathered and sent back; the wait for the matmuls "
+        "before a norm is fitted apart and not charged (the matmuls are timed above). RoPE, SiLU "
+        "and residual adds are element-wise on the PEs that hold the data and are not charged."),
+}
+
+
+def assumptions(decoder: dict | None) -> list[str]:
+    """:data:`ASSUMPTIONS`, with the attention and norm lines of :data:`DECODER_ASSUMPTIONS`
+    when the decoder's calibrated terms are used."""
+    if decoder is None:
+        return list(ASSUMPTIONS)
+    return [DECODER_ASSUMPTIONS.get(a, a) for a in ASSUMPTIONS]
+
+
+def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> dict:
+    """One layer's attention and norms (and one norm alone, ``"norm"``) by category, from the
+    decoder's calibrated terms on a block of ``pes`` PEs (see :data:`DECODER_ASSUMPTIONS`)."""
+    from .decoder_terms import ATTENTION_OPS, CATEGORY, decoder_op_cycles
+    side = math.sqrt(pes)
+    cyc = decoder_op_cycles(
+        decoder, heads=cfg.num_heads, head_dim=cfg.head_dim,
+        slots=math.ceil(ctx / pes) if ctx > 0 else 0, depth=2.0 * (side - 1.0),
+        channels=math.ceil(cfg.hidden_size / pes), hidden=cfg.hidden_size,
+        lanes=hw.lanes(dtype), word_bytes=DTYPES[dtype])
+    attention, norm = _zero(), _zero()
+    for op in ATTENTION_OPS:
+        for term, v in cyc[op].items():
+            attention[CATEGORY[term]] += v
+    for term, v in cyc["norm"].items():
+        if CATEGORY[term] is not None:
+            norm[CATEGORY[term]] += v
+    return {"attention": attention, "norm": norm}
+
+
 def _zero():
     return dict.fromkeys(CATEGORIES, 0.0)
 
@@ -88,8 +140,10 @@ def _attention(cfg, hw, dtype, timing, ctx, pes, reduce) -> dict:
             "task_overhead": 3 * (timing.desc + timing.vec), "pipeline": 0.0}
 
 
-def token_cycles(cfg, hw, dtype, timing, pl, ctx, reduce="chain") -> dict:
-    """Cycles of one decode token at context ``ctx``, by category, for one layer and total."""
+def token_cycles(cfg, hw, dtype, timing, pl, ctx, reduce="chain", decoder=None) -> dict:
+    """Cycles of one decode token at context ``ctx``, by category, for one layer and total.
+    With ``decoder`` (the on-fabric decoder's calibrated terms) attention and norms are its;
+    without, the analytic model of :data:`ASSUMPTIONS`."""
     b = DTYPES[dtype]
     L = pl["layer"]
     d, f = cfg.hidden_size, cfg.intermediate_size
@@ -97,15 +151,22 @@ def token_cycles(cfg, hw, dtype, timing, pl, ctx, reduce="chain") -> dict:
     layer = _zero()
     qkv = max((L["q"], L["k"], L["v"]), key=lambda p: p.cycles)
     _add(layer, qkv.parts)
-    attn = _attention(cfg, hw, dtype, timing, ctx, pl["pes_layer"], reduce)
+    if decoder is None:
+        attn = _attention(cfg, hw, dtype, timing, ctx, pl["pes_layer"], reduce)
+    else:
+        dec = decoder_layer_cycles(cfg, hw, dtype, decoder, ctx, pl["pes_layer"])
+        attn = dec["attention"]
     _add(layer, attn)
     _add(layer, L["o"].parts)
     gu = max((L["gate"], L["up"]), key=lambda p: p.cycles)
     _add(layer, gu.parts)
     _add(layer, L["down"].parts)
     side = math.sqrt(pl["pes_layer"])
-    layer["reduction"] += reduction_cycles(L["o"].rows, hw, timing, reduce) + \
-        reduction_cycles(L["down"].rows, hw, timing, reduce)
+    if decoder is None:
+        layer["reduction"] += reduction_cycles(L["o"].rows, hw, timing, reduce) + \
+            reduction_cycles(L["down"].rows, hw, timing, reduce)
+    else:
+        _add(layer, dec["norm"], 2.0)
     layer["pipeline"] += (
         _transfer(qd + 2 * kvd, b, qkv, int(side), hw)        # q, k, v to attention
         + _transfer(qd, b, L["o"], L["o"].cols, hw)            # attention to o (its rows)
@@ -116,12 +177,17 @@ def token_cycles(cfg, hw, dtype, timing, pl, ctx, reduce="chain") -> dict:
     _add(total, layer, cfg.num_layers)
     _add(total, pl["head"].parts)
     total["reduction"] += reduction_cycles(pl["head"].rows, hw, timing, reduce)  # argmax
+    if decoder is not None:
+        _add(total, dec["norm"])                                             # the final norm
     return {"layer": layer, "total": total}
 
 
 def estimate(cfg: ModelConfig, hw, dtype: str, *, context: int, prompt_tokens: int,
-             timing: GemvTiming, wafers: int | None = None, reduce: str = "chain") -> dict:
-    """The full report for one model on one hardware description (see the module docstring)."""
+             timing: GemvTiming, wafers: int | None = None, reduce: str = "chain",
+             decoder: dict | None = None) -> dict:
+    """The full report for one model on one hardware description (see the module docstring).
+    ``decoder``: the on-fabric decoder's calibrated terms (:func:`~.calibration.
+    load_decoder_terms`) for attention and norms; None keeps the analytic model."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if hw.lanes(dtype) < 1:
@@ -134,7 +200,7 @@ def estimate(cfg: ModelConfig, hw, dtype: str, *, context: int, prompt_tokens: i
     n_w = used if fits else need  # too few wafers: performance is given on the wafers needed
     pl = place(cfg, hw, dtype, context, n_w, timing, reduce)
     clk = hw.clock_hz
-    tc = token_cycles(cfg, hw, dtype, timing, pl, context, reduce)
+    tc = token_cycles(cfg, hw, dtype, timing, pl, context, reduce, decoder)
     cross_s = wafer_crossings(n_w) * (hw.wafer_link_latency_s
                                  + cfg.hidden_size * b / hw.wafer_link_bytes_per_s)
     parts_s = {k: v / clk for k, v in tc["total"].items()}
@@ -147,13 +213,18 @@ def estimate(cfg: ModelConfig, hw, dtype: str, *, context: int, prompt_tokens: i
              for name, p in pl["layer"].items()}
     stage["head"] = per_vector_cycles(pl["head"].m, pl["head"].n, pl["head"].rows, pl["head"].cols,
                                hw, dtype, timing)
-    at = _attention(cfg, hw, dtype, timing, max(prompt_tokens // 2, 1), pl["pes_layer"], reduce)
+    if decoder is None:
+        at = _attention(cfg, hw, dtype, timing, max(prompt_tokens // 2, 1), pl["pes_layer"],
+                        reduce)
+    else:
+        at = decoder_layer_cycles(cfg, hw, dtype, decoder, max(prompt_tokens // 2, 1),
+                                  pl["pes_layer"])["attention"]
     stage["attention"] = at["compute"] + at["sram_bandwidth"]
     stage_s = {k: v / clk for k, v in stage.items()}
     if n_w > 1:
         stage_s["wafer_link"] = cfg.hidden_size * b / hw.wafer_link_bytes_per_s
     slowest = max(stage_s, key=stage_s.get)
-    tc_prompt = token_cycles(cfg, hw, dtype, timing, pl, prompt_tokens, reduce)
+    tc_prompt = token_cycles(cfg, hw, dtype, timing, pl, prompt_tokens, reduce, decoder)
     latency_prompt = sum(tc_prompt["total"].values()) / clk + cross_s
     ttft = latency_prompt + (prompt_tokens - 1) * stage_s[slowest]
 
@@ -208,6 +279,7 @@ def estimate(cfg: ModelConfig, hw, dtype: str, *, context: int, prompt_tokens: i
             "vendor_pe_peak_power_w": hw.pe_peak_power_w * hw.cores * n_w,
             "vendor_j_per_token_single_user": hw.system_power_w * n_w / tps,
         },
-        "assumptions": ASSUMPTIONS,
+        "assumptions": assumptions(decoder),
+        "decoder_terms": "calibrated" if decoder is not None else "analytic",
     }
     return report

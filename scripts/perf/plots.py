@@ -25,7 +25,7 @@ def check_plotting() -> None:
 
 
 def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,
-                hw_file=None, sets=None) -> None:
+                hw_file=None, sets=None, decoder=None) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -53,7 +53,7 @@ def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,
                 continue
             c, _ = load_model_config(name)
             r = estimate(c, h, dtype, context=context, prompt_tokens=prompt_tokens,
-                         timing=timing, reduce=reduce)
+                         timing=timing, reduce=reduce, decoder=decoder)
             pts.append((r["params"] / 1e9, r["decode"]["tokens_per_s_per_user"], name,
                         r["fit"]["wafers"]))
         pts.sort()
@@ -75,7 +75,7 @@ def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,
     while c <= 1 << 20:
         try:
             r = estimate(cfg, hw, dtype, context=c, prompt_tokens=prompt_tokens, timing=timing,
-                         reduce=reduce)
+                         reduce=reduce, decoder=decoder)
         except PlacementError:
             break
         ctxs.append(c)
@@ -94,7 +94,7 @@ def plot_report(path, cfg, hw, dtype, context, prompt_tokens, timing, reduce, *,
         mc, _ = load_model_config(name)
         try:
             r = estimate(mc, hw, dtype, context=context, prompt_tokens=prompt_tokens,
-                         timing=timing, reduce=reduce)
+                         timing=timing, reduce=reduce, decoder=decoder)
         except (PlacementError, ValueError):
             continue
         labels.append(name)

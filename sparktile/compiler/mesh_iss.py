@@ -7,21 +7,32 @@ activation queues and mesh edges it reaches. Each core executes with
 :func:`sparktile.compiler.iss.step` (the ISS the RTL core is proven equal to, cycle for cycle);
 an instruction that reads a color waits until its queue holds the words it needs.
 
-Functional, not cycle-exact: the queues here are unbounded (a full FIFO never stalls a
-sender), and the time of each instruction is estimated from the ISS's cycle count and the
-arrival time of its last input word (one cycle a router hop). The RTL mesh is the reference for
-cycles; this model is the quick reference for values (the decoder tests run it on many models
-and meshes in seconds), and names a PE that waits forever with the color it waits on.
+Timing. The values come from the ISS; the cycles from a model of the RTL's timing, element by
+element (:func:`_timing`): an instruction's fetch and decode, then its elements as the core's
+pipelines issue them, each waiting for its input-queue word the cycle after the word was
+written; a word sent enters the router's ramp FIFO the cycle after the core's output register
+took it and moves one router a cycle (each router's input FIFO is one register); the ramp into
+a core delivers one word a cycle, round-robin among the router inputs that offer one, and only
+while its color's queue (two words) has room (:class:`_Ramp`). What it leaves out: a full
+router FIFO downstream never holds a sender back (the words a core sends are never delayed
+by the receivers), so a sender's own stall is missing where its receiver is busy, and an
+activation does not take a ramp cycle (one a token); the
+decoder's programs wait on the hub's broadcast right after such a send, so the token's cycles
+do not see it. Measured against the RTL's counter (``tests/test_mesh_iss_timing.py``): equal
+on the 2x2, 2x3 and 3x1 core meshes. This model is also the quick reference for values (the
+decoder tests run it on many models and meshes in seconds), and names a PE that waits forever
+with the color it waits on.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import defaultdict, deque
 
 import numpy as np
 
 from ..hdl import isa
-from ..hdl.formats import Port
+from ..hdl.formats import NUM_PORTS, Port
 from ..hdl.isa import FLAG_ADDEND, Op, Space
 from ..hdl.tile import CORE_XBUF_WORDS
 from . import iss
@@ -31,15 +42,29 @@ from .routes import OPPOSITE, STEP
 __all__ = ["MeshIss", "MeshStall"]
 
 
+#: The RTL bench's window of a token (:mod:`sparktile.cosim.sim.bfm`): its source offers the
+#: first wavelet the cycle after the bench arms the fabric, and the completion of a wait is seen
+#: two cycles after the sink took the last expected wavelet (read off a waveform of the 2x2
+#: decode: armed at cycle A, activation taken at A + 1, token at the west edge at A + 7410,
+#: ``done`` at A + 7412 = A + token_cycles).
+SOURCE_DELAY = 1
+SINK_DELAY = 2
+
+
 class MeshStall(RuntimeError):
     """Every unfinished task waits for words that will never come (or the run hit its limit)."""
 
 
-def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
-    """Input-queue words (per color) the instruction at ``pc`` consumes."""
+def _decode(st: iss.PEState, pc: int):
     words = [int(st.sram[(pc + j) % len(st.sram)]) for j in range(isa.INSN_WORDS)]
     insn, ops = isa.decode(words)
-    if not isa.valid_insn(insn, ops):
+    return (insn, ops) if isa.valid_insn(insn, ops) else (None, None)
+
+
+def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
+    """Input-queue words (per color) the instruction at ``pc`` consumes."""
+    insn, ops = _decode(st, pc)
+    if insn is None:
         return {}
     op, n = Op(insn["op"]), insn["n"]
     need: dict[int, int] = defaultdict(int)
@@ -59,15 +84,170 @@ def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
     return need
 
 
+def _timing(insn, ops, start: int, ramp: _Ramp) -> tuple[int, list[int]]:
+    """The core's cycles for one instruction, element by element, as :mod:`~sparktile.hdl.
+    core` runs it: ``(end, sends)``, ``end`` the first cycle after the instruction (its next
+    fetch) and ``sends`` the cycle each word it sends enters the router's ramp FIFO (the cycle
+    after the core's output register took it).
+
+    ``start`` is the instruction's first fetch cycle; ``ramp`` (:class:`_Ramp`) says when the
+    next word of an input queue can be popped (the cycle after it was written) and takes it.
+    The waits modelled are those on input queues: RECV pops one word a cycle as it comes; a
+    GEMVX's first row issues each weight word with its x word; a GEMV's addend is popped as a
+    row leaves its fourth stage, and an empty addend queue freezes the whole GEMV pipeline
+    (so every later row is late by the same cycles); an element-wise op issues element ``i``
+    (stage S0) once its a (and an early b) word is there and ``isa.elem_interval`` cycles after
+    element ``i - 1``, pops a late b in S1 (held there until it comes, S0 waiting for S1 to
+    empty), and writes or sends in S4, three cycles after S1: the elements already issued
+    drain while the next one waits. A busy ramp out of this core (a full router FIFO
+    downstream) is not modelled: the words it sends are never held back.
+    """
+    x0 = start + isa.FETCH_CYCLES
+    if insn is None:
+        return x0, []
+    op, n, imm = Op(insn["op"]), insn["n"], insn["imm"]
+    dst, a, b = ops
+    if op is Op.END:
+        return x0, []
+    if op is Op.RECV:
+        c = x0
+        q = a["base"] & 31
+        for _ in range(n):
+            c = ramp.avail(q, c)
+            ramp.take(q, c)
+            c += 1
+        return c, []
+    if op is Op.SEND:
+        return (x0 + n + 1 if n else x0), [x0 + i + 2 for i in range(n)]
+    if op in isa.GEMV_OPS:
+        if not n:
+            return x0, []
+        w = imm & isa.MAX_GEMV_WORDS
+        delay = 0
+        if op is Op.GEMVX:
+            for k in range(w):
+                t = ramp.avail(a["aux"], x0 + k + delay)
+                ramp.take(a["aux"], t)
+                delay = t - (x0 + k)
+        sends = []
+        for r in range(n):
+            v4 = x0 + (r + 1) * w - 1 + 4
+            if imm & FLAG_ADDEND:
+                t = ramp.avail(b["aux"], v4 + delay)
+                ramp.take(b["aux"], t)
+                delay = t - v4
+            sends.append(v4 + delay + 1)
+        return x0 + n * w + isa.GEMV_LATENCY + delay, sends
+    if op in isa.VEC_OPS:
+        if not n:
+            return x0, []
+        interval = isa.elem_interval(op, imm, a, b)
+        a_col = a["space"] == Space.COLOR
+        b_col = (op not in (Op.REDUCE, Op.VLUT) and isa.b_used(op, imm)
+                 and b["space"] == Space.COLOR)
+        b_late = interval == 2 and b_col
+        qa, qb = a["base"] & 31, b["base"] & 31
+        s0 = x0
+        s4 = []
+        for _ in range(n):
+            if a_col:
+                s0 = ramp.avail(qa, s0)
+            if b_col and not b_late:
+                s0 = ramp.avail(qb, s0)
+                if a_col:
+                    s0 = ramp.avail(qa, s0)
+                ramp.take(qb, s0)
+            if a_col:
+                ramp.take(qa, s0)
+            s1 = s0 + 1
+            if b_late:
+                s1 = ramp.avail(qb, s1)
+                ramp.take(qb, s1)
+            s4.append(s1 + 3)
+            s0 = s1 + 1 if interval == 2 else s0 + 1
+        sends = [t + 1 for t in s4]
+        if op is not Op.REDUCE and dst["fmt"] == isa.Fmt.I8X4:
+            sends = [t for i, t in enumerate(sends) if i % 4 == 3 or i == n - 1]
+        return s4[-1] + 1, sends
+    return x0 + isa.exec_cycles(op, n, imm, a, b), []
+
+
+class _Ramp:
+    """The router's ramp output into one core and the core's input queues, in time.
+
+    Every data word bound for the core waits at the head of the router input FIFO it came in
+    on (``offer``: the first cycle it is there) until the ramp takes it: one word a cycle into
+    the core, only while its color's queue has room (``queue_depth`` words; a pop frees a slot
+    the cycle after), the requesting inputs served round-robin (the router's arbiter). Two
+    streams popped together by one instruction (a reduction's VADD of two colors) therefore
+    share the ramp: one element every two cycles. Deliveries are decided lazily, in time
+    order, as the core asks for words (:meth:`avail`) and pops them (:meth:`take`)."""
+
+    def __init__(self, queue_depth: int):
+        self.depth = queue_depth
+        self.ports: dict[int, list] = defaultdict(list)    # port -> [(offer, seq, color)]
+        self.queue: dict[int, deque] = defaultdict(deque)   # color -> write cycles, unpopped
+        self.popped: dict[int, list] = defaultdict(list)    # color -> [(write, pop)]
+        self.cursor = -1            # deliveries are decided for every cycle <= cursor
+        self.last = 0               # the arbiter's last grant
+        self.seq = 0
+
+    def offer(self, port: int, color: int, t: int) -> None:
+        self.seq += 1
+        insort(self.ports[port], (t, self.seq, color))
+
+    def _level(self, color: int, tau: int) -> int:
+        n = sum(1 for w in self.queue[color] if w <= tau - 1)
+        return n + sum(1 for w, p in self.popped[color] if w <= tau - 1 and p >= tau)
+
+    def _advance(self, until: int) -> None:
+        """Decide the ramp's deliveries of cycles ``cursor + 1 .. until``."""
+        tau = self.cursor + 1
+        while tau <= until:
+            want = [p for p in range(NUM_PORTS) if self.ports[p] and self.ports[p][0][0] <= tau
+                    and self._level(self.ports[p][0][2], tau) < self.depth]
+            if want:
+                port = min(want, key=lambda p: (p - self.last - 1) % NUM_PORTS)
+                self.last = port
+                _, _, color = self.ports[port].pop(0)
+                self.queue[color].append(tau)
+                tau += 1
+                continue
+            # nothing can move: jump to the next offer or freed slot
+            nxt = [self.ports[p][0][0] for p in range(NUM_PORTS) if self.ports[p]]
+            nxt += [p + 1 for c in self.popped for _, p in self.popped[c] if p + 1 > tau]
+            later = [t for t in nxt if t > tau]
+            tau = min([until + 1, *later])
+        self.cursor = max(self.cursor, until)
+
+    def avail(self, color: int, c: int) -> int:
+        """The first cycle ``>= c`` at which ``color``'s queue holds a word (written the
+        cycle before), nothing being popped meanwhile."""
+        self._advance(c - 1)
+        while not self.queue[color]:
+            if not self.ports or not any(
+                    self.ports[p] for p in range(NUM_PORTS)):
+                raise MeshStall(f"no word of color {color} will reach the core")
+            self._advance(self.cursor + 1)
+        return max(c, self.queue[color][0] + 1)
+
+    def take(self, color: int, p: int) -> None:
+        """Pop ``color``'s oldest word at cycle ``p``."""
+        w = self.queue[color].popleft()
+        self.popped[color] = [(w_, q) for w_, q in self.popped[color] if q + 1 >= self.cursor]
+        self.popped[color].append((w, p))
+
+
 class MeshIss:
     """The mesh of ``program.shape`` with ``program`` loaded (see the module docstring)."""
 
-    def __init__(self, program: ConfigProgram, xbuf_words: int = CORE_XBUF_WORDS):
+    def __init__(self, program: ConfigProgram, xbuf_words: int = CORE_XBUF_WORDS,
+                 queue_depth: int = 2):
         self.shape = shape = program.shape
         self.routes = program.routes
         self.tiles = [(r, c) for r in range(shape.rows) for c in range(shape.cols)]
         self.pes: dict[tuple[int, int], iss.PEState] = {}
-        self.arrivals: dict[tuple[int, int], dict[int, deque]] = {}
+        self.ramps: dict[tuple[int, int], _Ramp] = {}
         for t in self.tiles:
             st = iss.PEState.new(shape.sram_words, xbuf_words)
             for addr, words in program.sram.get(t, []):
@@ -79,7 +259,7 @@ class MeshIss:
                 elif value & (1 << 5):
                     st.bind_queue(value & 31)
             self.pes[t] = st
-            self.arrivals[t] = defaultdict(deque)
+            self.ramps[t] = _Ramp(queue_depth)
         self.acts = {t: deque() for t in self.tiles}
         self.pc: dict[tuple[int, int], int | None] = dict.fromkeys(self.tiles)
         self.clock = dict.fromkeys(self.tiles, 0)
@@ -106,7 +286,7 @@ class MeshIss:
             return
         for out in sorted(route.dst):
             if out == Port.RAMP:
-                self._to_pe((r, c), color, ctrl, word, t + 1)
+                self._to_pe((r, c), inport, color, ctrl, word, t + 1)
                 continue
             dr, dc = STEP[out]
             nr, nc = r + dr, c + dc
@@ -116,7 +296,7 @@ class MeshIss:
                 pos = nc if Port(out).name in ("N", "S") else nr
                 self.edges[Port(out).name, pos].append((color, word, t + 1))
 
-    def _to_pe(self, tile, color, ctrl, word, t):
+    def _to_pe(self, tile, inport, color, ctrl, word, t):
         st = self.pes[tile]
         if ctrl:
             if color in st.tasks:
@@ -125,7 +305,7 @@ class MeshIss:
                 st.stats.task_errors += 1
         elif color in st.queues:
             st.queues[color].append(word & iss.WORD)
-            self.arrivals[tile][color].append(t)
+            self.ramps[tile].offer(inport, color, t)
         else:
             st.stats.task_errors += 1
             self.dropped.append(f"data on color {color} at {tile}: no input queue")
@@ -140,33 +320,27 @@ class MeshIss:
             color, payload, t = self.acts[tile].popleft()
             st.regs[isa.ARG_REG] = int(np.int64(payload).astype(np.int32))
             self.pc[tile] = st.tasks[color]
-            self.clock[tile] = max(self.clock[tile], t)
+            # The activation is written into the core's activation FIFO at t, readable at
+            # t + 1, when the idle sequencer pops it; the first fetch is the cycle after. An
+            # idle sequencer spends at least one cycle in IDLE after a task's END.
+            self.clock[tile] = max(self.clock[tile] + 1, t + 2)
             return True
         need = _needs(st, pc)
         for color, n in need.items():
             if color in st.queues and len(st.queues[color]) < n:
                 return False
-        latest = -1
-        for color, n in need.items():
-            arr = self.arrivals[tile][color]
-            for _ in range(min(n, len(arr))):
-                latest = max(latest, arr.popleft())
-        before = st.stats.cycles
+        insn, ops = _decode(st, pc)
+        start = self.clock[tile]
         try:
             nxt = iss.step(st, pc)
         except iss.TaskError:
             st.stats.task_errors += 1
             self.pc[tile] = None
+            self.clock[tile] = start + isa.FETCH_CYCLES
             return True
-        cyc = st.stats.cycles - before
-        start = self.clock[tile]
-        end = start + cyc
-        if latest >= 0:
-            end = max(end, latest + 2)
-        body = max(1, cyc - isa.FETCH_CYCLES)
+        end, sends = _timing(insn, ops, start, self.ramps[tile])
         for color, words in st.sent.items():
-            for i, w in enumerate(words):
-                t = end - body + (i + 1) * body // len(words)
+            for w, t in zip(words, sends, strict=True):
                 self._arrive(tile[0], tile[1], Port.RAMP, color, 0, w, t)
         st.sent.clear()
         if tile in self.record:
@@ -226,7 +400,13 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None, sampler=Non
     at the first difference. ``after(mesh, position)`` is called after each position (the
     fault-injection tests change an SRAM word there). A mapping that sends the logits needs a
     ``sampler`` (:class:`~sparktile.compiler.decoder_mapping.HostSampler`) to pick the
-    generated tokens, or picks the greedy one."""
+    generated tokens, or picks the greedy one.
+
+    A position's cycles are counted as the RTL bench counts them (:func:`~sparktile.cosim.
+    benches.decode.decode_run`'s ``token_cycles``): from the bench arming the fabric, one
+    cycle (:data:`SOURCE_DELAY`) before the activation enters the hub's north edge, to the
+    cycle the bench sees the token, :data:`SINK_DELAY` cycles after it left the west edge;
+    the next position is sent then."""
     from .decoder_mapping import score_position
     mesh = MeshIss(mapping.program)
     mesh.record.add((0, 0))
@@ -234,11 +414,11 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None, sampler=Non
     total = len(ids) + max(max_new, 1) - 1
     cache = model.new_cache(total + 1, mode="int")
     feed, tokens, golden, cycles, first, by_op = list(ids), [], [], [], None, []
+    t0 = 0
     for pos in range(total):
         pay, ccs = mapping.token_stream(feed[pos], pos)
-        t0 = mesh.time
         mesh.log.clear()
-        mesh.inject("N", 0, pay, ccs, time=t0)
+        mesh.inject("N", 0, pay, ccs, time=t0 + SOURCE_DELAY)
         mesh.run()
         by_op.append(mapping.by_op(mesh.log[0, 0]))
         out = mesh.take("W", 0)
@@ -248,7 +428,9 @@ def decode_on_iss(mapping, model, ids, max_new: int = 0, after=None, sampler=Non
                                           prompt=pos + 1 < len(ids))
         golden.append(want)
         tokens.append(got)
-        cycles.append(mesh.time - t0)
+        done = (out[-1][2] if out else mesh.time) + SINK_DELAY
+        cycles.append(done - t0)
+        t0 = done
         if first is not None:
             break
         if pos + 1 >= len(feed):
