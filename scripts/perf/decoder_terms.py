@@ -12,10 +12,16 @@ in each of these ops are linear in a few quantities that a wafer's layer also ha
 * ``fixed``: the op's instructions that run once (per layer, or per norm);
 * ``per_head``: once per head (its instructions, the hub's softmax reciprocal);
 * ``per_hop``: once per hop of the trees (a combine's scalar crossing a worker);
-* ``per_head_slot``: per head and KV slot of a worker: element-wise instructions over the
-  slots (the mask, the exponential's steps, the probability's digits);
+* ``per_head_slot``: per head and KV slot of a worker, the slots padded to whole words
+  (``lanes x ceil(slots / lanes)``: the element-wise instructions run over all heads' padded
+  slots at once: the mask, the exponential's steps, the probability's digits);
 * ``per_head_slot_word``: per head, slot and GEMV word of a key row (``head_dim / lanes``
   words: the score GEMV reads one word a cycle);
+* ``per_slot_reduction_op``, ``per_slot_reduction_element``: a worker's max and sum of each
+  head over its slots before the tree, as the compiler picks it
+  (:func:`~sparktile.compiler.decoder_mapping.slot_reduction`: nothing with one slot, an
+  element-wise op over the heads per further slot with a few, a REDUCE per head with many),
+  by instruction and by element;
 * ``per_head_value_word``: per head, value channel and word of a value column
   (``head_dim x ceil(slots / lanes)``: the weighted sum's GEMVs over the transposed values);
 * ``per_head_channel``: per head and channel of the head's output (its weighted sum gathered
@@ -59,7 +65,8 @@ DECODER_OPS = (*ATTENTION_OPS, "norm")
 #: The fitted terms of each op (see the module docstring), per layer (attention) or per norm.
 TERMS = {
     "attention_scores": ("fixed", "per_head", "per_hop", "per_head_slot", "per_head_slot_word"),
-    "softmax": ("fixed", "per_head", "per_hop", "per_head_slot"),
+    "softmax": ("fixed", "per_head", "per_hop", "per_head_slot", "per_slot_reduction_op",
+                "per_slot_reduction_element"),
     "weighted_sum": ("fixed", "per_head", "per_hop", "per_head_slot", "per_head_value_word",
                      "per_head_channel"),
     "norm": ("fixed", "per_channel", "per_hop", "per_hidden_word", "matmul_wait"),
@@ -70,6 +77,7 @@ TERMS = {
 CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "reduction",
             "per_head_slot": "compute", "per_head_slot_word": "compute",
             "per_head_value_word": "compute", "per_head_channel": "reduction",
+            "per_slot_reduction_op": "compute", "per_slot_reduction_element": "compute",
             "per_channel": "compute", "per_hidden_word": "reduction", "matmul_wait": None}
 
 
@@ -84,17 +92,24 @@ def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channel
     runs just before a norm (o's and down's rows of its channels, per norm on average): the
     hub waits for them inside the norm, so the fit needs them to tell the norm's own cycles
     apart; the wafer estimate times its matmuls itself and passes 0."""
+    from ...compiler.decoder_mapping import slot_reduction_size
+
+    padded = lanes * math.ceil(slots / lanes)       # a head's slots in whole words
+    red_ops, red_elements = slot_reduction_size(math.ceil(slots), heads)
     return {"fixed": 1.0, "per_head": float(heads), "per_hop": float(depth),
-            "per_head_slot": heads * float(slots),
+            "per_head_slot": heads * float(padded),
             "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
             "per_head_value_word": heads * float(head_dim) * math.ceil(slots / lanes),
+            "per_slot_reduction_op": float(red_ops),
+            "per_slot_reduction_element": float(red_elements),
             "per_head_channel": float(heads * head_dim), "per_channel": float(channels),
             "per_hidden_word": hidden * word_bytes / 4.0, "matmul_wait": float(matmul_words)}
 
 
 #: Decodes the fit measures: meshes of every depth from 2 to 10 (rows and columns both), models
-#: that differ in heads and head size (so the per-head, per-slot and per-word terms separate)
-#: and hidden size (channels a worker), contexts from one slot a worker to many.
+#: that differ in heads and head size (so the per-head, per-slot and per-word terms separate;
+#: head sizes 8 to 32, the held-out model's) and hidden size (channels a worker), contexts
+#: from one slot a worker to many.
 FIT_MESHES = ((2, 2), (2, 3), (3, 1), (3, 3), (4, 4), (1, 8), (2, 4), (6, 6))
 _BASE = dict(num_layers=1, intermediate_size=32, vocab_size=32, seed=1)
 FIT_MODELS = (
@@ -105,6 +120,7 @@ FIT_MODELS = (
     dict(_BASE, hidden_size=128, num_heads=2, num_kv_heads=1, head_dim=8),
     dict(_BASE, hidden_size=32, num_heads=2, num_kv_heads=1, head_dim=8,
          intermediate_size=256),
+    dict(_BASE, hidden_size=64, num_heads=2, num_kv_heads=1, head_dim=32),
 )
 FIT_CONTEXTS = (4, 16, 40)
 #: The decodes also run on the RTL (the core meshes the tests build, 16 KiB), where the mesh
@@ -244,8 +260,36 @@ def check_against_rtl(checks=RTL_CHECKS, *, models=FIT_MODELS, seed: int = 1,
     return out
 
 
+def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (Lawson and Hanson's active set): a term is a
+    cost, never a saving. An unconstrained fit can trade a term against a correlated one
+    (the norm's hops against its channels a worker, which fall as the mesh grows) and give it
+    a negative coefficient that the wafer's trees, 30 times deeper than the fit's, would turn
+    into negative cycles."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    for _ in range(3 * n + 10):
+        w = a.T @ (y - a @ x)
+        free = ~passive & (w > 1e-9 * max(1.0, float(np.abs(w).max())))
+        if not free.any():
+            break
+        passive[int(np.argmax(np.where(free, w, -np.inf)))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], y, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            step = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + step * (z - x)
+            passive &= x > 1e-12
+    return x
+
+
 def fit_decoder_terms(runs: list[dict]) -> tuple[dict, dict]:
-    """Least-squares fit of every op's :data:`TERMS` to measured ``runs``.
+    """Least-squares fit of every op's :data:`TERMS` to measured ``runs``, every coefficient
+    non-negative (:func:`_nonnegative_lstsq`).
 
     Returns ``(terms, report)``: ``terms[op][term]`` in cycles, and per op the rank, the
     residual of every run and the largest relative one.
@@ -266,7 +310,7 @@ def fit_decoder_terms(runs: list[dict]) -> tuple[dict, dict]:
                 f"the {len(runs)} decodes determine only {rank} of the {len(names)} terms of "
                 f"{op} ({', '.join(names)}): measure meshes of different depths, models with "
                 f"different heads and head sizes, and more than one context")
-        sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+        sol = _nonnegative_lstsq(a, y)
         terms[op] = dict(zip(names, (float(v) for v in sol), strict=True))
         pred = a @ sol
         rel = np.abs(pred - y) / np.maximum(y, 1.0)

@@ -72,7 +72,10 @@ DECODER_ASSUMPTIONS = {
         "trees of depth 2 x (sqrt(PEs) - 1) to one PE and sent back. Per layer, for the scores, "
         "the softmax and the weighted sum: fixed + per head + per tree hop + per head and slot "
         "+ per head, slot and GEMV word (head_dim / lanes) + per head, value channel and word "
-        "(head_dim x ceil(slots / lanes)) + per head and output channel; a term's cycles are "
+        "(head_dim x ceil(slots / lanes)) + per head and output channel, and for the softmax "
+        "per instruction and element of a PE's max and sum over its slots (the compiler's "
+        "choice: nothing at one slot, an element-wise op per slot over the heads, or a "
+        "reduction per head); a term's cycles are "
         "the RTL core's (one instruction issue, one element a cycle)."),
     ASSUMPTIONS[8]: (
         "Two RMSNorms per layer and the final one, each as the on-fabric decoder's (calibrated, "

@@ -79,7 +79,7 @@ from .routes import check_deadlock_free
 
 __all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
            "MAX_SLOTS", "Tap", "check_taps", "golden_logits", "golden_next", "HostSampler",
-           "score_position"]
+           "score_position", "slot_reduction", "slot_reduction_size"]
 
 #: The task color (the per-token activation), the broadcast color, the output token, the
 #: column and row reduction colors (alternating).
@@ -215,6 +215,31 @@ class _Matrix:
     @property
     def kw(self) -> int:
         return self.w.shape[1] // LANES
+
+
+def slot_reduction(slots: int, heads: int) -> str:
+    """How a worker takes each head's max (or sum) over its ``slots`` KV positions before the
+    reduction tree: ``"none"`` with one slot (the tree reads the slots in place),
+    ``"elementwise"`` with a few (one element-wise op over all heads per further slot), else
+    ``"reduce"`` (one REDUCE instruction per head). The choice compares the two programs'
+    cycles on the core (an element-wise op of ``heads`` elements, about ``11 + 2 heads``; a
+    REDUCE of ``slots`` elements, about ``18 + slots``)."""
+    if slots <= 1:
+        return "none"
+    return "elementwise" if (slots - 1) * (11 + 2 * heads) < heads * (18 + slots) else "reduce"
+
+
+def slot_reduction_size(slots: int, heads: int) -> tuple[int, int]:
+    """``(instructions, elements)`` of a worker's max (or sum) over its slots
+    (:func:`slot_reduction`): ``slots - 1`` element-wise ops of ``heads`` elements, or
+    ``heads`` REDUCEs of ``slots``, or nothing with one slot; the quantities of the decoder
+    cycle terms' ``per_slot_reduction_op`` and ``per_slot_reduction_element``."""
+    how = slot_reduction(slots, heads)
+    if how == "none":
+        return 0, 0
+    if how == "elementwise":
+        return slots - 1, (slots - 1) * heads
+    return heads, heads * slots
 
 
 def _rows(m: int, workers: int) -> int:
@@ -1044,10 +1069,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             S4``), as the operand the reduction tree reads: with one slot the slots
             themselves, S4 apart; with a few, element-wise ops over the heads, one per slot
             (into ``out``); else a REDUCE per head (into ``out``)."""
-            if S == 1:
+            how_ = slot_reduction(S, nh)
+            if how_ == "none":
                 return sram(base, stride=S4)
             vop, flag = (Op.VMAX, FLAG_MAX) if how == "max" else (Op.VADD, 0)
-            if (S - 1) * (11 + 2 * nh) < nh * (18 + S):
+            if how_ == "elementwise":
                 pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(base, S4), b=sram(base + 1, S4)))
                 for s_ in range(2, S):
                     pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(out.base),
