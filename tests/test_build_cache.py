@@ -253,3 +253,19 @@ def test_a_cached_simulator_runs_after_the_venv_that_built_it_is_gone(tmp_path):
     result = run_job(shape, stress, {"wavelets": 20, "seed": 1, "max_stall": 0.0},
                      build=build)
     assert result.delivered > 0 and result.clean
+
+
+def test_the_build_style_follows_the_mesh_and_the_environment(monkeypatch):
+    from sparktile.cosim.sim.build import SHARED_MAX_PES, build_style
+    from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.toolchain import ToolchainError
+    monkeypatch.delenv("SPARKTILE_BUILD", raising=False)
+    assert build_style(MeshShape(8, 8)) == "shared" and SHARED_MAX_PES == 64
+    assert build_style(MeshShape(8, 9)) == "tiled"
+    assert build_style(MeshShape(2, 2, pe="core")) == "tiled"     # cores: tiled at any size
+    monkeypatch.setenv("SPARKTILE_BUILD", "flat")
+    assert build_style(MeshShape(2, 2, pe="core")) == "flat"
+    monkeypatch.setenv("SPARKTILE_BUILD", "fastest")
+    with pytest.raises(ToolchainError, match="'fastest'"):
+        build_style(MeshShape(2, 2))

@@ -338,8 +338,9 @@ def heldout_check(terms: dict, *, mesh=(8, 8), sram_kb: int = 64, context: int |
                   echo=None) -> dict:
     """The shipped model on the 8x8 core mesh (64 KiB, its largest context unless
     ``context``): each op's cycles as the mesh ISS measures them against the fitted terms'
-    prediction. The fit's models are tiny (head size 8 and 16); this one has head size 64,
-    nine heads and 30 layers, so it tests the terms' form, not only their values."""
+    prediction. The fit's models are tiny (one layer, up to 4 heads, 32 to 128 hidden, at most
+    40 positions); this one has 4 layers, hidden 128, intermediate 352 and 9 slots a worker
+    on a deeper mesh (depth 14), so it tests the terms' form, not only their values."""
     from ...compiler.decoder_mapping import compile_decoder
     from ...compiler.mesh_iss import decode_on_iss
     from ...cosim.benches.decode import decode_model

@@ -65,7 +65,7 @@ ASSUMPTIONS = [
 DECODER_ASSUMPTIONS = {
     ASSUMPTIONS[7]: (
         "Attention for one token runs as the RTL's on-fabric decoder runs it, with its per-op "
-        "terms fitted to decodes whose cycles equal the RTL counter's (scripts/perf/"
+        "terms fitted to decodes whose cycles are within 2 % of the RTL counter's (scripts/perf/"
         "decoder_terms.py, `sparktile calibrate`): the layer's KV cache spread by position over "
         "its PEs (slots = ceil(context / PEs) a PE), every PE scoring, exponentiating and "
         "weighting its slots for every head, the heads' maxima, sums and outputs reduced through "
