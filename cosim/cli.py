@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -393,7 +394,7 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
     --on-fabric matmuls, every matmul on the GEMV mesh)."""
     if on_fabric == "all":
         return _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature,
-                              top_k, top_p, json_path, waves, context, check)
+                              top_k, top_p, json_path, waves, context, check, compare_plain)
     if context is not None:
         raise click.BadParameter("--context is for --on-fabric all (the matmul mode keeps the "
                                  "KV cache on the host)", param_hint="--context")
@@ -533,7 +534,7 @@ FABRIC_SRAM_KB = 64
 
 
 def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature, top_k,
-                   top_p, json_path, waves, context, check):
+                   top_p, json_path, waves, context, check, compare_plain=False):
     """``run --on-fabric all``: compile the decoder, check it fits, run it on the core mesh.
     Greedy (``--temperature 0``): the fabric returns the argmax token; sampling: the fabric
     returns the logits and the host draws the token (the report's ``on_host``)."""
@@ -546,7 +547,7 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
     from .sim.session import BenchError
     if ctx.get_parameter_source("sram_kb") is ParameterSource.DEFAULT:
         sram_kb = FABRIC_SRAM_KB
-    for name in ("weights", "waves_tokens", "compare_plain"):
+    for name in ("weights", "waves_tokens"):
         if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
             raise click.BadParameter(f"--{name.replace('_', '-')} is for --on-fabric matmuls",
                                      param_hint=f"--{name.replace('_', '-')}")
@@ -584,13 +585,26 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
                 f"{p['sim_cycles_per_s']:.3g} sim cycles/s")
         click.echo(f"\r\x1b[2K{line}" if tty else line, nl=not tty, err=True)
 
-    try:
-        r = session.run_job(shape, decode_run, args, seed=seed, waves=waves and str(waves),
-                            progress=progress)
-    except (BenchError, BuildError) as exc:
-        raise _sim_error(exc) from None
-    if tty:
-        click.echo("", err=True)
+    with _replay_file("decode.bin", compare_plain) as replay, \
+            tempfile.TemporaryDirectory(prefix="sparktile-mapping-") as tmp:
+        # the job runs the mapping compiled here instead of compiling it again
+        args["mapping_file"] = str(Path(tmp) / "mapping.pkl")
+        with open(args["mapping_file"], "wb") as f:
+            pickle.dump(mapping, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if replay:
+            args["record"] = str(replay)
+        try:
+            r = session.run_job(shape, decode_run, args, seed=seed, waves=waves and str(waves),
+                                progress=progress)
+        except (BenchError, BuildError) as exc:
+            raise _sim_error(exc) from None
+        if tty:
+            click.echo("", err=True)
+        if replay:
+            try:
+                r = _plain_ratio(shape, r, replay)
+            except BuildError as exc:
+                raise _sim_error(exc) from None
     new_ids = r.tokens[len(ids) - 1:len(r.tokens) - (r.stopped == "eos")]
     text = lm.tokenizer.decode(new_ids) if lm.tokenizer else ""
     rows = [

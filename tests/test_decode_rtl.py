@@ -113,3 +113,52 @@ def test_sampled_generation_on_rtl_matches_golden_generate(run_bench):
     gen = decode_model(random=TWO_LAYERS).generate(ids, n_new, mode="int", seed=seed,
                                                    stop_at_eos=False, **sampling)
     assert r.tokens[len(ids) - 1:] == gen.token_ids
+
+
+def test_a_precompiled_mapping_runs_as_the_job_would_compile_it(tmp_path):
+    """The CLI compiles the mapping once and hands it to the job (``mapping_file``): same
+    tokens, same cycles as the job compiling it itself; the recorded workload's cycles are
+    the simulation's."""
+    import pickle
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
+    from sparktile.cosim.benches.decode import decode_model
+    from sparktile.cosim.sim.session import run_job
+    from sparktile.hdl.mesh import MeshShape
+    shape, model = MeshShape(2, 2, pe="core"), dict(TINY, seed=1)
+    args = {"ids": [1, 2], "max_tokens": 2, "random": model, "context": 3}
+    path = tmp_path / "mapping.pkl"
+    path.write_bytes(pickle.dumps(compile_decoder(decode_model(random=model), shape, 3)))
+    own = run_job(shape, decode_run, args, seed=1)
+    given = run_job(shape, decode_run, {**args, "mapping_file": str(path),
+                                        "record": str(tmp_path / "replay.bin")}, seed=1)
+    assert own.match_golden and given.match_golden
+    assert given.tokens == own.tokens and given.token_cycles == own.token_cycles
+    assert given.recorded["cycles"] >= given.sim_cycles and (tmp_path / "replay.bin").stat().st_size
+
+
+def test_a_mapping_file_for_another_job_is_refused(tmp_path):
+    import pickle
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
+    from sparktile.cosim.benches.decode import decode_model, load_mapping
+    from sparktile.hdl.mesh import MeshShape
+    lm = decode_model(random=dict(TINY, seed=1))
+    shape = MeshShape(2, 2, pe="core")
+    path = tmp_path / "m.pkl"
+    path.write_bytes(pickle.dumps(compile_decoder(lm, shape, 3)))
+    assert load_mapping(str(path), lm, shape, 3, taps=False, logits=False).max_context >= 3
+    cases = [((MeshShape(2, 3, pe="core"), 3, False, False), "mesh"),
+             ((shape, 3, True, False), "taps"), ((shape, 3, False, True), "logits"),
+             ((shape, 10_000, False, False), "holds")]
+    for (sh, ctx, taps, logits), what in cases:
+        with pytest.raises(ValueError, match=what):
+            load_mapping(str(path), lm, sh, ctx, taps=taps, logits=logits)
+    other = decode_model(random=dict(TINY, hidden_size=32, seed=1))
+    with pytest.raises(ValueError, match="hidden"):
+        load_mapping(str(path), other, shape, 3, taps=False, logits=False)
+    data = path.read_bytes()
+    for bad in (data[: len(data) // 2], b"", bytes(64), pickle.dumps({"not": "a mapping"})):
+        path.write_bytes(bad)
+        with pytest.raises(ValueError, match="cannot read|not a DecoderMapping"):
+            load_mapping(str(path), lm, shape, 3, taps=False, logits=False)

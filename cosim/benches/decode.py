@@ -24,10 +24,10 @@ import numpy as np
 from ...compiler.decoder_mapping import HostSampler, compile_decoder, score_position
 from ...golden_model.arith import argmax_int, pack_int8
 from ...hdl.formats import Counter
-from ..sim.fabric import STATUS, Fabric
+from ..sim.fabric import STATUS, Fabric, Recording
 from ..sim.registry import BenchResult, bench
 
-__all__ = ["DecodeResult", "decode_run", "decode_model"]
+__all__ = ["DecodeResult", "decode_run", "decode_model", "load_mapping"]
 
 
 @dataclass
@@ -68,6 +68,11 @@ class DecodeResult(BenchResult):
     sim_wall_s: float
     sim_cycles_per_s: float
     seed: int
+    # With ``record``: the workload's cycles, wall and CPU time here (``Recording.finish``).
+    recorded: dict | None = None
+    # Filled by the CLI's ``--compare-plain``: the plain C++ harness's replay of ``recorded``.
+    plain_harness: dict | None = None
+    speed_ratio_vs_plain: float | None = None
 
 
 def decode_model(model: str | None = None, random: dict | None = None):
@@ -91,7 +96,8 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
                      fault: str | dict | None = None, check: str = "tokens",
                      progress: str | None = None, temperature: float = 0.0,
                      top_k: int | None = None, top_p: float | None = None,
-                     stop_at_eos: bool = True) -> DecodeResult:
+                     stop_at_eos: bool = True, record: str | None = None,
+                     mapping_file: str | None = None) -> DecodeResult:
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` with
     every op on the RTL, comparing each position's token with the golden int path.
 
@@ -112,6 +118,17 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     ``progress`` names a file to which a JSON line is appended per position (``i``, ``n``,
     ``token``, ``golden``, ``cycles``, ``phase``, ``sim_cycles_per_s``).
 
+    ``mapping_file``: a pickle of the :class:`~sparktile.compiler.decoder_mapping.
+    DecoderMapping` the caller already compiled for this model and mesh (the CLI does, to
+    check the context before the run), used instead of compiling again; it must be for this
+    mesh, model size, check and sampling, and hold the context, or the job stops naming what
+    differs.
+
+    ``record`` names a file to which the whole workload (configuration, every token's
+    wavelets, the counter reads) is written for the plain C++ harness to replay
+    (``run --compare-plain``); the result's ``recorded`` gives its cycles and the wall and CPU
+    time it took here, Python included.
+
     ``check="every-op"``: the hub also sends every intermediate vector it holds (the norms,
     q/k/v before and after RoPE, the attention sums and outputs, the o and down outputs, the
     residual stream, the SiLU product, the logits) out of its west edge, and each is
@@ -128,8 +145,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     if check not in ("tokens", "every-op"):
         raise ValueError(f"check must be 'tokens' or 'every-op', not {check!r}")
     sampler = HostSampler(temperature, top_k, top_p, seed) if temperature else None
-    mapping = compile_decoder(lm, shape, context, taps=check == "every-op",
-                              logits=sampler is not None)
+    if mapping_file:
+        mapping = load_mapping(mapping_file, lm, shape, context, taps=check == "every-op",
+                               logits=sampler is not None)
+    else:
+        mapping = compile_decoder(lm, shape, context, taps=check == "every-op",
+                                  logits=sampler is not None)
     eos = set(lm.config.eos_token_ids) if stop_at_eos else set()
     if stop_at_eos and lm.tokenizer is not None:
         eos |= set(lm.tokenizer.eos_ids)
@@ -150,6 +171,7 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
             if lo <= first < hi:
                 idx = lay["argmax_idx"]
                 mapping.program.write_sram(*tile, idx.base + first - lo, [(vocab - first) ^ 1])
+    rec = Recording(fabric, record)
     cfg_cycles = await fabric.configure(mapping.program)
     before = await fabric.read_counters((Counter.TASK_ERRORS,))
     cache = lm.new_cache(total + 1, mode="int")
@@ -200,6 +222,7 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     errors = int(fabric.counter_delta(after, before)["task_errors"].sum())
     decode = cycles[len(ids):]
     sim_cycles = fabric.cycle - cyc0
+    recorded = rec.finish()
     return DecodeResult(
         mesh=str(shape), model=lm.config.name, prompt_ids=ids, tokens=tokens, golden=golden,
         match_golden=first_diff is None and (len(tokens) == total or stopped == "eos"),
@@ -214,7 +237,42 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
         stopped=stopped,
         on_fabric=list(mapping.on_fabric), on_host=list(mapping.on_host),
         config_cycles=cfg_cycles, task_errors=errors, sim_cycles=sim_cycles,
-        sim_wall_s=sim_s, sim_cycles_per_s=sim_cycles / sim_s if sim_s else 0.0, seed=seed)
+        sim_wall_s=sim_s, sim_cycles_per_s=sim_cycles / sim_s if sim_s else 0.0, seed=seed,
+        recorded=recorded)
+
+
+def load_mapping(path: str, lm, shape, context: int | None, *, taps: bool, logits: bool):
+    """The decoder mapping pickled at ``path`` (by the caller that compiled it, in this run),
+    checked against what this job would compile.
+
+    Raises
+    ------
+    ValueError
+        When the file is unreadable or the mapping is for another mesh, model size, check,
+        sampling mode or a smaller context, naming the field.
+    """
+    import pickle
+
+    from ...compiler.decoder_mapping import DecoderMapping
+    try:
+        with open(path, "rb") as f:
+            mapping = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ValueError(f"cannot read the compiled mapping {path}: {exc}") from None
+    if not isinstance(mapping, DecoderMapping):
+        raise ValueError(f"{path} holds a {type(mapping).__name__}, not a DecoderMapping")
+    want = {"mesh": (shape.key(), mapping.shape.key()),
+            "vocab": (lm.config.vocab_size, mapping.vocab),
+            "hidden": (lm.config.hidden_size, mapping.hidden),
+            "taps": (bool(taps), bool(mapping.taps)), "logits": (bool(logits), mapping.logits)}
+    for name, (job, got) in want.items():
+        if job != got:
+            raise ValueError(f"the compiled mapping {path} has {name} {got!r}, this job "
+                             f"needs {job!r}")
+    if context is not None and mapping.max_context < context:
+        raise ValueError(f"the compiled mapping {path} holds {mapping.max_context} positions, "
+                         f"this job needs {context}")
+    return mapping
 
 
 async def _flip_kv(fabric: Fabric, mapping, cache, layer: int, position: int, word: int,
