@@ -121,10 +121,11 @@ def test_a_precompiled_mapping_runs_as_the_job_would_compile_it(tmp_path):
     the simulation's."""
     import pickle
 
-    from sparktile.compiler.decoder_mapping import compile_decoder
     from sparktile.cosim.benches.decode import decode_model
     from sparktile.cosim.sim.session import run_job
     from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
     shape, model = MeshShape(2, 2, pe="core"), dict(TINY, seed=1)
     args = {"ids": [1, 2], "max_tokens": 2, "random": model, "context": 3}
     path = tmp_path / "mapping.pkl"
@@ -140,9 +141,10 @@ def test_a_precompiled_mapping_runs_as_the_job_would_compile_it(tmp_path):
 def test_a_mapping_file_for_another_job_is_refused(tmp_path):
     import pickle
 
-    from sparktile.compiler.decoder_mapping import compile_decoder
     from sparktile.cosim.benches.decode import decode_model, load_mapping
     from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
     lm = decode_model(random=dict(TINY, seed=1))
     shape = MeshShape(2, 2, pe="core")
     path = tmp_path / "m.pkl"
