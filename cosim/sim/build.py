@@ -93,8 +93,9 @@ SHARED_MAX_PES = 64
 #: Meshes of programmable cores (``pe="core"``) are built ``tiled`` by ``auto`` at every size:
 #: their tile is large, so the shared build's per-instance code costs more than the block
 #: boundaries. Measured cold builds on the 2-core machine, tiled against shared: 2x2 20.0 s
-#: against 23.3 s, 4x4 19.6 against 52.8, 8x8 (64 KiB) 75 against 326; simulation on 8x8
-#: 9.1e3 against 8.5e3 cycles/s, on 2x2 the same within noise (a 2-position decode 2.8 s).
+#: against 23.3 s, 4x4 19.6 against 52.8, 8x8 (64 KiB) 75 against 326 (27 s in a later
+#: ``make demo``); simulation on 8x8 9.1e3 against 8.5e3 cycles/s, on 2x2 the same within
+#: noise (a 2-position decode 2.8 s).
 CORE_STYLE = "tiled"
 #: The build styles ``SPARKTILE_BUILD`` accepts.
 BUILD_STYLES = ("auto", "tiled", "shared", "flat")
