@@ -473,9 +473,12 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
             info = exc.info
             if info:
                 click.echo(f"MISMATCH in {mismatch_message(info)}", err=True)
-                click.echo(f"Reproduce: sparktile run --prompt {json.dumps(prompt)} "
+                click.echo(f"Reproduce: sparktile run --on-fabric matmuls "
+                           f"--prompt {json.dumps(prompt)} "
                            f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} "
-                           f"--weights {weights} --seed {seed} --waves fail.vcd --waves-tokens "
+                           f"--weights {weights} --seed {seed}"
+                           f"{_sampling_flags(temperature, top_k, top_p, model)} "
+                           f"--waves fail.vcd --waves-tokens "
                            f"{max(info['token'], 1)}:{max(info['token'], 1)}", err=True)
                 sys.exit(1)
             raise _sim_error(exc) from None
@@ -531,6 +534,19 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
 #: weights, tables and programs need 40 KiB on the hub and the 8x8 workers (the core needs a
 #: power of two; the WSE has 48 KB).
 FABRIC_SRAM_KB = 64
+
+
+def _sampling_flags(temperature, top_k, top_p, model) -> str:
+    """The options of a reproducing command that set the sampling and the model (a leading
+    space before each): the run draws the same tokens only with the same ones."""
+    flags = f" --temperature {temperature:g}"
+    if temperature and top_k:
+        flags += f" --top-k {top_k}"
+    if temperature and top_p is not None:
+        flags += f" --top-p {top_p:g}"
+    if model:
+        flags += f" --model {json.dumps(model)}"
+    return flags
 
 
 def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature, top_k,
@@ -647,7 +663,9 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
                    f"{d.get('cycle')}, seed {seed} ({r.status})", err=True)
         click.echo(f"Reproduce: sparktile run --on-fabric all --prompt {json.dumps(prompt)} "
                    f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} --seed {seed} "
-                   f"--check {check} --waves fail.vcd", err=True)
+                   f"{_sampling_flags(temperature, top_k, top_p, model)}"
+                   + (f" --context {context}" if context else "")
+                   + f" --check {check} --waves fail.vcd", err=True)
         sys.exit(1)
 
 

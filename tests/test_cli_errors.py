@@ -146,3 +146,21 @@ def test_on_fabric_errors_before_any_simulation(no_sim, args, needle):
     r = _run(args)
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p,model", [
+    (0.0, 40, None, None), (0.7, 5, 0.9, None), (1.3, 40, None, "dir with space/model.gguf"),
+    (0.25, None, 0.5, None)])
+def test_a_reproducing_command_keeps_the_sampling_and_the_model(temperature, top_k, top_p,
+                                                               model):
+    """A mismatch's 'Reproduce:' line must draw the same tokens: its sampling options and the
+    model parse back to what the failed run had (greedy stays greedy)."""
+    import shlex
+
+    from sparktile.cosim.cli import _sampling_flags, run_command
+    argv = shlex.split(_sampling_flags(temperature, top_k, top_p, model))
+    ctx = run_command.make_context("run", argv)
+    assert ctx.params["temperature"] == temperature and ctx.params["model"] == model
+    if temperature:
+        assert ctx.params["top_p"] == top_p
+        assert ctx.params["top_k"] == (top_k or 40)
