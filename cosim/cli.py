@@ -150,10 +150,8 @@ def mesh_option(default: str = "4x4"):
                         help="Mesh shape ROWSxCOLS, each 1..32.")
 
 
-def _sram_option(f=None, *, help_="SRAM per PE in KiB (1..256)."):
-    if f is None:
-        return lambda g: _sram_option(g, help_=help_)
-    return click.option("--sram-kb", type=int, default=16, show_default=True, help=help_)(f)
+def _sram_option(help_: str = "SRAM per PE in KiB (1..256)."):
+    return click.option("--sram-kb", type=int, default=16, show_default=True, help=help_)
 
 
 def _shape(mesh, sram_kb, pe="gemv"):
@@ -166,7 +164,7 @@ def _shape(mesh, sram_kb, pe="gemv"):
 
 @click.command("verilog")
 @mesh_option()
-@_sram_option
+@_sram_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Verilog file to write.")
 def verilog_command(mesh, sram_kb, output):
@@ -182,7 +180,7 @@ def verilog_command(mesh, sram_kb, output):
 
 @click.command("stress")
 @mesh_option("3x5")
-@_sram_option
+@_sram_option()
 @click.option("--wavelets", type=click.IntRange(1, 10_000_000), default=20000, show_default=True)
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--max-stall", type=FiniteFloatRange(0.0, 0.95), default=0.5, show_default=True,
@@ -265,7 +263,7 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_
 
 @click.command("gemv")
 @mesh_option("4x4")
-@_sram_option
+@_sram_option()
 @click.option("--m", "m", type=click.IntRange(1, 1 << 20), default=128, show_default=True,
               help="Rows of W (outputs).")
 @click.option("--n", "n", type=click.IntRange(1, 1 << 20), default=256, show_default=True,

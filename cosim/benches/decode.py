@@ -145,12 +145,11 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     if check not in ("tokens", "every-op"):
         raise ValueError(f"check must be 'tokens' or 'every-op', not {check!r}")
     sampler = HostSampler(temperature, top_k, top_p, seed) if temperature else None
+    taps, logits = check == "every-op", sampler is not None
     if mapping_file:
-        mapping = load_mapping(mapping_file, lm, shape, context, taps=check == "every-op",
-                               logits=sampler is not None)
+        mapping = load_mapping(mapping_file, lm, shape, context, taps=taps, logits=logits)
     else:
-        mapping = compile_decoder(lm, shape, context, taps=check == "every-op",
-                                  logits=sampler is not None)
+        mapping = compile_decoder(lm, shape, context, taps=taps, logits=logits)
     eos = set(lm.config.eos_token_ids) if stop_at_eos else set()
     if stop_at_eos and lm.tokenizer is not None:
         eos |= set(lm.tokenizer.eos_ids)

@@ -94,12 +94,12 @@ def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channel
     apart; the wafer estimate times its matmuls itself and passes 0."""
     from ...compiler.decoder_mapping import slot_reduction_size
 
-    padded = lanes * math.ceil(slots / lanes)       # a head's slots in whole words
+    words = math.ceil(slots / lanes)                # a head's slots in whole words
     red_ops, red_elements = slot_reduction_size(math.ceil(slots), heads)
     return {"fixed": 1.0, "per_head": float(heads), "per_hop": float(depth),
-            "per_head_slot": heads * float(padded),
+            "per_head_slot": heads * float(lanes * words),
             "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
-            "per_head_value_word": heads * float(head_dim) * math.ceil(slots / lanes),
+            "per_head_value_word": heads * float(head_dim) * words,
             "per_slot_reduction_op": float(red_ops),
             "per_slot_reduction_element": float(red_elements),
             "per_head_channel": float(heads * head_dim), "per_channel": float(channels),

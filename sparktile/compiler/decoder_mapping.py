@@ -1069,11 +1069,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             S4``), as the operand the reduction tree reads: with one slot the slots
             themselves, S4 apart; with a few, element-wise ops over the heads, one per slot
             (into ``out``); else a REDUCE per head (into ``out``)."""
-            how_ = slot_reduction(S, nh)
-            if how_ == "none":
+            kind = slot_reduction(S, nh)
+            if kind == "none":
                 return sram(base, stride=S4)
             vop, flag = (Op.VMAX, FLAG_MAX) if how == "max" else (Op.VADD, 0)
-            if how_ == "elementwise":
+            if kind == "elementwise":
                 pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(base, S4), b=sram(base + 1, S4)))
                 for s_ in range(2, S):
                     pe(Ins(vop, n=nh, dst=sram(out.base), a=sram(out.base),
