@@ -8,12 +8,17 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
   *activation* and waits in the activation queue. Anything else is dropped and counted in
   ``task_errors`` (never a hang). ``accept`` clears a color's bit while its queue (or, for a
   task color, the activation queue) is full.
-* **Sequencer.** One task at a time: fetch four words (one SRAM read a cycle), decode (a
-  malformed instruction, or a COLOR source with no input queue, ends the task with a task
-  error), execute the vector loop, next instruction; END returns to idle and starts the next
-  activation. Cycle rules: :func:`~sparktile.hdl.isa.exec_cycles`.
+* **Sequencer.** One task at a time: fetch the instruction (one read of its SRAM row), decode
+  it as it leaves the read port (a malformed instruction, or a COLOR source with no input
+  queue, ends the task with a task error), execute the vector loop, next instruction; END
+  returns to idle and starts the next activation. Cycle rules:
+  :data:`~sparktile.hdl.isa.FETCH_CYCLES` and :func:`~sparktile.hdl.isa.exec_cycles`.
 * **Memories.** SRAM (``sram_words``, one read and one write port: a simple dual-port block
-  RAM) holds programs, weights, tables, the KV cache; XBUF (``xbuf_words``, a second simple
+  RAM) holds programs, weights, tables, the KV cache. It is 128 bits wide, four words a row
+  with a write enable per word: the same bits and block RAMs as a 32-bit memory, but an
+  instruction (four words, programs start on a row) comes in one read instead of four, which
+  took two thirds of a short instruction's cycles; a data read selects its word from the row
+  by the low address bits it registered. XBUF (``xbuf_words``, a second simple
   dual-port RAM) holds the GEMV's input vector, so that the GEMV reads one weight word and one
   x word every cycle without a second SRAM read port (which a block RAM would only give by
   duplicating the whole SRAM). Every block-RAM read is registered before arithmetic uses it.
@@ -69,7 +74,9 @@ class Core(wiring.Component):
     Parameters
     ----------
     sram_words : int
-        SRAM words, a power of two in 64..65536 (addresses wrap modulo it).
+        SRAM words, a power of two in 64..65536 (addresses wrap modulo it), held as
+        ``sram_words / 4`` rows of four (:attr:`sram_data`; word ``a`` is lane ``a % 4`` of
+        row ``a // 4``).
     xbuf_words : int
         XBUF words (the GEMV input vector buffer), a power of two in 4..65536.
     n_queues : int
@@ -123,7 +130,8 @@ class Core(wiring.Component):
             sig[name] = Out(counter_bits)
         super().__init__(sig)
         # The state a bench compares with the ISS (memories' contents, scalar registers).
-        self.sram_data = memory.MemoryData(shape=32, depth=sram_words, init=[])
+        self.sram_data = memory.MemoryData(shape=32 * isa.INSN_WORDS,
+                                           depth=sram_words // isa.INSN_WORDS, init=[])
         self.xbuf_data = memory.MemoryData(shape=32, depth=xbuf_words, init=[])
         self.regs = [Signal(32, name=f"r{r}") for r in range(isa.NUM_SREGS)]
 
@@ -141,7 +149,9 @@ class Core(wiring.Component):
         reg_err = Signal()
         with m.If(self.reg_write.en):
             addr, value = self.reg_write.addr, self.reg_write.data
-            with m.If(addr < isa.QUEUE_REG_BASE):
+            with m.If((addr < isa.QUEUE_REG_BASE) & value[15] & (value[:2] != 0)):
+                m.d.comb += reg_err.eq(1)        # a program must start on an SRAM row
+            with m.Elif(addr < isa.QUEUE_REG_BASE):
                 m.d.sync += [task_pc[addr[:5]].eq(value[:15]),
                              task_ok.bit_select(addr[:5], 1).eq(value[15])]
             with m.Elif(addr < isa.QUEUE_REG_BASE + nq):
@@ -153,7 +163,7 @@ class Core(wiring.Component):
         # ---- memories --------------------------------------------------------------------------
         m.submodules.sram = sram = memory.Memory(data=self.sram_data)
         m.submodules.xbuf = xbuf = memory.Memory(data=self.xbuf_data)
-        s_rd, s_wr = sram.read_port(), sram.write_port()
+        s_rd, s_wr = sram.read_port(), sram.write_port(granularity=32)
         x_rd, x_wr = xbuf.read_port(), xbuf.write_port()
 
         # ---- input queues and activations ----------------------------------------------------
@@ -210,8 +220,15 @@ class Core(wiring.Component):
         regs = Array(self.regs)
         pc = Signal(16)
         fstep = Signal(3)
+        # The instruction: decoded from the row on the read port in DECODE, from the
+        # registers that DECODE loads while it executes.
+        decoding = Signal()
+        w0_r = Signal(isa.Insn)
+        od_r, oa_r, ob_r = (Signal(isa.Operand, name=f"{n}_r") for n in ("od", "oa", "ob"))
         w0 = Signal(isa.Insn)
         od, oa, ob = (Signal(isa.Operand, name=n) for n in ("od", "oa", "ob"))
+        for k_, (view, held) in enumerate(((w0, w0_r), (od, od_r), (oa, oa_r), (ob, ob_r))):
+            m.d.comb += view.eq(Mux(decoding, s_rd.data.word_select(k_, 32), held.as_value()))
         bword = ob.as_value()
         op, n, imm = w0.op, w0.n, w0.imm
         i = Signal(16)
@@ -222,15 +239,25 @@ class Core(wiring.Component):
         last = i + 1 == n
 
         # memory access helpers (one read of each memory per cycle at most)
+        # (SRAM addresses are word addresses; the port reads the row, and s_word is the word
+        # of the last read: its lane is registered with the read, and held with the port's
+        # data while no read is enabled)
         s_addr, s_en, xr_addr, xr_en = Signal(sa), Signal(), Signal(xa), Signal()
-        m.d.comb += [s_rd.addr.eq(s_addr), s_rd.en.eq(s_en),
+        s_lane = Signal(2)
+        m.d.comb += [s_rd.addr.eq(s_addr[2:]), s_rd.en.eq(s_en),
                      x_rd.addr.eq(xr_addr), x_rd.en.eq(xr_en)]
+        with m.If(s_en):
+            m.d.sync += s_lane.eq(s_addr[:2])
+        s_word = s_rd.data.word_select(s_lane, 32)
         busy = Signal()
         cfg_ok = self.sram_write.en & ~busy
         sw_en, sw_addr, sw_data = Signal(), Signal(sa), Signal(32)
-        m.d.comb += [s_wr.en.eq(Mux(busy, sw_en, cfg_ok)),
-                     s_wr.addr.eq(Mux(busy, sw_addr, self.sram_write.addr)),
-                     s_wr.data.eq(Mux(busy, sw_data, self.sram_write.data))]
+        w_addr, w_data = Signal(sa), Signal(32)
+        m.d.comb += [w_addr.eq(Mux(busy, sw_addr, self.sram_write.addr)),
+                     w_data.eq(Mux(busy, sw_data, self.sram_write.data)),
+                     s_wr.addr.eq(w_addr[2:]),
+                     s_wr.en.eq(Mux(Mux(busy, sw_en, cfg_ok), 1 << w_addr[:2], 0)),
+                     s_wr.data.eq(Cat(*[w_data] * isa.INSN_WORDS))]
 
         def mem_read(space, addr):
             with m.If(space == Space.XBUF):
@@ -239,7 +266,7 @@ class Core(wiring.Component):
                 m.d.comb += [s_addr.eq(addr), s_en.eq(1)]
 
         def mem_data(space):
-            return Mux(space == Space.XBUF, x_rd.data, s_rd.data)
+            return Mux(space == Space.XBUF, x_rd.data, s_word)
 
         def mem_write(space, addr, word):
             with m.If(space == Space.XBUF):
@@ -383,24 +410,11 @@ class Core(wiring.Component):
                                  regs[isa.ARG_REG].eq(acts.r_data[:32]), fstep.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += busy.eq(1)
-                with m.If(fstep < 4):
-                    m.d.comb += [s_addr.eq(pc + fstep), s_en.eq(1)]
-                with m.Switch(fstep):
-                    with m.Case(1):
-                        m.d.sync += w0.eq(s_rd.data)
-                    with m.Case(2):
-                        m.d.sync += od.eq(s_rd.data)
-                    with m.Case(3):
-                        m.d.sync += oa.eq(s_rd.data)
-                    with m.Case(4):
-                        m.d.sync += ob.eq(s_rd.data)
-                m.d.sync += fstep.eq(fstep + 1)
-                with m.If(fstep == 4):
-                    m.d.comb += ev_insn.eq(1)
-                    m.next = "DECODE"
+                m.d.comb += [busy.eq(1), s_addr.eq(pc), s_en.eq(1), ev_insn.eq(1)]
+                m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += busy.eq(1)
+                m.d.comb += [busy.eq(1), decoding.eq(1)]
+                m.d.sync += [w0_r.eq(w0), od_r.eq(od), oa_r.eq(oa), ob_r.eq(ob)]
                 m.d.sync += [i.eq(0), pa.eq(oa.base), pb.eq(ob.base), pd.eq(od.base),
                              qa.eq(qa_d), qb.eq(qb_d), qx.eq(qx_d), pc.eq(pc + isa.INSN_WORDS),
                              fstep.eq(0),
@@ -485,7 +499,7 @@ class Core(wiring.Component):
                                  v4.eq(v3 & l3),
                                  f2.eq(f1), l2.eq(l1), f3.eq(f2), l3.eq(l2)]
                     with m.If(v1):
-                        m.d.sync += [g_w.eq(s_rd.data), g_x.eq(Mux(x1, g_xq, x_rd.data))]
+                        m.d.sync += [g_w.eq(s_word), g_x.eq(Mux(x1, g_xq, x_rd.data))]
                     with m.If(v2):
                         for lane_i in range(4):
                             m.d.sync += g_p[lane_i].eq(g_w.word_select(lane_i, 8).as_signed() *
@@ -550,7 +564,7 @@ class Core(wiring.Component):
                 with m.If(s2v & ~frozen):
                     b_late_val = Mux(b_mem, element(mem_data(ob.space), ob.fmt, s2_lane), b_pre)
                     m.d.sync += [a3.eq(a2),
-                                 b3.eq(Mux(op == Op.VLUT, s_rd.data,
+                                 b3.eq(Mux(op == Op.VLUT, s_word,
                                            Mux(b_late, b_late_val, b2))),
                                  s3_lane.eq(s2_lane), s3_first.eq(s2_first),
                                  s3_last.eq(s2_last)]
@@ -659,7 +673,7 @@ class Core(wiring.Component):
                                  s_en.eq(1)]
                     m.d.sync += fstep.eq(1)
                 with m.Else():
-                    m.d.sync += [regs[od.base[:4]].eq(s_rd.data), fstep.eq(0)]
+                    m.d.sync += [regs[od.base[:4]].eq(s_word), fstep.eq(0)]
                     m.next = "FETCH"
 
         count_events(m, self.mac_busy, ev_mac)

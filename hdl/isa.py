@@ -35,7 +35,7 @@ from .formats import NUM_COLORS, pack, unpack
 __all__ = [
     "Op", "Space", "Fmt", "Insn", "Operand", "INSN_WORDS", "NUM_SREGS", "ARG_REG",
     "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
-    "queue_entry",
+    "align_insn", "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
     "FETCH_CYCLES", "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
     "insn_cycles", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
@@ -186,9 +186,11 @@ class IsaError(ValueError):
 
 # ---- cycle rules (the RTL implements them; the ISS counts with them) ------------------------
 
-#: Cycles to fetch and decode one instruction: four SRAM reads, one cycle each, plus the
-#: cycle in which the last word leaves the read port, plus one decode cycle.
-FETCH_CYCLES = INSN_WORDS + 2
+#: Cycles to fetch and decode one instruction: the SRAM is 128 bits wide (four words a row, one
+#: read port), so one read brings the whole instruction; the decode uses the row as it leaves
+#: the read port, the cycle after. Programs therefore start on a row (:func:`task_entry`
+#: refuses another address), and every instruction stays on one.
+FETCH_CYCLES = 2
 #: Pipeline stages of an element-wise op or REDUCE (the core's S0..S4): S0 issues the element's
 #: reads (a memory read, an input-queue pop or a register read of a and, when b uses another
 #: port, of b), S1 registers a (and such a b) and issues the reads that need a second turn of a
@@ -289,6 +291,12 @@ def insn_cycles(ins: "Ins") -> int:
 
 # ---- configuration registers -----------------------------------------------------------------
 
+def align_insn(address: int) -> int:
+    """``address`` rounded up to the next instruction row (a multiple of :data:`INSN_WORDS`):
+    where a program placed after data can start."""
+    return -(-address // INSN_WORDS) * INSN_WORDS
+
+
 def task_reg(color: int) -> int:
     """``reg_write`` address of the task-table entry of ``color``."""
     _check_color(color, "task color")
@@ -303,10 +311,12 @@ def queue_reg(queue: int, n_queues: int) -> int:
 
 
 def task_entry(address: int) -> int:
-    """Value of a task-table entry: a program at SRAM word ``address``, valid."""
-    if not isinstance(address, int) or not 0 <= address < TASK_ADDR_LIMIT:
-        raise IsaError(f"task program address must be 0..{TASK_ADDR_LIMIT - 1}, "
-                       f"not {address!r}")
+    """Value of a task-table entry: a program at SRAM word ``address``, valid. The address
+    is a multiple of :data:`INSN_WORDS`: the core fetches an instruction as one SRAM row."""
+    if (not isinstance(address, int) or not 0 <= address < TASK_ADDR_LIMIT
+            or address % INSN_WORDS):
+        raise IsaError(f"task program address must be a multiple of {INSN_WORDS} in "
+                       f"0..{TASK_ADDR_LIMIT - INSN_WORDS}, not {address!r}")
     return address | TASK_ADDR_LIMIT
 
 

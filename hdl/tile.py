@@ -199,7 +199,8 @@ class ConfigAgent(wiring.Component):
         valid = value[15]
         in_sram = Const(1) if self._sram_words >= isa.TASK_ADDR_LIMIT else \
             value[:15] < self._sram_words
-        task = (addr < isa.QUEUE_REG_BASE) & (~valid | in_sram)
+        on_row = value[:2] == 0            # a program starts on an SRAM row (isa.task_entry)
+        task = (addr < isa.QUEUE_REG_BASE) & (~valid | (in_sram & on_row))
         queue = (addr >= isa.QUEUE_REG_BASE) & \
             (addr < isa.QUEUE_REG_BASE + self._n_queues) & (value < 64)
         return task | queue

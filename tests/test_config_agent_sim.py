@@ -67,7 +67,8 @@ def reg_ok(addr, value, pe, sram_words, n_queues=4):
     if pe == "gemv":
         return addr < NUM_PE_REGS and value < 32
     if addr < 0x20:         # the core's task table: program address [14:0], valid [15]
-        return not value >> 15 or (value & 0x7FFF) < sram_words
+        # (a valid program starts on an instruction row: a multiple of 4 words)
+        return not value >> 15 or ((value & 0x7FFF) < sram_words and value % 4 == 0)
     return addr < 0x20 + n_queues and value < 64     # queue bindings: color [4:0], valid [5]
 
 
@@ -213,13 +214,15 @@ def test_pe_reg_writes():
 def test_core_task_table_and_queue_writes():
     """A core tile's agent (``pe="core"``) writes the task table (any color, a program inside
     the SRAM, or an invalid entry) and the four queue bindings, and counts as errors a program
-    outside the SRAM, a fifth queue, a binding value over 63 and every register above."""
+    outside the SRAM or not on an instruction row, a fifth queue, a binding value over 63 and
+    every register above."""
     from sparktile.hdl import isa
     seed = 21
-    good = [(isa.task_reg(0), isa.task_entry(0)), (isa.task_reg(31), isa.task_entry(63)),
+    good = [(isa.task_reg(0), isa.task_entry(0)), (isa.task_reg(31), isa.task_entry(60)),
             (isa.task_reg(5), 0x7FFF),                      # invalid entry: any address
             (isa.queue_reg(0, 4), isa.queue_entry(0)), (isa.queue_reg(3, 4), isa.queue_entry(31))]
     bad = [(isa.task_reg(1), isa.task_entry(64)),           # past the 64-word SRAM
+           (isa.task_reg(2), isa.TASK_ADDR_LIMIT | 61),     # not on an instruction row
            (0x24, isa.queue_entry(1)), (isa.queue_reg(1, 4), 64), (0xFF, 0)]
     items = [header(CfgOp.PE_REG, a, v) for a, v in good + bad]
     run = check(items, seed=seed, pe="core")

@@ -60,6 +60,7 @@ class Setup:
         self.sram_words, self.xbuf_words = sram_words, xbuf_words
         self.image = {}
         self.tasks = {}          # color -> address
+        self.raw_regs = {}       # register -> value, written as given (RTL only)
         self.queues = []         # colors bound to queues 0..
         self.stream = []         # wavelets in order
 
@@ -109,6 +110,7 @@ def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, 
         regs = {isa.task_reg(c): isa.task_entry(a) for c, a in setup.tasks.items()}
         regs.update({isa.queue_reg(q, N_QUEUES): isa.queue_entry(c)
                      for q, c in enumerate(setup.queues)})
+        regs.update(setup.raw_regs)
         for addr, value in regs.items():
             ctx.set(reg_w, cat_bits((1, 1), (addr, 16), (value, 32)))
             await ctx.tick()
@@ -155,7 +157,9 @@ def run_core(setup: Setup, *, seed, p_valid=0.7, p_ready=0.7, max_cycles=20000, 
         result["counters"] = {k: ctx.get(getattr(dut, k)) for k in COUNTERS}
         result["regs"] = [ctx.get(r) for r in dut.regs]
         if read_memories:
-            result["sram"] = [ctx.get(dut.sram_data[a]) for a in range(setup.sram_words)]
+            rows = [ctx.get(dut.sram_data[r]) for r in range(setup.sram_words // 4)]
+            result["sram"] = [rows[a // 4] >> (32 * (a % 4)) & 0xFFFFFFFF
+                              for a in range(setup.sram_words)]
             result["xbuf"] = [ctx.get(dut.xbuf_data[a]) for a in range(setup.xbuf_words)]
         result["cycles"], result["blocked"] = cycle, blocked
 
@@ -457,6 +461,27 @@ def test_malformed_instructions_unbound_colors_are_task_errors():
     assert rtl["regs"][1] == 7
 
 
+def test_a_task_entry_off_an_instruction_row_is_refused():
+    """The core fetches an instruction as one 128-bit SRAM row, so a program starts on a row:
+    a task-table entry at another address is a task error and leaves the color without a
+    task (its activation is the second error), never a fetch of a misaligned instruction;
+    the assembler's entry and the ISS refuse it too."""
+    s = Setup()
+    s.program(TASK, 8, [Ins(Op.SLI, dst=reg(1), b=7), Ins(Op.END)])
+    s.raw_regs = {isa.task_reg(3): isa.TASK_ADDR_LIMIT | 9}
+    s.stream = [act_w(0, 3), act_w(0, TASK)]
+    rtl = run_core(s, seed=4)
+    assert rtl["counters"]["task_errors"] == 2 and rtl["counters"]["vectors"] == 1
+    assert rtl["regs"][1] == 7
+    with pytest.raises(isa.IsaError, match=r"multiple of 4 in 0\.\.32764, not 9"):
+        isa.task_entry(9)
+    st = iss.PEState.new(64, 16)
+    st.sram[8:16] = isa.assemble([Ins(Op.SLI, dst=reg(1), b=7), Ins(Op.END)])
+    st.tasks = {TASK: 9}
+    with pytest.raises(iss.TaskError, match="program counter 9 is not on an SRAM row"):
+        iss.step(st, 9)
+
+
 def test_assembler_names_bad_fields():
     with pytest.raises(isa.IsaError, match=r"instruction 1 \(GEMV\): imm \(words per row\)"):
         isa.assemble([Ins(Op.END), Ins(Op.GEMV, n=2, imm=0, dst=sram(0), a=sram(0), b=xbuf(0))])
@@ -633,7 +658,7 @@ def test_documented_isa_bit_positions():
     assert pack(isa.Insn, n=1) == 1 << 16
     assert pack(isa.Operand, stride=1) == 1 << 16 and pack(isa.Operand, space=1) == 1 << 24
     assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
-    assert isa.FETCH_CYCLES == 6 and isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.FETCH_CYCLES == 2 and isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
     assert isa.RAW_DISTANCE == 5
     assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), reg(1)) == 7 + 5
     assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), sram(8)) == 2 * 7 + 5

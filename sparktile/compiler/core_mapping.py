@@ -283,6 +283,9 @@ def check_core_gemv(shape: MeshShape, m: int, n: int, region: Region, out_int32:
     """The geometry of :func:`core_gemv_words`, or :class:`MappingError` naming what does not
     fit (a PE's share of a row beyond one GEMV or XBUF, more than 65535 rows, the SRAM):
     what the CLI checks before it builds or simulates anything."""
+    if not isinstance(base, int) or base % isa.INSN_WORDS:
+        raise MappingError(f"the GEMV program's SRAM base must be a multiple of "
+                           f"{isa.INSN_WORDS} (an instruction row), not {base!r}")
     geo = core_gemv_words(m, n, region, out_int32, shape.sram_words, base)
     m_pe, nw_pe, widths = geo["m_pe"], geo["nw_pe"], geo["widths"]
     limit = min(isa.MAX_GEMV_WORDS, CORE_XBUF_WORDS)

@@ -146,7 +146,7 @@ class _Pe:
         for name, r in k.regions.items():
             if name not in bind:
                 shared.setdefault(name, r)
-        self.top = k.code_base
+        self.top = k.data_end
         self.prog.extend(k.program[:-1])
         self.tags.extend([self.tag] * (len(k.program) - 1))
         return k
@@ -163,7 +163,7 @@ class _Pe:
     def finish(self, sram_words: int) -> tuple[int, np.ndarray]:
         """``(code_base, image)`` with END appended and the fixups resolved."""
         self(Ins(Op.END))
-        base = self.top
+        base = isa.align_insn(self.top)     # a program starts on an SRAM row
         if base + isa.INSN_WORDS * len(self.prog) > min(sram_words, 1 << 16):
             raise _Overflow(self.name, base + isa.INSN_WORDS * len(self.prog))
         for at, target, slot in self.fixups:

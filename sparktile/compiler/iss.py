@@ -212,6 +212,9 @@ def _scalar(st: PEState, op, imm, dst, a, b_word):
 def step(st: PEState, pc: int) -> int | None:
     """Execute the instruction at ``pc``; return the next pc, or None at END. Raises
     :class:`TaskError` for an instruction the core refuses (counted by the caller)."""
+    if pc % isa.INSN_WORDS:
+        raise TaskError(f"program counter {pc} is not on an SRAM row (a multiple of "
+                        f"{isa.INSN_WORDS}): the core fetches an instruction as one row")
     words = [int(st.sram[(pc + j) % len(st.sram)]) for j in range(isa.INSN_WORDS)]
     insn, ops = isa.decode(words)
     st.stats.instructions += 1

@@ -147,6 +147,10 @@ class Kernel:
     #: words come back on :attr:`reduce`'s receive color.
     exchanges: list = dataclasses.field(default_factory=list)
     reduce: tuple | None = None   #: (send color, receive color) of the exchanges
+    #: The end of the kernel's data (regions and tables): where a mapping that strings
+    #: kernels together places the next one's data. The program starts at the next
+    #: instruction row, :attr:`code_base`.
+    data_end: int | None = None
 
     @property
     def words(self) -> int:
@@ -298,12 +302,12 @@ class _Builder:
         self.prog.extend(insns)
 
     def done(self, inputs, outputs, elements) -> Kernel:
-        if self.top >= isa.TASK_ADDR_LIMIT:
+        if isa.align_insn(self.top) >= isa.TASK_ADDR_LIMIT:
             raise KernelSpaceError(f"kernel {self.name}: {self.top} data words leave no room for "
                               f"the program below word {isa.TASK_ADDR_LIMIT}")
-        return Kernel(self.name, self.prog + [Ins(Op.END)], self.top, self.regions,
-                      tuple(inputs), tuple(outputs), self.consts, elements, self.transforms,
-                      self.exchanges, self.reduce)
+        return Kernel(self.name, self.prog + [Ins(Op.END)], isa.align_insn(self.top),
+                      self.regions, tuple(inputs), tuple(outputs), self.consts, elements,
+                      self.transforms, self.exchanges, self.reduce, self.top)
 
 
 def _size(name, value, lo, hi):

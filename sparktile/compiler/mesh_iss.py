@@ -254,7 +254,7 @@ class MeshIss:
                 st.sram[addr:addr + len(words)] = words
             for reg_, value in program.regs.get(t, {}).items():
                 if reg_ < isa.QUEUE_REG_BASE:
-                    if value & isa.TASK_ADDR_LIMIT:
+                    if value & isa.TASK_ADDR_LIMIT and not value % isa.INSN_WORDS:
                         st.tasks[reg_ - isa.TASK_REG_BASE] = value & (isa.TASK_ADDR_LIMIT - 1)
                 elif value & (1 << 5):
                     st.bind_queue(value & 31)
