@@ -5,7 +5,7 @@ by op, from the mesh of ISSs (``sparktile.compiler.mesh_iss``), as a markdown ta
 The attention instructions run over every KV slot a worker holds, so a token's cycles depend
 on the context the mapping is compiled for (``ceil(context / workers)`` slots), not on its
 position. The mesh ISS's cycle model is within 1 % of the RTL counter on the meshes it was
-checked on (``tests/test_mesh_iss_timing.py``; 45,432 against 45,592 on the 8x8 at context
+checked on (``tests/test_mesh_iss_timing.py``; 39,311 against 39,343 on the 8x8 at context
 512); the RTL's own count
 for one of these contexts comes from ``sparktile run --on-fabric all --context N``.
 
