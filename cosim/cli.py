@@ -15,6 +15,7 @@ import math
 import pickle
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -639,7 +640,13 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         click.echo(f"  {k:<20} {v}")
     click.echo("completion:")
     click.echo(f"{prompt}{text}")
+    from .sim.build_cache import notice
+    pes = mapping.shape.rows * mapping.shape.cols
+    notice(f"the cycles by op: one token on the mesh of ISSs ({pes} PEs; the RTL counts "
+           f"only the token's total)...")
+    t_iss = time.monotonic()
     by_op = _fabric_by_op(mapping, lm, ids[0])
+    notice(f"the cycles by op took {time.monotonic() - t_iss:.0f} s on the mesh of ISSs")
     click.echo(f"  {'by op (mesh ISS)':<20} " + ", ".join(
         f"{k} {v:,}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])))
     if json_path:
