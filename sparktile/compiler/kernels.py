@@ -302,10 +302,11 @@ class _Builder:
         self.prog.extend(insns)
 
     def done(self, inputs, outputs, elements) -> Kernel:
-        if isa.align_insn(self.top) >= isa.TASK_ADDR_LIMIT:
+        code_base = isa.align_insn(self.top)
+        if code_base >= isa.TASK_ADDR_LIMIT:
             raise KernelSpaceError(f"kernel {self.name}: {self.top} data words leave no room for "
                               f"the program below word {isa.TASK_ADDR_LIMIT}")
-        return Kernel(self.name, self.prog + [Ins(Op.END)], isa.align_insn(self.top),
+        return Kernel(self.name, self.prog + [Ins(Op.END)], code_base,
                       self.regions, tuple(inputs), tuple(outputs), self.consts, elements,
                       self.transforms, self.exchanges, self.reduce, self.top)
 
