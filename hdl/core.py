@@ -11,8 +11,12 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
 * **Sequencer.** One task at a time: fetch the instruction (one read of its SRAM row), decode
   it as it leaves the read port (a malformed instruction, or a COLOR source with no input
   queue, ends the task with a task error), execute the vector loop, next instruction; END
-  returns to idle and starts the next activation. Cycle rules:
-  :data:`~sparktile.hdl.isa.FETCH_CYCLES` and :func:`~sparktile.hdl.isa.exec_cycles`.
+  returns to idle and starts the next activation. Every state's last cycle leaves the read
+  port free (the last element has been read), so the next instruction's row is read there
+  and decoded the cycle after: one cycle an instruction instead of two, except after a last
+  cycle that writes SRAM into that very row (a program patching its next instruction), when
+  the read waits a cycle for the write. Cycle rules: :func:`~sparktile.hdl.isa.fetch_cycles`
+  and :func:`~sparktile.hdl.isa.exec_cycles`.
 * **Memories.** SRAM (``sram_words``, one read and one write port: a simple dual-port block
   RAM) holds programs, weights, tables, the KV cache. It is 128 bits wide, four words a row
   with a write enable per word: the same bits and block RAMs as a 32-bit memory, but an
@@ -300,6 +304,17 @@ class Core(wiring.Component):
                                                             ("mac", "in", "out", "err",
                                                              "done", "insn"))
 
+        def next_insn(npc):
+            """End this instruction: read the next one's row now, in the last cycle, where
+            every state leaves the read port free, and decode it the cycle after
+            (isa.PREFETCH_CYCLES); unless this cycle writes SRAM in that row, which the read
+            would miss: then fetch it the cycle after (isa.FETCH_CYCLES)."""
+            with m.If(sw_en & (sw_addr[2:] == npc[2:sa])):
+                m.next = "FETCH"
+            with m.Else():
+                m.d.comb += [s_addr.eq(npc), s_en.eq(1), ev_insn.eq(1)]
+                m.next = "DECODE"
+
         # ---- decode: validity and queue lookup -------------------------------------------------
         valid = Signal()
         with m.Switch(op):
@@ -427,7 +442,7 @@ class Core(wiring.Component):
                     m.d.comb += ev_done.eq(1)
                     m.next = "IDLE"
                 with m.Elif((n == 0) & (op < Op.SLI)):
-                    m.next = "FETCH"
+                    next_insn(pc + isa.INSN_WORDS)
                 with m.Else():
                     with m.Switch(op):
                         with m.Case(Op.RECV):
@@ -450,7 +465,7 @@ class Core(wiring.Component):
                     mem_write(od.space, pd, q_data[qa])
                     m.d.sync += [pd.eq(pd + od.stride), i.eq(i + 1)]
                     with m.If(last):
-                        m.next = "FETCH"
+                        next_insn(pc)
                 with m.Else():
                     m.d.comb += ev_in.eq(1)
 
@@ -466,7 +481,7 @@ class Core(wiring.Component):
                         m.d.sync += [pa.eq(pa + oa.stride), i.eq(i + 1), have.eq(1)]
                     with m.Else():
                         m.d.sync += have.eq(0)
-                        m.next = "FETCH"
+                        next_insn(pc)
 
             with m.State("GEMV"):
                 m.d.comb += busy.eq(1)
@@ -515,7 +530,7 @@ class Core(wiring.Component):
                             mem_write(od.space, pd, g_res)
                         m.d.sync += pd.eq(pd + od.stride)
                         with m.If(~g_issuing & ~v1 & ~v2 & ~v3):
-                            m.next = "FETCH"
+                            next_insn(pc)
 
             # ---- element-wise ops and REDUCE: a five-stage pipeline ------------------------
             with m.State("VEC"):
@@ -626,7 +641,7 @@ class Core(wiring.Component):
                                 mem_write(od.space, pd, word)
                     step_ptr(pd, od, s4_lane)
                     with m.If(s4_last):
-                        m.next = "FETCH"
+                        next_insn(pc)
 
             # ---- scalar ops ---------------------------------------------------------------
             with m.State("SCALAR"):
@@ -665,7 +680,7 @@ class Core(wiring.Component):
                     m.d.comb += [sw_en.eq(1), sw_addr.eq(bword), sw_data.eq(av)]
                 with m.Else():
                     m.d.sync += regs[od.base[:4]].eq(res)
-                m.next = "FETCH"
+                next_insn(pc)
             with m.State("SLD"):
                 m.d.comb += busy.eq(1)
                 with m.If(fstep == 0):
@@ -674,7 +689,7 @@ class Core(wiring.Component):
                     m.d.sync += fstep.eq(1)
                 with m.Else():
                     m.d.sync += [regs[od.base[:4]].eq(s_word), fstep.eq(0)]
-                    m.next = "FETCH"
+                    next_insn(pc)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_in)

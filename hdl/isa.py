@@ -37,7 +37,8 @@ __all__ = [
     "TASK_REG_BASE", "QUEUE_REG_BASE", "TASK_ADDR_LIMIT", "task_reg", "queue_reg", "task_entry",
     "align_insn", "queue_entry",
     "Ins", "Src", "sram", "xbuf", "color", "reg", "assemble", "decode", "exec_cycles",
-    "FETCH_CYCLES", "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
+    "FETCH_CYCLES", "PREFETCH_CYCLES", "last_sram_write", "fetch_cycles", "program_cycles",
+    "ELEM_CYCLES", "VEC_STAGES", "RAW_DISTANCE", "elem_interval",
     "insn_cycles", "GEMV_LATENCY", "IsaError", "VEC_OPS", "SCALAR_OPS",
     "FLAG_SAT", "FLAG_MAX", "FLAG_IMM", "FLAG_ADDEND", "FLAG_VAR", "FLAG_UB", "FLAG_UA",
     "ReqWord", "req_word", "b_used", "gemv", "GEMV_OPS", "MAX_GEMV_WORDS", "valid_insn",
@@ -189,8 +190,18 @@ class IsaError(ValueError):
 #: Cycles to fetch and decode one instruction: the SRAM is 128 bits wide (four words a row, one
 #: read port), so one read brings the whole instruction; the decode uses the row as it leaves
 #: the read port, the cycle after. Programs therefore start on a row (:func:`task_entry`
-#: refuses another address), and every instruction stays on one.
+#: refuses another address), and every instruction stays on one. A task's first instruction
+#: pays both cycles; the ones after it usually pay :data:`PREFETCH_CYCLES` (see
+#: :func:`fetch_cycles`).
 FETCH_CYCLES = 2
+#: Cycles to fetch and decode an instruction whose row was read in the last cycle of the
+#: instruction before it: every state of the core leaves its read port free in its last cycle
+#: (the last element has been read; what remains is a write, a send or a register), so the
+#: core reads the next row there and decodes it the cycle after. Not when that last cycle
+#: writes SRAM in the next instruction's row (the read would see the row before the write):
+#: then the fetch takes :data:`FETCH_CYCLES`, as after a program patching the instruction it
+#: runs next (``SST``).
+PREFETCH_CYCLES = 1
 #: Pipeline stages of an element-wise op or REDUCE (the core's S0..S4): S0 issues the element's
 #: reads (a memory read, an input-queue pop or a register read of a and, when b uses another
 #: port, of b), S1 registers a (and such a b) and issues the reads that need a second turn of a
@@ -283,10 +294,69 @@ def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     return 1
 
 
-def insn_cycles(ins: "Ins") -> int:
-    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls."""
+def insn_cycles(ins: "Ins", prefetched: bool = False) -> int:
+    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls: its fetch takes
+    :data:`PREFETCH_CYCLES` when ``prefetched`` (its row was read in the last cycle of the
+    instruction before it, see :func:`fetch_cycles`), else :data:`FETCH_CYCLES`."""
     b = ins.b if isinstance(ins.b, Src) else None
-    return FETCH_CYCLES + exec_cycles(ins.op, ins.n, ins.imm, ins.a, b)
+    return ((PREFETCH_CYCLES if prefetched else FETCH_CYCLES) +
+            exec_cycles(ins.op, ins.n, ins.imm, ins.a, b))
+
+
+def last_sram_write(op: int, n: int, imm: int, dst, b_word: int = 0) -> int | None:
+    """The SRAM word address (16 bits, before the wrap to the SRAM's size) of the last word an
+    instruction writes to SRAM, or None when it writes none. The core writes it in the
+    instruction's last cycle (RECV's last word, a GEMV's last row, an element-wise op's last
+    element leaving S4, SST), which is what :func:`fetch_cycles` needs. ``dst``: a :class:`Src`
+    or a decoded :class:`Operand` dict; ``b_word``: the raw b word (SST's address)."""
+    op = Op(op)
+    if op is Op.SST:
+        return b_word & 0xFFFF
+    if isinstance(dst, Src):
+        space, base, stride, fmt = dst.space, dst.base, dst.stride, dst.fmt
+    elif dst is None:
+        return None
+    else:
+        space, base, stride, fmt = (Space(dst["space"]), dst["base"], dst["stride"],
+                                    Fmt(dst["fmt"]))
+    if n == 0 or space is not Space.SRAM or op in (Op.END, Op.SEND, Op.REDUCE) or \
+            op in SCALAR_OPS:
+        return None
+    last = n - 1
+    if op in VEC_OPS and fmt is Fmt.I8X4:
+        last >>= 2
+    return (base + last * stride) & 0xFFFF
+
+
+def fetch_cycles(after_write: int | None, pc: int, sram_words: int) -> int:
+    """Fetch and decode cycles of the instruction at ``pc`` that follows another one of the
+    same task whose last SRAM write (:func:`last_sram_write`) was ``after_write``:
+    :data:`PREFETCH_CYCLES`, or :data:`FETCH_CYCLES` when that write was in ``pc``'s row of an
+    SRAM of ``sram_words`` words (the prefetch would read the row before the write). A task's
+    first instruction takes :data:`FETCH_CYCLES`."""
+    if after_write is not None and \
+            (after_write % sram_words) // INSN_WORDS == (pc % sram_words) // INSN_WORDS:
+        return FETCH_CYCLES
+    return PREFETCH_CYCLES
+
+
+def program_cycles(program, base: int = 0, sram_words: int = 1 << 16) -> int:
+    """Cycles of one run of a branch-free ``program`` (a list of :class:`Ins` run in order to
+    its first END) placed at word ``base`` of an SRAM of ``sram_words`` words, without stalls:
+    the first fetch at :data:`FETCH_CYCLES`, each later one by :func:`fetch_cycles`, plus
+    :func:`exec_cycles`. What the RTL's ``task_cycles`` counts less its ``stall_in`` and
+    ``stall_out``."""
+    total, after = 0, None
+    for k, ins in enumerate(program):
+        pc = base + k * INSN_WORDS
+        total += ((FETCH_CYCLES if k == 0 else fetch_cycles(after, pc, sram_words)) +
+                  exec_cycles(ins.op, ins.n, ins.imm, ins.a,
+                              ins.b if isinstance(ins.b, Src) else None))
+        if Op(ins.op) is Op.END:
+            break
+        after = last_sram_write(ins.op, ins.n, ins.imm, ins.dst,
+                                ins.b if isinstance(ins.b, int) else 0)
+    return total
 
 
 # ---- configuration registers -----------------------------------------------------------------

@@ -357,9 +357,11 @@ def test_gemv_with_x_streaming_in_during_its_first_row(seed):
     s, want = _gemv_setup(rng, 5, 1, dst=xbuf(1), stream_x=True)
     rtl, _ = compare(s, seed=seed, p_valid=0.3)
     assert (s32(rtl["xbuf"][1:6]) == want).all()
-    # one instruction: its fetch, the rows, the drain, then END's fetch
+    # one instruction: its fetch, the rows, the drain, then END's fetch (read in the GEMV's
+    # last cycle)
     k = rtl["counters"]
-    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == 2 * isa.FETCH_CYCLES + 5 + 4
+    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == \
+        isa.FETCH_CYCLES + isa.PREFETCH_CYCLES + 5 + 4
 
 
 @pytest.mark.parametrize("seed", [12, 13])
@@ -418,6 +420,47 @@ def test_scalar_ops_and_newton_step_primitives():
     assert r[6] == int(arith.shift_round(-987654, 7))
     assert r[8] == int(arith.bit_length(123456789)) and r[9] == 1 and r[10] == -5
     assert r[11] == r[5] and s32([rtl["sram"][201]])[0] == int(arith.shift_round(-1000, 4))
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_write_into_the_next_instructions_row_delays_its_fetch(seed):
+    """The core reads the next instruction's row in the last cycle of the one before it,
+    unless that cycle writes SRAM into that row: then the read waits a cycle and sees the
+    write. A program patching the instruction it runs next (the decoder's SSTs do) must run
+    the patched one: an SST into the next SLI's immediate, a RECV whose last word is that
+    immediate, a VADD whose last element is, and an SST two rows ahead (no delay)."""
+    rng = np.random.default_rng(seed)
+    v = [int(x) for x in rng.integers(-(1 << 31), 1 << 31, 6)]
+    s = Setup()
+    s.queues = [DATA]
+    prog = [Ins(Op.SLI, dst=reg(1), b=v[0]),
+            Ins(Op.SST, a=reg(1), b=0),          # b=0 patched below: the next row's word 3
+            Ins(Op.SLI, dst=reg(2), b=0),
+            Ins(Op.RECV, n=2, dst=sram(0), a=color(DATA)),   # last word: the next row's b
+            Ins(Op.SLI, dst=reg(3), b=0),
+            Ins(Op.VADD, n=2, dst=sram(0), a=sram(0x80), b=reg(1)),   # its last element too
+            Ins(Op.SLI, dst=reg(4), b=0),
+            Ins(Op.SST, a=reg(1), b=0),          # two rows ahead: prefetched as usual
+            Ins(Op.SLI, dst=reg(5), b=0),
+            Ins(Op.SLI, dst=reg(6), b=0),
+            Ins(Op.END)]
+    row = [4 * k for k in range(len(prog))]
+    prog[1] = Ins(Op.SST, a=reg(1), b=row[2] + 3)
+    prog[3] = Ins(Op.RECV, n=2, dst=sram(row[4] + 2), a=color(DATA))
+    prog[5] = Ins(Op.VADD, n=2, dst=sram(row[6] + 2), a=sram(0x80), b=reg(1))
+    prog[7] = Ins(Op.SST, a=reg(1), b=row[9] + 3)
+    # the VADD's elements: the SLI's unused a word, then its b: v[2]
+    s.load(0x80, [0, (v[2] - v[0]) & WORD])
+    s.program(TASK, 0, prog)
+    s.stream = [act_w(0, TASK), data_w(v[3] & WORD, DATA), data_w(v[1] & WORD, DATA)]
+    rtl, st = compare(s, seed=seed, p_valid=0.5)
+    r = s32(rtl["regs"])
+    assert [int(x) for x in r[1:7]] == [v[0], v[0], v[1], v[2], 0, v[0]], r[1:7]
+    # 11 instructions: the first, the three after a write into their row at FETCH_CYCLES,
+    # the others at PREFETCH_CYCLES; eight SSTs and SLIs one cycle each, RECV 2, VADD 1 + 5
+    k = rtl["counters"]
+    fetch = 4 * isa.FETCH_CYCLES + 7 * isa.PREFETCH_CYCLES
+    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == fetch + 8 + 2 + 6
 
 
 def test_activations_queue_behind_a_running_task_with_back_pressure():
@@ -658,7 +701,8 @@ def test_documented_isa_bit_positions():
     assert pack(isa.Insn, n=1) == 1 << 16
     assert pack(isa.Operand, stride=1) == 1 << 16 and pack(isa.Operand, space=1) == 1 << 24
     assert pack(isa.Operand, fmt=1) == 1 << 26 and pack(isa.Operand, aux=1) == 1 << 27
-    assert isa.FETCH_CYCLES == 2 and isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
+    assert isa.FETCH_CYCLES == 2 and isa.PREFETCH_CYCLES == 1
+    assert isa.VEC_STAGES == 5 and isa.GEMV_LATENCY == 4
     assert isa.RAW_DISTANCE == 5
     assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), reg(1)) == 7 + 5
     assert isa.exec_cycles(Op.VADD, 8, 0, sram(0), sram(8)) == 2 * 7 + 5
@@ -818,7 +862,7 @@ def test_pipelined_element_rate_with_stalls_mid_vector(case):
     # Packed int8 sends leave a word every four elements: a slow ramp and a faster input
     # stream make them stall (the input still runs dry: two words an element, one a cycle).
     packed_out = dst.space is isa.Space.COLOR and dst.fmt is I8
-    want = 5 * isa.FETCH_CYCLES + 2 + recv + interval * (n - 1) + 5
+    want = isa.FETCH_CYCLES + 4 * isa.PREFETCH_CYCLES + 2 + recv + interval * (n - 1) + 5
     need_in = any(o is not None and o.space is isa.Space.COLOR for o in (a, b))
     assert not (need_in and recv), f"{name}: the input stalls would not all be the op's"
     need_out = dst.space is isa.Space.COLOR

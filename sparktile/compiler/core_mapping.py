@@ -271,11 +271,12 @@ class CoreGemvMapping(GemvMapping):
         return out
 
 
-def core_task_cycles(program: list[isa.Ins]) -> int:
-    """Cycles of one run of ``program`` on the core without stalls: fetch and decode plus
-    :func:`~sparktile.hdl.isa.exec_cycles` per instruction (:func:`~sparktile.hdl.isa.insn_cycles`:
-    what the RTL's ``task_cycles`` counts less its ``stall_in`` and ``stall_out``)."""
-    return sum(isa.insn_cycles(i) for i in program)
+def core_task_cycles(program: list[isa.Ins], base: int = 0) -> int:
+    """Cycles of one run of ``program`` (at word ``base``) on the core without stalls: fetch
+    and decode plus :func:`~sparktile.hdl.isa.exec_cycles` per instruction
+    (:func:`~sparktile.hdl.isa.program_cycles`: what the RTL's ``task_cycles`` counts less its
+    ``stall_in`` and ``stall_out``)."""
+    return isa.program_cycles(program, base)
 
 
 def check_core_gemv(shape: MeshShape, m: int, n: int, region: Region, out_int32: bool = False,

@@ -2,7 +2,8 @@
 
 Executes the ISA of :mod:`sparktile.hdl.isa` on a :class:`PEState` (SRAM and XBUF words, scalar
 registers, per-color input queues, the pending activations, the words sent on each color) and
-counts cycles with :func:`~sparktile.hdl.isa.exec_cycles`, the rules the RTL implements; the
+counts cycles with :func:`~sparktile.hdl.isa.exec_cycles` and :func:`~sparktile.hdl.isa.
+fetch_cycles`, the rules the RTL implements; the
 RTL's stall cycles (an empty input queue, a busy ramp) are counted apart by the RTL and are not
 part of this count. Every arithmetic step calls :mod:`sparktile.golden_model.arith`
 (``wrap_int32``, ``residual_add``, ``shift_round``, ``requantize_to``,
@@ -74,6 +75,10 @@ class PEState:
     queues: dict = dataclasses.field(default_factory=dict)    # color -> deque of words
     sent: dict = dataclasses.field(default_factory=dict)      # color -> list of words
     stats: Stats = dataclasses.field(default_factory=Stats)
+    #: Fetch and decode cycles of the next instruction (:func:`~sparktile.hdl.isa.
+    #: fetch_cycles`): ``isa.FETCH_CYCLES`` at a task's start, after END and after a task
+    #: error; set by :func:`step` for the instruction after the one it ran.
+    next_fetch: int = isa.FETCH_CYCLES
 
     @classmethod
     def new(cls, sram_words: int, xbuf_words: int) -> PEState:
@@ -217,8 +222,10 @@ def step(st: PEState, pc: int) -> int | None:
                         f"{isa.INSN_WORDS}): the core fetches an instruction as one row")
     words = [int(st.sram[(pc + j) % len(st.sram)]) for j in range(isa.INSN_WORDS)]
     insn, ops = isa.decode(words)
+    b_raw = words[3]
     st.stats.instructions += 1
-    st.stats.cycles += isa.FETCH_CYCLES
+    st.stats.cycles += st.next_fetch
+    st.next_fetch = isa.FETCH_CYCLES      # what follows END or a task error
     if not isa.valid_insn(insn, ops):
         raise TaskError(f"malformed instruction at {pc}: {insn} {ops}")
     op, n, imm = Op(insn["op"]), insn["n"], insn["imm"]
@@ -315,7 +322,10 @@ def step(st: PEState, pc: int) -> int | None:
             st.regs[dst["base"] & 15] = acc
     else:
         _scalar(st, op, imm, dst, a, words[3])
-    return (pc + isa.INSN_WORDS) % len(st.sram)
+    nxt = (pc + isa.INSN_WORDS) % len(st.sram)
+    st.next_fetch = isa.fetch_cycles(isa.last_sram_write(op, n, imm, dst, b_raw), nxt,
+                                     len(st.sram))
+    return nxt
 
 
 def run_tasks(st: PEState, activations, max_instructions: int = 100000) -> PEState:
@@ -327,6 +337,7 @@ def run_tasks(st: PEState, activations, max_instructions: int = 100000) -> PESta
             st.stats.task_errors += 1
             continue
         st.regs[isa.ARG_REG] = _s32(payload)
+        st.next_fetch = isa.FETCH_CYCLES
         pc = st.tasks[c]
         try:
             for _ in range(max_instructions):

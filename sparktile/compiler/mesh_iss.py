@@ -84,13 +84,15 @@ def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
     return need
 
 
-def _timing(insn, ops, start: int, ramp: _Ramp) -> tuple[int, list[int]]:
+def _timing(insn, ops, start: int, ramp: _Ramp,
+            fetch: int = isa.FETCH_CYCLES) -> tuple[int, list[int]]:
     """The core's cycles for one instruction, element by element, as :mod:`~sparktile.hdl.
     core` runs it: ``(end, sends)``, ``end`` the first cycle after the instruction (its next
     fetch) and ``sends`` the cycle each word it sends enters the router's ramp FIFO (the cycle
     after the core's output register took it).
 
-    ``start`` is the instruction's first fetch cycle; ``ramp`` (:class:`_Ramp`) says when the
+    ``start`` is the instruction's first fetch cycle (its decode when ``fetch`` is
+    ``isa.PREFETCH_CYCLES``: the row was read in the last cycle before it); ``ramp`` (:class:`_Ramp`) says when the
     next word of an input queue can be popped (the cycle after it was written) and takes it.
     The waits modelled are those on input queues: RECV pops one word a cycle as it comes; a
     GEMVX's first row issues each weight word with its x word; a GEMV's addend is popped as a
@@ -102,7 +104,7 @@ def _timing(insn, ops, start: int, ramp: _Ramp) -> tuple[int, list[int]]:
     drain while the next one waits. A busy ramp out of this core (a full router FIFO
     downstream) is not modelled: the words it sends are never held back.
     """
-    x0 = start + isa.FETCH_CYCLES
+    x0 = start + fetch
     if insn is None:
         return x0, []
     op, n, imm = Op(insn["op"]), insn["n"], insn["imm"]
@@ -319,6 +321,7 @@ class MeshIss:
                 return False
             color, payload, t = self.acts[tile].popleft()
             st.regs[isa.ARG_REG] = int(np.int64(payload).astype(np.int32))
+            st.next_fetch = isa.FETCH_CYCLES
             self.pc[tile] = st.tasks[color]
             # The activation is written into the core's activation FIFO at t, readable at
             # t + 1, when the idle sequencer pops it; the first fetch is the cycle after. An
@@ -331,14 +334,15 @@ class MeshIss:
                 return False
         insn, ops = _decode(st, pc)
         start = self.clock[tile]
+        fetch = st.next_fetch
         try:
             nxt = iss.step(st, pc)
         except iss.TaskError:
             st.stats.task_errors += 1
             self.pc[tile] = None
-            self.clock[tile] = start + isa.FETCH_CYCLES
+            self.clock[tile] = start + fetch
             return True
-        end, sends = _timing(insn, ops, start, self.ramps[tile])
+        end, sends = _timing(insn, ops, start, self.ramps[tile], fetch)
         for color, words in st.sent.items():
             for w, t in zip(words, sends, strict=True):
                 self._arrive(tile[0], tile[1], Port.RAMP, color, 0, w, t)
