@@ -92,8 +92,9 @@ def _timing(insn, ops, start: int, ramp: _Ramp,
     after the core's output register took it).
 
     ``start`` is the instruction's first fetch cycle (its decode when ``fetch`` is
-    ``isa.PREFETCH_CYCLES``: the row was read in the last cycle before it); ``ramp`` (:class:`_Ramp`) says when the
-    next word of an input queue can be popped (the cycle after it was written) and takes it.
+    ``isa.PREFETCH_CYCLES``: the row was read in the last cycle before it); ``ramp``
+    (:class:`_Ramp`) says when the next word of an input queue can be popped (the cycle after
+    it was written) and takes it.
     The waits modelled are those on input queues: RECV pops one word a cycle as it comes; a
     GEMVX's first row issues each weight word with its x word; a GEMV's addend is popped as a
     row leaves its fourth stage, and an empty addend queue freezes the whole GEMV pipeline
