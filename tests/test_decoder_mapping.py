@@ -84,6 +84,34 @@ def test_random_small_configs(seed):
     check_run(decode_on_iss(mapping, model, ids, 4), f"seed {seed}: {fields} on {rows}x{cols}")
 
 
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_one_kv_slot_a_worker(seed):
+    """A context no larger than the number of workers: one KV slot each, where a worker's
+    ``p . v`` is its slot's probability times the slot's values (a VMUL and a VMULSR a head)
+    instead of the three digit GEMVs; random models, bit-exact at every position up to the
+    context, and fewer cycles than the same model compiled for two slots."""
+    rng = np.random.default_rng(seed)
+    kv = int(rng.choice([1, 2]))
+    fields = dict(hidden_size=int(rng.choice([16, 32])), num_layers=int(rng.integers(1, 3)),
+                  num_heads=kv * int(rng.choice([1, 2])), num_kv_heads=kv,
+                  head_dim=int(rng.choice([8, 16])), intermediate_size=4 * int(rng.integers(4, 9)),
+                  vocab_size=int(rng.integers(8, 60)), attention_bias=bool(rng.integers(2)),
+                  seed=seed)
+    rows, cols = [(2, 3), (3, 2), (1, 4)][seed % 3]
+    workers = rows * cols - 1
+    model = decode_model(random=fields)
+    shape = MeshShape(rows, cols, pe="core", sram_kb=32)
+    one = compile_decoder(model, shape, context=workers)
+    assert one.slots == 1
+    ids = rng.integers(0, fields["vocab_size"], 2).tolist()
+    res = decode_on_iss(one, model, ids, workers - 1)
+    check_run(res, f"seed {seed}: {fields} on {shape}, one slot")
+    assert len(res["tokens"]) == workers
+    two = decode_on_iss(compile_decoder(model, shape, context=workers + 1), model, ids, 1)
+    check_run(two, f"seed {seed}: two slots")
+    assert res["by_op"][0]["weighted_sum"] < two["by_op"][0]["weighted_sum"]
+
+
 def test_shipped_model_on_8x8_one_token():
     model = decode_model()
     mapping = compile_decoder(model, MeshShape(8, 8, pe="core", sram_kb=64))

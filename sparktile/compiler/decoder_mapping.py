@@ -27,7 +27,8 @@ requantization and the RMSNorm's Newton rsqrt (once, for all workers). Every oth
   the RoPE table rows of its positions;
 * **attention** runs on every worker over its slots, all heads in one element-wise pass: the
   score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
-  over the transposed values, one per digit of the probability); the heads' maxima, sums and
+  over the transposed values, one per digit of the probability; with one slot a worker, the
+  slot's values times its probability, two passes); the heads' maxima, sums and
   weighted sums meet at the hub; the first ``nh`` workers compute a head's softmax
   reciprocal each;
 * **argmax** is split by vocabulary rows (two max exchanges); the hub sends the index.
@@ -1384,37 +1385,50 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 pe(Ins(Op.SLD, dst=reg(11), b=rka.base + 2 * hh + 1),
                    Ins(Op.VMULSR, n=S4, imm=FLAG_VAR | 11, dst=sram(pr.base + hh * S4),
                        a=sram(ex.base + hh * S4), b=r_))
-            # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
-            # against the int8 values, the three sums recombined exactly
-            pe(_li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128), _li(8, 128))
-            for h0 in range(0, nh, hc):
-                h1 = min(nh, h0 + hc)
-                n_, at = (h1 - h0) * S4, h0 * S4
-                x0, x1, x2 = (xbuf(i * hc * sw, fmt=Fmt.I8X4) for i in range(3))
-                pe(Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(pr.base + at), b=reg(2)),
-                   Ins(Op.VSHR, n=n_, imm=14, dst=x2, a=sram(tt.base)),               # d2
-                   Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x2, b=reg(4)),
-                   Ins(Op.VADD, n=n_, dst=sram(rm.base), a=sram(pr.base + at),
-                       b=sram(tt.base)),
-                   Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(rm.base), b=reg(5)),
-                   Ins(Op.VSHR, n=n_, imm=7, dst=x1, a=sram(tt.base)),                # d1
-                   Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x1, b=reg(7)),
-                   Ins(Op.VADD, n=n_, dst=x0, a=sram(rm.base), b=sram(tt.base)))      # d0
-                for hh in range(h0, h1):
-                    vt = sram(vc[li].base + (hh // grp) * hd * sw)
-                    o_ = hh * hd
-                    pe(isa.gemv(hd, sw, dst=sram(g0.base + o_), w=vt,
-                                x=xbuf((hh - h0) * sw)),
-                       isa.gemv(hd, sw, dst=dataclasses.replace(g1, base=g1.base + o_), w=vt,
-                                x=xbuf((hc + hh - h0) * sw)),
-                       isa.gemv(hd, sw, dst=sram(g2.base + o_), w=vt,
-                                x=xbuf((2 * hc + hh - h0) * sw)))
-            # a = g0 + 128 (g1 + 128 g2), g1 in XBUF where it fits (one port each)
-            na = nh * hd
-            pe(Ins(Op.VMUL, n=na, dst=sram(tt.base), a=sram(g2.base), b=reg(8)),
-               Ins(Op.VADD, n=na, dst=g1, a=sram(tt.base), b=g1),
-               Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
-               Ins(Op.VADD, n=na, dst=sram(al.base), a=g1, b=sram(g0.base)))
+            if S == 1:
+                # One slot a worker: p . v is p times the slot's values, exact in int32
+                # (|p v| <= 2^22). A value word holds v & 255 in lane 0 (the other lanes are
+                # slots this worker does not have): times 2^24 (the low 32 bits) it is
+                # v 2^24, and each head's VMULSR by its p shifts that back (a 64-bit
+                # product, nothing rounded off): two passes in place of the digits' GEMVs.
+                pe(_li(8, 1 << 24),
+                   Ins(Op.VMUL, n=wv, dst=sram(tt.base), a=sram(vc[li].base), b=reg(8)))
+                for hh in range(nh):
+                    pe(Ins(Op.SLD, dst=reg(11), b=pr.base + hh * S4),
+                       Ins(Op.VMULSR, n=hd, imm=24, dst=sram(al.base + hh * hd),
+                           a=sram(tt.base + (hh // grp) * hd), b=reg(11)))
+            else:
+                # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
+                # against the int8 values, the three sums recombined exactly
+                pe(_li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128), _li(8, 128))
+                for h0 in range(0, nh, hc):
+                    h1 = min(nh, h0 + hc)
+                    n_, at = (h1 - h0) * S4, h0 * S4
+                    x0, x1, x2 = (xbuf(i * hc * sw, fmt=Fmt.I8X4) for i in range(3))
+                    pe(Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(pr.base + at), b=reg(2)),
+                       Ins(Op.VSHR, n=n_, imm=14, dst=x2, a=sram(tt.base)),               # d2
+                       Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x2, b=reg(4)),
+                       Ins(Op.VADD, n=n_, dst=sram(rm.base), a=sram(pr.base + at),
+                           b=sram(tt.base)),
+                       Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(rm.base), b=reg(5)),
+                       Ins(Op.VSHR, n=n_, imm=7, dst=x1, a=sram(tt.base)),                # d1
+                       Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x1, b=reg(7)),
+                       Ins(Op.VADD, n=n_, dst=x0, a=sram(rm.base), b=sram(tt.base)))      # d0
+                    for hh in range(h0, h1):
+                        vt = sram(vc[li].base + (hh // grp) * hd * sw)
+                        o_ = hh * hd
+                        pe(isa.gemv(hd, sw, dst=sram(g0.base + o_), w=vt,
+                                    x=xbuf((hh - h0) * sw)),
+                           isa.gemv(hd, sw, dst=dataclasses.replace(g1, base=g1.base + o_), w=vt,
+                                    x=xbuf((hc + hh - h0) * sw)),
+                           isa.gemv(hd, sw, dst=sram(g2.base + o_), w=vt,
+                                    x=xbuf((2 * hc + hh - h0) * sw)))
+                # a = g0 + 128 (g1 + 128 g2), g1 in XBUF where it fits (one port each)
+                na = nh * hd
+                pe(Ins(Op.VMUL, n=na, dst=sram(tt.base), a=sram(g2.base), b=reg(8)),
+                   Ins(Op.VADD, n=na, dst=g1, a=sram(tt.base), b=g1),
+                   Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
+                   Ins(Op.VADD, n=na, dst=sram(al.base), a=g1, b=sram(g0.base)))
             combine(pe, r, q, al, nh * hd, "sum", tmp)
             residual((li, "o"))
             gather_tap(y["d"], d)
