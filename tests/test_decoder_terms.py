@@ -35,7 +35,9 @@ def _synthetic(truth: dict, seed: int = 3) -> list[dict]:
     runs = []
     for _ in range(40):
         r = {"mesh": "synthetic", "depth": int(rng.integers(2, 15)),
-             "slots": int(rng.integers(1, 40)), "heads": int(rng.choice([1, 2, 4, 8])),
+             # one slot a worker often: the weighted sum's digits run only with more
+             "slots": int(rng.choice([1, int(rng.integers(2, 40))], p=[0.3, 0.7])),
+             "heads": int(rng.choice([1, 2, 4, 8])),
              "head_dim": int(rng.choice([8, 16, 32])), "hidden": int(rng.choice([32, 64, 128])),
              "channels": int(rng.choice([4, 8, 12, 16])), "layers": int(rng.integers(1, 4)),
              "intermediate": int(rng.choice([32, 64, 256]))}

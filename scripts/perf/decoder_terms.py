@@ -23,7 +23,14 @@ in each of these ops are linear in a few quantities that a wafer's layer also ha
   element-wise op over the heads per further slot with a few, a REDUCE per head with many),
   by instruction and by element;
 * ``per_head_value_word``: per head, value channel and word of a value column
-  (``head_dim x ceil(slots / lanes)``: the weighted sum's GEMVs over the transposed values);
+  (``head_dim x ceil(slots / lanes)``: the weighted sum's GEMVs over the transposed values),
+  with more than one slot a worker;
+* ``digits``, ``digits_per_head``, ``digits_per_head_channel``: the weighted sum's split of
+  the probabilities into three int8 digits and the recombination of the digit GEMVs' sums
+  (over every head's channels), which run only with more than one slot a worker (with one,
+  the slot's values times its probability: ``per_head`` and ``per_head_channel`` cover it;
+  the split's passes over the padded slots are ``per_head_slot``'s, which with one word of
+  slots a head is four times ``per_head``);
 * ``per_head_channel``: per head and channel of the head's output (its weighted sum gathered
   through the tree at the hub, requantized and sent back);
 * ``per_channel``: per residual channel a worker holds (a norm's squares and scaling);
@@ -68,7 +75,7 @@ TERMS = {
     "softmax": ("fixed", "per_head", "per_hop", "per_head_slot", "per_slot_reduction_op",
                 "per_slot_reduction_element"),
     "weighted_sum": ("fixed", "per_head", "per_hop", "per_head_slot", "per_head_value_word",
-                     "per_head_channel"),
+                     "per_head_channel", "digits", "digits_per_head", "digits_per_head_channel"),
     "norm": ("fixed", "per_channel", "per_hop", "per_hidden_word", "matmul_wait"),
 }
 #: Where each term's cycles go in the wafer estimate's categories (:data:`~.gemv_time.
@@ -78,7 +85,9 @@ CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "r
             "per_head_slot": "compute", "per_head_slot_word": "compute",
             "per_head_value_word": "compute", "per_head_channel": "reduction",
             "per_slot_reduction_op": "compute", "per_slot_reduction_element": "compute",
-            "per_channel": "compute", "per_hidden_word": "reduction", "matmul_wait": None}
+            "per_channel": "compute", "per_hidden_word": "reduction", "matmul_wait": None,
+            "digits": "task_overhead", "digits_per_head": "task_overhead",
+            "digits_per_head_channel": "compute"}
 
 
 def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channels: float,
@@ -96,10 +105,13 @@ def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channel
 
     words = math.ceil(slots / lanes)                # a head's slots in whole words
     red_ops, red_elements = slot_reduction_size(math.ceil(slots), heads)
+    digits = 1.0 if slots > 1 else 0.0              # the weighted sum by probability digits
     return {"fixed": 1.0, "per_head": float(heads), "per_hop": float(depth),
             "per_head_slot": heads * float(lanes * words),
             "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
-            "per_head_value_word": heads * float(head_dim) * words,
+            "per_head_value_word": digits * heads * float(head_dim) * words,
+            "digits": digits, "digits_per_head": digits * heads,
+            "digits_per_head_channel": digits * heads * float(head_dim),
             "per_slot_reduction_op": float(red_ops),
             "per_slot_reduction_element": float(red_elements),
             "per_head_channel": float(heads * head_dim), "per_channel": float(channels),

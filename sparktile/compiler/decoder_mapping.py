@@ -671,18 +671,26 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
         two = _compile(model, shape, 2, taps, logits)
     except _Overflow:
         return one
-    # Words grow linearly with the slots on every worker: the largest count that fits, from
-    # the two samples, then checked by compiling it (stepping down if a rounding says no).
-    fits = min((shape.sram_words - w1) // max(1, two.words["per_pe"][key] - w1) + 1
-               for key, w1 in one.words["per_pe"].items()
-               if two.words["per_pe"][key] > w1)
-    n = max(2, min(cap, fits))
-    while n > 2:
+    if cap == 2:
+        return two
+    try:
+        three = _compile(model, shape, 3, taps, logits)
+    except _Overflow:
+        return two
+    # From two slots on, a worker's words grow at least linearly with its slots (one slot
+    # has its own, shorter p . v; the padding of slots to whole words only adds steps): the
+    # largest count that fits, from the samples at two and three, then checked by compiling
+    # it (stepping down where a step says no).
+    fits = min((shape.sram_words - w2) // max(1, three.words["per_pe"][key] - w2) + 2
+               for key, w2 in two.words["per_pe"].items()
+               if three.words["per_pe"][key] > w2)
+    n = max(3, min(cap, fits))
+    while n > 3:
         try:
             return _compile(model, shape, n, taps, logits)
         except _Overflow:
             n -= 1
-    return two
+    return three
 
 
 def _largest(model, shape, taps, logits) -> str:
