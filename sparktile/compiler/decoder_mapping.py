@@ -665,18 +665,15 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             f"PE {exc.name} needs {exc.words} SRAM words ({exc.what}) but a PE has "
             f"{shape.sram_words} ({shape.sram_kb} KiB); use a larger mesh or more SRAM per PE"
         ) from None
-    if cap == 1:
-        return one
-    try:
-        two = _compile(model, shape, 2, taps, logits)
-    except _Overflow:
-        return one
-    if cap == 2:
-        return two
-    try:
-        three = _compile(model, shape, 3, taps, logits)
-    except _Overflow:
-        return two
+    samples = [one]             # one, two and three slots, while they fit
+    for slots in (2, 3):
+        if cap < slots:
+            return samples[-1]
+        try:
+            samples.append(_compile(model, shape, slots, taps, logits))
+        except _Overflow:
+            return samples[-1]
+    _one, two, three = samples
     # From two slots on, a worker's words grow at least linearly with its slots (one slot
     # has its own, shorter p . v; the padding of slots to whole words only adds steps): the
     # largest count that fits, from the samples at two and three, then checked by compiling
