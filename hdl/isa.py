@@ -294,13 +294,15 @@ def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     return 1
 
 
-def insn_cycles(ins: "Ins", prefetched: bool = False) -> int:
-    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls: its fetch takes
-    :data:`PREFETCH_CYCLES` when ``prefetched`` (its row was read in the last cycle of the
-    instruction before it, see :func:`fetch_cycles`), else :data:`FETCH_CYCLES`."""
+def insn_cycles(ins: "Ins", fetch: int = FETCH_CYCLES) -> int:
+    """Fetch, decode and execute cycles of one :class:`Ins`, without stalls, its fetch taking
+    ``fetch`` cycles (:func:`fetch_cycles`; a task's first instruction: :data:`FETCH_CYCLES`)."""
     b = ins.b if isinstance(ins.b, Src) else None
-    return ((PREFETCH_CYCLES if prefetched else FETCH_CYCLES) +
-            exec_cycles(ins.op, ins.n, ins.imm, ins.a, b))
+    return fetch + exec_cycles(ins.op, ins.n, ins.imm, ins.a, b)
+
+
+#: The ops that write their dst operand element by element (SST writes its b address).
+_DST_WRITERS = (Op.RECV, *GEMV_OPS, *(o for o in VEC_OPS if o is not Op.REDUCE))
 
 
 def last_sram_write(op: int, n: int, imm: int, dst, b_word: int = 0) -> int | None:
@@ -319,8 +321,7 @@ def last_sram_write(op: int, n: int, imm: int, dst, b_word: int = 0) -> int | No
     else:
         space, base, stride, fmt = (Space(dst["space"]), dst["base"], dst["stride"],
                                     Fmt(dst["fmt"]))
-    if n == 0 or space is not Space.SRAM or op in (Op.END, Op.SEND, Op.REDUCE) or \
-            op in SCALAR_OPS:
+    if n == 0 or space is not Space.SRAM or op not in _DST_WRITERS:
         return None
     last = n - 1
     if op in VEC_OPS and fmt is Fmt.I8X4:
@@ -349,9 +350,7 @@ def program_cycles(program, base: int = 0, sram_words: int = 1 << 16) -> int:
     total, after = 0, None
     for k, ins in enumerate(program):
         pc = base + k * INSN_WORDS
-        total += ((FETCH_CYCLES if k == 0 else fetch_cycles(after, pc, sram_words)) +
-                  exec_cycles(ins.op, ins.n, ins.imm, ins.a,
-                              ins.b if isinstance(ins.b, Src) else None))
+        total += insn_cycles(ins, FETCH_CYCLES if k == 0 else fetch_cycles(after, pc, sram_words))
         if Op(ins.op) is Op.END:
             break
         after = last_sram_write(ins.op, ins.n, ins.imm, ins.dst,

@@ -433,22 +433,20 @@ def test_a_write_into_the_next_instructions_row_delays_its_fetch(seed):
     v = [int(x) for x in rng.integers(-(1 << 31), 1 << 31, 6)]
     s = Setup()
     s.queues = [DATA]
+    def row(k):             # instruction k's first word (the program starts at word 0)
+        return isa.INSN_WORDS * k
+
     prog = [Ins(Op.SLI, dst=reg(1), b=v[0]),
-            Ins(Op.SST, a=reg(1), b=0),          # b=0 patched below: the next row's word 3
+            Ins(Op.SST, a=reg(1), b=row(2) + 3),                       # the next SLI's b
             Ins(Op.SLI, dst=reg(2), b=0),
-            Ins(Op.RECV, n=2, dst=sram(0), a=color(DATA)),   # last word: the next row's b
+            Ins(Op.RECV, n=2, dst=sram(row(4) + 2), a=color(DATA)),    # last word: its b
             Ins(Op.SLI, dst=reg(3), b=0),
-            Ins(Op.VADD, n=2, dst=sram(0), a=sram(0x80), b=reg(1)),   # its last element too
+            Ins(Op.VADD, n=2, dst=sram(row(6) + 2), a=sram(0x80), b=reg(1)),   # last element
             Ins(Op.SLI, dst=reg(4), b=0),
-            Ins(Op.SST, a=reg(1), b=0),          # two rows ahead: prefetched as usual
+            Ins(Op.SST, a=reg(1), b=row(9) + 3),     # two rows ahead: prefetched as usual
             Ins(Op.SLI, dst=reg(5), b=0),
             Ins(Op.SLI, dst=reg(6), b=0),
             Ins(Op.END)]
-    row = [4 * k for k in range(len(prog))]
-    prog[1] = Ins(Op.SST, a=reg(1), b=row[2] + 3)
-    prog[3] = Ins(Op.RECV, n=2, dst=sram(row[4] + 2), a=color(DATA))
-    prog[5] = Ins(Op.VADD, n=2, dst=sram(row[6] + 2), a=sram(0x80), b=reg(1))
-    prog[7] = Ins(Op.SST, a=reg(1), b=row[9] + 3)
     # the VADD's elements: the SLI's unused a word, then its b: v[2]
     s.load(0x80, [0, (v[2] - v[0]) & WORD])
     s.program(TASK, 0, prog)

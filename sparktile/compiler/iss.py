@@ -76,8 +76,8 @@ class PEState:
     sent: dict = dataclasses.field(default_factory=dict)      # color -> list of words
     stats: Stats = dataclasses.field(default_factory=Stats)
     #: Fetch and decode cycles of the next instruction (:func:`~sparktile.hdl.isa.
-    #: fetch_cycles`): ``isa.FETCH_CYCLES`` at a task's start, after END and after a task
-    #: error; set by :func:`step` for the instruction after the one it ran.
+    #: fetch_cycles`), set by :func:`step` for the instruction after the one it ran:
+    #: ``isa.FETCH_CYCLES`` at first and after END or a task error, so a task starts with it.
     next_fetch: int = isa.FETCH_CYCLES
 
     @classmethod
@@ -321,7 +321,7 @@ def step(st: PEState, pc: int) -> int | None:
         if op is Op.REDUCE:
             st.regs[dst["base"] & 15] = acc
     else:
-        _scalar(st, op, imm, dst, a, words[3])
+        _scalar(st, op, imm, dst, a, b_raw)
     nxt = (pc + isa.INSN_WORDS) % len(st.sram)
     st.next_fetch = isa.fetch_cycles(isa.last_sram_write(op, n, imm, dst, b_raw), nxt,
                                      len(st.sram))
@@ -337,7 +337,6 @@ def run_tasks(st: PEState, activations, max_instructions: int = 100000) -> PESta
             st.stats.task_errors += 1
             continue
         st.regs[isa.ARG_REG] = _s32(payload)
-        st.next_fetch = isa.FETCH_CYCLES
         pc = st.tasks[c]
         try:
             for _ in range(max_instructions):

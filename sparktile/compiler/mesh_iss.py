@@ -322,7 +322,6 @@ class MeshIss:
                 return False
             color, payload, t = self.acts[tile].popleft()
             st.regs[isa.ARG_REG] = int(np.int64(payload).astype(np.int32))
-            st.next_fetch = isa.FETCH_CYCLES
             self.pc[tile] = st.tasks[color]
             # The activation is written into the core's activation FIFO at t, readable at
             # t + 1, when the idle sequencer pops it; the first fetch is the cycle after. An
