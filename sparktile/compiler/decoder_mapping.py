@@ -975,10 +975,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         if mine:
             recip_seed = pe.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
         sc = pe.alloc(nS, init=[0] * nS)
-        ex, u, pr, rm = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
+        ex, u, pr = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
         tt = pe.alloc(max(nS, nh * hd))
-        g0, g2 = pe.alloc(nh * hd), pe.alloc(nh * hd)
-        g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
+        if S > 1:       # the weighted sum's digits: their remainder and their GEMVs' sums
+            rm, g0, g2 = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nh * hd)
+            g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
         ma = xbuf(0) if nS <= CORE_XBUF_WORDS else sram(pe.alloc(nS).base)
         valid = pe.alloc(nS, init=[0] * nS)
         negmask = pe.alloc(nS, init=[INT32_MIN_WORD] * nS)     # right behind valid
