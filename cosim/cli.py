@@ -284,18 +284,28 @@ def stress_command(mesh, sram_kb, wavelets, seed, max_stall, routes_path, cover_
 @click.option("--pe", type=click.Choice(["gemv", "core"]), default="gemv", show_default=True,
               help="The tiles' PE: the fixed-function GEMV engine, or the programmable core "
                    "running a GEMV program.")
+@click.option("--layout", type=click.Choice(["chain", "strips"]), default="chain",
+              show_default=True,
+              help="With --pe gemv: the whole mesh as one region reducing along every column "
+                   "(chain), or W's rows over the mesh's column strips (strips).")
 def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_path, waves,
-                 waves_limit, compare_plain, pe):
+                 waves_limit, compare_plain, pe, layout):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
     from ..compiler.core_mapping import check_core_gemv
     from ..compiler.mapping import Region, gemv_words
+    from ..compiler.strips import strip_words
     from .benches.gemv import gemv
     from .sim import session
     from .sim.build import BuildError
     from .sim.session import BenchError
     shape = _shape(mesh, sram_kb, pe)
+    if pe == "core" and layout != "chain":
+        raise click.BadParameter("--layout strips is a mapping of --pe gemv (the core has its "
+                                 "own GEMV mapping)", param_hint="--layout")
     if pe == "core":
         geo = check_core_gemv(shape, m, n, Region.whole(shape), out_int32)
+    elif layout == "strips":
+        geo = {"words": strip_words(shape, m, n)}
     else:
         geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
     if geo["words"] > shape.sram_words:
@@ -311,6 +321,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
             r = session.run_job(shape, gemv,
                                 {"m": m, "n": n, "batch": batch, "seed": seed,
                                  "out_int32": out_int32, "fill": fill, "stall": stall,
+                                 "layout": layout,
                                  "record": str(replay) if replay else None},
                                 seed=seed, waves=waves and str(waves),
                                 waves_limit=waves_limit * 10**6)
@@ -323,7 +334,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                       "ideal_cycles", "model_cycles", "macs", "mac_utilization",
                       "sim_cycles_per_s"] +
                   (["pe", "nw_pe", "mac_busy_cycles", "task_cycles_bound", "config_cycles"]
-                   if pe == "core" else []),
+                   if pe == "core" else ["layout"] if layout != "chain" else []),
                   json_path, line)
     if missing:
         raise missing
@@ -334,7 +345,8 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                  if d else f"the run did not complete: {r.status}")
         click.echo(f"MISMATCH: {where}; seed {seed}. Reproduce with `sparktile gemv --mesh "
                    f"{mesh} --m {m} --n {n} --batch {batch} --seed {seed}"
-                   f"{' --pe core' if pe == 'core' else ''} --waves fail.vcd`",
+                   f"{' --pe core' if pe == 'core' else ''}"
+                   f"{' --layout strips' if layout == 'strips' else ''} --waves fail.vcd`",
                    err=True)
         sys.exit(1)
     click.echo("PASS: bit-exact with numpy (sparktile.golden_model.arith)")
@@ -363,6 +375,11 @@ def _parse_window(ctx, param, value):
 @click.option("--weights", type=click.Choice(["auto", "stationary", "streaming"]),
               default="auto", show_default=True,
               help="Keep every matrix in SRAM (stationary) or reload before each matmul.")
+@click.option("--layout", type=click.Choice(["strips", "chain"]), default="strips",
+              show_default=True,
+              help="With --on-fabric matmuls: each matrix's rows over the mesh's column strips "
+                   "(no reduction chain), or the first slice's reduction chain across every "
+                   "column (for comparison).")
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--temperature", type=FiniteFloatRange(0.0, 1e6), default=0.8, show_default=True)
 @click.option("--top-k", type=click.IntRange(1), default=40, show_default=True)
@@ -386,12 +403,15 @@ def _parse_window(ctx, param, value):
               help="With --on-fabric all: compare each next token with the golden int path, "
                    "or also every intermediate vector the hub holds (it sends each out).")
 @click.pass_context
-def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, temperature,
-                top_k, top_p, json_path, waves, waves_tokens, waves_limit, compare_plain,
-                on_fabric, context, check):
+def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, layout, seed,
+                temperature, top_k, top_p, json_path, waves, waves_tokens, waves_limit,
+                compare_plain, on_fabric, context, check):
     """The main job: the code LLM generates with the whole decoder on the RTL mesh (or, with
     --on-fabric matmuls, every matmul on the GEMV mesh)."""
     if on_fabric == "all":
+        if layout != "strips":
+            raise click.BadParameter("--layout is for --on-fabric matmuls (the whole decoder "
+                                     "has its own mapping)", param_hint="--layout")
         return _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperature,
                               top_k, top_p, json_path, waves, context, check, compare_plain)
     if context is not None:
@@ -400,9 +420,8 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
     if check != "tokens":
         raise click.BadParameter("--check every-op is for --on-fabric all (the matmul mode "
                                  "checks every matmul already)", param_hint="--check")
-    from ..compiler.mapping import Region, gemv_words
     from ..golden_model import load_model
-    from .benches.llm import llm_run, mismatch_message, plan_weights
+    from .benches.llm import llm_run, mismatch_message, op_words, plan_weights
     from .sim import session
     from .sim.build import BuildError
     from .sim.session import BenchError
@@ -421,19 +440,19 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
         lm = load_model(model)
         # Shapes only: the simulator process quantizes (seconds of calibration), once.
         ops = lm.matmul_shapes()
-        mode, words = plan_weights(shape, ops, weights)
+        mode, words = plan_weights(shape, ops, weights, layout)
     except OSError as exc:
         raise UserError(f"cannot read the model {model or '(shipped)'}: {exc}") from None
     if mode == "streaming":
         # Streaming weights hold one matrix at a time: the figure that must fit is the largest
         # matrix, not the stationary total plan_weights returns.
-        largest = max(gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
-                      for op in ops)
+        largest = max(op_words(shape, op, layout) for op in ops)
         usage = f"largest matrix {largest} of {shape.sram_words} words/PE"
     else:
         usage = f"{words} of {shape.sram_words} words/PE"
     click.echo(f"model {lm.config.name}: {len(ops)} matmuls per token; {shape} mesh, "
-               f"{shape.sram_kb} KiB SRAM/PE; weights {mode} ({usage})", err=True)
+               f"{shape.sram_kb} KiB SRAM/PE; weights {mode} ({usage}), layout {layout}",
+               err=True)
     tty = sys.stderr.isatty()
     shown = []
 
@@ -452,14 +471,14 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
 
     args = {"prompt": prompt, "max_tokens": max_tokens, "model": model, "seed": seed,
             "temperature": temperature, "top_k": top_k, "top_p": top_p, "weights": weights,
-            "wave_tokens": waves_tokens if waves else None}
+            "layout": layout, "wave_tokens": waves_tokens if waves else None}
     if waves and not waves_tokens:
         args["wave_tokens"] = [0, max_tokens]
     if waves:
         first, last = args["wave_tokens"]
         n_prompt = len(lm.tokenizer.prompt_ids(prompt)) if lm.tokenizer else len(prompt)
-        wv.announce(waves, shape, wv.run_job_cycles(shape, ops, mode, n_prompt, first, last),
-                    waves_limit)
+        cycles = wv.run_job_cycles(shape, ops, mode, n_prompt, first, last, layout)
+        wv.announce(waves, shape, cycles, waves_limit)
     with _replay_file("run.bin", compare_plain) as replay:
         if replay:
             args["record"] = str(replay)
@@ -475,7 +494,7 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, seed, te
                 click.echo(f"Reproduce: sparktile run --on-fabric matmuls "
                            f"--prompt {json.dumps(prompt)} "
                            f"--max-tokens {max_tokens} --mesh {mesh} --sram-kb {sram_kb} "
-                           f"--weights {weights} --seed {seed}"
+                           f"--weights {weights} --layout {layout} --seed {seed}"
                            f"{_sampling_flags(temperature, top_k, top_p, model)} "
                            f"--waves fail.vcd --waves-tokens "
                            f"{max(info['token'], 1)}:{max(info['token'], 1)}", err=True)

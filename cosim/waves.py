@@ -69,26 +69,35 @@ def stress_job_cycles(shape, wavelets: int, max_stall: float) -> float:
     return 2 * wavelets / sources / (1 - max_stall / 2) + _config_cycles(shape, 8)
 
 
-def run_job_cycles(shape, ops, mode: str, prompt_tokens: int, first: int, last: int) -> float:
+def run_job_cycles(shape, ops, mode: str, prompt_tokens: int, first: int, last: int,
+                   layout: str = "strips") -> float:
     """Cycles of tokens ``first..last`` of a ``run`` (token 1 is the prefill of
-    ``prompt_tokens`` vectors; 0 means the stationary preload before it)."""
+    ``prompt_tokens`` vectors; 0 means the stationary preload before it), ``layout`` as the
+    run places its matrices."""
+    from ..compiler.strips import strip_gemv_cycles, strip_words
+
+    def words(op) -> int:
+        if layout == "strips":
+            return strip_words(shape, *op.shape)
+        return gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
+
     def matmuls(batch: int) -> float:
         total = 0.0
         for op in ops:
             m, n = op.shape
-            total += gemv_cycles(m, n, batch, shape.rows, shape.cols,
-                                 acc_depth=shape.acc_depth, out_int32=op.out == "int32",
-                                 timing=timing_for(shape))
+            if layout == "strips":
+                total += strip_gemv_cycles(shape, m, n, batch, out_int32=op.out == "int32")
+            else:
+                total += gemv_cycles(m, n, batch, shape.rows, shape.cols,
+                                     acc_depth=shape.acc_depth, out_int32=op.out == "int32",
+                                     timing=timing_for(shape))
             if mode == "streaming":
-                total += _config_cycles(shape, gemv_words(m, n, Region.whole(shape),
-                                                          shape.acc_depth)["words"])
+                total += _config_cycles(shape, words(op))
         return total
 
     cycles = 0.0
     if first <= 0 and mode == "stationary":
-        words = sum(gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
-                    for op in ops)
-        cycles += _config_cycles(shape, words)
+        cycles += _config_cycles(shape, sum(words(op) for op in ops))
     if first <= 1 <= last:
         cycles += matmuls(max(prompt_tokens, 1))
     decode = last - max(first, 2) + 1

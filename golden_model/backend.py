@@ -19,10 +19,14 @@ import numpy as np
 
 from . import arith
 
-__all__ = ["KINDS", "OUTS", "MatmulOp", "MatmulShape", "output_of", "Backend", "NumpyBackend"]
+__all__ = ["KINDS", "INDEPENDENT_KINDS", "OUTS", "MatmulOp", "MatmulShape", "output_of", "Backend",
+           "NumpyBackend"]
 
 #: The matmuls of a decoder layer, plus the output head.
 KINDS = ("q", "k", "v", "o", "gate", "up", "down", "head")
+#: Kinds a layer issues together, through a backend's optional ``matmul_many`` (independent
+#: matmuls of one input: a mesh can run them at once).
+INDEPENDENT_KINDS = (("q", "k", "v"), ("gate", "up"))
 #: Output formats: requantized int8, or raw int32 accumulators (output head).
 OUTS = ("int8", "int32")
 

@@ -215,6 +215,20 @@ class Model:
             return y + b if b is not None else y
         return self._qlin[site].run(self.backend, x)
 
+    def _matmuls(self, sites: list[str], x: np.ndarray, mode: str) -> list[np.ndarray]:
+        """Independent matmuls of one input (q, k and v; gate and up): a backend with
+        ``matmul_many([(op, x_q), ...])`` gets them together (a mesh runs them at once on
+        disjoint PEs); otherwise, and for the float path or a linear cut into several ops,
+        one :meth:`_matmul` after another. The arithmetic is the same either way."""
+        many = getattr(self.backend, "matmul_many", None)
+        if mode == "float" or many is None or \
+                any(len(self._qlin[s].ops) != 1 for s in sites):
+            return [self._matmul(s, x, mode) for s in sites]
+        lins = [self._qlin[s] for s in sites]
+        inputs = [lin.quantize_input(x) for lin in lins]
+        ys = many([(lin.op, x_q) for lin, (x_q, _s) in zip(lins, inputs, strict=True)])
+        return [lin.dequantize(y, s_x) for lin, y, (_x, s_x) in zip(lins, ys, inputs, strict=True)]
+
     # ------------------------------------------------------------------ quantization
 
     def set_act_scales(self, scheme: str) -> None:
@@ -413,9 +427,8 @@ class Model:
         for i in range(c.num_layers):
             p = f"layers.{i}."
             h = _rms_norm(x, nw[p + "attn_norm.weight"], c.rms_norm_eps)
-            q = self._matmul(p + "attn.q", h, mode).reshape(t, nh, hd)
-            k = self._matmul(p + "attn.k", h, mode).reshape(t, nkv, hd)
-            v = self._matmul(p + "attn.v", h, mode).reshape(t, nkv, hd)
+            q, k, v = self._matmuls([p + "attn.q", p + "attn.k", p + "attn.v"], h, mode)
+            q, k, v = q.reshape(t, nh, hd), k.reshape(t, nkv, hd), v.reshape(t, nkv, hd)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             self._note(p + "rope_q", np.abs(q).max(axis=0))
             self._note(p + "rope_k", np.abs(k).max(axis=0))
@@ -429,8 +442,7 @@ class Model:
             x = x + self._matmul(p + "attn.o", a.transpose(1, 0, 2).reshape(t, nh * hd), mode)
             self._note("resid", np.abs(x).max())
             h = _rms_norm(x, nw[p + "mlp_norm.weight"], c.rms_norm_eps)
-            gate = self._matmul(p + "mlp.gate", h, mode)
-            up = self._matmul(p + "mlp.up", h, mode)
+            gate, up = self._matmuls([p + "mlp.gate", p + "mlp.up"], h, mode)
             x = x + self._matmul(p + "mlp.down", _silu(gate) * up, mode)
             self._note("resid", np.abs(x).max())
         cache.advance(t)

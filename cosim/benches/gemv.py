@@ -16,6 +16,7 @@ import numpy as np
 from ...compiler.core_mapping import compile_core_gemv, core_gemv_bound, core_gemv_cycles
 from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import compile_gemv
+from ...compiler.strips import compile_gemv_strips, strip_gemv_cycles
 from ...golden_model.arith import first_difference, gemv_golden, requant_params
 from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric, Recording
@@ -72,6 +73,7 @@ class GemvResult(BenchResult):
     speed_ratio_vs_plain: float | None = None
     pe: str = "gemv"
     task_cycles_bound: int | None = None
+    layout: str = "chain"
 
 
 def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random"):
@@ -104,8 +106,14 @@ def random_problem(m: int, n: int, batch: int, seed: int, *, fill: str = "random
 @bench(GemvResult)
 async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
                out_int32: bool = False, fill: str = "random", stall: float = 0.0,
-               record: str | None = None, fault_row: int | None = None) -> GemvResult:
+               record: str | None = None, fault_row: int | None = None,
+               layout: str = "chain") -> GemvResult:
     """Run ``y = requantize(W @ x)`` for a batch of vectors and compare with numpy.
+
+    ``layout`` (fixed-function PEs): ``chain``, the whole mesh as one region whose partial
+    sums run along every column (:func:`~sparktile.compiler.mapping.compile_gemv`), or
+    ``strips``, the rows of ``W`` over the mesh's column strips
+    (:mod:`~sparktile.compiler.strips`).
 
     ``record`` names a file to which the whole workload (configuration included) is written
     for replay in the plain C++ harness (:func:`sparktile.cosim.sim.build.run_plain`).
@@ -127,8 +135,16 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         w_rtl = w.copy()
         w_rtl[fault_row, col] = 127 if w[fault_row, col] < 0 else -128
     core = shape.pe == "core"
+    if layout not in ("chain", "strips"):
+        raise ValueError(f"layout must be 'chain' or 'strips', not {layout!r}")
+    strips = layout == "strips"
+    if core and strips:
+        raise ValueError("layout 'strips' is a mapping of the fixed-function PE; a core mesh "
+                         "has its own GEMV mapping")
     if core:
         mapping = compile_core_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
+    elif strips:
+        mapping = compile_gemv_strips(shape, w_rtl, mult, shift, out_int32=out_int32)
     else:
         mapping = compile_gemv(shape, w_rtl, mult, shift, out_int32=out_int32)
     cfg_cycles = await fabric.configure(mapping.program)
@@ -136,9 +152,12 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
                 Counter.TASK_ERRORS, Counter.VECTORS)
     before = await fabric.read_counters(counters)
 
-    streams = mapping.x_streams(x)
-    for col, (pay, ccs) in streams.items():
-        fabric.send(fabric.port("N", col), pay, ccs)
+    if strips:
+        for (side, col), (pay, ccs) in mapping.x_ports(x).items():
+            fabric.send(fabric.port(side, col), pay, ccs)
+    else:
+        for col, (pay, ccs) in mapping.x_streams(x).items():
+            fabric.send(fabric.port("N", col), pay, ccs)
     if stall:
         rng = np.random.default_rng(seed + 7919)
         for p in fabric.ports:
@@ -148,7 +167,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         want = mapping.y_wavelets(batch)
         expect = sum(want.values())
     else:
-        expect = mapping.y_wavelets_per_row(batch) * mapping.region.rows
+        expect = mapping.expected(batch)
     t0 = time.perf_counter()
     res = await fabric.run(expect, idle_limit=50_000)
     wall = time.perf_counter() - t0
@@ -160,6 +179,12 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
             pay, _, t = fabric.receive(fabric.port(side, r))
             per_row[side, r] = pay
             cycles_of[r] = np.concatenate([cycles_of.get(r, np.zeros(0, np.uint64)), t])
+    elif strips:
+        for r in range(shape.rows):
+            for side in ("E", "W"):
+                pay, ccs, t = fabric.receive(fabric.port(side, r))
+                per_row[side, r] = (pay, ccs)
+                cycles_of[r] = np.concatenate([cycles_of.get(r, np.zeros(0, np.uint64)), t])
     else:
         for r in range(mapping.region.rows):
             pay, _, t = fabric.receive(fabric.port("E", mapping.region.row + r))
@@ -172,17 +197,25 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     golden = gemv_golden(w, x, mult, shift, out_int32=out_int32)
     if core:
         complete = res.ok and all(len(per_row[k]) == v for k, v in want.items())
+    elif strips:
+        complete = res.ok and sum(len(p) for p, _ in per_row.values()) == expect
     else:
         complete = res.ok and all(len(v) == mapping.y_wavelets_per_row(batch)
                                   for v in per_row.values())
     first_diff = None
     match = False
     if complete:
-        y = mapping.decode_y_ports(per_row, batch) if core else mapping.decode_y(per_row, batch)
+        if core:
+            y = mapping.decode_y_ports(per_row, batch)
+        elif strips:
+            y = mapping.decode_edge(per_row, batch)
+        else:
+            y = mapping.decode_y(per_row, batch)
         first_diff = first_difference(y, golden)
         match = first_diff is None
         if not match:
-            r = first_diff["index"] // mapping.m_pe
+            r = mapping.row_of(first_diff["index"]) if strips else \
+                first_diff["index"] // mapping.m_pe
             first_diff.update(mesh_row=r,
                               cycle=int(cycles_of[r].max()) if len(cycles_of[r]) else None)
     pes = shape.pes
@@ -191,6 +224,8 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     if core:
         model = core_gemv_cycles(mapping, batch)
         bound = core_gemv_bound(mapping, batch)
+    elif strips:
+        model = strip_gemv_cycles(shape, m, n, batch, out_int32=out_int32)
     else:
         model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
                             out_int32=out_int32, timing=timing_for(shape))
@@ -210,7 +245,7 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         task_errors=int(delta["task_errors"].sum()),
         vectors_per_pe=delta["vectors"].tolist(),
         sim_cycles_per_s=res.cycles / wall if wall > 0 else 0.0,
-        recorded=recorded, pe=shape.pe, task_cycles_bound=bound,
+        recorded=recorded, pe=shape.pe, task_cycles_bound=bound, layout=layout,
     )
 
 

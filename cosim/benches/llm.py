@@ -15,6 +15,11 @@ as the tests do).
 Weights are *stationary* when every matrix fits the mesh's SRAM at once (each at its own SRAM
 base, all sharing one set of routes; only the descriptor address selects the matrix), else
 *streamed*: the host reloads the mesh with one matrix before each matmul.
+
+Layout. ``strips`` (the default) cuts each matrix by rows over the mesh's column strips
+(:mod:`~sparktile.compiler.strips`: no reduction chain across the mesh, each strip's results
+on its own color); ``chain`` is the first slice's mapping (rows over mesh rows, columns over
+mesh columns, partial sums along a chain of every column), kept for comparison.
 """
 
 from __future__ import annotations
@@ -30,14 +35,25 @@ import numpy as np
 from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
 from ...compiler.program import ConfigProgram
+from ...compiler.strips import (
+    compile_gemv_strips,
+    split_strips,
+    strip_count,
+    strip_words,
+    strips_cycles,
+)
 from ...golden_model.arith import first_difference
-from ...golden_model.backend import MatmulOp, NumpyBackend
+from ...golden_model.backend import INDEPENDENT_KINDS, MatmulOp, NumpyBackend
 from ..sim.fabric import STATUS, Fabric, FabricHang, Recording
 from ..sim.registry import BenchResult, bench
 
-__all__ = ["RtlBackend", "MatmulMismatch", "mismatch_message", "plan_weights", "llm_run"]
+__all__ = ["RtlBackend", "MatmulMismatch", "mismatch_message", "plan_weights", "share_strips",
+           "stationary_bases",
+           "llm_run"]
 
 WEIGHT_MODES = ("auto", "stationary", "streaming")
+#: How a matrix is placed: over column strips (default) or along reduction chains.
+LAYOUTS = ("strips", "chain")
 
 
 class _Cancelled(Exception):
@@ -61,10 +77,43 @@ class MatmulMismatch(RuntimeError):
         super().__init__(mismatch_message(info))
 
 
-def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, int]:
-    """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``: the
-    sum of all matrices (stationary) or the largest one (streaming). ``ops`` may be
-    :class:`~sparktile.golden_model.backend.MatmulShape` s (only names and shapes are read).
+def op_words(shape, op, layout: str = "strips") -> int:
+    """SRAM words per PE of one matrix in ``layout``."""
+    if layout == "strips":
+        return strip_words(shape, *op.shape)
+    return gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
+
+
+def stationary_bases(shape, ops: list[MatmulOp], layout: str = "strips") -> tuple[list, int]:
+    """Each matrix's first SRAM word with every matrix stationary, and the words per PE that
+    takes. The chain layout stacks the matrices in every PE; the strips layout stacks them
+    per strip, so the matrices that share the strips (:func:`share_strips`) sit side by side
+    at one base."""
+    bases = []
+    if layout != "strips":
+        top = 0
+        for op in ops:
+            bases.append(top)
+            top += op_words(shape, op, layout)
+        return bases, top
+    shares = share_strips(shape, ops)
+    free = [0] * strip_count(shape)
+    for op in ops:
+        strips = shares[id(op)]
+        base = max(free[s] for s in strips)
+        for s in strips:
+            free[s] = base + strip_words(shape, *op.shape, len(strips))
+        bases.append(base)
+    return bases, max(free)
+
+
+def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto",
+                 layout: str = "strips") -> tuple[str, int]:
+    """Choose stationary or streaming weights; returns ``(mode, words per PE needed)``: all
+    matrices (stationary, :func:`stationary_bases`) or the largest one (streaming), placed per
+    ``layout``.
+    ``ops`` may be :class:`~sparktile.golden_model.backend.MatmulShape` s (only names and
+    shapes are read).
 
     Raises
     ------
@@ -74,9 +123,10 @@ def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, i
     """
     if mode not in WEIGHT_MODES:
         raise MappingError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}")
-    region = Region.whole(shape)
-    sizes = [gemv_words(*op.shape, region, shape.acc_depth)["words"] for op in ops]
-    total = sum(sizes)
+    if layout not in LAYOUTS:
+        raise MappingError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    sizes = [op_words(shape, op, layout) for op in ops]
+    total = stationary_bases(shape, ops, layout)[1]
     if mode == "stationary" and total > shape.sram_words:
         raise MappingError(f"stationary weights need {total} SRAM words per PE on the {shape} "
                            f"mesh, but a PE has {shape.sram_words} ({shape.sram_kb} KiB); use "
@@ -92,9 +142,27 @@ def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto") -> tuple[str, i
     return mode, (total if mode == "stationary" else max(sizes))
 
 
+def share_strips(shape, ops: list[MatmulOp]) -> dict[int, range]:
+    """The strips of each matmul (keyed by ``id(op)``) in the ``strips`` layout: the mesh's
+    strips shared, in proportion to MACs, by the matmuls a layer issues together
+    (:data:`~sparktile.golden_model.backend.INDEPENDENT_KINDS`: q, k and v; gate and up), so
+    that they run at once; every strip for the others, and for all of them on a mesh with
+    fewer strips than a group has matmuls."""
+    out = {id(op): range(strip_count(shape)) for op in ops}
+    for kinds in INDEPENDENT_KINDS:
+        for layer in sorted({op.layer for op in ops}):
+            group = [op for op in ops if op.layer == layer and op.kind in kinds]
+            if len(group) < 2 or len(group) > strip_count(shape):
+                continue
+            sizes = [o.shape[0] * o.shape[1] for o in group]
+            for op, strips in zip(group, split_strips(shape, sizes), strict=True):
+                out[id(op)] = strips
+    return out
+
+
 @dataclass
 class _Stat:
-    cycles: int = 0
+    cycles: float = 0
     macs: int = 0
     calls: int = 0
 
@@ -115,16 +183,22 @@ class RtlBackend:
     corrupt : str, optional
         Fault injection for testing the checker: the named matrix is loaded into the mesh with
         one weight's lowest bit flipped (row 0, column 0), as a bad weight load would.
+    layout : str
+        ``strips`` or ``chain`` (:data:`LAYOUTS`).
     """
 
     def __init__(self, fabric: Fabric, ops: list[MatmulOp], weights: str = "auto",
-                 seed: int = 0, corrupt: str | None = None):
+                 seed: int = 0, corrupt: str | None = None, layout: str = "strips"):
         self.corrupt = corrupt
+        self.layout = layout
         self.fabric = fabric
         self.shape = fabric.shape
         self.ops = ops
         self.seed = seed
-        self.mode, self.words = plan_weights(self.shape, ops, weights)
+        self.mode, self.words = plan_weights(self.shape, ops, weights, layout)
+        # Stationary weights on strips: independent matmuls share the strips (streaming
+        # weights hold one matrix at a time, on every strip).
+        self.strips = share_strips(self.shape, ops) if self.mode == "stationary" else {}
         self.golden = NumpyBackend()
         self.mappings: dict[int, GemvMapping] = {}
         self.phase = "prefill"
@@ -137,21 +211,22 @@ class RtlBackend:
         self._cur = 0
         if self.mode == "stationary":
             prog = ConfigProgram(self.shape)
-            base = 0
-            for op in ops:
-                mp = self._compile(op, base, prog)
-                self.mappings[id(op)] = mp
-                base += mp.words
+            for op, base in zip(ops, stationary_bases(self.shape, ops, layout)[0], strict=True):
+                self.mappings[id(op)] = self._compile(op, base, prog)
             self._program = prog
 
-    def _compile(self, op: MatmulOp, base: int, program=None) -> GemvMapping:
+    def _compile(self, op: MatmulOp, base: int, program=None):
         out_int32 = op.out == "int32"
         w = op.w_q
         if op.name == self.corrupt:
             w = w.copy()
             w[0, 0] ^= 1
-        return compile_gemv(self.shape, w, op.mult, op.shift, out_int32=out_int32,
-                            base=base, program=program)
+        if self.layout == "strips":
+            return compile_gemv_strips(self.shape, w, op.mult, op.shift, out_int32=out_int32,
+                                       base=base, program=program,
+                                       strips=self.strips.get(id(op)))
+        return compile_gemv(self.shape, w, op.mult, op.shift, out_int32=out_int32, base=base,
+                            program=program)
 
     async def preload(self) -> None:
         """Stationary weights: load every matrix once, through the fabric."""
@@ -167,49 +242,89 @@ class RtlBackend:
         self.phase = "decode"
 
     async def amatmul(self, op: MatmulOp, x_q: np.ndarray) -> np.ndarray:
+        return (await self.amatmul_many([(op, x_q)]))[0]
+
+    def _concurrent(self, pairs) -> bool:
+        """Whether ``pairs`` can run at once: stationary, each on its own strips."""
+        if len(pairs) < 2 or self.mode != "stationary" or self.layout != "strips":
+            return False
+        used: set[int] = set()
+        for op, _x in pairs:
+            mine = set(self.mappings[id(op)].strips)
+            if used & mine:
+                return False
+            used |= mine
+        return True
+
+    async def amatmul_many(self, pairs: list[tuple[MatmulOp, np.ndarray]]) -> list[np.ndarray]:
+        """Run independent matmuls, at once when they sit on disjoint strips (see
+        :func:`share_strips`), else one after another; each result checked."""
+        if not self._concurrent(pairs):
+            return [(await self._run([(op, x)]))[0] for op, x in pairs]
+        return await self._run(pairs)
+
+    async def _run(self, pairs) -> list[np.ndarray]:
         fabric = self.fabric
-        mp = self.mappings.get(id(op))
-        if mp is None:  # streaming: this matrix alone, at SRAM word 0
-            mp = self._compile(op, 0)
-            t0 = time.perf_counter()
-            self.config_cycles += await fabric.configure(mp.program)
-            self.sim_s += time.perf_counter() - t0
-        batch = x_q.shape[0]
-        for col, (pay, ccs) in mp.x_streams(x_q).items():
-            fabric.send(fabric.port("N", col), pay, ccs)
-        expect = mp.y_wavelets_per_row(batch) * mp.region.rows
+        maps = []
+        for op, _x in pairs:
+            mp = self.mappings.get(id(op))
+            if mp is None:  # streaming: this matrix alone, at SRAM word 0
+                mp = self._compile(op, 0)
+                t0 = time.perf_counter()
+                self.config_cycles += await fabric.configure(mp.program)
+                self.sim_s += time.perf_counter() - t0
+            maps.append(mp)
+        expect = 0
+        for (_op, x_q), mp in zip(pairs, maps, strict=True):
+            for (side, col), (pay, ccs) in mp.x_ports(x_q).items():
+                fabric.send(fabric.port(side, col), pay, ccs)
+            expect += mp.expected(x_q.shape[0])
         t0 = time.perf_counter()
         res = await fabric.run(expect, idle_limit=100_000)
         self.sim_s += time.perf_counter() - t0
         per_row, last_cycle = {}, {}
-        for r in range(mp.region.rows):
-            pay, _, t = fabric.receive(fabric.port("E", r))
-            per_row[r] = pay
-            last_cycle[r] = int(t[-1]) if len(t) else None
+        for r in range(self.shape.rows):
+            for side in ("E", "W"):
+                pay, ccs, t = fabric.receive(fabric.port(side, r))
+                per_row[side, r] = (pay, ccs)
+                if len(t):
+                    last_cycle[r] = max(last_cycle.get(r, 0), int(t[-1]))
+        names = " + ".join(op.name for op, _x in pairs)
         if not res.ok:
-            raise FabricHang(f"{op.name}: the mesh stopped before returning its results "
+            raise FabricHang(f"{names}: the mesh stopped before returning its results "
                              f"({STATUS[res.status]} after {res.cycles} cycles, seed "
                              f"{self.seed})")
-        y = mp.decode_y(per_row, batch)
-        want = self.golden.matmul(op, x_q)
-        diff = first_difference(y, want)
-        if diff is not None:
-            raise MatmulMismatch({
-                "matmul": op.name, "kind": op.kind, "layer": op.layer, "phase": self.phase,
-                "token": len(self.token_cycles), **diff,
-                "cycle": last_cycle.get(diff["index"] // mp.m_pe), "seed": self.seed})
-        st = self.stats[self.phase][op.kind]
-        st.cycles += res.cycles
-        st.macs += op.shape[0] * op.shape[1] * batch
-        st.calls += 1
+        # The run's cycles are shared by its matmuls in proportion to their MACs (so a kind's
+        # utilization is that of the run it was part of).
+        macs = [op.shape[0] * op.shape[1] * x_q.shape[0] for op, x_q in pairs]
+        ys = []
+        for (op, x_q), mp, mac in zip(pairs, maps, macs, strict=True):
+            y = mp.decode_edge(per_row, x_q.shape[0])
+            want = self.golden.matmul(op, x_q)
+            diff = first_difference(y, want)
+            if diff is not None:
+                raise MatmulMismatch({
+                    "matmul": op.name, "kind": op.kind, "layer": op.layer,
+                    "phase": self.phase, "token": len(self.token_cycles), **diff,
+                    "cycle": last_cycle.get(mp.row_of(diff["index"])), "seed": self.seed})
+            st = self.stats[self.phase][op.kind]
+            st.cycles += res.cycles * mac / sum(macs)
+            st.macs += mac
+            st.calls += 1
+            self.matmuls += 1
+            ys.append(y)
         self._cur += res.cycles
-        self.matmuls += 1
-        return y
+        return ys
 
     def matmul(self, op: MatmulOp, x_q: np.ndarray) -> np.ndarray:
         """Blocking entry point for the model (runs in cocotb's bridge thread)."""
         from cocotb.task import resume
         return resume(self.amatmul)(op, x_q)
+
+    def matmul_many(self, pairs: list[tuple[MatmulOp, np.ndarray]]) -> list[np.ndarray]:
+        """Blocking entry point for independent matmuls (q, k, v; gate, up)."""
+        from cocotb.task import resume
+        return resume(self.amatmul_many)(pairs)
 
     # ---- reporting -------------------------------------------------------------------------
     def utilization(self) -> dict:
@@ -232,9 +347,20 @@ class RtlBackend:
         """Per-token decode cycles: the MAC bound and the analytic cycle model."""
         s = self.shape
         ideal = sum(int(np.ceil(op.shape[0] * op.shape[1] / (4 * s.pes))) for op in self.ops)
-        model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth,
-                                out_int32=op.out == "int32", timing=timing_for(s))
-                    for op in self.ops)
+        if self.layout == "strips":
+            # The matmuls that run together (on disjoint strips) as one job each.
+            runs: dict[tuple, list] = defaultdict(list)
+            for op in self.ops:
+                strips = self.strips.get(id(op))
+                shared = strips is not None and len(strips) < strip_count(s)
+                key = (op.layer, next(k for k in INDEPENDENT_KINDS if op.kind in k)) \
+                    if shared else (op.name,)
+                runs[key].append((*op.shape, op.out == "int32", strips))
+            model = sum(strips_cycles(s, jobs) for jobs in runs.values())
+        else:
+            model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth,
+                                    out_int32=op.out == "int32", timing=timing_for(s))
+                        for op in self.ops)
         return {"mac_bound_cycles": ideal, "model_cycles": model}
 
 
@@ -258,6 +384,7 @@ class LlmResult(BenchResult):
     mesh: str
     sram_kb: int
     weights_mode: str
+    layout: str
     sram_words_per_pe: int
     sampling: dict
     matmuls: int
@@ -287,7 +414,8 @@ class LlmResult(BenchResult):
 @bench(LlmResult)
 async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str | None = None,
                   temperature: float = 0.8, top_k: int | None = 40, top_p: float | None = None,
-                  seed: int = 1, weights: str = "auto", progress: str | None = None,
+                  seed: int = 1, weights: str = "auto", layout: str = "strips",
+                  progress: str | None = None,
                   wave_tokens: list[int] | None = None, corrupt: str | None = None,
                   record: str | None = None, cancel: str | None = None) -> LlmResult:
     """Generate ``max_tokens`` tokens with every matmul on the RTL; compare with the golden run.
@@ -307,7 +435,7 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
 
     rec = Recording(fabric, record)
-    backend = RtlBackend(fabric, ops, weights, seed, corrupt=corrupt)
+    backend = RtlBackend(fabric, ops, weights, seed, corrupt=corrupt, layout=layout)
     await backend.preload()
     lm.set_backend(backend)
     log = open(progress, "a") if progress else None  # noqa: SIM115 - closed below
@@ -367,7 +495,7 @@ async def llm_run(fabric: Fabric, prompt: str, max_tokens: int = 16, model: str 
         match_golden=backend.matmuls > 0,
         cancelled=cancelled,
         mesh=str(fabric.shape), sram_kb=fabric.shape.sram_kb,
-        weights_mode=backend.mode, sram_words_per_pe=backend.words,
+        weights_mode=backend.mode, layout=layout, sram_words_per_pe=backend.words,
         sampling=sampling, matmuls=backend.matmuls,
         prefill_tokens=len(prompt_ids),
         prefill_cycles=backend.token_cycles[0] if backend.token_cycles else 0,

@@ -120,6 +120,12 @@ class GemvMapping:
     words: int                      # SRAM words used in every PE
     passes: list[tuple[int, int, int]] = field(default_factory=list)  # (desc addr, row0, rows)
     program: ConfigProgram | None = None
+    x_from: str = "N"               # the mesh edge x enters by (N, or S)
+    y_to: str = "E"                 # the mesh edge y leaves by (E, or W)
+
+    def x_ports(self, x: np.ndarray) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+        """``(edge, column) -> (payloads, cc)``: :meth:`x_streams` on the edge x enters by."""
+        return {(self.x_from, c): v for c, v in self.x_streams(x).items()}
 
     # ---- host side -----------------------------------------------------------------------
     def x_streams(self, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -150,6 +156,21 @@ class GemvMapping:
         for _desc, _row0, rows in self.passes:
             per_vec += rows if self.out_int32 else math.ceil(rows / LANES)
         return per_vec * batch
+
+    def expected(self, batch: int) -> int:
+        """Wavelets the east edge receives for ``batch`` vectors."""
+        return self.y_wavelets_per_row(batch) * self.region.rows
+
+    def row_of(self, index: int) -> int:
+        """The mesh row whose east edge carries output ``index`` (for a mismatch message)."""
+        return self.region.row + index // self.m_pe
+
+    def decode_edge(self, per_row: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]],
+                    batch: int) -> np.ndarray:
+        """:meth:`decode_y` from the ``(payloads, cc)`` each ``(edge, mesh row)`` received
+        (one color arrives on the edge y leaves by: the cc is not needed)."""
+        return self.decode_y({r: pc[0] for (side, r), pc in per_row.items()
+                              if side == self.y_to}, batch)
 
     def decode_y(self, per_row: dict[int, np.ndarray], batch: int) -> np.ndarray:
         """East-edge payloads per mesh row -> ``y`` (B x M; int8, or int32 with INT32)."""
@@ -186,7 +207,8 @@ def int8_matrix(w) -> np.ndarray:
 
 def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = None,
                  colors: Colors = Colors(), out_int32: bool = False, base: int = 0,
-                 program: ConfigProgram | None = None, routes: bool = True) -> GemvMapping:
+                 program: ConfigProgram | None = None, routes: bool = True,
+                 x_from: str = "N", y_to: str = "E") -> GemvMapping:
     """Place ``W`` (M x N int8) and its requantization on ``region`` of a ``shape`` mesh.
 
     Parameters
@@ -201,6 +223,10 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
     routes : bool
         Emit routes and PE registers (a second matrix on the same region and colors needs only
         its SRAM image).
+    x_from, y_to : str
+        The mesh edge ``x`` enters by (``N``: multicast down the region's columns, or ``S``:
+        up them) and the one ``y`` leaves by (``E``, or ``W`` for a one-column region: there
+        is no chain to turn round).
 
     Raises
     ------
@@ -211,6 +237,12 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
     region = region or Region.whole(shape)
     region.check(shape)
     colors.check()
+    if x_from not in ("N", "S") or y_to not in ("E", "W"):
+        raise MappingError(f"x enters by N or S and y leaves by E or W, not {x_from!r} and "
+                           f"{y_to!r}")
+    if y_to == "W" and region.cols != 1:
+        raise MappingError(f"y leaves west only from a one-column region, not {region.cols} "
+                           f"columns (the partial sums run east)")
     w = int8_matrix(w)
     m, n = w.shape
     geo = gemv_words(m, n, region, shape.acc_depth)
@@ -241,7 +273,7 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
     q_base = w_base + m_pe * nw_pe
     desc_base = q_base + m_pe
     mapping = GemvMapping(shape, region, colors, m, n, m_pe, nw_pe, out_int32, base,
-                          geo["words"], program=prog)
+                          geo["words"], program=prog, x_from=x_from, y_to=y_to)
     acc = shape.acc_depth
     for p in range(geo["passes"]):
         row0 = p * acc
@@ -266,19 +298,20 @@ def compile_gemv(shape: MeshShape, w, mult, shift, *, region: Region | None = No
                                    np.array(desc, dtype=np.uint32)])
             prog.write_sram(r, c, w_base, sram)
             if routes:
-                psum_in, out = pe_routes(prog, region, colors, rr, cc_)
+                psum_in, out = pe_routes(prog, region, colors, rr, cc_, x_from, y_to)
                 prog.set_reg(r, c, PeReg.X_COLOR, colors.x)
                 prog.set_reg(r, c, PeReg.PSUM_COLOR, psum_in)
                 prog.set_reg(r, c, PeReg.OUT_COLOR, out)
     if routes:
-        edge_routes(prog, shape, region, colors)
+        edge_routes(prog, shape, region, colors, x_from, y_to)
     return mapping
 
 
 def pe_routes(prog: ConfigProgram, region: Region, colors: Colors, rr: int,
-              cc_: int) -> tuple[int, int]:
+              cc_: int, x_from: str = "N", y_to: str = "E") -> tuple[int, int]:
     """The routes of the PE at region row ``rr``, column ``cc_`` of a GEMV chain (x down the
-    column into the ramp, the partial sums in from the west, its own out east); returns
+    column into the ramp, the partial sums in from the west, its own out east; ``x_from`` S:
+    up the column; ``y_to`` W: a one-column region's results out west); returns
     ``(psum_in, out)``, the colors its partial sums arrive and leave on (partial sums
     alternate P0/P1 along a row: a router cannot take a color from the west and also send it
     east from its ramp; the east-most PE sends on Y)."""
@@ -286,19 +319,33 @@ def pe_routes(prog: ConfigProgram, region: Region, colors: Colors, rr: int,
     first, last = cc_ == 0, cc_ == region.cols - 1
     psum_in = colors.p1 if (cc_ - 1) % 2 else colors.p0
     out = colors.y if last else (colors.p1 if cc_ % 2 else colors.p0)
-    below = [Port.S] if rr + 1 < region.rows else []
-    prog.add_route(r, c, colors.x, Port.N, [Port.RAMP, *below])
+    if x_from == "N":
+        on = [Port.S] if rr + 1 < region.rows else []
+        prog.add_route(r, c, colors.x, Port.N, [Port.RAMP, *on])
+    else:
+        on = [Port.N] if rr > 0 else []
+        prog.add_route(r, c, colors.x, Port.S, [Port.RAMP, *on])
     if not first:
         prog.add_route(r, c, psum_in, Port.W, [Port.RAMP])
-    prog.add_route(r, c, out, Port.RAMP, [Port.E])
+    prog.add_route(r, c, out, Port.RAMP, [Port.E if y_to == "E" else Port.W])
     return psum_in, out
 
 
-def edge_routes(prog: ConfigProgram, shape: MeshShape, region: Region, colors: Colors) -> None:
-    """x passes down through tiles north of the region; y passes east to the mesh edge."""
+def edge_routes(prog: ConfigProgram, shape: MeshShape, region: Region, colors: Colors,
+                x_from: str = "N", y_to: str = "E") -> None:
+    """x passes down through tiles north of the region (up through those south of it, from
+    the south edge); y passes east to the mesh edge (west, from the west edge)."""
     for c in range(region.col, region.col + region.cols):
-        for r in range(region.row):
-            prog.add_route(r, c, colors.x, Port.N, [Port.S])
+        if x_from == "N":
+            for r in range(region.row):
+                prog.add_route(r, c, colors.x, Port.N, [Port.S])
+        else:
+            for r in range(region.row + region.rows, shape.rows):
+                prog.add_route(r, c, colors.x, Port.S, [Port.N])
     for r in range(region.row, region.row + region.rows):
-        for c in range(region.col + region.cols, shape.cols):
-            prog.add_route(r, c, colors.y, Port.W, [Port.E])
+        if y_to == "E":
+            for c in range(region.col + region.cols, shape.cols):
+                prog.add_route(r, c, colors.y, Port.W, [Port.E])
+        else:
+            for c in range(region.col):
+                prog.add_route(r, c, colors.y, Port.E, [Port.W])
