@@ -614,9 +614,15 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
     tty = sys.stderr.isatty()
 
     def progress(p):
-        line = (f"position {p['i']}/{p['n']} ({p['phase']}): token {p['token']} "
-                f"(golden {p['golden']}), {p['cycles']:,} RTL cycles, "
-                f"{p['sim_cycles_per_s']:.3g} sim cycles/s")
+        if p["phase"] == "configure":
+            rate = p["sim_cycles_per_s"]
+            line = (f"configuring the mesh: {p['taken']:,} of {p['wavelets']:,} wavelets in "
+                    f"({p['taken'] / max(p['wavelets'], 1):.0%}), {p['cycles']:,} cycles, "
+                    f"{rate:.3g} sim cycles/s")
+        else:
+            line = (f"position {p['i']}/{p['n']} ({p['phase']}): token {p['token']} "
+                    f"(golden {p['golden']}), {p['cycles']:,} RTL cycles, "
+                    f"{p['sim_cycles_per_s']:.3g} sim cycles/s")
         click.echo(f"\r\x1b[2K{line}" if tty else line, nl=not tty, err=True)
 
     with _replay_file("decode.bin", compare_plain) as replay, \

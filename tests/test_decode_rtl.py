@@ -85,14 +85,26 @@ def test_the_largest_context_fills_on_rtl(run_bench):
     assert r.max_context == largest and len(r.tokens) == largest
 
 
-def test_progress_comes_a_line_a_position():
+def test_progress_comes_a_line_a_position_after_the_configurations():
     from sparktile.cosim.sim.session import run_job
     from sparktile.hdl.mesh import MeshShape
     lines = []
     r = run_job(MeshShape(2, 2, pe="core"), decode_run,
-                {"ids": [1, 2], "max_tokens": 2, "random": dict(TINY, seed=1), "context": 3},
+                {"ids": [1, 2], "max_tokens": 2, "random": dict(TINY, seed=1), "context": 3,
+                 "progress_s": 0.0},
                 seed=1, progress=lines.append)
     assert r.match_golden
+    # The configuration reports as it goes (here after every slice): wavelets taken so far,
+    # growing, of a fixed total, and the cycles; then one line a position.
+    phases = [p["phase"] for p in lines]
+    config = [p for p in lines if p["phase"] == "configure"]
+    assert len(config) >= 2 and phases[:len(config)] == ["configure"] * len(config), phases
+    lines = lines[len(config):]
+    taken = [p["taken"] for p in config]
+    assert taken == sorted(taken) and 0 < taken[-1] <= config[0]["wavelets"]
+    assert len({p["wavelets"] for p in config}) == 1
+    cycles = [p["cycles"] for p in config]
+    assert cycles == sorted(cycles) and cycles[-1] < r.config_cycles
     assert [p["i"] for p in lines] == [1, 2, 3] and {p["n"] for p in lines} == {3}
     assert [p["token"] for p in lines] == r.tokens == [p["golden"] for p in lines]
     assert [p["phase"] for p in lines] == ["prompt", "new", "new"]

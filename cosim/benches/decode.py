@@ -24,7 +24,7 @@ import numpy as np
 from ...compiler.decoder_mapping import HostSampler, compile_decoder, score_position
 from ...golden_model.arith import argmax_int, pack_int8
 from ...hdl.formats import Counter
-from ..sim.fabric import STATUS, Fabric, Recording
+from ..sim.fabric import PROGRESS_S, STATUS, Fabric, Recording
 from ..sim.registry import BenchResult, bench
 
 __all__ = ["DecodeResult", "decode_run", "decode_model", "load_mapping"]
@@ -97,7 +97,8 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
                      progress: str | None = None, temperature: float = 0.0,
                      top_k: int | None = None, top_p: float | None = None,
                      stop_at_eos: bool = True, record: str | None = None,
-                     mapping_file: str | None = None) -> DecodeResult:
+                     mapping_file: str | None = None,
+                     progress_s: float = PROGRESS_S) -> DecodeResult:
     """Feed the prompt (``prompt`` text, or token ``ids``) and generate ``max_tokens`` with
     every op on the RTL, comparing each position's token with the golden int path.
 
@@ -116,7 +117,10 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
     through the configuration path between two tokens, as a corrupted SRAM cell would read).
 
     ``progress`` names a file to which a JSON line is appended per position (``i``, ``n``,
-    ``token``, ``golden``, ``cycles``, ``phase``, ``sim_cycles_per_s``).
+    ``token``, ``golden``, ``cycles``, ``phase``, ``sim_cycles_per_s``), and, while the mesh
+    is configured, one about every ``progress_s`` seconds (``phase`` ``configure``, ``taken``
+    of ``wavelets``, ``cycles``, ``sim_cycles_per_s``; :meth:`~sparktile.cosim.sim.fabric.
+    Fabric.configure`).
 
     ``mapping_file``: a pickle of the :class:`~sparktile.compiler.decoder_mapping.
     DecoderMapping` the caller already compiled for this model and mesh (the CLI does, to
@@ -171,7 +175,12 @@ async def decode_run(fabric: Fabric, prompt: str | None = None, ids: list | None
                 idx = lay["argmax_idx"]
                 mapping.program.write_sram(*tile, idx.base + first - lo, [(vocab - first) ^ 1])
     rec = Recording(fabric, record)
-    cfg_cycles = await fabric.configure(mapping.program)
+    def config_progress(p):
+        with open(progress, "a") as log:
+            log.write(json.dumps(p) + "\n")
+
+    cfg_cycles = await fabric.configure(mapping.program, progress_s=progress_s,
+                                        progress=config_progress if progress else None)
     before = await fabric.read_counters((Counter.TASK_ERRORS,))
     cache = lm.new_cache(total + 1, mode="int")
     port_in, port_out = fabric.port("N", 0), fabric.port("W", 0)

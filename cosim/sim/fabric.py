@@ -9,6 +9,7 @@ Verilator runs at full speed with no Python in the loop.
 from __future__ import annotations
 
 import ctypes
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from .harness import edge_ports, port_index
 __all__ = ["Fabric", "RunResult", "FabricHang", "STATUS", "Recording"]
 
 STATUS = {0: "running", 1: "complete", 2: "cycle limit", 3: "hang (no edge activity)"}
+#: Seconds of simulation between progress reports of a long configuration.
+PROGRESS_S = 5.0
 
 _u32p = ctypes.POINTER(ctypes.c_uint32)
 _u8p = ctypes.POINTER(ctypes.c_uint8)
@@ -199,6 +202,32 @@ class Fabric:
         await Edge(self.dut.done)
         return RunResult(int(self.lib.sparktile_status()), start, self.cycle)
 
+    async def _run_reporting(self, expect: int, sinks: list[int], max_cycles: int,
+                             every_s: float, report) -> RunResult:
+        """:meth:`run` in slices of about ``every_s`` seconds, calling ``report(cycles,
+        cycles_per_s)`` after each; ``expect`` wavelets must reach ``sinks``. A replay file
+        records one phase, as :meth:`run` would."""
+        from cocotb.triggers import Edge
+        start = self.cycle
+        if self._recording is not None:
+            self._recording.append((self._pending_sends, int(expect)))
+            self._pending_sends = []
+        before = sum(self.lib.sparktile_sink_count(p) for p in sinks)
+        chunk, t_start = 2_000, time.perf_counter()
+        while True:
+            delivered = sum(self.lib.sparktile_sink_count(p) for p in sinks) - before
+            left = max_cycles - (self.cycle - start)
+            t0 = time.perf_counter()
+            self.lib.sparktile_arm(int(expect - delivered), int(min(chunk, left)), 5_000)
+            await Edge(self.dut.done)
+            status = int(self.lib.sparktile_status())
+            if status != 2 or self.cycle - start >= max_cycles:
+                return RunResult(status, start, self.cycle)
+            wall = time.perf_counter() - t0
+            chunk = int(min(max(chunk * every_s / max(wall, 1e-3), 1_000), 10_000_000))
+            elapsed = time.perf_counter() - t_start
+            report(self.cycle - start, (self.cycle - start) / elapsed if elapsed else 0.0)
+
     async def settle(self, cycles: int = 4) -> None:
         """Let ``cycles`` clock cycles pass."""
         from cocotb.triggers import Edge
@@ -206,12 +235,18 @@ class Fabric:
         await Edge(self.dut.done)
 
     # ---- configuration -------------------------------------------------------------------
-    async def configure(self, program: ConfigProgram, *, max_cycles: int = 50_000_000) -> int:
+    async def configure(self, program: ConfigProgram, *, max_cycles: int = 50_000_000,
+                        progress=None, progress_s: float = PROGRESS_S) -> int:
         """Stream ``program`` into the west edges and wait until every row has applied it.
 
         A counter read of each row's east-most tile follows the row's stream; configuration
         wavelets apply in order along a row, so its response is the fence. Returns the cycles
         the configuration took.
+
+        ``progress``, when given, is called about every ``progress_s`` seconds of simulation
+        with ``{"phase": "configure", "taken": wavelets the mesh has taken,
+        "wavelets": of how many, "cycles": so far, "sim_cycles_per_s"}`` (a 32x32 mesh of
+        cores takes hundreds of thousands of cycles to configure, minutes of simulation).
 
         Raises
         ------
@@ -230,7 +265,16 @@ class Fabric:
             # Only the last column's read: header col = cols - 1, low half.
             fp, fc = fence[r]
             self.send(port, fp[-2:-1], fc[-2:-1])
-        result = await self.run(self.shape.rows, max_cycles=max_cycles)
+        if progress is None:
+            result = await self.run(self.shape.rows, max_cycles=max_cycles)
+        else:
+            ports = [self.port("W", r) for r in range(self.shape.rows)]
+            total = sum(len(p) + 1 for p, _c in streams)
+            result = await self._run_reporting(
+                self.shape.rows, [self.port("E", r) for r in range(self.shape.rows)],
+                max_cycles, progress_s, lambda cycles, rate: progress({
+                    "phase": "configure", "taken": total - sum(map(self.pending, ports)),
+                    "wavelets": total, "cycles": cycles, "sim_cycles_per_s": rate}))
         if not result.ok:
             raise FabricHang(f"configuration did not complete: {STATUS[result.status]} "
                              f"after {result.cycles} cycles")
