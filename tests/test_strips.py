@@ -120,6 +120,16 @@ def test_strips_gemv_is_bit_exact_and_cycle_exact(run_bench, mesh, m, n, batch, 
     assert r.task_errors == 0
 
 
+@pytest.mark.slow
+def test_strips_of_two_columns_on_a_mesh_wider_than_the_colors(run_bench):
+    """28 columns: 14 strips of two (each a chain of two PEs, both halves), on the RTL."""
+    r = run_bench(2, 28, gemv, {"m": 300, "n": 100, "batch": 2, "seed": 41,
+                                "layout": "strips"}, seed=41)
+    assert strip_width(MeshShape(2, 28)) == 2
+    assert r.status == "complete" and r.match, r.first_diff
+    assert r.cycles == r.model_cycles, (r.cycles, r.model_cycles)
+
+
 def test_a_wrong_result_on_strips_is_caught_and_named(run_bench):
     m, n, row = 11, 13, 6
     r = run_bench(2, 3, gemv, {"m": m, "n": n, "batch": 2, "seed": 31, "fault_row": row,
