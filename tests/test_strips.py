@@ -112,6 +112,20 @@ def test_strips_that_are_not_there_or_do_not_fit_say_so():
 ])
 def test_strips_gemv_is_bit_exact_and_cycle_exact(run_bench, mesh, m, n, batch, out_int32,
                                                    seed):
+    _check_strips(run_bench, mesh, m, n, batch, out_int32, seed)
+
+
+@pytest.mark.parametrize("seed", [101, 102, 103])
+def test_strips_gemv_on_random_shapes(run_bench, seed):
+    """Shapes no test names: a mesh of the built ones, M, N, batch and the output type
+    drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    mesh = [(2, 2), (2, 3), (3, 1)][int(rng.integers(3))]
+    _check_strips(run_bench, mesh, int(rng.integers(1, 200)), int(rng.integers(1, 160)),
+                  int(rng.integers(1, 4)), bool(rng.integers(2)), seed)
+
+
+def _check_strips(run_bench, mesh, m, n, batch, out_int32, seed):
     r = run_bench(*mesh, gemv, {"m": m, "n": n, "batch": batch, "seed": seed,
                                 "out_int32": out_int32, "layout": "strips"}, seed=seed)
     assert r.status == "complete" and r.layout == "strips"
