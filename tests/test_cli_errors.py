@@ -131,6 +131,11 @@ def test_the_threads_benchmark_refuses_bad_sizes_and_thread_counts_before_any_bu
       "--mesh", "2x2"], "does not fit the 2x2 mesh"),
     (["run", "--mesh", "2x2", "--weights", "streaming"], "--weights is for --on-fabric matmuls"),
     (["run", "--on-fabric", "matmuls", "--context", "8"], "--context is for --on-fabric all"),
+    (["run", "--layout", "chain"], "--layout is for --on-fabric matmuls"),
+    (["run", "--on-fabric", "matmuls", "--layout", "tree"], "'tree' is not one of"),
+    (["gemv", "--pe", "core", "--layout", "strips"], "--layout strips is a mapping of --pe gemv"),
+    (["run", "--on-fabric", "matmuls", "--mesh", "1x1", "--sram-kb", "1",
+      "--weights", "stationary"], "stationary weights need"),
     (["run", "--on-fabric", "matmuls", "--check", "every-op"],
      "--check every-op is for --on-fabric all"),
     (["run", "--mesh", "1x1"], "at least 2 PEs"),                     # all: the default
