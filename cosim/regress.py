@@ -36,9 +36,11 @@ class Job:
             return {"wavelets": 1500, "seed": self.seed, "max_stall": 0.7}
         if self.kind == "gemv":
             rows, cols = (int(v) for v in self.mesh.split("x"))
+            # both layouts (chain, strips), each with and without stalls, by the seed
             return {"m": 8 * rows + self.seed % 13, "n": 12 * cols + self.seed % 17,
                     "batch": 1 + self.seed % 3, "seed": self.seed,
-                    "stall": 0.3 if self.seed % 2 else 0.0}
+                    "stall": 0.3 if self.seed % 2 else 0.0,
+                    "layout": "strips" if self.seed % 4 >= 2 else "chain"}
         return {"prompt": "def f(x):", "max_tokens": 2, "seed": self.seed}
 
 

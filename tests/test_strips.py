@@ -134,6 +134,15 @@ def _check_strips(run_bench, mesh, m, n, batch, out_int32, seed):
     assert r.task_errors == 0
 
 
+def test_strips_under_stalls_on_every_edge_stream(run_bench):
+    """Random stalls on the north and south sources and the east and west sinks: the same
+    answer, later than the unstalled model."""
+    r = run_bench(2, 3, gemv, {"m": 41, "n": 77, "batch": 3, "seed": 2, "stall": 0.6,
+                               "layout": "strips"}, seed=2)
+    assert r.status == "complete" and r.match, r.first_diff
+    assert r.cycles >= r.model_cycles
+
+
 @pytest.mark.slow
 def test_strips_of_two_columns_on_a_mesh_wider_than_the_colors(run_bench):
     """28 columns: 14 strips of two (each a chain of two PEs, both halves), on the RTL."""
