@@ -314,7 +314,7 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                         f"larger --mesh or --sram-kb")
     json_path, waves = _outputs(json_path, waves)
     if waves:
-        wv.announce(waves, shape, wv.gemv_job_cycles(shape, m, n, batch, out_int32),
+        wv.announce(waves, shape, wv.gemv_job_cycles(shape, m, n, batch, out_int32, layout),
                     waves_limit)
     with _replay_file("gemv.bin", compare_plain) as replay:
         try:

@@ -54,12 +54,19 @@ def _config_cycles(shape, words_per_pe: int) -> float:
     return shape.cols * (words_per_pe + 4) + shape.rows + shape.cols
 
 
-def gemv_job_cycles(shape, m: int, n: int, batch: int, out_int32: bool = False) -> float:
-    """Cycles a ``gemv`` job simulates: configuration, the GEMV (cycle model), counter reads."""
-    geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
-    compute = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                          out_int32=out_int32, timing=timing_for(shape))
-    return _config_cycles(shape, geo["words"]) + compute + 4 * shape.cols * 12
+def gemv_job_cycles(shape, m: int, n: int, batch: int, out_int32: bool = False,
+                    layout: str = "chain") -> float:
+    """Cycles a ``gemv`` job simulates: configuration, the GEMV (cycle model of ``layout``),
+    counter reads."""
+    if layout == "strips":
+        from ..compiler.strips import strip_gemv_cycles, strip_words
+        words = strip_words(shape, m, n)
+        compute = strip_gemv_cycles(shape, m, n, batch, out_int32=out_int32)
+    else:
+        words = gemv_words(m, n, Region.whole(shape), shape.acc_depth)["words"]
+        compute = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
+                              out_int32=out_int32, timing=timing_for(shape))
+    return _config_cycles(shape, words) + compute + 4 * shape.cols * 12
 
 
 def stress_job_cycles(shape, wavelets: int, max_stall: float) -> float:
