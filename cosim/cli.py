@@ -292,8 +292,8 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
                  waves_limit, compare_plain, pe, layout):
     """Run an int8 GEMV/GEMM on the RTL mesh and check it bit-exactly against numpy."""
     from ..compiler.core_mapping import check_core_gemv
-    from ..compiler.mapping import Region, gemv_words
-    from ..compiler.strips import strip_words
+    from ..compiler.mapping import Region
+    from ..compiler.strips import layout_words
     from .benches.gemv import gemv
     from .sim import session
     from .sim.build import BuildError
@@ -303,13 +303,11 @@ def gemv_command(mesh, sram_kb, m, n, batch, seed, out_int32, fill, stall, json_
         raise click.BadParameter("--layout strips is a mapping of --pe gemv (the core has its "
                                  "own GEMV mapping)", param_hint="--layout")
     if pe == "core":
-        geo = check_core_gemv(shape, m, n, Region.whole(shape), out_int32)
-    elif layout == "strips":
-        geo = {"words": strip_words(shape, m, n)}
+        words = check_core_gemv(shape, m, n, Region.whole(shape), out_int32)["words"]
     else:
-        geo = gemv_words(m, n, Region.whole(shape), shape.acc_depth)
-    if geo["words"] > shape.sram_words:
-        raise UserError(f"W ({m}x{n}) needs {geo['words']} SRAM words per PE on the {shape} "
+        words = layout_words(shape, m, n, layout)
+    if words > shape.sram_words:
+        raise UserError(f"W ({m}x{n}) needs {words} SRAM words per PE on the {shape} "
                         f"mesh, but a PE has {shape.sram_words} ({shape.sram_kb} KiB): use a "
                         f"larger --mesh or --sram-kb")
     json_path, waves = _outputs(json_path, waves)
@@ -420,8 +418,9 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, layout, 
     if check != "tokens":
         raise click.BadParameter("--check every-op is for --on-fabric all (the matmul mode "
                                  "checks every matmul already)", param_hint="--check")
+    from ..compiler.strips import layout_words
     from ..golden_model import load_model
-    from .benches.llm import llm_run, mismatch_message, op_words, plan_weights
+    from .benches.llm import llm_run, mismatch_message, plan_weights
     from .sim import session
     from .sim.build import BuildError
     from .sim.session import BenchError
@@ -446,7 +445,7 @@ def run_command(ctx, prompt, max_tokens, mesh, sram_kb, model, weights, layout, 
     if mode == "streaming":
         # Streaming weights hold one matrix at a time: the figure that must fit is the largest
         # matrix, not the stationary total plan_weights returns.
-        largest = max(op_words(shape, op, layout) for op in ops)
+        largest = max(layout_words(shape, *op.shape, layout) for op in ops)
         usage = f"largest matrix {largest} of {shape.sram_words} words/PE"
     else:
         usage = f"{words} of {shape.sram_words} words/PE"

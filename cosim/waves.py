@@ -17,8 +17,7 @@ from pathlib import Path
 
 import click
 
-from ..compiler.cycle_model import gemv_cycles, timing_for
-from ..compiler.mapping import Region, gemv_words
+from ..compiler.strips import layout_cycles, layout_words
 from ..errors import UserError
 
 __all__ = ["BYTES_PER_CYCLE_PER_PE", "DEFAULT_LIMIT_MB", "estimate_bytes", "gemv_job_cycles",
@@ -58,15 +57,9 @@ def gemv_job_cycles(shape, m: int, n: int, batch: int, out_int32: bool = False,
                     layout: str = "chain") -> float:
     """Cycles a ``gemv`` job simulates: configuration, the GEMV (cycle model of ``layout``),
     counter reads."""
-    if layout == "strips":
-        from ..compiler.strips import strip_gemv_cycles, strip_words
-        words = strip_words(shape, m, n)
-        compute = strip_gemv_cycles(shape, m, n, batch, out_int32=out_int32)
-    else:
-        words = gemv_words(m, n, Region.whole(shape), shape.acc_depth)["words"]
-        compute = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                              out_int32=out_int32, timing=timing_for(shape))
-    return _config_cycles(shape, words) + compute + 4 * shape.cols * 12
+    compute = layout_cycles(shape, m, n, batch, out_int32=out_int32, layout=layout)
+    return _config_cycles(shape, layout_words(shape, m, n, layout)) + compute + \
+        4 * shape.cols * 12
 
 
 def stress_job_cycles(shape, wavelets: int, max_stall: float) -> float:
@@ -80,31 +73,20 @@ def run_job_cycles(shape, ops, mode: str, prompt_tokens: int, first: int, last: 
                    layout: str = "strips") -> float:
     """Cycles of tokens ``first..last`` of a ``run`` (token 1 is the prefill of
     ``prompt_tokens`` vectors; 0 means the stationary preload before it), ``layout`` as the
-    run places its matrices."""
-    from ..compiler.strips import strip_gemv_cycles, strip_words
-
-    def words(op) -> int:
-        if layout == "strips":
-            return strip_words(shape, *op.shape)
-        return gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
-
+    run places its matrices (each alone: an estimate from above where some run together)."""
     def matmuls(batch: int) -> float:
         total = 0.0
         for op in ops:
-            m, n = op.shape
-            if layout == "strips":
-                total += strip_gemv_cycles(shape, m, n, batch, out_int32=op.out == "int32")
-            else:
-                total += gemv_cycles(m, n, batch, shape.rows, shape.cols,
-                                     acc_depth=shape.acc_depth, out_int32=op.out == "int32",
-                                     timing=timing_for(shape))
+            total += layout_cycles(shape, *op.shape, batch, out_int32=op.out == "int32",
+                                   layout=layout)
             if mode == "streaming":
-                total += _config_cycles(shape, words(op))
+                total += _config_cycles(shape, layout_words(shape, *op.shape, layout))
         return total
 
     cycles = 0.0
     if first <= 0 and mode == "stationary":
-        cycles += _config_cycles(shape, sum(words(op) for op in ops))
+        cycles += _config_cycles(shape, sum(layout_words(shape, *op.shape, layout)
+                                            for op in ops))
     if first <= 1 <= last:
         cycles += matmuls(max(prompt_tokens, 1))
     decode = last - max(first, 2) + 1

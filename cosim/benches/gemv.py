@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compiler.core_mapping import compile_core_gemv, core_gemv_bound, core_gemv_cycles
-from ...compiler.cycle_model import gemv_cycles, timing_for
 from ...compiler.mapping import compile_gemv
-from ...compiler.strips import compile_gemv_strips, strip_gemv_cycles
+from ...compiler.strips import LAYOUTS, compile_gemv_strips, layout_cycles
 from ...golden_model.arith import first_difference, gemv_golden, requant_params
 from ...hdl.formats import Counter
 from ..sim.fabric import STATUS, Fabric, Recording
@@ -135,8 +134,8 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
         w_rtl = w.copy()
         w_rtl[fault_row, col] = 127 if w[fault_row, col] < 0 else -128
     core = shape.pe == "core"
-    if layout not in ("chain", "strips"):
-        raise ValueError(f"layout must be 'chain' or 'strips', not {layout!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     strips = layout == "strips"
     if core and strips:
         raise ValueError("layout 'strips' is a mapping of the fixed-function PE; a core mesh "
@@ -224,11 +223,8 @@ async def gemv(fabric: Fabric, m: int, n: int, batch: int = 1, seed: int = 1,
     if core:
         model = core_gemv_cycles(mapping, batch)
         bound = core_gemv_bound(mapping, batch)
-    elif strips:
-        model = strip_gemv_cycles(shape, m, n, batch, out_int32=out_int32)
     else:
-        model = gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
-                            out_int32=out_int32, timing=timing_for(shape))
+        model = layout_cycles(shape, m, n, batch, out_int32=out_int32, layout=layout)
     return GemvResult(
         mesh=str(shape), m=m, n=n, batch=batch, seed=seed, fill=fill,
         out="int32" if out_int32 else "int8", match=bool(match),

@@ -32,11 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compiler.cycle_model import gemv_cycles, timing_for
-from ...compiler.mapping import GemvMapping, MappingError, Region, compile_gemv, gemv_words
+from ...compiler.mapping import GemvMapping, MappingError, compile_gemv
 from ...compiler.program import ConfigProgram
 from ...compiler.strips import (
+    LAYOUTS,
     compile_gemv_strips,
+    layout_cycles,
+    layout_words,
     split_strips,
     strip_count,
     strip_words,
@@ -48,12 +50,9 @@ from ..sim.fabric import STATUS, Fabric, FabricHang, Recording
 from ..sim.registry import BenchResult, bench
 
 __all__ = ["RtlBackend", "MatmulMismatch", "mismatch_message", "plan_weights", "share_strips",
-           "stationary_bases",
-           "llm_run"]
+           "independent_groups", "stationary_bases", "llm_run"]
 
 WEIGHT_MODES = ("auto", "stationary", "streaming")
-#: How a matrix is placed: over column strips (default) or along reduction chains.
-LAYOUTS = ("strips", "chain")
 
 
 class _Cancelled(Exception):
@@ -77,13 +76,6 @@ class MatmulMismatch(RuntimeError):
         super().__init__(mismatch_message(info))
 
 
-def op_words(shape, op, layout: str = "strips") -> int:
-    """SRAM words per PE of one matrix in ``layout``."""
-    if layout == "strips":
-        return strip_words(shape, *op.shape)
-    return gemv_words(*op.shape, Region.whole(shape), shape.acc_depth)["words"]
-
-
 def stationary_bases(shape, ops: list[MatmulOp], layout: str = "strips") -> tuple[list, int]:
     """Each matrix's first SRAM word with every matrix stationary, and the words per PE that
     takes. The chain layout stacks the matrices in every PE; the strips layout stacks them
@@ -94,7 +86,7 @@ def stationary_bases(shape, ops: list[MatmulOp], layout: str = "strips") -> tupl
         top = 0
         for op in ops:
             bases.append(top)
-            top += op_words(shape, op, layout)
+            top += layout_words(shape, *op.shape, layout)
         return bases, top
     shares = share_strips(shape, ops)
     free = [0] * strip_count(shape)
@@ -125,7 +117,7 @@ def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto",
         raise MappingError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}")
     if layout not in LAYOUTS:
         raise MappingError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    sizes = [op_words(shape, op, layout) for op in ops]
+    sizes = [layout_words(shape, *op.shape, layout) for op in ops]
     total = stationary_bases(shape, ops, layout)[1]
     if mode == "stationary" and total > shape.sram_words:
         raise MappingError(f"stationary weights need {total} SRAM words per PE on the {shape} "
@@ -142,21 +134,31 @@ def plan_weights(shape, ops: list[MatmulOp], mode: str = "auto",
     return mode, (total if mode == "stationary" else max(sizes))
 
 
-def share_strips(shape, ops: list[MatmulOp]) -> dict[int, range]:
-    """The strips of each matmul (keyed by ``id(op)``) in the ``strips`` layout: the mesh's
-    strips shared, in proportion to MACs, by the matmuls a layer issues together
-    (:data:`~sparktile.golden_model.backend.INDEPENDENT_KINDS`: q, k and v; gate and up), so
-    that they run at once; every strip for the others, and for all of them on a mesh with
-    fewer strips than a group has matmuls."""
-    out = {id(op): range(strip_count(shape)) for op in ops}
+def independent_groups(ops: list[MatmulOp]) -> list[list[MatmulOp]]:
+    """The matmuls a layer issues together through ``matmul_many``
+    (:data:`~sparktile.golden_model.backend.INDEPENDENT_KINDS`: q, k and v; gate and up),
+    each group of two or more in ``ops``' order."""
+    groups = []
     for kinds in INDEPENDENT_KINDS:
         for layer in sorted({op.layer for op in ops}):
             group = [op for op in ops if op.layer == layer and op.kind in kinds]
-            if len(group) < 2 or len(group) > strip_count(shape):
-                continue
-            sizes = [o.shape[0] * o.shape[1] for o in group]
-            for op, strips in zip(group, split_strips(shape, sizes), strict=True):
-                out[id(op)] = strips
+            if len(group) >= 2:
+                groups.append(group)
+    return groups
+
+
+def share_strips(shape, ops: list[MatmulOp]) -> dict[int, range]:
+    """The strips of each matmul (keyed by ``id(op)``) in the ``strips`` layout: the mesh's
+    strips shared, in proportion to MACs, by each of :func:`independent_groups`, so that its
+    matmuls run at once; every strip for the others, and for all of them on a mesh with
+    fewer strips than a group has matmuls."""
+    out = {id(op): range(strip_count(shape)) for op in ops}
+    for group in independent_groups(ops):
+        if len(group) > strip_count(shape):
+            continue
+        sizes = [o.shape[0] * o.shape[1] for o in group]
+        for op, strips in zip(group, split_strips(shape, sizes), strict=True):
+            out[id(op)] = strips
     return out
 
 
@@ -348,19 +350,23 @@ class RtlBackend:
         s = self.shape
         ideal = sum(int(np.ceil(op.shape[0] * op.shape[1] / (4 * s.pes))) for op in self.ops)
         if self.layout == "strips":
-            # The matmuls that run together (on disjoint strips) as one job each.
-            runs: dict[tuple, list] = defaultdict(list)
+            # A job per run the backend makes (a group at once where :meth:`_concurrent`
+            # lets it, as amatmul_many decides, else one matmul after another).
+            group_of = {id(op): g for g in independent_groups(self.ops) for op in g}
+            runs, done = [], set()
             for op in self.ops:
-                strips = self.strips.get(id(op))
-                shared = strips is not None and len(strips) < strip_count(s)
-                key = (op.layer, next(k for k in INDEPENDENT_KINDS if op.kind in k)) \
-                    if shared else (op.name,)
-                runs[key].append((*op.shape, op.out == "int32", strips))
-            model = sum(strips_cycles(s, jobs) for jobs in runs.values())
+                g = group_of.get(id(op))
+                if g is not None and self._concurrent([(o, None) for o in g]):
+                    if id(g) not in done:
+                        done.add(id(g))
+                        runs.append(g)
+                else:
+                    runs.append([op])
+            model = sum(strips_cycles(s, [(*o.shape, o.out == "int32", self.strips.get(id(o)))
+                                          for o in run]) for run in runs)
         else:
-            model = sum(gemv_cycles(*op.shape, 1, s.rows, s.cols, acc_depth=s.acc_depth,
-                                    out_int32=op.out == "int32", timing=timing_for(s))
-                        for op in self.ops)
+            model = sum(layout_cycles(s, *op.shape, out_int32=op.out == "int32",
+                                      layout="chain") for op in self.ops)
         return {"mac_bound_cycles": ideal, "model_cycles": model}
 
 

@@ -9,15 +9,16 @@ matrix leaves each PE 32 MAC cycles), so that chain, not the MACs, sets their ti
 Here the mesh's columns are grouped into *strips* of ``width`` adjacent columns (one column
 unless the colors run out, below). Strip ``s`` is an independent GEMV engine: it holds a
 contiguous block of ``W``'s rows, all of its columns, and computes them as the chain mapping
-does on an ``R x width`` region: ``x`` enters every column of the strip from the north edge
-and is multicast down it; the partial sums run along the strip's ``width`` PEs (none for a
-width of one: the descriptor is FIRST and LAST, and each PE requantizes its own rows); the
-strip's east-most PE sends ``y`` east on the strip's own color, passing through the strips to
-its east to the mesh edge. The rows of ``W`` are shared by the strips, so the MAC work per PE
-is the chain mapping's (``M N / (4 R C)`` cycles) while the reduction is gone; the cost moves
-to ``x``, which each strip needs whole (``N / 4 / width`` words per column instead of ``N / 4 /
-C``): the MAC task consumes a word in ``rows`` cycles, so that costs nothing while every PE
-has at least one row.
+does on its own regions (:func:`strip_parts`): the upper half of the strip takes ``x`` from
+the north edge and the lower half from the south, each multicast along the strip's columns;
+the partial sums run along the strip's ``width`` PEs (none for a width of one: the
+descriptor is FIRST and LAST, and each PE requantizes its own rows); the strip's last PE
+sends ``y`` on the strip's own color out of the west edge (one-column strips in the west half
+of the mesh) or the east edge (the others), through the strips between. The rows of ``W`` are
+shared by the strips, so the MAC work per PE is the chain mapping's (``M N / (4 R C)``
+cycles) while the reduction is gone; the cost moves to ``x``, which each strip needs whole
+(``N / 4 / width`` words per column instead of ``N / 4 / C``): the MAC task consumes a word in
+``rows`` cycles, so that costs nothing while every PE has at least one row.
 
 Colors. Every strip sends ``y`` on its own color (a router cannot take a color from the west
 and also send it east from its ramp), ``STRIP_Y0 + s``; ``x`` and the two partial-sum colors
@@ -28,26 +29,43 @@ strips without reconfiguring routes or PE registers: several independent matrice
 v, or gate and up) run at once on disjoint strips (:func:`compile_gemv_strips` with
 ``strips``).
 
-Deadlock freedom: ``x`` goes only south (down a column) and ``y`` only east (along a row),
-partial sums only east inside a strip: dimension-ordered routes, whose channel-dependency
-graph has no cycle (:mod:`~sparktile.compiler.routes`; ``tests/test_strips.py`` checks it).
+Deadlock freedom: ``x`` goes only south or only north inside its column, ``y`` only east or
+only west along its row, partial sums only east inside a strip: no route turns, so the
+channel-dependency graph has no cycle (:mod:`~sparktile.compiler.routes`;
+``tests/test_strips.py`` checks it).
+
+:func:`layout_words` and :func:`layout_cycles` give one matrix's SRAM words per PE and
+predicted cycles in either layout (:data:`LAYOUTS`), for the benches, the CLI's fit checks and
+the wave-size estimates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..hdl.formats import CC_COLOR, ROUTABLE_COLORS
 from ..hdl.mesh import MeshShape
 from .cycle_model import gemv_cycles, timing_for
-from .mapping import Colors, GemvMapping, MappingError, Region, compile_gemv, gemv_words
+from .mapping import (
+    Colors,
+    GemvMapping,
+    MappingError,
+    Region,
+    compile_gemv,
+    gemv_words,
+    int8_matrix,
+)
 from .program import ConfigProgram
 
-__all__ = ["STRIP_Y0", "strip_width", "strip_count", "strip_rows", "StripGemv",
-           "compile_gemv_strips", "strip_parts", "strip_words", "split_strips", "strip_gemv_cycles",
-           "strips_cycles"]
+__all__ = ["LAYOUTS", "layout_words", "layout_cycles", "STRIP_Y0", "strip_width", "strip_count",
+           "strip_rows", "strip_parts", "strip_words", "split_strips", "StripGemv",
+           "compile_gemv_strips", "strip_gemv_cycles", "strips_cycles"]
+
+#: How a matrix is placed on the fixed-function mesh: over column strips, or along one
+#: reduction chain across every column (:func:`~sparktile.compiler.mapping.compile_gemv`).
+LAYOUTS = ("strips", "chain")
 
 #: The first strip's y color; x and the partial sums use colors 0, 1 and 2.
 STRIP_Y0 = 3
@@ -208,7 +226,6 @@ def compile_gemv_strips(shape: MeshShape, w, mult, shift, *, strips: range | Non
     MappingError
         If a strip is not in the mesh, or the matrix does not fit a strip's SRAM.
     """
-    from .mapping import int8_matrix
     w = int8_matrix(w)
     m, n = w.shape
     total = strip_count(shape)
@@ -222,7 +239,7 @@ def compile_gemv_strips(shape: MeshShape, w, mult, shift, *, strips: range | Non
     prog = program or ConfigProgram(shape)
     gemv = StripGemv(shape, m, n, out_int32, base, 0, program=prog)
     for (row0, rows), s in zip(strip_rows(m, len(strips)), strips, strict=False):
-        colors = Colors(_COLORS.x, _COLORS.p0, _COLORS.p1, STRIP_Y0 + s)
+        colors = replace(_COLORS, y=STRIP_Y0 + s)
         for off, part_rows, region, x_from, y_to in strip_parts(shape, s, rows):
             sub = slice(row0 + off, row0 + off + part_rows)
             mp = compile_gemv(shape, w[sub], None if out_int32 else mult[sub],
@@ -285,3 +302,20 @@ def strips_cycles(shape: MeshShape, jobs, batch: int = 1) -> float:
             done = max(a, done + 1)
         worst = max(worst, done)
     return worst
+
+
+def layout_words(shape: MeshShape, m: int, n: int, layout: str) -> int:
+    """SRAM words per PE an M x N GEMV needs in ``layout`` (on every strip, or the whole
+    mesh as one chain region)."""
+    if layout == "strips":
+        return strip_words(shape, m, n)
+    return gemv_words(m, n, Region.whole(shape), shape.acc_depth)["words"]
+
+
+def layout_cycles(shape: MeshShape, m: int, n: int, batch: int = 1, *, out_int32: bool = False,
+                  layout: str) -> float:
+    """Predicted cycles of an M x N GEMV alone on the mesh in ``layout``."""
+    if layout == "strips":
+        return strip_gemv_cycles(shape, m, n, batch, out_int32=out_int32)
+    return gemv_cycles(m, n, batch, shape.rows, shape.cols, acc_depth=shape.acc_depth,
+                       out_int32=out_int32, timing=timing_for(shape))
