@@ -599,7 +599,7 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
     if need > mapping.max_context:
         raise UserError(f"{len(ids)} prompt tokens and {max_tokens} new ones need {need} "
                         f"positions; the {shape} mesh's KV cache holds {mapping.max_context} "
-                        f"({mapping.slots} slots on each of {len(mapping.workers)} workers at "
+                        f"({mapping.slots} slots on each of {mapping.kv_workers} workers at "
                         f"{shape.sram_kb} KiB per PE)")
     how = (f"sampled on the host from the fabric's logits (temperature {temperature:g}, "
            f"top-k {top_k}, top-p {top_p})" if temperature else "greedy on the fabric")
@@ -654,7 +654,7 @@ def _run_on_fabric(ctx, prompt, max_tokens, mesh, sram_kb, model, seed, temperat
         ("cycles/token", f"{r.decode_cycles_per_token:.0f} (decode)"
          if r.decode_cycles_per_token else f"{r.token_cycles[-1] if r.token_cycles else '-'}"),
         ("max_context", (f"{r.max_context} positions ({r.slots} slots x "
-                         f"{len(mapping.workers)} workers, {r.kv_words_per_slot} words a slot)")),
+                         f"{mapping.kv_workers} workers, {r.kv_words_per_slot} words a slot)")),
         ("SRAM words/PE", f"{r.sram_words['max']} fullest, hub {r.sram_words['hub']}"),
         ("configuration", f"{r.config_cycles} cycles"),
         ("simulation", (f"{r.sim_cycles} cycles in {r.sim_wall_s:.2f} s "

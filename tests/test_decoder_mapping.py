@@ -43,8 +43,30 @@ def test_decoder_on_iss_matches_golden(rows, cols, kb, fields, n_prompt, n_new):
     ids = rng.integers(0, fields["vocab_size"], n_prompt).tolist()
     res = decode_on_iss(mapping, model, ids, n_new)
     check_run(res, f"{shape} {fields}")
-    # positions beyond the number of workers: the cache crossed PE boundaries
-    assert n_prompt + n_new - 1 > len(mapping.workers)
+    # positions beyond the number of KV workers: the cache crossed PE boundaries
+    assert n_prompt + n_new - 1 > mapping.kv_workers
+
+
+@pytest.mark.parametrize("context,slots,kv_workers", [(5, 1, 5), (12, 2, 6), (17, 3, 6)])
+def test_a_short_context_sits_on_the_workers_nearest_the_hub(context, slots, kv_workers):
+    """A context that needs fewer workers than the mesh has goes on the first ones (the
+    nearest the hub: the attention's trees are pruned to them); every position of it is
+    bit-exact, the cache wraps around those workers, and one more position is refused."""
+    fields = dict(SMALL, num_heads=4, num_kv_heads=2, head_dim=8, seed=21)
+    model = decode_model(random=fields)
+    shape = MeshShape(3, 3, pe="core", sram_kb=32)
+    mapping = compile_decoder(model, shape, context=context)
+    assert (mapping.slots, mapping.kv_workers, mapping.max_context) == (
+        slots, kv_workers, slots * kv_workers)
+    assert [r + c for r, c in mapping.workers] == sorted(r + c for r, c in mapping.workers)
+    res = decode_on_iss(mapping, model, [3, 7], mapping.max_context - 1)
+    check_run(res, f"context {context}")
+    assert len(res["tokens"]) == mapping.max_context
+    with pytest.raises(MappingError, match=f"{slots} KV slots on each of {kv_workers} workers"):
+        mapping.token_stream(1, mapping.max_context)
+    # the key row of the last position is on worker (max_context - 1) % kv_workers
+    tile, _ = mapping.kv_word(0, mapping.max_context - 1, 0)
+    assert tile == mapping.workers[(mapping.max_context - 1) % kv_workers]
 
 
 def test_largest_context_is_filled_and_then_refused():

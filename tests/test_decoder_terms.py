@@ -34,10 +34,11 @@ def _synthetic(truth: dict, seed: int = 3) -> list[dict]:
     rng = np.random.default_rng(seed)
     runs = []
     for _ in range(40):
-        r = {"mesh": "synthetic", "depth": int(rng.integers(2, 15)),
+        r = {"mesh": "synthetic", "kv_depth": int(rng.integers(2, 15)),
+             "channel_depth": int(rng.integers(2, 15)),
              # one slot a worker often: the weighted sum's digits run only with more
              "slots": int(rng.choice([1, int(rng.integers(2, 40))], p=[0.3, 0.7])),
-             "heads": int(rng.choice([1, 2, 4, 8])),
+             "heads": int(rng.choice([1, 2, 4, 8])), "kv_heads": int(rng.choice([1, 2])),
              "head_dim": int(rng.choice([8, 16, 32])), "hidden": int(rng.choice([32, 64, 128])),
              "channels": int(rng.choice([4, 8, 12, 16])), "layers": int(rng.integers(1, 4)),
              "intermediate": int(rng.choice([32, 64, 256]))}
@@ -61,7 +62,8 @@ def test_fit_recovers_known_terms_from_synthetic_runs():
 
 
 def test_fit_says_which_terms_it_cannot_determine():
-    runs = [dict(r, depth=3, heads=2) for r in _synthetic(_truth())]   # one depth, one head count
+    runs = [dict(r, kv_depth=3, channel_depth=3, heads=2)        # one depth, one head count
+            for r in _synthetic(_truth())]
     with pytest.raises(DecoderTermsError, match="determine only"):
         fit_decoder_terms(runs)
 

@@ -4,19 +4,24 @@ The whole decoder runs on a mesh of programmable cores (:mod:`~sparktile.compile
 decoder_mapping`): the KV cache is spread by position over the workers (``slots`` positions a
 worker), each head's scores, exponentials and weighted sum run on every worker over its slots,
 and the heads' maxima, sums and weighted sums, like a norm's sums of squares and normalized
-channels, meet at the hub through the reduction tree and go back through the broadcast tree
-(``depth = rows - 1 + cols - 1`` hops from the hub to the farthest worker). So a token's cycles
+channels, meet at the hub through the reduction tree and go back through the broadcast tree.
+The workers are numbered by their distance from the hub and each exchange's tree is pruned to
+the workers with a share of it, so its depth is that of the farthest of them
+(:func:`prefix_depth`): the KV cache's first ``ceil(context / slots)`` workers for the
+attention's, the residual channels' holders for a norm's. So a token's cycles
 in each of these ops are linear in a few quantities that a wafer's layer also has
 (:data:`TERMS`; each term's coefficient is in cycles):
 
 * ``fixed``: the op's instructions that run once (per layer, or per norm);
 * ``per_head``: once per head (its instructions, the hub's softmax reciprocal);
-* ``per_hop``: once per hop of the trees (a combine's scalar crossing a worker);
+* ``per_hop``: once per hop of the op's pruned trees (a combine's scalar crossing a worker);
 * ``per_head_slot``: per head and KV slot of a worker, the slots padded to whole words
-  (``lanes x ceil(slots / lanes)``: the element-wise instructions run over all heads' padded
-  slots at once: the mask, the exponential's steps, the probability's digits);
-* ``per_head_slot_word``: per head, slot and GEMV word of a key row (``head_dim / lanes``
-  words: the score GEMV reads one word a cycle);
+  (``lanes x ceil(slots / lanes)``, one with one slot: the element-wise instructions run over
+  all heads' padded slots at once: the mask, the exponential's steps, the probability's
+  digits);
+* ``per_head_slot_word``: per head, slot and GEMV word of a whole key row (``kv_heads x
+  head_dim / lanes`` words: a head's query is padded to every KV head's channels, and the
+  score GEMV reads one word a cycle);
 * ``per_slot_reduction_op``, ``per_slot_reduction_element``: a worker's max and sum of each
   head over its slots before the tree, as the compiler picks it
   (:func:`~sparktile.compiler.decoder_mapping.slot_reduction`: nothing with one slot, an
@@ -57,6 +62,7 @@ from sparktile.errors import UserError
 
 __all__ = ["ATTENTION_OPS", "DECODER_OPS", "TERMS", "DecoderTermsError", "FIT_MESHES",
            "FIT_MODELS", "FIT_CONTEXTS", "RTL_CHECKS", "RTL_TOLERANCE", "mesh_depth",
+           "prefix_depth",
            "worker_channels", "run_record", "measure_decodes", "check_against_rtl",
            "fit_decoder_terms", "predict_op", "decoder_op_cycles", "heldout_check",
            "run_decoder_calibration"]
@@ -90,7 +96,8 @@ CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "r
             "digits_per_head_channel": "compute"}
 
 
-def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channels: float,
+def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth: float,
+               channels: float,
                hidden: int, lanes: int = 4, word_bytes: float = 1.0,
                matmul_words: float = 0.0) -> dict:
     """The multiplier of every term (:data:`CATEGORY`'s keys) for one layer or norm.
@@ -104,11 +111,12 @@ def quantities(*, heads: int, head_dim: int, slots: float, depth: float, channel
     from ...compiler.decoder_mapping import slot_reduction_size
 
     words = math.ceil(slots / lanes)                # a head's slots in whole words
+    padded = lanes * words if slots > 1 else math.ceil(slots)   # one slot is not padded
     red_ops, red_elements = slot_reduction_size(math.ceil(slots), heads)
     digits = 1.0 if slots > 1 else 0.0              # the weighted sum by probability digits
     return {"fixed": 1.0, "per_head": float(heads), "per_hop": float(depth),
-            "per_head_slot": heads * float(lanes * words),
-            "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
+            "per_head_slot": heads * float(padded),
+            "per_head_slot_word": heads * float(slots) * kv_heads * head_dim / float(lanes),
             "per_head_value_word": digits * heads * float(head_dim) * words,
             "digits": digits, "digits_per_head": digits * heads,
             "digits_per_head_channel": digits * heads * float(head_dim),
@@ -146,6 +154,18 @@ def mesh_depth(rows: int, cols: int) -> int:
     return rows - 1 + cols - 1
 
 
+def prefix_depth(rows: int, cols: int, n: int) -> int:
+    """Hops from the hub (0, 0) to the farthest of the ``n`` workers nearest it (the workers
+    in the decoder's order: by ``row + col``), through the trees pruned to them."""
+    n = min(n, rows * cols - 1)
+    seen = 0
+    for t in range(1, rows + cols - 1):
+        seen += min(rows - 1, t) - max(0, t - cols + 1) + 1     # the tiles t hops away
+        if seen >= n:
+            return t
+    return 0
+
+
 def worker_channels(hidden: int, workers: int) -> int:
     """Residual channels a worker holds: ``ceil(d / W)`` up to a multiple of 4."""
     return 4 * math.ceil(math.ceil(hidden / workers) / 4)
@@ -154,29 +174,35 @@ def worker_channels(hidden: int, workers: int) -> int:
 def run_record(mapping, model_fields: dict, context: int, token_cycles: int, by_op: dict) -> dict:
     """One measured decode as the fit reads it."""
     shape = mapping.shape
+    channels = worker_channels(model_fields["hidden_size"], len(mapping.workers))
+    holders = math.ceil(model_fields["hidden_size"] / channels)
     return {"mesh": f"{shape.rows}x{shape.cols}", "depth": mesh_depth(shape.rows, shape.cols),
+            "kv_depth": prefix_depth(shape.rows, shape.cols, mapping.kv_workers),
+            "channel_depth": prefix_depth(shape.rows, shape.cols, holders),
             "workers": len(mapping.workers), "slots": mapping.slots, "context": context,
             "heads": model_fields["num_heads"], "kv_heads": model_fields["num_kv_heads"],
             "head_dim": model_fields["head_dim"], "hidden": model_fields["hidden_size"],
             "layers": model_fields["num_layers"],
             "intermediate": model_fields["intermediate_size"],
-            "channels": worker_channels(model_fields["hidden_size"], len(mapping.workers)),
+            "channels": channels,
             "cycles": int(token_cycles), "by_op": {op: int(by_op.get(op, 0))
                                                    for op in DECODER_OPS}}
 
 
-def _quantities(r: dict) -> dict:
+def _quantities(r: dict, op: str) -> dict:
     layers = r["layers"]
     # o's rows (heads x head_dim / 4 words each) before the MLP norm, down's (intermediate / 4)
     # before the next layer's attention norm and the final norm
     words = r["channels"] * layers * (r["heads"] * r["head_dim"] + r["intermediate"]) / 4.0
-    return quantities(heads=r["heads"], head_dim=r["head_dim"], slots=r["slots"],
-                      depth=r["depth"], channels=r["channels"], hidden=r["hidden"],
+    return quantities(heads=r["heads"], kv_heads=r["kv_heads"], head_dim=r["head_dim"],
+                      slots=r["slots"],
+                      depth=r["kv_depth"] if op in ATTENTION_OPS else r["channel_depth"],
+                      channels=r["channels"], hidden=r["hidden"],
                       matmul_words=words / (2.0 * layers + 1.0))
 
 
 def _features(op: str, r: dict) -> list[float]:
-    q = _quantities(r)
+    q = _quantities(r, op)
     return [q[t] for t in TERMS[op]]
 
 
@@ -338,12 +364,17 @@ def predict_op(terms: dict, op: str, run: dict) -> float:
     return v * ((2.0 * run["layers"] + 1.0) if op == "norm" else float(run["layers"]))
 
 
-def decoder_op_cycles(terms: dict, **sizes) -> dict:
+def decoder_op_cycles(terms: dict, *, kv_depth: float, channel_depth: float,
+                      **sizes) -> dict:
     """Cycles of one layer's attention ops and of one norm, by term: ``{op: {term:
-    cycles}}``; ``sizes`` as :func:`quantities` takes them (a wafer layer's heads, head size,
-    KV slots a PE, tree depth, channels a PE, hidden size, lanes, element bytes)."""
-    q = quantities(**sizes)
-    return {op: {t: terms[op][t] * q[t] for t in TERMS[op]} for op in DECODER_OPS}
+    cycles}}``; ``kv_depth`` and ``channel_depth``: the depths of the attention's and the
+    norm's pruned trees; ``sizes`` as :func:`quantities` takes them (a wafer layer's heads,
+    head size, KV slots a PE, channels a PE, hidden size, lanes, element bytes)."""
+    out = {}
+    for op in DECODER_OPS:
+        q = quantities(depth=kv_depth if op in ATTENTION_OPS else channel_depth, **sizes)
+        out[op] = {t: terms[op][t] * q[t] for t in TERMS[op]}
+    return out
 
 
 def heldout_check(terms: dict, *, mesh=(8, 8), sram_kb: int = 64, context: int | None = None,
@@ -380,7 +411,8 @@ def heldout_check(terms: dict, *, mesh=(8, 8), sram_kb: int = 64, context: int |
                        f"({v['error_pct']:+.1f} %)" for op, v in ops.items()) +
              f" ({time.perf_counter() - t0:.0f} s)")
     return {"model": cfg.name, "mesh": rec["mesh"], "context": rec["context"],
-            "slots": rec["slots"], "depth": rec["depth"], "token_cycles": rec["cycles"],
+            "slots": rec["slots"], "depth": rec["depth"], "kv_depth": rec["kv_depth"],
+            "channel_depth": rec["channel_depth"], "token_cycles": rec["cycles"],
             "ops": ops}
 
 

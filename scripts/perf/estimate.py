@@ -69,9 +69,12 @@ DECODER_ASSUMPTIONS = {
         "decoder_terms.py, `sparktile calibrate`): the layer's KV cache spread by position over "
         "its PEs (slots = ceil(context / PEs) a PE), every PE scoring, exponentiating and "
         "weighting its slots for every head, the heads' maxima, sums and outputs reduced through "
-        "trees of depth 2 x (sqrt(PEs) - 1) to one PE and sent back. Per layer, for the scores, "
-        "the softmax and the weighted sum: fixed + per head + per tree hop + per head and slot "
-        "+ per head, slot and GEMV word (head_dim / lanes) + per head, value channel and word "
+        "trees to one PE and sent back (the PEs numbered by their distance from it, the trees "
+        "pruned to the first ceil(context / slots), whose depth is the farthest one's). Per "
+        "layer, for the scores, the softmax and the weighted sum: fixed + per head + per hop "
+        "of those trees + per head and slot "
+        "+ per head, slot and GEMV word of a whole key row (kv_heads x head_dim / lanes: a "
+        "query is padded to every KV head's channels) + per head, value channel and word "
         "(head_dim x ceil(slots / lanes)) + per head and output channel, and for the softmax "
         "per instruction and element of a PE's max and sum over its slots (the compiler's "
         "choice: nothing at one slot, an element-wise op per slot over the heads, or a "
@@ -79,7 +82,8 @@ DECODER_ASSUMPTIONS = {
         "the RTL core's (one instruction issue, one element a cycle)."),
     ASSUMPTIONS[8]: (
         "Two RMSNorms per layer and the final one, each as the on-fabric decoder's (calibrated, "
-        "as attention): fixed + per channel a PE holds (ceil(hidden / PEs)) + per tree hop + "
+        "as attention): fixed + per channel a PE holds (ceil(hidden / PEs)) + per hop of the "
+        "trees pruned to the PEs holding channels + "
         "per 32-bit word of the hidden vector gathered and sent back; the wait for the matmuls "
         "before a norm is fitted apart and not charged (the matmuls are timed above). RoPE, SiLU "
         "and residual adds are element-wise on the PEs that hold the data and are not charged."),
@@ -97,12 +101,18 @@ def assumptions(decoder: dict | None) -> list[str]:
 def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> dict:
     """One layer's attention and norms (and one norm alone, ``"norm"``) by category, from the
     decoder's calibrated terms on a block of ``pes`` PEs (see :data:`DECODER_ASSUMPTIONS`)."""
-    from .decoder_terms import ATTENTION_OPS, CATEGORY, decoder_op_cycles
-    side = math.sqrt(pes)
+    from .decoder_terms import ATTENTION_OPS, CATEGORY, decoder_op_cycles, prefix_depth
+    # a square block, its PEs numbered by their distance from the root as the decoder's
+    # workers are: each op's trees reach only the PEs that hold its data
+    side = max(2, round(math.sqrt(pes)))
+    slots = math.ceil(ctx / pes) if ctx > 0 else 0
+    channels = math.ceil(cfg.hidden_size / pes)
     cyc = decoder_op_cycles(
-        decoder, heads=cfg.num_heads, head_dim=cfg.head_dim,
-        slots=math.ceil(ctx / pes) if ctx > 0 else 0, depth=2.0 * (side - 1.0),
-        channels=math.ceil(cfg.hidden_size / pes), hidden=cfg.hidden_size,
+        decoder, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        slots=slots,
+        kv_depth=prefix_depth(side, side, math.ceil(ctx / slots) if slots else 1),
+        channel_depth=prefix_depth(side, side, math.ceil(cfg.hidden_size / channels)),
+        channels=channels, hidden=cfg.hidden_size,
         lanes=hw.lanes(dtype), word_bytes=DTYPES[dtype])
     attention, norm = _zero(), _zero()
     for op in ATTENTION_OPS:

@@ -10,7 +10,8 @@ mesh; the sampling's draw, when there is one, on the host.
 
 Roles. Tile (0, 0) is the *hub*: the root of both trees, it runs the ``p . v``
 requantization and the RMSNorm's Newton rsqrt (once, for all workers). Every other tile is a
-*worker* (row-major index ``k`` of ``W``):
+*worker*, numbered ``k`` of ``W`` by its distance from the hub (``row + col``, then the
+column), so what only the first workers hold sits near the hub:
 
 * **the residual stream** is split by channel: worker ``k`` holds channels ``[k m, (k+1) m)``
   (``m = ceil(d / W)`` up to a multiple of 4), with their embedding columns of every token, and
@@ -22,8 +23,9 @@ requantization and the RMSNorm's Newton rsqrt (once, for all workers). Every oth
   pairs instead (:func:`_qkv_plan`), so each worker applies RoPE to its own q and k rows
   (the RoPE row of ``p`` reaches every worker with the first norm's h) and turns its value
   rows into the transposed cache's words;
-* **the KV cache** is spread by position: position ``p`` lives in slot ``p // W`` of worker
-  ``p % W``, for every layer (keys row-major, values transposed, int8); each worker also holds
+* **the KV cache** is spread by position over the first ``Wk`` workers (those a context
+  compiled for needs at ``S`` slots each): position ``p`` lives in slot ``p // Wk`` of worker
+  ``p % Wk``, for every layer (keys row-major, values transposed, int8); each worker also holds
   the RoPE table rows of its positions;
 * **attention** runs on every worker over its slots, all heads in one element-wise pass: the
   score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
@@ -41,7 +43,10 @@ traffic:
 * the *reduction tree*: north up every column (colors :data:`RC`, alternating by row), then
   west along row 0 (:data:`RR`, alternating by column); a worker combines the stream from its
   child with its own vector element by element (a VADD or VMAX from one color to another) and
-  passes it on; zeros where a worker has nothing make the sum a gather.
+  passes it on; zeros where a worker has nothing make the sum a gather. Each exchange's tree
+  is *pruned* to the workers with a share of it (a prefix of the workers: the channels'
+  holders for a norm, the KV workers for the attention, the rows' holders for a matmul's
+  gather); the others send nothing and only take the broadcast back.
 
 The routes are dimension-ordered, so their channel-dependency graph has no cycle
 (:func:`~sparktile.compiler.routes.check_deadlock_free` is run on them); the argument for the
@@ -51,7 +56,7 @@ one color at run time) is in ``docs/architecture.md``.
 Position-dependent addresses. A program has no branches, so the few operands that depend on
 the position (the KV slot a worker appends to, or a scratch area when the position is not its
 own; its RoPE table row) are *patched*: at the start of each token a worker computes
-``slot = p // W`` (a multiply by a reciprocal, exact for ``p < 2**16``) and whether it owns
+``slot = p // Wk`` (a multiply by a reciprocal, exact for ``p < 2**16``) and whether it owns
 ``p``, and stores the operand words of those instructions (SST) before it reaches them. The
 attention instructions run over all ``S`` slots of a worker; a slot not yet written is masked
 (its score plus ``-2**31``, its exponential times 0), which is what ``arith.softmax_int`` does
@@ -61,6 +66,7 @@ with positions beyond the current one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -369,7 +375,9 @@ class DecoderMapping:
     """A decoder compiled onto a core mesh (see the module docstring).
 
     ``program``: routes, task tables, queue bindings and SRAM images. ``slots``: KV slots per
-    worker; ``max_context = slots * workers`` (capped by the model's positions).
+    worker on the first ``kv_workers`` workers (position ``p`` in slot ``p // kv_workers`` of
+    worker ``p % kv_workers``); ``max_context = slots * kv_workers`` (capped by the model's
+    positions).
     ``kv_words_per_pe``: SRAM words of one slot on a worker (keys and values of every layer,
     its RoPE table row). ``words``: SRAM words used per PE (the fullest one), and by whom.
     """
@@ -379,6 +387,7 @@ class DecoderMapping:
     workers: list
     slots: int
     max_context: int
+    kv_workers: int
     kv_words_per_slot: int
     words: dict
     programs: dict
@@ -433,7 +442,7 @@ class DecoderMapping:
     def kv_word(self, layer: int, position: int, word: int) -> tuple[tuple[int, int], int]:
         """``((row, col), address)`` of word ``word`` of ``position``'s key row of ``layer``
         (its worker and SRAM address): where a fault-injection test flips a bit."""
-        w = len(self.workers)
+        w = self.kv_workers
         tile = self.workers[position % w]
         kc = self.layout[tile]["kc"][layer]
         per = kc.n // self.slots
@@ -449,7 +458,7 @@ class DecoderMapping:
         if not 0 <= position < self.max_context:
             raise MappingError(f"position {position} is beyond the mesh's context of "
                                f"{self.max_context} positions ({self.slots} KV slots on each of "
-                               f"{len(self.workers)} workers)")
+                               f"{self.kv_workers} workers)")
         if not 0 <= token < self.vocab:
             raise MappingError(f"token id {token} is outside the vocabulary [0, {self.vocab})")
         return (np.array([position | token << 16], np.uint32),
@@ -649,7 +658,9 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             raise MappingError(f"a context of {context} positions needs {need} KV slots on each "
                                f"of {workers} workers; a worker takes at most {MAX_SLOTS}")
         try:
-            return _compile(model, shape, need, taps, logits)
+            # the fewest workers that hold the context at that many slots each
+            return _compile(model, shape, need, taps, logits,
+                            kv_workers=math.ceil(context / need))
         except _Overflow as exc:
             one = _slot_words(c)
             raise MappingError(
@@ -706,12 +717,22 @@ def _slot_words(c) -> int:
 
 
 def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
-             logits: bool = False) -> DecoderMapping:
+             logits: bool = False, kv_workers: int | None = None) -> DecoderMapping:
     c, p = _model_checks(model)
     R, C = shape.rows, shape.cols
-    tiles = [(r, q) for r in range(R) for q in range(C)]
-    workers = tiles[1:]
+    # The workers nearest the hub first: the reduction trees are rooted at the hub, a tile
+    # (r, q) is r + q levels deep, and an exchange's tree is pruned to the tiles whose data
+    # it carries (below), so data that only the first workers hold (the residual channels,
+    # the reciprocals, the LM head's rows) meets at the hub after the fewest levels.
+    workers = sorted(((r, q) for r in range(R) for q in range(C) if (r, q) != (0, 0)),
+                     key=lambda t: (t[0] + t[1], t[1]))
     W = len(workers)
+    # The KV cache on the first Wk workers (all of them unless the context, or the model's
+    # positions, need fewer): the attention's exchanges meet at the hub after fewer levels.
+    npos = min(c.max_position_embeddings, p.cos_q.shape[0])
+    Wk = min(W, -(-npos // slots)) if kv_workers is None else kv_workers
+    if not 1 <= Wk <= W:
+        raise ValueError(f"kv_workers must be in [1, {W}], not {kv_workers}")
     d, nh, nkv, hd, F, V = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
                             c.intermediate_size, c.vocab_size)
     grp = c.kv_group
@@ -724,7 +745,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             f" words of XBUF (hidden {d // 4}, the padded queries {nh * wk}, the FFN {F // 4}); "
             f"a core has {CORE_XBUF_WORDS}")
     mats = _matrices(c, p)
-    npos = min(c.max_position_embeddings, p.cos_q.shape[0])
     S = slots
     prog = ConfigProgram(shape)
     programs, layout, used = {}, {}, {}
@@ -741,45 +761,80 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
              "h": d // LANES + 2 * hd, "ffn": F // LANES, "vocab": V, "x": 2, "m": 1,
              "rsqrt": 2}
     d_rows = _rows(d, W)        # residual channels (and o / down rows) per worker
-    # The last worker, when it holds no channels, adds the norms' epsilon to the sums
+    # The first worker without channels, if any, adds the norms' epsilon to the sums
     # (kernels.norm_eps_part) while the others compute theirs: the hub's rsqrt starts sooner.
-    eps_worker = (W - 1) * d_rows >= d
+    eps_k = next((k for k in range(W) if k * d_rows >= d), None)
+    eps_worker = eps_k is not None
+    qkv_plan = _qkv_plan(nh, nkv, hd, W)
+    spread_recip = -(-nh // W) < nh
 
-    def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None):
-        """This PE's part of a reduction of ``n`` words (``vec``) to the hub: at the hub the
-        combined words land in ``vec`` (a region, or an operand: at the hub XBUF, at a
-        worker a strided vector)."""
+    def holding(m: int) -> frozenset:
+        """The workers holding rows of a matrix of ``m`` rows split by :func:`_rows`."""
+        n = _rows(m, W)
+        return frozenset(workers[k] for k in range(W) if k * n < m)
+
+    # Who contributes to each exchange (the tiles whose words are not all the identity):
+    # its tree is pruned to them (each a prefix of the workers, so every tile between one
+    # of them and the hub is one of them too).
+    everyone = frozenset(workers)
+    parts = {"d": holding(d),
+             "qkv": frozenset(w for w, s_ in zip(workers, qkv_plan, strict=True) if s_),
+             "kv": frozenset(workers[:Wk]), "ffn": holding(F), "head": holding(V),
+             "recip": frozenset(workers[:nh]) if spread_recip else frozenset()}
+    parts["norm_sum"] = parts["d"] | ({workers[eps_k]} if eps_worker else frozenset())
+
+    @functools.cache
+    def in_tree(part: frozenset, rr_: int, cc_: int) -> bool:
+        """Whether the subtree of the reduction tree rooted at ``(rr_, cc_)`` holds a tile
+        of ``part`` (a column's tiles below it; on row 0 every column from ``cc_`` on)."""
+        if rr_ >= R or cc_ >= C:
+            return False
+        if rr_ >= 1:
+            return any(t[1] == cc_ and t[0] >= rr_ for t in part)
+        return any(t[1] >= cc_ for t in part)
+
+    def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None,
+                part: frozenset = everyone):
+        """This PE's part of a reduction of ``n`` words (``vec``) to the hub over the tree
+        pruned to ``part`` (the tiles that contribute): at the hub the combined words land
+        in ``vec`` (a region, or an operand: at the hub XBUF, at a worker a strided
+        vector). A tile outside the pruned tree emits nothing. ``part`` is always a prefix
+        of the workers (they are in depth order), so every tile of the pruned tree
+        contributes: none only relays its children's words."""
+        if not in_tree(part, rr_, cc_):
+            return
+        if (rr_, cc_) != (0, 0) and (rr_, cc_) not in part:
+            raise AssertionError(f"tile ({rr_},{cc_}) would relay a tree pruned to tiles "
+                                 f"that are not a prefix of the workers in depth order")
         vop = Op.VMAX if how == "max" else Op.VADD
         src = vec if isinstance(vec, isa.Src) else sram(vec.base)
+        col = in_tree(part, rr_ + 1, cc_)                   # the tile below
+        row = rr_ == 0 and in_tree(part, 0, cc_ + 1)        # row 0: the tile east
         if (rr_, cc_) == (0, 0):
-            ins_ = [RC[1]] if R > 1 else []
-            ins_ += [RR[1]] if C > 1 else []
+            ins_ = ([RC[1]] if col else []) + ([RR[1]] if row else [])
             if len(ins_) == 2:
                 pe(Ins(vop, n=n, dst=src, a=isa.color(ins_[0]), b=isa.color(ins_[1])))
             else:
                 pe(Ins(Op.RECV, n=n, dst=src, a=isa.color(ins_[0])))
             return
-        if rr_ >= 1:
-            out = isa.color(RC[rr_ % 2])
-            if rr_ == R - 1:
-                pe(Ins(Op.SEND, n=n, dst=out, a=src))
-            else:
-                pe(Ins(vop, n=n, dst=out, a=isa.color(RC[(rr_ + 1) % 2]), b=src))
-            return
-        if R > 1:           # row 0: the column below first, into tmp
-            pe(Ins(vop, n=n, dst=sram(tmp.base), a=isa.color(RC[1]), b=src))
-            src = sram(tmp.base)
-        out = isa.color(RR[cc_ % 2])
-        if cc_ == C - 1:
-            pe(Ins(Op.SEND, n=n, dst=out, a=src))
+        kids = ([RC[(rr_ + 1) % 2]] if col else []) + ([RR[(cc_ + 1) % 2]] if row else [])
+        out = isa.color(RC[rr_ % 2] if rr_ >= 1 else RR[cc_ % 2])
+        if len(kids) == 2:                  # row 0: the column below first, into tmp
+            pe(Ins(vop, n=n, dst=sram(tmp.base), a=isa.color(kids[0]), b=src))
+            src, kids = sram(tmp.base), kids[1:]
+        if kids:
+            pe(Ins(vop, n=n, dst=out, a=isa.color(kids[0]), b=src))
         else:
-            pe(Ins(vop, n=n, dst=out, a=isa.color(RR[(cc_ + 1) % 2]), b=src))
+            pe(Ins(Op.SEND, n=n, dst=out, a=src))
 
-    # p // W for p < 2**16: a multiply by a reciprocal (exact: Granlund-Montgomery)
-    s_div = 16 + max(1, W - 1).bit_length()
-    magic = -(-(1 << s_div) // W)
+    # p // Wk for p < 2**16: a multiply by a reciprocal (exact: Granlund-Montgomery)
+    s_div = 16 + max(1, Wk - 1).bit_length()
+    magic = -(-(1 << s_div) // Wk)
     sw = -(-S // LANES)          # words of a transposed value row (four slots a word)
-    S4, nS = LANES * sw, nh * LANES * sw    # a head's slots padded to whole words; all heads
+    # a head's slots padded to whole words (the digits of p fill whole words of the GEMVs'
+    # input); with one slot there are no digit GEMVs, and a head is its one slot
+    S4 = 1 if S == 1 else LANES * sw
+    nS = nh * S4            # all heads
     # the digits of p of hc heads at once in XBUF (three digit vectors of sw words a head),
     # then, where it fits beside them, the GEMV sums of the middle digit
     hc = max(1, min(nh, CORE_XBUF_WORDS // (3 * sw)))
@@ -794,7 +849,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     outw = hub.alloc(1)
     # The softmax reciprocals (one Newton iteration per head): on the workers, one head each,
     # where at least two then run at once; else here (one tree round trip fewer).
-    spread_recip = -(-nh // W) < nh
     if not spread_recip:
         recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
     tap_list = []
@@ -816,11 +870,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         hub(Ins(Op.SEND, n=n, dst=isa.color(B), a=s))
         hub.tag = tag
 
-    def hub_exchanges(kinds):
+    def hub_exchanges(kinds, part):
         """The hub's side of a split kernel's exchanges: each combined at the root and sent
         back to every worker."""
         for n, how in kinds:
-            combine(hub, 0, 0, z["x"], n, how)
+            combine(hub, 0, 0, z["x"], n, how, part=part)
             bcast(n, z["x"])
 
     ARGMAX_X = [(1, "max"), (1, "max")]      # argmax's
@@ -829,25 +883,26 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         """The root of a split RMSNorm: the row's max back to the workers, the Newton rsqrt
         of the combined sums (once, here) back to them, then their channels of h gathered
         and sent back whole (with ``rope_row``, followed by the position's RoPE row)."""
-        combine(hub, 0, 0, z["m"], 1, "max")
+        combine(hub, 0, 0, z["m"], 1, "max", part=parts["d"])
         bcast(1, z["m"])
-        combine(hub, 0, 0, z["x"], 2, "sum")
+        combine(hub, 0, 0, z["x"], 2, "sum", part=parts["norm_sum"])
         hub.kernel(kernels.rms_norm_root, int(p.eps_q), kw={"eps_in_sums": eps_worker},
                    m=z["m"], hilo=z["x"], out=z["rsqrt"])
         bcast(2, z["rsqrt"])
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
-        combine(hub, 0, 0, z["h"], nw, "sum")      # the workers' channels of h
+        # the workers' channels of h (and the owner's RoPE row: any worker)
+        combine(hub, 0, 0, z["h"], nw, "sum", part=everyone if rope_row else parts["d"])
         tap(layer, name, z["h"].base, "i8", d)
         bcast(nw, z["h"])
         if rope_row:
             bcast(2 * nh, valid2)       # p's slot valid in every head
 
-    def hub_gather_tap(layer, name, vec, n):
+    def hub_gather_tap(layer, name, vec, n, part):
         """Check mode: the workers' int32 channels of a vector gathered for a tap."""
         if taps:
-            combine(hub.on("check"), 0, 0, vec, n, "sum")
+            combine(hub.on("check"), 0, 0, vec, n, "sum", part=part)
             tap(layer, name, vec.base, "i32", n)
 
     zq = z["qkv"]
@@ -856,7 +911,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         hub_norm(li, "attn_norm", rope_row=li == 0)
         # q/k/v with RoPE applied and the values' cache words, from the workers
         # (the keys and the value words for the owner of p, then the padded queries)
-        combine(hub.on("matmul"), 0, 0, zq, g_size, "sum")
+        combine(hub.on("matmul"), 0, 0, zq, g_size, "sum", part=parts["qkv"])
         tap(li, "q", zq.base + g_pre, "i8", nh * hd)
         tap(li, "k", zq.base + g_pre + nh * hd // LANES, "i8", nkv * hd)
         tap(li, "v", zq.base + g_pre + (nh + nkv) * hd // LANES, "i8", nkv * hd)
@@ -865,15 +920,15 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 hd, hh * hd)
         tap(li, "k_rope", zq.base + g_k, "i8", nkv * hd)
         bcast(g_q + nh * wk, zq)
-        combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max")
+        combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max", part=parts["kv"])
         for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
             bcast(S4, sram(z["max"].base + hh, stride=0))
-        combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum")
+        combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum", part=parts["kv"])
         if spread_recip:
             # the heads' sums back to the workers, whose first ones compute a head's
             # reciprocal each (in parallel, not one after another here), gathered, sent back
             bcast(nh, z["sum"])
-            combine(hub, 0, 0, rk, 2 * nh, "sum")
+            combine(hub, 0, 0, rk, 2 * nh, "sum", part=parts["recip"])
         else:
             for hh in range(nh):
                 hub(Ins(Op.SLD, dst=reg(14), b=z["sum"].base + hh))
@@ -885,7 +940,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         # the heads' sums into XBUF where they fit: the VREQ reads them beside its
         # requantization words, one element a cycle
         att = xbuf(0) if nh * hd <= CORE_XBUF_WORDS else sram(z["att"].base)
-        combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum")
+        combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum", part=parts["kv"])
         tap(li, "attn_sum", att, "i32", nh * hd)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
@@ -896,25 +951,25 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             tap(li, "attn_out", ai8.base, "i8", nh * hd)
         else:           # int8 words straight onto the broadcast tree
             hub(Ins(Op.VREQ, n=nh * hd, dst=isa.color(B, Fmt.I8X4), a=att, b=sram(pv.base)))
-        hub_gather_tap(li, "o", z["d"], d)
-        hub_gather_tap(li, "resid_attn", z["d"], d)
+        hub_gather_tap(li, "o", z["d"], d, parts["d"])
+        hub_gather_tap(li, "resid_attn", z["d"], d, parts["d"])
         hub.on("norm")
         hub_norm(li, "mlp_norm")
-        combine(hub.on("matmul"), 0, 0, z["ffn"], F // LANES, "sum")
+        combine(hub.on("matmul"), 0, 0, z["ffn"], F // LANES, "sum", part=parts["ffn"])
         bcast(F // LANES, z["ffn"])
         tap(li, "silu_up", z["ffn"].base, "i8", F)
-        hub_gather_tap(li, "down", z["d"], d)
-        hub_gather_tap(li, "resid_mlp", z["d"], d)
+        hub_gather_tap(li, "down", z["d"], d, parts["d"])
+        hub_gather_tap(li, "resid_mlp", z["d"], d, parts["d"])
     hub.on("norm")
     hub_norm(-1, "final_norm")
     if logits:
         # the host samples: the workers' rows of the logits gathered, and sent out whole
-        combine(hub.on("data_movement"), 0, 0, z["vocab"], V, "sum")
+        combine(hub.on("data_movement"), 0, 0, z["vocab"], V, "sum", part=parts["head"])
         hub(Ins(Op.SEND, n=V, dst=isa.color(OUT), a=sram(z["vocab"].base)))
     else:
-        hub_gather_tap(-1, "logits", z["vocab"], V)
+        hub_gather_tap(-1, "logits", z["vocab"], V, parts["head"])
         hub.on("argmax")
-        hub_exchanges(ARGMAX_X)
+        hub_exchanges(ARGMAX_X, parts["head"])
         hub(Ins(Op.SLD, dst=reg(1), b=z["x"].base),
             Ins(Op.SLI, dst=reg(2), b=V),
             Ins(Op.SSUB, dst=reg(2), a=reg(2), b=reg(1)),         # the index: V - K
@@ -930,7 +985,6 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
 
     # ---- the workers --------------------------------------------------------------------
     exp_table = np.roll(arith.EXP2_TABLE, 128)
-    qkv_plan = _qkv_plan(nh, nkv, hd, W)
 
     def emit_worker(k: int, r: int, q: int) -> None:
         """Worker ``k`` at tile ``(r, q)``: its SRAM image, program, task and layout."""
@@ -956,17 +1010,16 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
              "ffn": pe.alloc(F // LANES, init=[0] * (F // LANES)),
              "vocab": pe.alloc(V, init=[0] * V)}
         x_own = Region(y["x"].base + c_lo, nc, "i32")
-        ident = {"sum": pe.alloc(2, init=[0, 0]),
-                 "max": pe.alloc(2, init=[INT32_MIN_WORD] * 2)}
+        zero_w = pe.alloc(1, init=[0])
         ml, tl = pe.alloc(nh), pe.alloc(nh)
         keep = pe.alloc(3)          # SLOT, OWNER, 2**(8 lane): the kernels use every register
         al = pe.alloc(nh * hd)
         tmp = pe.alloc(max(sizes.values()))
         # attention over all heads at once: head hh's slots at [hh S4, hh S4 + S) of each
-        # vector (S4 = 4 sw: a head's digits fill whole words of the GEMV input); the
-        # padding is masked like a slot not yet written
+        # vector (S4 = 4 sw: a head's digits fill whole words of the GEMV input; 1 with one
+        # slot); the padding is masked like a slot not yet written
         rka = pe.alloc(2 * nh)
-        if k == W - 1 and eps_worker:
+        if k == eps_k:
             epsv = pe.alloc(2)
             eps_tab = pe.alloc(2 * (kernels.MAX_E + 1), "words",
                                init=kernels.eps_table(int(p.eps_q)))
@@ -995,8 +1048,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         table = pe.alloc(256, "words", init=exp_table)
         rope_tab = pe.alloc(S * 2 * hd)
         for s_ in range(S):
-            pos = s_ * W + k
-            if pos < npos:
+            pos = s_ * Wk + k
+            if k < Wk and pos < npos:
                 sn = p.sin_q[pos].astype(np.int64).copy()
                 sn[:hd // 2] = -sn[:hd // 2]
                 pe.write(Region(rope_tab.base + s_ * 2 * hd, 2 * hd, "i32"),
@@ -1056,19 +1109,24 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 gu[i] = pe.alloc(hi - lo, "req", init=_req_words(
                     np.broadcast_to(L.gu[0], (F,))[lo:hi], np.broadcast_to(L.gu[1], (F,))[lo:hi]))
 
-        def exchange(kb, region, n, how):
-            """A split kernel's exchange on this worker: its words into the reduction tree,
-            the combined words back from the hub's broadcast."""
-            assert len(set(how)) == 1
-            combine(kb, r, q, region, n, how[0], tmp)
-            kb(Ins(Op.RECV, n=n, dst=sram(region.base), a=isa.color(B)))
+        def exchanges(*trees):
+            """A split kernel's exchanges on this worker, the i-th over the tree pruned to
+            ``trees[i]``: its words into the reduction tree, the combined words back from
+            the hub's broadcast."""
+            it = iter(trees)
 
-        def idle_exchanges(kinds):
-            """The exchanges of a split kernel this worker has no share of: identities in
-            (0 for sums and the norm's max of magnitudes, INT32_MIN for the argmax's maxima),
-            the combined words back into scratch."""
-            for n, how, ident_ in kinds:
-                combine(pe, r, q, ident[ident_], n, how, tmp)
+            def exchange(kb, region, n, how):
+                assert len(set(how)) == 1
+                combine(kb, r, q, region, n, how[0], tmp, part=next(it))
+                kb(Ins(Op.RECV, n=n, dst=sram(region.base), a=isa.color(B)))
+            return exchange
+
+        def idle_exchanges(*sizes):
+            """The exchanges of a split kernel this worker has no share of: their trees are
+            pruned to the workers that have one (a prefix of the workers, this one not in
+            it), so only the combined words come back, into scratch (``sizes``: the words
+            of each)."""
+            for n in sizes:
                 pe(Ins(Op.RECV, n=n, dst=sram(scratch.base), a=isa.color(B)))
 
         def over_slots(base, how, out):
@@ -1104,16 +1162,17 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                     np.asarray(ms[0])[c_lo:c_hi], np.asarray(ms[1])[c_lo:c_hi]))
                 pe.kernel(kernels.rms_norm, nc, int(p.eps_q),
                           kw={"width": d, "rsqrt_at_root": True},
-                          exchange=exchange, x=x_own, q=qreg,
+                          exchange=exchanges(parts["d"], parts["norm_sum"]), x=x_own, q=qreg,
                           out=Region(y["h"].base + c_lo // LANES, nc, "i8"))
-            elif k == W - 1 and eps_worker:
-                idle_exchanges([(1, "max", "sum")])
+            elif k == eps_k:
+                idle_exchanges(1)
                 kernels.norm_eps_part(pe, scratch.base, epsv.base, eps_tab.base)
-                combine(pe, r, q, epsv, 2, "sum", tmp)
+                combine(pe, r, q, epsv, 2, "sum", tmp, part=parts["norm_sum"])
                 recv(2, sram(scratch.base))
             else:
-                idle_exchanges([(1, "max", "sum"), (2, "sum", "sum")])
-            combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp)
+                idle_exchanges(1, 2)
+            combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp,
+                    part=everyone if rope_row else parts["d"])
             if not stream:
                 recv(d // LANES, xbuf(0))
                 norm_tail(rope_row)
@@ -1243,9 +1302,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 pe.on("residual")(Ins(Op.VADD, n=nc, imm=FLAG_SAT, dst=sram(x_own.base),
                                       a=sram(x_own.base), b=sram(y["d"].base + c_lo)))
 
-        def gather_tap(vec, n):
+        def gather_tap(vec, n, part):
             if taps:
-                combine(pe.on("check"), r, q, vec, n, "sum", tmp)
+                combine(pe.on("check"), r, q, vec, n, "sum", tmp, part=part)
 
         def recv(n, dst):
             return pe(Ins(Op.RECV, n=n, dst=dst, a=isa.color(B)))
@@ -1268,9 +1327,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                    a=sram(ecur.base, fmt=Fmt.I8X4), b=reg(1)))
         pe.on("kv_append")(
             Ins(Op.SMULSH, imm=s_div, dst=reg(_SLOT), a=reg(isa.ARG_REG), b=magic),
-            Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=W),
+            Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=Wk),
             Ins(Op.SSUB, dst=reg(2), a=reg(isa.ARG_REG), b=reg(3)),
-            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % W - k
+            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % Wk - k
             Ins(Op.SLT, dst=reg(4), a=reg(2), b=0),
             Ins(Op.SLT, dst=reg(5), a=reg(_ZERO), b=reg(2)),
             Ins(Op.SLI, dst=reg(_OWNER), b=1),
@@ -1315,7 +1374,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         for li, L in enumerate(p.layers):
             norm(L.n1, rope_row=li == 0, stream=True)
             qkv_rope(li)
-            combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp)
+            combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp, part=parts["qkv"])
             pe.on("kv_append")
             owned(kc[li].base, wk, sram(scratch.base))
             recv(wk, sram(scratch.base))
@@ -1324,7 +1383,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             # writes one scratch word (no element reads what an earlier one wrote); the
             # registers of owned() are still there (a RECV uses none)
             own = _operand(sram(vc[li].base, stride=sw))
-            zero, junk = _operand(sram(ident["sum"].base, 0)), _operand(sram(scratch.base, 0))
+            zero, junk = _operand(sram(zero_w.base, 0)), _operand(sram(scratch.base, 0))
             pe(Ins(Op.SMULSH, imm=2, dst=reg(2), a=reg(_SLOT), b=1),           # slot // 4
                Ins(Op.SADD, dst=reg(7), a=reg(2), b=own - junk),
                Ins(Op.SMULSH, dst=reg(7), a=reg(_OWNER), b=reg(7)),
@@ -1335,14 +1394,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             at = len(pe.prog) + 2
             pe.patch(at, 1, 7)
             pe.patch(at, 2, 3)
-            pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(ident["sum"].base, 0),
+            pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(zero_w.base, 0),
                    b=isa.color(B)))
             pe.on("attention_scores")
             for hh in range(nh):    # each head's padded query streams in (GEMVX)
                 pe(isa.gemv(S, wk, dst=sram(sc.base + hh * S4), w=sram(kc[li].base),
                             x=xbuf(hh * wk), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
-            combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp)
+            combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp, part=parts["kv"])
             pe.on("softmax")
             recv(nS, ma)            # each head's max, S4 times
             pe(Ins(Op.SLI, dst=reg(9), b=WORD),
@@ -1370,7 +1429,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                Ins(Op.VSHR, n=nS, imm=arith.EXP_FRAC, dst=sram(u.base), a=sram(u.base)),
                Ins(Op.VSHR, n=nS, imm=FLAG_VAR, dst=e_, a=e_, b=sram(u.base)),
                Ins(Op.VMUL, n=nS, dst=e_, a=e_, b=sram(valid.base)))
-            combine(pe, r, q, over_slots(ex.base, "sum", tl), nh, "sum", tmp)
+            combine(pe, r, q, over_slots(ex.base, "sum", tl), nh, "sum", tmp, part=parts["kv"])
             if spread_recip:
                 recv(nh, sram(tl.base))         # the heads' sums
                 for hh in mine:                 # 1 / sum of the heads of this worker
@@ -1379,7 +1438,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                     pe(Ins(Op.SSUB, dst=reg(11), a=reg(11), b=arith.PROB_FRAC),
                        Ins(Op.SST, a=reg(10), b=rkv.base + 2 * hh),
                        Ins(Op.SST, a=reg(11), b=rkv.base + 2 * hh + 1))
-                combine(pe, r, q, rkv, 2 * nh, "sum", tmp)
+                combine(pe, r, q, rkv, 2 * nh, "sum", tmp, part=parts["recip"])
             pe.on("weighted_sum")
             recv(2 * nh, sram(rka.base))
             for hh in range(nh):    # p = e r >> (k - 15)
@@ -1435,10 +1494,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                    Ins(Op.VADD, n=na, dst=g1, a=sram(tt.base), b=g1),
                    Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
                    Ins(Op.VADD, n=na, dst=sram(al.base), a=g1, b=sram(g0.base)))
-            combine(pe, r, q, al, nh * hd, "sum", tmp)
+            combine(pe, r, q, al, nh * hd, "sum", tmp, part=parts["kv"])
             residual((li, "o"))
-            gather_tap(y["d"], d)
-            gather_tap(y["x"], d)
+            gather_tap(y["d"], d, parts["d"])
+            gather_tap(y["x"], d, parts["d"])
             norm(L.n2, stream=True)
             lo, hi, _n = rows[li, "gate"]
             if hi <= lo:
@@ -1461,26 +1520,28 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                         b=sram(uq.base, fmt=Fmt.I8X4)),
                     Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
                         a=sram(pm.base), b=sram(gu[li].base)))
-            combine(pe.on("matmul"), r, q, y["ffn"], F // LANES, "sum", tmp)
+            combine(pe.on("matmul"), r, q, y["ffn"], F // LANES, "sum", tmp, part=parts["ffn"])
             residual((li, "down"))
-            gather_tap(y["d"], d)
-            gather_tap(y["x"], d)
+            gather_tap(y["d"], d, parts["d"])
+            gather_tap(y["x"], d, parts["d"])
         norm(p.norm)
         pe.on("matmul")
         matmul((-1, "head"), y["vocab"])
         lo, hi, _n = rows[-1, "head"]
         am = None
         if logits:      # our rows of the logits (zeros elsewhere) to the hub, for the host
-            combine(pe.on("data_movement"), r, q, y["vocab"], V, "sum", tmp)
+            combine(pe.on("data_movement"), r, q, y["vocab"], V, "sum", tmp,
+                    part=parts["head"])
         elif hi > lo:
-            gather_tap(y["vocab"], V)
+            gather_tap(y["vocab"], V, parts["head"])
             am = pe.on("argmax").kernel(
-                kernels.argmax, hi - lo, kw={"offset": lo, "total": V}, exchange=exchange,
+                kernels.argmax, hi - lo, kw={"offset": lo, "total": V},
+                exchange=exchanges(parts["head"], parts["head"]),
                 z=Region(y["vocab"].base + lo, hi - lo, "i32"), out=Region(scratch.base, 1, "i32"))
         else:
-            gather_tap(y["vocab"], V)
+            gather_tap(y["vocab"], V, parts["head"])
             pe.on("argmax")
-            idle_exchanges([(1, "max", "max"), (1, "max", "max")])
+            idle_exchanges(1, 1)
         base, img = pe.finish(shape.sram_words)
         programs[r, q] = pe.prog
         prog.write_sram(r, q, 0, img)
@@ -1502,7 +1563,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     fullest = max(used, key=used.get)
     return DecoderMapping(
         shape=shape, program=prog, workers=workers, slots=S,
-        max_context=min(S * W, npos), kv_words_per_slot=_slot_words(c),
+        max_context=min(S * Wk, npos), kv_workers=Wk, kv_words_per_slot=_slot_words(c),
         words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
                "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
         programs=programs, layout=layout, vocab=V, hidden=d,
