@@ -159,3 +159,14 @@ def test_the_fit_keeps_every_term_a_cost(seed):
     assert (grad[x == 0] >= -1e-6 * np.abs(a.T @ y).max()).all()
     y_pos = a @ np.array([3.0, 1.0, 2.0, 0.5, 4.0])
     assert _nonnegative_lstsq(a, y_pos) == pytest.approx([3.0, 1.0, 2.0, 0.5, 4.0], rel=1e-9)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 8), (3, 1), (2, 3), (5, 4), (8, 8), (16, 16)])
+def test_prefix_depth_is_the_farthest_of_the_nearest_workers(rows, cols):
+    """``prefix_depth`` against the decoder's own worker order (by row + col) on every count."""
+    from sparktile.scripts.perf.decoder_terms import prefix_depth
+    workers = sorted(((r, c) for r in range(rows) for c in range(cols) if (r, c) != (0, 0)),
+                     key=lambda t: (t[0] + t[1], t[1]))
+    for n in range(1, len(workers) + 1):
+        assert prefix_depth(rows, cols, n) == max(r + c for r, c in workers[:n]), n
+    assert prefix_depth(rows, cols, 10 * len(workers)) == rows + cols - 2
