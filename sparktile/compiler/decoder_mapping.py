@@ -752,8 +752,17 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     # ---- shared helpers -----------------------------------------------------------------
     # The gathered q/k/v of a layer, RoPE applied by the workers: the keys, the values as
     # they enter the transposed cache (int32, ``(v & 255) << 8 lane``), the queries padded
-    # per kv group (what the score GEMV takes), then, with ``taps``, q/k/v before RoPE.
-    g_k, g_v, g_q, g_pre = 0, wk, wk + wv, wk + wv + nh * wk
+    # per kv group (what the score GEMV takes: a query against whole key rows, zeros
+    # against the other groups' keys), then, with ``taps``, q/k/v before RoPE. With one slot
+    # the GEMV is of one row and reads just the group's part of it, so a query is not
+    # padded (qw words a head).
+    qw = wk if S > 1 else hd // LANES
+
+    def q_at(t: int) -> int:
+        """Offset of query head ``t`` in the gathered q/k/v."""
+        return g_q + t * qw + ((t // grp) * hd // LANES if S > 1 else 0)
+
+    g_k, g_v, g_q, g_pre = 0, wk, wk + wv, wk + wv + nh * qw
     g_size = g_pre + (m_qkv // LANES if taps else 0)
     # The first norm's gather also carries the RoPE row of the position (cos, then sin with
     # the rotation's sign folded in), which only its owner holds.
@@ -916,10 +925,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         tap(li, "k", zq.base + g_pre + nh * hd // LANES, "i8", nkv * hd)
         tap(li, "v", zq.base + g_pre + (nh + nkv) * hd // LANES, "i8", nkv * hd)
         for hh in range(nh):
-            tap(li, "q_rope", zq.base + g_q + hh * wk + (hh // grp) * hd // LANES, "i8",
-                hd, hh * hd)
+            tap(li, "q_rope", zq.base + q_at(hh), "i8", hd, hh * hd)
         tap(li, "k_rope", zq.base + g_k, "i8", nkv * hd)
-        bcast(g_q + nh * wk, zq)
+        bcast(g_q + nh * qw, zq)
         combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max", part=parts["kv"])
         for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
             bcast(S4, sram(z["max"].base + hh, stride=0))
@@ -1241,8 +1249,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                    Ins(Op.VMUL, n=m_, dst=sram(rrot.base + m_), a=xf, b=sram(cs + hd)),
                    Ins(Op.VADD, n=2 * m_, dst=sram(racc.base), a=sram(racc.base),
                        b=sram(rrot.base)))
-                out = y["qkv"].base + (g_q + t * wk + (t // grp) * hd // LANES if t < nh
-                                       else g_k + (t - nh) * hd // LANES)
+                out = y["qkv"].base + (q_at(t) if t < nh else g_k + (t - nh) * hd // LANES)
                 rqr = rope_q[li, seg]
                 for a0, m2, at, stride in _merge_pieces([(0, m_, out + w0),
                                                          (m_, m_, out + hw + w0)]):
@@ -1397,9 +1404,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(zero_w.base, 0),
                    b=isa.color(B)))
             pe.on("attention_scores")
-            for hh in range(nh):    # each head's padded query streams in (GEMVX)
-                pe(isa.gemv(S, wk, dst=sram(sc.base + hh * S4), w=sram(kc[li].base),
-                            x=xbuf(hh * wk), x_from=B))
+            for hh in range(nh):    # each head's (padded) query streams in (GEMVX)
+                kw_ = 0 if S > 1 else (hh // grp) * hd // LANES      # its group's keys
+                pe(isa.gemv(S, qw, dst=sram(sc.base + hh * S4), w=sram(kc[li].base + kw_),
+                            x=xbuf(hh * qw), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
             combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp, part=parts["kv"])
             pe.on("softmax")
