@@ -165,8 +165,9 @@ def test_the_fit_keeps_every_term_a_cost(seed):
 def test_prefix_depth_is_the_farthest_of_the_nearest_workers(rows, cols):
     """``prefix_depth`` against the decoder's own worker order (by row + col) on every count."""
     from sparktile.scripts.perf.decoder_terms import prefix_depth
-    workers = sorted(((r, c) for r in range(rows) for c in range(cols) if (r, c) != (0, 0)),
-                     key=lambda t: (t[0] + t[1], t[1]))
+
+    from sparktile.compiler.decoder_mapping import worker_order
+    workers = worker_order(rows, cols)
     for n in range(1, len(workers) + 1):
         assert prefix_depth(rows, cols, n) == max(r + c for r, c in workers[:n]), n
     assert prefix_depth(rows, cols, 10 * len(workers)) == rows + cols - 2

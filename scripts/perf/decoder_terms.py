@@ -157,8 +157,9 @@ def mesh_depth(rows: int, cols: int) -> int:
 
 
 def prefix_depth(rows: int, cols: int, n: int) -> int:
-    """Hops from the hub (0, 0) to the farthest of the ``n`` workers nearest it (the workers
-    in the decoder's order: by ``row + col``), through the trees pruned to them."""
+    """Hops from the hub (0, 0) to the farthest of the ``n`` workers nearest it (the
+    decoder's :func:`~sparktile.compiler.decoder_mapping.worker_order`), through the trees
+    pruned to them."""
     n = min(n, rows * cols - 1)
     seen = 0
     for t in range(1, rows + cols - 1):

@@ -249,6 +249,17 @@ def slot_reduction_size(slots: int, heads: int) -> tuple[int, int]:
     return heads, heads * slots
 
 
+def worker_order(rows: int, cols: int) -> list[tuple[int, int]]:
+    """The workers of a ``rows`` x ``cols`` mesh in the decoder's order: nearest the hub
+    (0, 0) first (``row + col`` hops), then by column. The reduction trees are rooted at the
+    hub and an exchange's tree is pruned to the workers with a share of it, always a prefix
+    of this order, so data that only the first workers hold (the residual channels, the
+    reciprocals, the LM head's rows, a short context) meets at the hub after the fewest
+    levels."""
+    return sorted(((r, c) for r in range(rows) for c in range(cols) if (r, c) != (0, 0)),
+                  key=lambda t: (t[0] + t[1], t[1]))
+
+
 def _rows(m: int, workers: int) -> int:
     """Rows a worker holds: ``ceil(M / W)`` rounded up to a multiple of 4 (int8 outputs fill
     whole words, so the workers' parts of the gathered vector never share a word)."""
@@ -720,12 +731,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
              logits: bool = False, kv_workers: int | None = None) -> DecoderMapping:
     c, p = _model_checks(model)
     R, C = shape.rows, shape.cols
-    # The workers nearest the hub first: the reduction trees are rooted at the hub, a tile
-    # (r, q) is r + q levels deep, and an exchange's tree is pruned to the tiles whose data
-    # it carries (below), so data that only the first workers hold (the residual channels,
-    # the reciprocals, the LM head's rows) meets at the hub after the fewest levels.
-    workers = sorted(((r, q) for r in range(R) for q in range(C) if (r, q) != (0, 0)),
-                     key=lambda t: (t[0] + t[1], t[1]))
+    workers = worker_order(R, C)
     W = len(workers)
     # The KV cache on the first Wk workers (all of them unless the context, or the model's
     # positions, need fewer): the attention's exchanges meet at the hub after fewer levels.
@@ -802,8 +808,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             return any(t[1] == cc_ and t[0] >= rr_ for t in part)
         return any(t[1] >= cc_ for t in part)
 
-    def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None,
-                part: frozenset = everyone):
+    def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None, *,
+                part: frozenset):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub over the tree
         pruned to ``part`` (the tiles that contribute): at the hub the combined words land
         in ``vec`` (a region, or an operand: at the hub XBUF, at a worker a strided
