@@ -797,6 +797,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
              "kv": frozenset(workers[:Wk]), "ffn": holding(F), "head": holding(V),
              "recip": frozenset(workers[:nh]) if spread_recip else frozenset()}
     parts["norm_sum"] = parts["d"] | ({workers[eps_k]} if eps_worker else frozenset())
+    # a norm's gathered h: the channels' holders, and with the first norm's RoPE row of p
+    # (which its owner, any worker, adds) every worker
+    parts["h"], parts["h_rope"] = parts["d"], everyone
 
     @functools.cache
     def in_tree(part: frozenset, rr_: int, cc_: int) -> bool:
@@ -907,8 +910,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
-        # the workers' channels of h (and the owner's RoPE row: any worker)
-        combine(hub, 0, 0, z["h"], nw, "sum", part=everyone if rope_row else parts["d"])
+        # the workers' channels of h (and the owner's RoPE row)
+        combine(hub, 0, 0, z["h"], nw, "sum", part=parts["h_rope" if rope_row else "h"])
         tap(layer, name, z["h"].base, "i8", d)
         bcast(nw, z["h"])
         if rope_row:
@@ -1186,7 +1189,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             else:
                 idle_exchanges(1, 2)
             combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp,
-                    part=everyone if rope_row else parts["d"])
+                    part=parts["h_rope" if rope_row else "h"])
             if not stream:
                 recv(d // LANES, xbuf(0))
                 norm_tail(rope_row)
