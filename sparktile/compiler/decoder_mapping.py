@@ -338,13 +338,16 @@ class Tap:
     """One intermediate vector the hub sends out per token (``taps=True``): the golden
     trace point ``(layer, name)`` (:data:`~sparktile.golden_model.intpath.TRACE_POINTS`),
     ``n`` elements of ``kind`` (``i8``: four a word; ``i32``), starting at element ``first``
-    of the golden vector."""
+    of the golden vector; ``order``: the vector's words as they arrived at the hub by a
+    span-limited gather (word ``j`` sent is word ``order[j]`` of the vector), or ``None`` in
+    order."""
 
     layer: int
     name: str
     kind: str
     n: int
     first: int = 0
+    order: tuple | None = None
 
     @property
     def words(self) -> int:
@@ -352,9 +355,16 @@ class Tap:
 
     def decode(self, words) -> np.ndarray:
         w = np.asarray(words, np.uint32)
+        if self.order is not None and len(w) == len(self.order):
+            w = w[np.argsort(self.order)]
         if self.kind == "i8":
             return arith.unpack_int8(w)[:self.n].astype(np.int64)
         return w.view(np.int32).astype(np.int64)
+
+    def word_of(self, element: int) -> int:
+        """The word (in the order sent) that carries ``element``."""
+        w = element // LANES if self.kind == "i8" else element
+        return w if self.order is None else self.order.index(w)
 
 
 def check_taps(taps, words, times, trace) -> dict | None:
@@ -373,7 +383,7 @@ def check_taps(taps, words, times, trace) -> dict | None:
         bad = np.flatnonzero(got != want)
         if bad.size:
             e = int(bad[0])
-            word = at + (e // LANES if tap.kind == "i8" else e)
+            word = at + tap.word_of(e)
             return {"layer": tap.layer, "op": tap.name, "element": tap.first + e,
                     "got": int(got[e]), "expected": int(want[e]),
                     "cycle": int(times[word]) if word < len(times) else None}
@@ -794,12 +804,73 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     everyone = frozenset(workers)
     parts = {"d": holding(d),
              "qkv": frozenset(w for w, s_ in zip(workers, qkv_plan, strict=True) if s_),
-             "kv": frozenset(workers[:Wk]), "ffn": holding(F), "head": holding(V),
+             "kv": frozenset(workers[:Wk]), "head": holding(V),
              "recip": frozenset(workers[:nh]) if spread_recip else frozenset()}
     parts["norm_sum"] = parts["d"] | ({workers[eps_k]} if eps_worker else frozenset())
-    # a norm's gathered h: the channels' holders, and with the first norm's RoPE row of p
-    # (which its owner, any worker, adds) every worker
-    parts["h"], parts["h_rope"] = parts["d"], everyone
+    # the first norm's gathered h carries the RoPE row of p, which its owner (any worker)
+    # adds: every worker (the other norms' h and the FFN's product: `spans`, below)
+    parts["h_rope"] = everyone
+
+    # Span-limited gathers (a norm's h without the RoPE row, the FFN's product): a tile of
+    # the pruned tree sends its own words, then forwards the words of its column below it,
+    # then (on row 0) those of the columns east of it, so a link carries only its subtree's
+    # words and the hub takes one stream at a time, one word a cycle (a zero-padded sum
+    # takes both children's streams through one ramp: two cycles a word). The words reach
+    # the hub in the column-major order of the tiles (the tree's preorder), which the hub
+    # sends on as it is: the weight columns of the GEMVs that read the vector are permuted
+    # to match (`order`).
+    def spans_of(m: int) -> dict:
+        """Each holder's words ``(first, count)`` of a vector of ``m`` int8 rows split by
+        :func:`_rows`."""
+        n = _rows(m, W)
+        return {workers[k]: (k * n // LANES, (min(m, (k + 1) * n) - k * n) // LANES)
+                for k in range(W) if k * n < m}
+
+    spans = {"h": spans_of(d), "ffn": spans_of(F)}
+    order = {key: tuple(w for t in sorted(span, key=lambda t: (t[1], t[0]))
+                        for w in range(span[t][0], span[t][0] + span[t][1]))
+             for key, span in spans.items()}
+
+    def words_below(span: dict, rr_: int, cc_: int) -> int:
+        """The words of ``span`` in the subtree rooted at ``(rr_, cc_)``."""
+        if rr_ >= 1:
+            return sum(n for (r_, c_), (_, n) in span.items() if c_ == cc_ and r_ >= rr_)
+        return sum(n for (_, c_), (_, n) in span.items() if c_ >= cc_)
+
+    def gather(pe: _Pe, rr_: int, cc_: int, span: dict, base: int, zero=None):
+        """This PE's part of a span-limited gather of ``span`` (tile: its words): the hub
+        receives the words at ``base`` in the tree's preorder; a worker sends its words (at
+        ``base`` plus their first) and forwards its subtrees' (a VADD of ``zero``, a word
+        0 read at stride 0)."""
+        south = words_below(span, rr_ + 1, cc_)
+        east = words_below(span, 0, cc_ + 1) if rr_ == 0 else 0
+        if (rr_, cc_) == (0, 0):
+            for n, col, at in ((south, RC[1], base), (east, RR[1], base + south)):
+                if n:
+                    pe(Ins(Op.RECV, n=n, dst=sram(at), a=isa.color(col)))
+            return
+        if (rr_, cc_) not in span:
+            assert not south and not east, (rr_, cc_)
+            return
+        out = isa.color(RC[rr_ % 2] if rr_ >= 1 else RR[cc_ % 2])
+        first, n = span[rr_, cc_]
+        pe(Ins(Op.SEND, n=n, dst=out, a=sram(base + first)))
+        for kid, n in ((RC[(rr_ + 1) % 2], south), (RR[(cc_ + 1) % 2], east)):
+            if n:
+                pe(Ins(Op.VADD, n=n, dst=out, a=isa.color(kid), b=zero))
+
+    def permuted(mat: _Matrix, words) -> _Matrix:
+        """``mat`` reading its input vector's words in the order ``words``."""
+        return dataclasses.replace(
+            mat, w=np.ascontiguousarray(mat.w.reshape(mat.m, -1, LANES)[:, list(words)]
+                                        .reshape(mat.m, -1)))
+
+    for key, mat in mats.items():
+        # every norm's h but the first (whose gather carries the RoPE row: zero-padded)
+        if key[1] in ("gate", "up", "head") or (key[1] == "qkv" and key[0] > 0):
+            mats[key] = permuted(mat, order["h"])
+        elif key[1] == "down":
+            mats[key] = permuted(mat, order["ffn"])
 
     @functools.cache
     def in_tree(part: frozenset, rr_: int, cc_: int) -> bool:
@@ -871,11 +942,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         recip_seed = hub.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
     tap_list = []
 
-    def tap(layer, name, base, kind, n, first=0):
+    def tap(layer, name, base, kind, n, first=0, order=None):
         """With ``taps``: send ``n`` elements at ``base`` (an SRAM address, or an operand)
-        out of the hub's west edge."""
+        out of the hub's west edge (``order``: its words as a span-limited gather left
+        them)."""
         if taps:
-            t = Tap(layer, name, kind, n, first)
+            t = Tap(layer, name, kind, n, first, order)
             tag, hub.tag = hub.tag, "check"
             hub(Ins(Op.SEND, n=t.words, dst=isa.color(DBG),
                     a=base if isinstance(base, isa.Src) else sram(base)))
@@ -911,8 +983,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
         # the workers' channels of h (and the owner's RoPE row)
-        combine(hub, 0, 0, z["h"], nw, "sum", part=parts["h_rope" if rope_row else "h"])
-        tap(layer, name, z["h"].base, "i8", d)
+        if rope_row:
+            combine(hub, 0, 0, z["h"], nw, "sum", part=parts["h_rope"])
+        else:
+            gather(hub, 0, 0, spans["h"], z["h"].base)
+        tap(layer, name, z["h"].base, "i8", d, order=None if rope_row else order["h"])
         bcast(nw, z["h"])
         if rope_row:
             bcast(2 * nh, valid2)       # p's slot valid in every head
@@ -972,9 +1047,9 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         hub_gather_tap(li, "resid_attn", z["d"], d, parts["d"])
         hub.on("norm")
         hub_norm(li, "mlp_norm")
-        combine(hub.on("matmul"), 0, 0, z["ffn"], F // LANES, "sum", part=parts["ffn"])
+        gather(hub.on("matmul"), 0, 0, spans["ffn"], z["ffn"].base)
         bcast(F // LANES, z["ffn"])
-        tap(li, "silu_up", z["ffn"].base, "i8", F)
+        tap(li, "silu_up", z["ffn"].base, "i8", F, order=order["ffn"])
         hub_gather_tap(li, "down", z["d"], d, parts["d"])
         hub_gather_tap(li, "resid_mlp", z["d"], d, parts["d"])
     hub.on("norm")
@@ -1046,7 +1121,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             recip_seed = pe.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
         sc = pe.alloc(nS, init=[0] * nS)
         ex, u, pr = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
-        tt = pe.alloc(max(nS, nh * hd))
+        tt = pe.alloc(max(nS, nh * hd)) if S > 1 else None     # the digits' scratch
         if S > 1:       # the weighted sum's digits: their remainder and their GEMVs' sums
             rm, g0, g2 = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nh * hd)
             g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
@@ -1188,8 +1263,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 recv(2, sram(scratch.base))
             else:
                 idle_exchanges(1, 2)
-            combine(pe, r, q, y["h"], d // LANES + (2 * hd if rope_row else 0), "sum", tmp,
-                    part=parts["h_rope" if rope_row else "h"])
+            if rope_row:
+                combine(pe, r, q, y["h"], d // LANES + 2 * hd, "sum", tmp, part=parts["h_rope"])
+            else:
+                gather(pe, r, q, spans["h"], y["h"].base, sram(zero_w.base, 0))
             if not stream:
                 recv(d // LANES, xbuf(0))
                 norm_tail(rope_row)
@@ -1271,6 +1348,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             for _, _t, u0, nu in vsegs:
                 src = sram(pre.base + (nh + nkv) * hd // LANES + u0, fmt=Fmt.I8X4)
                 m_ = 4 * nu
+                if S == 1:
+                    # one slot: the value word is v 2^24 (v in lane 3, the low 32 bits of the
+                    # product), which the weighted sum's VMULSR reads as it is
+                    pe(Ins(Op.VMUL, n=m_, dst=sram(y["qkv"].base + g_v + 4 * u0), a=src,
+                           b=reg(7)))
+                    continue
                 pe(Ins(Op.VMUL, n=m_, dst=sram(acc2.base), a=src, b=reg(7)),
                    Ins(Op.VMULSR, n=m_, imm=FLAG_UA | 24, dst=sram(acc2.base),
                        a=sram(acc2.base), b=reg(8)),                       # v & 255
@@ -1469,16 +1552,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                        a=sram(ex.base + hh * S4), b=r_))
             if S == 1:
                 # One slot a worker: p . v is p times the slot's values, exact in int32
-                # (|p v| <= 2^22). A value word holds v & 255 in lane 0 (the other lanes are
-                # slots this worker does not have): times 2^24 (the low 32 bits) it is
-                # v 2^24, and each head's VMULSR by its p shifts that back (a 64-bit
-                # product, nothing rounded off): two passes in place of the digits' GEMVs.
-                pe(_li(8, 1 << 24),
-                   Ins(Op.VMUL, n=wv, dst=sram(tt.base), a=sram(vc[li].base), b=reg(8)))
+                # (|p v| <= 2^22). A value word holds v in lane 3 (the other lanes are
+                # zero), v 2^24 as an int32, and each head's VMULSR by its p shifts that
+                # back (a 64-bit product, nothing rounded off): one pass a head in place of
+                # the digits' GEMVs.
                 for hh in range(nh):
                     pe(Ins(Op.SLD, dst=reg(11), b=pr.base + hh * S4),
                        Ins(Op.VMULSR, n=hd, imm=24, dst=sram(al.base + hh * hd),
-                           a=sram(tt.base + (hh // grp) * hd), b=reg(11)))
+                           a=sram(vc[li].base + (hh // grp) * hd), b=reg(11)))
             else:
                 # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
                 # against the int8 values, the three sums recombined exactly
@@ -1537,7 +1618,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                         b=sram(uq.base, fmt=Fmt.I8X4)),
                     Ins(Op.VREQ, n=hi - lo, dst=sram(y["ffn"].base + lo // LANES, fmt=Fmt.I8X4),
                         a=sram(pm.base), b=sram(gu[li].base)))
-            combine(pe.on("matmul"), r, q, y["ffn"], F // LANES, "sum", tmp, part=parts["ffn"])
+            gather(pe.on("matmul"), r, q, spans["ffn"], y["ffn"].base, sram(zero_w.base, 0))
             residual((li, "down"))
             gather_tap(y["d"], d, parts["d"])
             gather_tap(y["x"], d, parts["d"])
