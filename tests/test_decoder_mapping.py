@@ -47,11 +47,13 @@ def test_decoder_on_iss_matches_golden(rows, cols, kb, fields, n_prompt, n_new):
     assert n_prompt + n_new - 1 > mapping.kv_workers
 
 
-@pytest.mark.parametrize("context,slots,kv_workers", [(5, 1, 5), (12, 2, 6), (17, 3, 6)])
+@pytest.mark.parametrize("context,slots,kv_workers", [(5, 1, 5), (8, 1, 8), (12, 2, 6), (17, 3, 6)])
 def test_a_short_context_sits_on_the_workers_nearest_the_hub(context, slots, kv_workers):
-    """A context that needs fewer workers than the mesh has goes on the first ones (the
-    nearest the hub: the attention's trees are pruned to them); every position of it is
-    bit-exact, the cache wraps around those workers, and one more position is refused."""
+    """A context that needs fewer workers than the mesh has goes on the ones nearest the hub
+    (the attention's trees are pruned to them), on its east subtree where that holds them
+    (the hub then sums one child's stream); every tile between one of them and the hub is
+    one of them; every position is bit-exact, the cache wraps around those workers, and one
+    more position is refused."""
     fields = dict(SMALL, num_heads=4, num_kv_heads=2, head_dim=8, seed=21)
     model = decode_model(random=fields)
     shape = MeshShape(3, 3, pe="core", sram_kb=32)
@@ -59,6 +61,14 @@ def test_a_short_context_sits_on_the_workers_nearest_the_hub(context, slots, kv_
     assert (mapping.slots, mapping.kv_workers, mapping.max_context) == (
         slots, kv_workers, slots * kv_workers)
     assert [r + c for r, c in mapping.workers] == sorted(r + c for r, c in mapping.workers)
+    kv = list(mapping.kv_tiles)
+    assert len(kv) == kv_workers
+    east = [t for t in mapping.workers if t[1] >= 1]
+    assert kv == (east[:kv_workers] if len(east) >= kv_workers
+                  else mapping.workers[:kv_workers])
+    for r, c in kv:         # a prefix of a subtree: the tile towards the hub is in it too
+        parent = (r - 1, c) if r else (0, c - 1)
+        assert parent == (0, 0) or parent in kv, (r, c)
     res = decode_on_iss(mapping, model, [3, 7], mapping.max_context - 1)
     check_run(res, f"context {context}")
     assert len(res["tokens"]) == mapping.max_context
@@ -66,7 +76,7 @@ def test_a_short_context_sits_on_the_workers_nearest_the_hub(context, slots, kv_
         mapping.token_stream(1, mapping.max_context)
     # the key row of the last position is on worker (max_context - 1) % kv_workers
     tile, _ = mapping.kv_word(0, mapping.max_context - 1, 0)
-    assert tile == mapping.workers[(mapping.max_context - 1) % kv_workers]
+    assert tile == kv[(mapping.max_context - 1) % kv_workers]
 
 
 def test_largest_context_is_filled_and_then_refused():

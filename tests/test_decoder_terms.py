@@ -171,3 +171,15 @@ def test_prefix_depth_is_the_farthest_of_the_nearest_workers(rows, cols):
     for n in range(1, len(workers) + 1):
         assert prefix_depth(rows, cols, n) == max(r + c for r, c in workers[:n]), n
     assert prefix_depth(rows, cols, 10 * len(workers)) == rows + cols - 2
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 8), (3, 1), (2, 3), (5, 4), (8, 2), (8, 8),
+                                       (16, 16)])
+def test_summed_depth_is_the_farthest_of_the_summed_workers(rows, cols):
+    """``summed_depth`` against the decoder's own choice of the KV workers on every count."""
+    from sparktile.scripts.perf.decoder_terms import summed_depth
+
+    from sparktile.compiler.decoder_mapping import summed_workers
+    for n in range(1, rows * cols):
+        assert summed_depth(rows, cols, n) == max(r + c for r, c in
+                                                  summed_workers(rows, cols, n)), n

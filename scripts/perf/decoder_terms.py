@@ -169,6 +169,22 @@ def prefix_depth(rows: int, cols: int, n: int) -> int:
     return 0
 
 
+def summed_depth(rows: int, cols: int, n: int) -> int:
+    """Hops from the hub to the farthest of the ``n`` workers of an exchange the hub sums
+    (the KV cache's; :func:`~sparktile.compiler.decoder_mapping.summed_workers`): the
+    nearest of the hub's east subtree (columns 1 on) if it holds ``n``, else
+    :func:`prefix_depth`."""
+    n = min(n, rows * cols - 1)
+    if rows * (cols - 1) < n:
+        return prefix_depth(rows, cols, n)
+    seen = 0
+    for t in range(1, rows + cols - 1):
+        seen += max(0, min(t, cols - 1) - max(1, t - rows + 1) + 1)   # columns 1 on, t away
+        if seen >= n:
+            return t
+    return 0
+
+
 def worker_channels(hidden: int, workers: int) -> int:
     """Residual channels a worker holds: ``ceil(d / W)`` up to a multiple of 4."""
     return 4 * math.ceil(math.ceil(hidden / workers) / 4)
@@ -180,7 +196,7 @@ def run_record(mapping, model_fields: dict, context: int, token_cycles: int, by_
     channels = worker_channels(model_fields["hidden_size"], len(mapping.workers))
     holders = math.ceil(model_fields["hidden_size"] / channels)
     return {"mesh": f"{shape.rows}x{shape.cols}", "depth": mesh_depth(shape.rows, shape.cols),
-            "kv_depth": prefix_depth(shape.rows, shape.cols, mapping.kv_workers),
+            "kv_depth": summed_depth(shape.rows, shape.cols, mapping.kv_workers),
             "channel_depth": prefix_depth(shape.rows, shape.cols, holders),
             "workers": len(mapping.workers), "slots": mapping.slots, "context": context,
             "heads": model_fields["num_heads"], "kv_heads": model_fields["num_kv_heads"],

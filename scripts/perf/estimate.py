@@ -102,7 +102,13 @@ def assumptions(decoder: dict | None) -> list[str]:
 def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> dict:
     """One layer's attention and norms (and one norm alone, ``"norm"``) by category, from the
     decoder's calibrated terms on a block of ``pes`` PEs (see :data:`DECODER_ASSUMPTIONS`)."""
-    from .decoder_terms import ATTENTION_OPS, CATEGORY, decoder_op_cycles, prefix_depth
+    from .decoder_terms import (
+        ATTENTION_OPS,
+        CATEGORY,
+        decoder_op_cycles,
+        prefix_depth,
+        summed_depth,
+    )
     # a square block, its PEs numbered by their distance from the root as the decoder's
     # workers are: each op's trees reach only the PEs that hold its data
     side = max(2, round(math.sqrt(pes)))
@@ -111,7 +117,7 @@ def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> d
     cyc = decoder_op_cycles(
         decoder, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
         slots=slots,
-        kv_depth=prefix_depth(side, side, math.ceil(ctx / slots) if slots else 1),
+        kv_depth=summed_depth(side, side, math.ceil(ctx / slots) if slots else 1),
         channel_depth=prefix_depth(side, side, math.ceil(cfg.hidden_size / channels)),
         channels=channels, hidden=cfg.hidden_size,
         lanes=hw.lanes(dtype), word_bytes=DTYPES[dtype])

@@ -260,6 +260,19 @@ def worker_order(rows: int, cols: int) -> list[tuple[int, int]]:
                   key=lambda t: (t[0] + t[1], t[1]))
 
 
+def summed_workers(rows: int, cols: int, n: int) -> list[tuple[int, int]]:
+    """The ``n`` workers of a part whose exchange the hub sums (the KV cache's, the q/k/v
+    rows'): the first ``n`` of :func:`worker_order` east of column 0 (the hub's east
+    subtree) if it has that many, else the first ``n`` of all. Every tile between one of
+    them and the hub is one of them too (a prefix of a subtree in depth order). Summing at
+    the hub the streams of both its children takes two cycles a word (one ramp); one
+    child's, one: on the 8x8 at context 32 the weighted sum's 128 words a layer cost 484
+    cycles a token fewer and the q/k/v gather's 112, 420 (mesh ISS), for one more level on
+    the trees of 32 workers (8 hops, not 7)."""
+    east = [t for t in worker_order(rows, cols) if t[1] >= 1]
+    return east[:n] if len(east) >= n else worker_order(rows, cols)[:n]
+
+
 def _rows(m: int, workers: int) -> int:
     """Rows a worker holds: ``ceil(M / W)`` rounded up to a multiple of 4 (int8 outputs fill
     whole words, so the workers' parts of the gathered vector never share a word)."""
@@ -396,9 +409,9 @@ class DecoderMapping:
     """A decoder compiled onto a core mesh (see the module docstring).
 
     ``program``: routes, task tables, queue bindings and SRAM images. ``slots``: KV slots per
-    worker on the first ``kv_workers`` workers (position ``p`` in slot ``p // kv_workers`` of
-    worker ``p % kv_workers``); ``max_context = slots * kv_workers`` (capped by the model's
-    positions).
+    worker on the ``kv_workers`` tiles ``kv_tiles`` (:func:`summed_workers`; position ``p``
+    in slot ``p // kv_workers`` of ``kv_tiles[p % kv_workers]``); ``max_context = slots *
+    kv_workers`` (capped by the model's positions).
     ``kv_words_per_pe``: SRAM words of one slot on a worker (keys and values of every layer,
     its RoPE table row). ``words``: SRAM words used per PE (the fullest one), and by whom.
     """
@@ -421,6 +434,8 @@ class DecoderMapping:
     hub_code: tuple = (0, [])
     #: The hub sends the logits (``vocab`` int32 words) for a sampling host, not the argmax.
     logits: bool = False
+    #: The tiles holding the KV cache, in the order positions go round them.
+    kv_tiles: tuple = ()
 
     def by_op(self, log) -> dict:
         """Cycles of one token by op, from the hub's timeline ``log`` (``[(pc, start, end)]``
@@ -464,7 +479,7 @@ class DecoderMapping:
         """``((row, col), address)`` of word ``word`` of ``position``'s key row of ``layer``
         (its worker and SRAM address): where a fault-injection test flips a bit."""
         w = self.kv_workers
-        tile = self.workers[position % w]
+        tile = self.kv_tiles[position % w]
         kc = self.layout[tile]["kc"][layer]
         per = kc.n // self.slots
         if not 0 <= word < per:
@@ -791,6 +806,15 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     eps_k = next((k for k in range(W) if k * d_rows >= d), None)
     eps_worker = eps_k is not None
     qkv_plan = _qkv_plan(nh, nkv, hd, W)
+    # The exchanges whose words are summed or zero-padded at the hub (the attention's, and
+    # the q/k/v gather) on the hub's east subtree where it holds their workers
+    # (summed_workers): the hub then takes one stream, not two through its one ramp.
+    kv_tiles = summed_workers(R, C, Wk)
+    nq = sum(1 for s_ in qkv_plan if s_)
+    q_tiles = summed_workers(R, C, nq)
+    q_tiles += [t for t in workers if t not in q_tiles]
+    kv_index = {t: i for i, t in enumerate(kv_tiles)}
+    q_index = {t: i for i, t in enumerate(q_tiles)}
     spread_recip = -(-nh // W) < nh
 
     def holding(m: int) -> frozenset:
@@ -803,8 +827,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     # of them and the hub is one of them too).
     everyone = frozenset(workers)
     parts = {"d": holding(d),
-             "qkv": frozenset(w for w, s_ in zip(workers, qkv_plan, strict=True) if s_),
-             "kv": frozenset(workers[:Wk]), "head": holding(V),
+             "qkv": frozenset(w for w, s_ in zip(q_tiles, qkv_plan, strict=True) if s_),
+             "kv": frozenset(kv_tiles), "head": holding(V),
              "recip": frozenset(workers[:nh]) if spread_recip else frozenset()}
     parts["norm_sum"] = parts["d"] | ({workers[eps_k]} if eps_worker else frozenset())
     # the first norm's gathered h carries the RoPE row of p, which its owner (any worker)
@@ -1088,7 +1112,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             n = _rows(mat.m, W)
             lo = min(mat.m, k * n)
             rows[key] = (lo, min(mat.m, lo + n), n)
-        segs = qkv_plan[k]
+        segs = qkv_plan[q_index[r, q]]
+        kk = kv_index.get((r, q), W)
         qrows = [row for seg in segs for row in _seg_rows(seg, nh, nkv, hd)]
         c_lo, c_hi = min(d, k * d_rows), min(d, (k + 1) * d_rows)
         nc = c_hi - c_lo                         # residual channels of this worker
@@ -1140,8 +1165,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         table = pe.alloc(256, "words", init=exp_table)
         rope_tab = pe.alloc(S * 2 * hd)
         for s_ in range(S):
-            pos = s_ * Wk + k
-            if k < Wk and pos < npos:
+            pos = s_ * Wk + kk
+            if kk < Wk and pos < npos:
                 sn = p.sin_q[pos].astype(np.int64).copy()
                 sn[:hd // 2] = -sn[:hd // 2]
                 pe.write(Region(rope_tab.base + s_ * 2 * hd, 2 * hd, "i32"),
@@ -1428,7 +1453,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             Ins(Op.SMULSH, imm=s_div, dst=reg(_SLOT), a=reg(isa.ARG_REG), b=magic),
             Ins(Op.SMULSH, dst=reg(3), a=reg(_SLOT), b=Wk),
             Ins(Op.SSUB, dst=reg(2), a=reg(isa.ARG_REG), b=reg(3)),
-            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=k),                    # p % Wk - k
+            Ins(Op.SSUB, dst=reg(2), a=reg(2), b=kk),                   # p % Wk - k
             Ins(Op.SLT, dst=reg(4), a=reg(2), b=0),
             Ins(Op.SLT, dst=reg(5), a=reg(_ZERO), b=reg(2)),
             Ins(Op.SLI, dst=reg(_OWNER), b=1),
@@ -1665,7 +1690,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         words={"max": used[fullest], "fullest": fullest, "hub": used[0, 0],
                "per_pe": {f"{r},{q}": v for (r, q), v in used.items()}},
         programs=programs, layout=layout, vocab=V, hidden=d,
-        taps=tap_list, hub_code=hub_code, logits=logits)
+        taps=tap_list, hub_code=hub_code, logits=logits, kv_tiles=tuple(kv_tiles))
 
 
 def _routes_and_queues(prog: ConfigProgram, R: int, C: int) -> None:
