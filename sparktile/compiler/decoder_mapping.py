@@ -781,19 +781,22 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     programs, layout, used = {}, {}, {}
 
     # ---- shared helpers -----------------------------------------------------------------
-    # The gathered q/k/v of a layer, RoPE applied by the workers: the keys, the values as
-    # they enter the transposed cache (int32, ``(v & 255) << 8 lane``), the queries padded
-    # per kv group (what the score GEMV takes: a query against whole key rows, zeros
-    # against the other groups' keys), then, with ``taps``, q/k/v before RoPE. With one slot
-    # the GEMV is of one row and reads just the group's part of it, so a query is not
-    # padded (qw words a head).
+    # The gathered q/k/v of a layer, RoPE applied by the workers: the keys, the queries
+    # padded per kv group (what the score GEMV takes: a query against whole key rows, zeros
+    # against the other groups' keys), the values as they enter the transposed cache
+    # (int32, ``(v & 255) << 8 lane``; with one slot int8, four a word: ``vw`` words), then,
+    # with ``taps``, q/k/v before RoPE. The values come last: the workers append them while
+    # their scores' max goes up the tree, off the path to the scores. With one slot the
+    # GEMV is of one row and reads just the group's part of it, so a query is not padded
+    # (qw words a head).
     qw = wk if S > 1 else hd // LANES
+    vw = wv if S > 1 else wv // LANES
 
     def q_at(t: int) -> int:
         """Offset of query head ``t`` in the gathered q/k/v."""
         return g_q + t * qw + ((t // grp) * hd // LANES if S > 1 else 0)
 
-    g_k, g_v, g_q, g_pre = 0, wk, wk + wv, wk + wv + nh * qw
+    g_k, g_q, g_v, g_pre = 0, wk, wk + nh * qw, wk + nh * qw + vw
     g_size = g_pre + (m_qkv // LANES if taps else 0)
     # The first norm's gather also carries the RoPE row of the position (cos, then sin with
     # the rotation's sign folded in), which only its owner holds.
@@ -1027,7 +1030,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         hub.on("norm")
         hub_norm(li, "attn_norm", rope_row=li == 0)
         # q/k/v with RoPE applied and the values' cache words, from the workers
-        # (the keys and the value words for the owner of p, then the padded queries)
+        # (the keys for the owner of p, the queries, the value words for the owner)
         combine(hub.on("matmul"), 0, 0, zq, g_size, "sum", part=parts["qkv"])
         tap(li, "q", zq.base + g_pre, "i8", nh * hd)
         tap(li, "k", zq.base + g_pre + nh * hd // LANES, "i8", nkv * hd)
@@ -1035,8 +1038,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         for hh in range(nh):
             tap(li, "q_rope", zq.base + q_at(hh), "i8", hd, hh * hd)
         tap(li, "k_rope", zq.base + g_k, "i8", nkv * hd)
-        bcast(g_q + nh * qw, zq)
-        combine(hub.on("attention_scores"), 0, 0, z["max"], nh, "max", part=parts["kv"])
+        bcast(g_v, zq)
+        # the value words go out as the workers score (their append waits for the scores'
+        # max exchange): the scores' time, as the keys' append is
+        hub.on("attention_scores")(Ins(Op.SEND, n=vw, dst=isa.color(B), a=sram(zq.base + g_v)))
+        combine(hub, 0, 0, z["max"], nh, "max", part=parts["kv"])
         for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
             bcast(S4, sram(z["max"].base + hh, stride=0))
         combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum", part=parts["kv"])
@@ -1173,7 +1179,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                          np.concatenate([p.cos_q[pos].astype(np.int64), sn]))
         kc = [pe.alloc(S * wk, init=[0] * (S * wk)) for _ in range(c.num_layers)]
         # values transposed: row (g, j) of kv head g's channel j, four slots a word (int8)
-        vc = [pe.alloc(wv * sw, init=[0] * (wv * sw)) for _ in range(c.num_layers)]
+        vc = [pe.alloc(wv * sw, init=[0] * (wv * sw)) if S > 1
+              else pe.alloc(wv, "i8", init=[0] * vw) for _ in range(c.num_layers)]
         gq, uq = pe.alloc(maxrows, "i8"), pe.alloc(maxrows, "i8")
         pm = pe.alloc(max(maxrows, 1))
         ew = -(-nc // LANES) + 2                   # an embedding entry: channels, mult, shift
@@ -1374,10 +1381,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 src = sram(pre.base + (nh + nkv) * hd // LANES + u0, fmt=Fmt.I8X4)
                 m_ = 4 * nu
                 if S == 1:
-                    # one slot: the value word is v 2^24 (v in lane 3, the low 32 bits of the
-                    # product), which the weighted sum's VMULSR reads as it is
-                    pe(Ins(Op.VMUL, n=m_, dst=sram(y["qkv"].base + g_v + 4 * u0), a=src,
-                           b=reg(7)))
+                    # one slot: the values as they are (int8, four a word), which the
+                    # weighted sum reads as int8 elements
+                    pe(Ins(Op.VADD, n=nu, dst=sram(y["qkv"].base + g_v + u0),
+                           a=sram(src.base), b=sram(zero_w.base, 0)))
                     continue
                 pe(Ins(Op.VMUL, n=m_, dst=sram(acc2.base), a=src, b=reg(7)),
                    Ins(Op.VMULSR, n=m_, imm=FLAG_UA | 24, dst=sram(acc2.base),
@@ -1495,17 +1502,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                Ins(Op.SADD, dst=reg(7), a=reg(7), b=_operand(template)))
             pe.patch(len(pe.prog) + 1, 1, 7)
 
-        for li, L in enumerate(p.layers):
-            norm(L.n1, rope_row=li == 0, stream=True)
-            qkv_rope(li)
-            combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp, part=parts["qkv"])
-            pe.on("kv_append")
-            owned(kc[li].base, wk, sram(scratch.base))
-            recv(wk, sram(scratch.base))
-            # the values into lane slot % 4 of word slot // 4 of every row (an add: the lane
-            # is zero until then); a worker that does not own p adds them to a zero word and
-            # writes one scratch word (no element reads what an earlier one wrote); the
-            # registers of owned() are still there (a RECV uses none)
+        def append_values(li):
+            """The values into lane slot % 4 of word slot // 4 of every row of the transposed
+            cache (an add: the lane is zero until then); a worker that does not own p adds
+            them to a zero word and writes one scratch word (no element reads what an
+            earlier one wrote). SLOT and OWNER are in their registers (since the keys'
+            append only GEMVs, element-wise ops and REDUCEs into r2 ran)."""
             own = _operand(sram(vc[li].base, stride=sw))
             zero, junk = _operand(sram(zero_w.base, 0)), _operand(sram(scratch.base, 0))
             pe(Ins(Op.SMULSH, imm=2, dst=reg(2), a=reg(_SLOT), b=1),           # slot // 4
@@ -1520,6 +1522,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             pe.patch(at, 2, 3)
             pe(Ins(Op.VADD, n=wv, dst=sram(scratch.base, 0), a=sram(zero_w.base, 0),
                    b=isa.color(B)))
+
+        for li, L in enumerate(p.layers):
+            norm(L.n1, rope_row=li == 0, stream=True)
+            qkv_rope(li)
+            combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp, part=parts["qkv"])
+            pe.on("kv_append")
+            owned(kc[li].base, wk, sram(scratch.base))
+            recv(wk, sram(scratch.base))
             pe.on("attention_scores")
             for hh in range(nh):    # each head's (padded) query streams in (GEMVX)
                 kw_ = 0 if S > 1 else (hh // grp) * hd // LANES      # its group's keys
@@ -1527,6 +1537,16 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                             x=xbuf(hh * qw), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
             combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp, part=parts["kv"])
+            # the values (behind the queries on the broadcast) while the maxima meet at the
+            # hub: into lane slot % 4 of word slot // 4 of every row (an add: the lane is
+            # zero until then); a worker that does not own p adds them to a zero word and
+            # writes one scratch word (no element reads what an earlier one wrote)
+            pe.on("kv_append")
+            if S == 1:      # one slot: the owner's value row, as the keys
+                owned(vc[li].base, vw, sram(scratch.base))
+                recv(vw, sram(scratch.base))
+            else:
+                append_values(li)
             pe.on("softmax")
             recv(nS, ma)            # each head's max, S4 times
             pe(Ins(Op.SLI, dst=reg(9), b=WORD),
@@ -1577,14 +1597,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                        a=sram(ex.base + hh * S4), b=r_))
             if S == 1:
                 # One slot a worker: p . v is p times the slot's values, exact in int32
-                # (|p v| <= 2^22). A value word holds v in lane 3 (the other lanes are
-                # zero), v 2^24 as an int32, and each head's VMULSR by its p shifts that
-                # back (a 64-bit product, nothing rounded off): one pass a head in place of
-                # the digits' GEMVs.
+                # (|p v| <= 2^22): each head's VMULSR (shift 0) of its group's int8 values
+                # by its p, one pass a head in place of the digits' GEMVs.
                 for hh in range(nh):
                     pe(Ins(Op.SLD, dst=reg(11), b=pr.base + hh * S4),
-                       Ins(Op.VMULSR, n=hd, imm=24, dst=sram(al.base + hh * hd),
-                           a=sram(vc[li].base + (hh // grp) * hd), b=reg(11)))
+                       Ins(Op.VMULSR, n=hd, imm=0, dst=sram(al.base + hh * hd),
+                           a=sram(vc[li].base + (hh // grp) * hd // LANES, fmt=Fmt.I8X4),
+                           b=reg(11)))
             else:
                 # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
                 # against the int8 values, the three sums recombined exactly
