@@ -828,17 +828,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     # Who contributes to each exchange (the tiles whose words are not all the identity):
     # its tree is pruned to them (each a prefix of the workers, so every tile between one
     # of them and the hub is one of them too).
-    everyone = frozenset(workers)
     parts = {"d": holding(d),
              "qkv": frozenset(w for w, s_ in zip(q_tiles, qkv_plan, strict=True) if s_),
              "kv": frozenset(kv_tiles), "head": holding(V),
              "recip": frozenset(workers[:nh]) if spread_recip else frozenset()}
     parts["norm_sum"] = parts["d"] | ({workers[eps_k]} if eps_worker else frozenset())
-    # the first norm's gathered h carries the RoPE row of p, which its owner (any worker)
-    # adds: every worker (the other norms' h and the FFN's product: `spans`, below)
-    parts["h_rope"] = everyone
 
-    # Span-limited gathers (a norm's h without the RoPE row, the FFN's product): a tile of
+    # Span-limited gathers (a norm's h, the FFN's product): a tile of
     # the pruned tree sends its own words, then forwards the words of its column below it,
     # then (on row 0) those of the columns east of it, so a link carries only its subtree's
     # words and the hub takes one stream at a time, one word a cycle (a zero-padded sum
@@ -893,8 +889,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                                         .reshape(mat.m, -1)))
 
     for key, mat in mats.items():
-        # every norm's h but the first (whose gather carries the RoPE row: zero-padded)
-        if key[1] in ("gate", "up", "head") or (key[1] == "qkv" and key[0] > 0):
+        if key[1] in ("qkv", "gate", "up", "head"):           # the norms' h
             mats[key] = permuted(mat, order["h"])
         elif key[1] == "down":
             mats[key] = permuted(mat, order["ffn"])
@@ -1005,16 +1000,18 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         combine(hub, 0, 0, z["x"], 2, "sum", part=parts["norm_sum"])
         hub.kernel(kernels.rms_norm_root, int(p.eps_q), kw={"eps_in_sums": eps_worker},
                    m=z["m"], hilo=z["x"], out=z["rsqrt"])
+        if rope_row:
+            # the RoPE row of p from its owner (the KV workers' tree, zeros from the others),
+            # sent up behind the sums: it has arrived while the rsqrt ran
+            combine(hub, 0, 0, Region(z["h"].base + d // LANES, 2 * hd, "i32"), 2 * hd, "sum",
+                    part=parts["kv"])
         bcast(2, z["rsqrt"])
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
         # the workers' channels of h (and the owner's RoPE row)
-        if rope_row:
-            combine(hub, 0, 0, z["h"], nw, "sum", part=parts["h_rope"])
-        else:
-            gather(hub, 0, 0, spans["h"], z["h"].base)
-        tap(layer, name, z["h"].base, "i8", d, order=None if rope_row else order["h"])
+        gather(hub, 0, 0, spans["h"], z["h"].base)
+        tap(layer, name, z["h"].base, "i8", d, order=order["h"])
         bcast(nw, z["h"])
         if rope_row:
             bcast(2 * nh, valid2)       # p's slot valid in every head
@@ -1233,15 +1230,18 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 gu[i] = pe.alloc(hi - lo, "req", init=_req_words(
                     np.broadcast_to(L.gu[0], (F,))[lo:hi], np.broadcast_to(L.gu[1], (F,))[lo:hi]))
 
-        def exchanges(*trees):
+        def exchanges(*trees, between=None):
             """A split kernel's exchanges on this worker, the i-th over the tree pruned to
-            ``trees[i]``: its words into the reduction tree, the combined words back from
-            the hub's broadcast."""
-            it = iter(trees)
+            ``trees[i]``: its words into the reduction tree, (``between[i]``, if any, emits
+            more into the program), the combined words back from the hub's broadcast."""
+            it = iter(enumerate(trees))
 
             def exchange(kb, region, n, how):
                 assert len(set(how)) == 1
-                combine(kb, r, q, region, n, how[0], tmp, part=next(it))
+                i, part = next(it)
+                combine(kb, r, q, region, n, how[0], tmp, part=part)
+                if between and i in between:
+                    between[i](kb)
                 kb(Ins(Op.RECV, n=n, dst=sram(region.base), a=isa.color(B)))
             return exchange
 
@@ -1275,30 +1275,38 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
 
         def norm(ms, rope_row=False, stream=False):
             """This worker's channels of the RMSNorm (split; exchanges through the trees),
-            into its words of the gathered h, which the hub sends back whole; with
-            ``rope_row`` the gather also carries the RoPE row of p (the owner's, zeros from
-            the others), kept for the token's RoPE. ``stream``: h is left on the broadcast
+            into its words of the gathered h (span-limited), which the hub sends back whole;
+            with ``rope_row`` the RoPE row of p (the owner's, zeros from the other KV
+            workers) goes up the KV workers' tree behind the sums, and comes back behind h,
+            kept for the token's RoPE. ``stream``: h is left on the broadcast
             queue for the GEMV that follows (it streams x in: GEMVX), which calls
             :func:`norm_tail` after it."""
             pe.on("norm")
+
+            def rope_up(kb):
+                """The first norm's RoPE row of p (ours, or zeros) up the KV workers' tree,
+                right behind the sums."""
+                if rope_row:
+                    combine(kb, r, q, Region(y["h"].base + d // LANES, 2 * hd, "i32"), 2 * hd,
+                            "sum", tmp, part=parts["kv"])
             if nc:
                 qreg = pe.alloc(nc, "req", init=_req_words(
                     np.asarray(ms[0])[c_lo:c_hi], np.asarray(ms[1])[c_lo:c_hi]))
                 pe.kernel(kernels.rms_norm, nc, int(p.eps_q),
                           kw={"width": d, "rsqrt_at_root": True},
-                          exchange=exchanges(parts["d"], parts["norm_sum"]), x=x_own, q=qreg,
-                          out=Region(y["h"].base + c_lo // LANES, nc, "i8"))
+                          exchange=exchanges(parts["d"], parts["norm_sum"], between={1: rope_up}),
+                          x=x_own, q=qreg, out=Region(y["h"].base + c_lo // LANES, nc, "i8"))
             elif k == eps_k:
                 idle_exchanges(1)
                 kernels.norm_eps_part(pe, scratch.base, epsv.base, eps_tab.base)
                 combine(pe, r, q, epsv, 2, "sum", tmp, part=parts["norm_sum"])
+                rope_up(pe)
                 recv(2, sram(scratch.base))
             else:
-                idle_exchanges(1, 2)
-            if rope_row:
-                combine(pe, r, q, y["h"], d // LANES + 2 * hd, "sum", tmp, part=parts["h_rope"])
-            else:
-                gather(pe, r, q, spans["h"], y["h"].base, sram(zero_w.base, 0))
+                idle_exchanges(1)
+                rope_up(pe)
+                idle_exchanges(2)
+            gather(pe, r, q, spans["h"], y["h"].base, sram(zero_w.base, 0))
             if not stream:
                 recv(d // LANES, xbuf(0))
                 norm_tail(rope_row)
