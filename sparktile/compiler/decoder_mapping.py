@@ -20,17 +20,20 @@ column), so what only the first workers hold sits near the hub:
   weight matrix whole, runs one GEMV over the broadcast input (streamed in: GEMVX), and
   requantizes its rows (VREQ into int8, or VMULSR into the residual format: o's and down's
   rows are its channels, so the residual adds are local); q/k/v's rows are split in RoPE
-  pairs instead (:func:`_qkv_plan`), so each worker applies RoPE to its own q and k rows
-  (the RoPE row of ``p`` reaches every worker with the first norm's h) and turns its value
-  rows into the transposed cache's words;
-* **the KV cache** is spread by position over the first ``Wk`` workers (those a context
-  compiled for needs at ``S`` slots each): position ``p`` lives in slot ``p // Wk`` of worker
-  ``p % Wk``, for every layer (keys row-major, values transposed, int8); each worker also holds
-  the RoPE table rows of its positions;
+  pairs instead (:func:`_qkv_plan`, on the workers :func:`summed_workers` picks), so each
+  worker applies RoPE to its own q and k rows (the RoPE row of ``p`` goes up the KV workers'
+  tree behind the first norm's sums and reaches every worker behind its h) and turns its
+  value rows into the transposed cache's words (with one slot a worker, int8 words as they
+  are);
+* **the KV cache** is spread by position over ``Wk`` workers (those a context compiled for
+  needs at ``S`` slots each; :func:`summed_workers`: the nearest of the hub's east subtree
+  where it holds them, else the first ``Wk``): position ``p`` lives in slot ``p // Wk`` of
+  ``kv_tiles[p % Wk]``, for every layer (keys row-major, values transposed, int8; with one
+  slot the row of values); each worker also holds the RoPE table rows of its positions;
 * **attention** runs on every worker over its slots, all heads in one element-wise pass: the
   score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
   over the transposed values, one per digit of the probability; with one slot a worker, the
-  slot's values times its probability, two passes); the heads' maxima, sums and
+  slot's values times its probability, one pass a head); the heads' maxima, sums and
   weighted sums meet at the hub; the first ``nh`` workers compute a head's softmax
   reciprocal each;
 * **argmax** is split by vocabulary rows (two max exchanges); the hub sends the index.
@@ -46,7 +49,12 @@ traffic:
   passes it on; zeros where a worker has nothing make the sum a gather. Each exchange's tree
   is *pruned* to the workers with a share of it (a prefix of the workers: the channels'
   holders for a norm, the KV workers for the attention, the rows' holders for a matmul's
-  gather); the others send nothing and only take the broadcast back.
+  gather); the others send nothing and only take the broadcast back. A gather whose words
+  each belong to one worker (a norm's h, the FFN's product) is *span-limited* instead: a
+  tile sends its own words, then forwards its subtrees', so the hub takes one stream at a
+  time, one word a cycle; the words arrive in the tree's preorder and the weight columns
+  that read the vector are permuted to match. What the hub sums (the attention's exchanges,
+  the q/k/v gather) sits on its east subtree (:func:`summed_workers`): one child's stream.
 
 The routes are dimension-ordered, so their channel-dependency graph has no cycle
 (:func:`~sparktile.compiler.routes.check_deadlock_free` is run on them); the argument for the
