@@ -156,17 +156,22 @@ def mesh_depth(rows: int, cols: int) -> int:
     return rows - 1 + cols - 1
 
 
+def _nearest_depth(rows: int, cols: int, n: int, first_col: int) -> int:
+    """Hops from the hub to the farthest of the ``n`` workers nearest it in columns
+    ``first_col`` on (``n`` at most the tiles there, the hub excepted)."""
+    seen = 0
+    for t in range(1, rows + cols - 1):
+        seen += max(0, min(t, cols - 1) - max(first_col, t - rows + 1) + 1)   # t hops away
+        if seen >= n:
+            return t
+    return 0
+
+
 def prefix_depth(rows: int, cols: int, n: int) -> int:
     """Hops from the hub (0, 0) to the farthest of the ``n`` workers nearest it (the
     decoder's :func:`~sparktile.compiler.decoder_mapping.worker_order`), through the trees
     pruned to them."""
-    n = min(n, rows * cols - 1)
-    seen = 0
-    for t in range(1, rows + cols - 1):
-        seen += min(rows - 1, t) - max(0, t - cols + 1) + 1     # the tiles t hops away
-        if seen >= n:
-            return t
-    return 0
+    return _nearest_depth(rows, cols, min(n, rows * cols - 1), 0)
 
 
 def summed_depth(rows: int, cols: int, n: int) -> int:
@@ -175,14 +180,7 @@ def summed_depth(rows: int, cols: int, n: int) -> int:
     nearest of the hub's east subtree (columns 1 on) if it holds ``n``, else
     :func:`prefix_depth`."""
     n = min(n, rows * cols - 1)
-    if rows * (cols - 1) < n:
-        return prefix_depth(rows, cols, n)
-    seen = 0
-    for t in range(1, rows + cols - 1):
-        seen += max(0, min(t, cols - 1) - max(1, t - rows + 1) + 1)   # columns 1 on, t away
-        if seen >= n:
-            return t
-    return 0
+    return _nearest_depth(rows, cols, n, 1 if rows * (cols - 1) >= n else 0)
 
 
 def worker_channels(hidden: int, workers: int) -> int:

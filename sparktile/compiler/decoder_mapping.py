@@ -862,11 +862,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                         for w in range(span[t][0], span[t][0] + span[t][1]))
              for key, span in spans.items()}
 
+    def under(t: tuple[int, int], rr_: int, cc_: int) -> bool:
+        """Whether tile ``t`` is in the subtree of the reduction tree rooted at ``(rr_,
+        cc_)``: a column's tiles below it; on row 0 every column from ``cc_`` on."""
+        return t[1] == cc_ and t[0] >= rr_ if rr_ >= 1 else t[1] >= cc_
+
     def words_below(span: dict, rr_: int, cc_: int) -> int:
         """The words of ``span`` in the subtree rooted at ``(rr_, cc_)``."""
-        if rr_ >= 1:
-            return sum(n for (r_, c_), (_, n) in span.items() if c_ == cc_ and r_ >= rr_)
-        return sum(n for (_, c_), (_, n) in span.items() if c_ >= cc_)
+        return sum(n for t, (_, n) in span.items() if under(t, rr_, cc_))
 
     def gather(pe: _Pe, rr_: int, cc_: int, span: dict, base: int, zero=None):
         """This PE's part of a span-limited gather of ``span`` (tile: its words): the hub
@@ -905,12 +908,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     @functools.cache
     def in_tree(part: frozenset, rr_: int, cc_: int) -> bool:
         """Whether the subtree of the reduction tree rooted at ``(rr_, cc_)`` holds a tile
-        of ``part`` (a column's tiles below it; on row 0 every column from ``cc_`` on)."""
-        if rr_ >= R or cc_ >= C:
-            return False
-        if rr_ >= 1:
-            return any(t[1] == cc_ and t[0] >= rr_ for t in part)
-        return any(t[1] >= cc_ for t in part)
+        of ``part`` (:func:`under`)."""
+        return rr_ < R and cc_ < C and any(under(t, rr_, cc_) for t in part)
 
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None, *,
                 part: frozenset):
@@ -1017,7 +1016,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
-        # the workers' channels of h (and the owner's RoPE row)
+        # the workers' channels of h (the RoPE row is in z["h"] behind them already)
         gather(hub, 0, 0, spans["h"], z["h"].base)
         tap(layer, name, z["h"].base, "i8", d, order=order["h"])
         bcast(nw, z["h"])
@@ -1157,8 +1156,8 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             recip_seed = pe.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
         sc = pe.alloc(nS, init=[0] * nS)
         ex, u, pr = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
-        tt = pe.alloc(max(nS, nh * hd)) if S > 1 else None     # the digits' scratch
-        if S > 1:       # the weighted sum's digits: their remainder and their GEMVs' sums
+        if S > 1:       # the weighted sum's digits: scratch, their remainder, their GEMVs' sums
+            tt = pe.alloc(max(nS, nh * hd))
             rm, g0, g2 = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nh * hd)
             g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
         ma = xbuf(0) if nS <= CORE_XBUF_WORDS else sram(pe.alloc(nS).base)
@@ -1553,10 +1552,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                             x=xbuf(hh * qw), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
             combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp, part=parts["kv"])
-            # the values (behind the queries on the broadcast) while the maxima meet at the
-            # hub: into lane slot % 4 of word slot // 4 of every row (an add: the lane is
-            # zero until then); a worker that does not own p adds them to a zero word and
-            # writes one scratch word (no element reads what an earlier one wrote)
+            # the values (behind the queries on the broadcast) while the maxima meet at the hub
             pe.on("kv_append")
             if S == 1:      # one slot: the owner's value row, as the keys
                 owned(vc[li].base, vw, sram(scratch.base))
