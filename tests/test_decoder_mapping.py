@@ -79,6 +79,16 @@ def test_a_short_context_sits_on_the_workers_nearest_the_hub(context, slots, kv_
     assert tile == kv[(mapping.max_context - 1) % kv_workers]
 
 
+def test_a_pe_whose_data_pass_the_task_address_limit_is_refused_by_that_limit():
+    """256 KiB a PE on an 8x1 mesh: a worker's data (its rows of every matrix) end past word
+    32768, below which a program must start (a task's 15-bit entry address), though the SRAM
+    has room: the error names that limit, not the SRAM's size."""
+    with pytest.raises(MappingError, match=r"program must start below word 32768 \(a task's "
+                                           r"entry address\)") as err:
+        compile_decoder(decode_model(), MeshShape(8, 1, pe="core", sram_kb=256), context=8)
+    assert "a PE has 65536" not in str(err.value)
+
+
 def test_largest_context_is_filled_and_then_refused():
     """A mesh whose SRAM holds only a few slots: fill every position it reports, bit-exact;
     the next position is refused with the figures."""

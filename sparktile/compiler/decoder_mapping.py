@@ -155,7 +155,9 @@ class _Pe:
             k = fn(*args, **kw, place=(self.top, {**shared, **bind}, exchange))
         except kernels.KernelSpaceError:
             # the data regions alone leave no room for a program below the task limit
-            raise _Overflow(self.name, self.top) from None
+            raise _Overflow(self.name, self.top,
+                            f"its data alone take {self.top} words, and a program must start "
+                            f"below word {isa.TASK_ADDR_LIMIT} (a task's entry address)") from None
         for name, words in k.consts.items():
             self.write(k.regions[name], words)
         for name, r in k.regions.items():
@@ -186,8 +188,12 @@ class _Pe:
                                                 b=base + isa.INSN_WORDS * target + slot)
         code = isa.assemble(self.prog)
         end = base + len(code)
-        if end > sram_words or base >= isa.TASK_ADDR_LIMIT:
+        if end > sram_words:
             raise _Overflow(self.name, end)
+        if base >= isa.TASK_ADDR_LIMIT:
+            raise _Overflow(self.name, end, f"its program would start at word {base}, and a "
+                            f"program must start below word {isa.TASK_ADDR_LIMIT} (a task's "
+                            f"entry address)")
         img = np.zeros(end, np.uint32)
         for a, w in self.image.items():
             img[a] = w
@@ -196,11 +202,17 @@ class _Pe:
 
 
 class _Overflow(Exception):
-    def __init__(self, name, words):
-        self.name, self.words = name, words
+    def __init__(self, name, words, beyond=None):
+        # beyond: the limit it hit when that is not the SRAM's size
+        self.name, self.words, self.beyond = name, words, beyond
         self.what = ("the norm, RoPE and requantization constants, the reciprocal and argmax "
                      "tables, its program" if "hub" in name else
                      "its rows of every weight matrix, tables, KV slots, its program")
+
+
+def _limit(exc: _Overflow, shape: MeshShape) -> str:
+    """What an overflowing PE ran into: the SRAM's size, or the limit ``exc.beyond`` names."""
+    return exc.beyond or f"a PE has {shape.sram_words} ({shape.sram_kb} KiB)"
 
 
 def _req_words(mult, shift) -> list[int]:
@@ -710,16 +722,15 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             raise MappingError(
                 f"a context of {context} positions needs {need} KV slots per worker: PE "
                 f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
-                f"{one} words a slot), but a PE has {shape.sram_words} ({shape.sram_kb} KiB); "
+                f"{one} words a slot), but {_limit(exc, shape)}; "
                 f"{_largest(model, shape, taps, logits)}") from None
     try:
         one = _compile(model, shape, 1, taps, logits)
     except _Overflow as exc:
         raise MappingError(
             f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
-            f"PE {exc.name} needs {exc.words} SRAM words ({exc.what}) but a PE has "
-            f"{shape.sram_words} ({shape.sram_kb} KiB); use a larger mesh or more SRAM per PE"
-        ) from None
+            f"PE {exc.name} needs {exc.words} SRAM words ({exc.what}) but "
+            f"{_limit(exc, shape)}; use a larger mesh or more SRAM per PE") from None
     samples = [one]             # one, two and three slots, while they fit
     for slots in (2, 3):
         if cap < slots:
