@@ -15,8 +15,11 @@ ISA of :mod:`sparktile.hdl.isa` instead of the fixed GEMV engine.
   port free (the last element has been read), so the next instruction's row is read there
   and decoded the cycle after: one cycle an instruction instead of two, except after a last
   cycle that writes SRAM into that very row (a program patching its next instruction), when
-  the read waits a cycle for the write. Cycle rules: :func:`~sparktile.hdl.isa.fetch_cycles`
-  and :func:`~sparktile.hdl.isa.exec_cycles`.
+  the read waits a cycle for the write. A scalar op runs in its decode cycle (its result is
+  computed from the row on the read port, and that cycle reads the next row): one cycle a
+  scalar op, which the integer rsqrt and reciprocal steps run dozens of in a row; a load
+  (SLD, SLDR) issues its read in the decode cycle and takes one more. Cycle rules:
+  :func:`~sparktile.hdl.isa.fetch_cycles` and :func:`~sparktile.hdl.isa.exec_cycles`.
 * **Memories.** SRAM (``sram_words``, one read and one write port: a simple dual-port block
   RAM) holds programs, weights, tables, the KV cache. It is 128 bits wide, four words a row
   with a write enable per word: the same bits and block RAMs as a 32-bit memory, but an
@@ -223,7 +226,6 @@ class Core(wiring.Component):
         # ---- sequencer state -----------------------------------------------------------------
         regs = Array(self.regs)
         pc = Signal(16)
-        fstep = Signal(3)
         # The instruction: decoded from the row on the read port in DECODE, from the
         # registers that DECODE loads while it executes.
         decoding = Signal()
@@ -314,6 +316,39 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.comb += [s_addr.eq(npc), s_en.eq(1), ev_insn.eq(1)]
                 m.next = "DECODE"
+
+        # ---- scalar ops: computed from the row on the read port, so that a scalar op
+        # finishes in its decode cycle (which also reads the next instruction's row)
+        s_av = regs[oa.base[:4]].as_signed()
+        s_bv = Mux(imm[6], bword, regs[ob.base[:4]]).as_signed()
+        s_res = Signal(32)
+        s_bl = Signal(6)
+        for bit in range(32):
+            with m.If(s_av.as_unsigned()[bit]):
+                m.d.comb += s_bl.eq(bit + 1)
+        with m.Switch(op):
+            with m.Case(Op.SLI):
+                m.d.comb += s_res.eq(bword)
+            with m.Case(Op.SADD):
+                m.d.comb += s_res.eq(s_av + s_bv)
+            with m.Case(Op.SSUB):
+                m.d.comb += s_res.eq(s_av - s_bv)
+            with m.Case(Op.SMULSH):
+                bu = Signal(signed(33), name="smulsh_b")
+                m.d.comb += bu.eq(Mux(imm[7], s_bv.as_unsigned(), s_bv))
+                m.d.comb += s_res.eq((s_av * bu) >> imm[:6])
+            with m.Case(Op.SSHR):
+                m.d.comb += s_res.eq(_shift_round(s_av, imm[:6]))
+            with m.Case(Op.SSHL):
+                m.d.comb += s_res.eq(s_av << imm[:5])
+            with m.Case(Op.SBITLEN):
+                m.d.comb += s_res.eq(s_bl)
+            with m.Case(Op.SLT):
+                m.d.comb += s_res.eq(s_av < s_bv)
+            with m.Case(Op.SMAX):
+                m.d.comb += s_res.eq(Mux(s_av > s_bv, s_av, s_bv))
+            with m.Case(Op.SSHLV):
+                m.d.comb += s_res.eq(s_av << s_bv.as_unsigned()[:5])
 
         # ---- decode: validity and queue lookup -------------------------------------------------
         valid = Signal()
@@ -422,7 +457,7 @@ class Core(wiring.Component):
                 with m.If(acts.r_rdy):
                     m.d.comb += acts.r_en.eq(1)
                     m.d.sync += [pc.eq(task_pc[acts.r_data[32:37]]),
-                                 regs[isa.ARG_REG].eq(acts.r_data[:32]), fstep.eq(0)]
+                                 regs[isa.ARG_REG].eq(acts.r_data[:32])]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [busy.eq(1), s_addr.eq(pc), s_en.eq(1), ev_insn.eq(1)]
@@ -432,7 +467,6 @@ class Core(wiring.Component):
                 m.d.sync += [w0_r.eq(w0), od_r.eq(od), oa_r.eq(oa), ob_r.eq(ob)]
                 m.d.sync += [i.eq(0), pa.eq(oa.base), pb.eq(ob.base), pd.eq(od.base),
                              qa.eq(qa_d), qb.eq(qb_d), qx.eq(qx_d), pc.eq(pc + isa.INSN_WORDS),
-                             fstep.eq(0),
                              g_row.eq(0), g_k.eq(0), g_issuing.eq(1), have.eq(0),
                              v_issuing.eq(1), s1v.eq(0), s2v.eq(0), s3v.eq(0), s4v.eq(0)]
                 with m.If(~valid | ~a_found | ~b_found | ~x_found):
@@ -454,9 +488,18 @@ class Core(wiring.Component):
                         with m.Case(*isa.VEC_OPS):
                             m.next = "VEC"
                         with m.Case(Op.SLD, Op.SLDR):
+                            # the load's read now, beside the decode: its word is on the
+                            # port next cycle, which also reads the next instruction
+                            m.d.comb += [s_addr.eq(Mux(op == Op.SLDR, regs[oa.base[:4]],
+                                                       bword)), s_en.eq(1)]
                             m.next = "SLD"
-                        with m.Default():
-                            m.next = "SCALAR"
+                        with m.Default():          # a scalar op: done in its decode
+                            with m.If(op == Op.SST):
+                                m.d.comb += [sw_en.eq(1), sw_addr.eq(bword),
+                                             sw_data.eq(s_av)]
+                            with m.Else():
+                                m.d.sync += regs[od.base[:4]].eq(s_res)
+                            next_insn(pc + isa.INSN_WORDS)
 
             with m.State("RECV"):
                 m.d.comb += busy.eq(1)
@@ -643,53 +686,10 @@ class Core(wiring.Component):
                     with m.If(s4_last):
                         next_insn(pc)
 
-            # ---- scalar ops ---------------------------------------------------------------
-            with m.State("SCALAR"):
-                m.d.comb += busy.eq(1)
-                av = regs[oa.base[:4]].as_signed()
-                bv = Mux(imm[6], bword, regs[ob.base[:4]]).as_signed()
-                res = Signal(32)
-                bl = Signal(6)
-                for bit in range(32):
-                    with m.If(av.as_unsigned()[bit]):
-                        m.d.comb += bl.eq(bit + 1)
-                with m.Switch(op):
-                    with m.Case(Op.SLI):
-                        m.d.comb += res.eq(bword)
-                    with m.Case(Op.SADD):
-                        m.d.comb += res.eq(av + bv)
-                    with m.Case(Op.SSUB):
-                        m.d.comb += res.eq(av - bv)
-                    with m.Case(Op.SMULSH):
-                        bu = Signal(signed(33), name="smulsh_b")
-                        m.d.comb += bu.eq(Mux(imm[7], bv.as_unsigned(), bv))
-                        m.d.comb += res.eq((av * bu) >> imm[:6])
-                    with m.Case(Op.SSHR):
-                        m.d.comb += res.eq(_shift_round(av, imm[:6]))
-                    with m.Case(Op.SSHL):
-                        m.d.comb += res.eq(av << imm[:5])
-                    with m.Case(Op.SBITLEN):
-                        m.d.comb += res.eq(bl)
-                    with m.Case(Op.SLT):
-                        m.d.comb += res.eq(av < bv)
-                    with m.Case(Op.SMAX):
-                        m.d.comb += res.eq(Mux(av > bv, av, bv))
-                    with m.Case(Op.SSHLV):
-                        m.d.comb += res.eq(av << bv.as_unsigned()[:5])
-                with m.If(op == Op.SST):
-                    m.d.comb += [sw_en.eq(1), sw_addr.eq(bword), sw_data.eq(av)]
-                with m.Else():
-                    m.d.sync += regs[od.base[:4]].eq(res)
-                next_insn(pc)
             with m.State("SLD"):
                 m.d.comb += busy.eq(1)
-                with m.If(fstep == 0):
-                    m.d.comb += [s_addr.eq(Mux(op == Op.SLDR, regs[oa.base[:4]], bword)),
-                                 s_en.eq(1)]
-                    m.d.sync += fstep.eq(1)
-                with m.Else():
-                    m.d.sync += [regs[od.base[:4]].eq(s_word), fstep.eq(0)]
-                    next_insn(pc)
+                m.d.sync += regs[od.base[:4]].eq(s_word)
+                next_insn(pc)
 
         count_events(m, self.mac_busy, ev_mac)
         count_events(m, self.stall_in, ev_in)

@@ -277,7 +277,12 @@ def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     ``elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES`` cycles: one element every 1 or 2
     cycles plus the pipeline's fill and drain. Pass the instruction's ``a`` and ``b`` operands
     (:class:`Src` or decoded dicts; :func:`insn_cycles` does it for an :class:`Ins`); without
-    them the 2-cycle interval is assumed (an upper bound). Other ops ignore ``a`` and ``b``."""
+    them the 2-cycle interval is assumed (an upper bound). Other ops ignore ``a`` and ``b``.
+
+    A scalar op other than a load takes no cycle after its decode: the core computes it from
+    the instruction row as it leaves the read port and reads the next row in that same cycle.
+    SLD and SLDR issue their read in the decode cycle and register the word (and read the
+    next row) the cycle after: one cycle."""
     op = Op(op)
     if op is Op.END:
         return 0
@@ -290,8 +295,8 @@ def exec_cycles(op: int, n: int, imm: int, a=None, b=None) -> int:
     if op in VEC_OPS:
         return elem_interval(op, imm, a, b) * (n - 1) + VEC_STAGES if n else 0
     if op in (Op.SLD, Op.SLDR):
-        return 2
-    return 1
+        return 1
+    return 0
 
 
 def insn_cycles(ins: "Ins", fetch: int = FETCH_CYCLES) -> int:

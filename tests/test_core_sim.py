@@ -455,10 +455,11 @@ def test_a_write_into_the_next_instructions_row_delays_its_fetch(seed):
     r = s32(rtl["regs"])
     assert [int(x) for x in r[1:7]] == [v[0], v[0], v[1], v[2], 0, v[0]], r[1:7]
     # 11 instructions: the first, the three after a write into their row at FETCH_CYCLES,
-    # the others at PREFETCH_CYCLES; eight SSTs and SLIs one cycle each, RECV 2, VADD 1 + 5
+    # the others at PREFETCH_CYCLES; eight SSTs and SLIs none after it (they run in their
+    # decode, whose cycle reads, or here must not read, the next row), RECV 2, VADD 1 + 5
     k = rtl["counters"]
     fetch = 4 * isa.FETCH_CYCLES + 7 * isa.PREFETCH_CYCLES
-    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == fetch + 8 + 2 + 6
+    assert k["task_cycles"] - k["stall_in"] - k["stall_out"] == fetch + 0 + 2 + 6
 
 
 def test_activations_queue_behind_a_running_task_with_back_pressure():
@@ -860,7 +861,8 @@ def test_pipelined_element_rate_with_stalls_mid_vector(case):
     # Packed int8 sends leave a word every four elements: a slow ramp and a faster input
     # stream make them stall (the input still runs dry: two words an element, one a cycle).
     packed_out = dst.space is isa.Space.COLOR and dst.fmt is I8
-    want = isa.FETCH_CYCLES + 4 * isa.PREFETCH_CYCLES + 2 + recv + interval * (n - 1) + 5
+    # the two SLIs run in their decode (no cycle after it), then RECV and the op
+    want = isa.FETCH_CYCLES + 4 * isa.PREFETCH_CYCLES + recv + interval * (n - 1) + 5
     need_in = any(o is not None and o.space is isa.Space.COLOR for o in (a, b))
     assert not (need_in and recv), f"{name}: the input stalls would not all be the op's"
     need_out = dst.space is isa.Space.COLOR
