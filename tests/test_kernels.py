@@ -109,12 +109,16 @@ def norm_rows(rng, d):
 
 
 @pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("d", [1, 3, 16, 128, 256])
-def test_rms_norm(seed, d):
+@pytest.mark.parametrize("d,scalar", [(1, False), (3, False), (16, False), (128, False),
+                                      (256, False), (1, True), (3, True), (4, True),
+                                      (16, True)])
+def test_rms_norm(seed, d, scalar):
+    """Whole rows, the steps before the rsqrt in vector or (``scalar``) in scalar ops: equal
+    to ``arith.rms_norm_int`` on random rows, rows at the int32 extremes and edge rows."""
     rng = np.random.default_rng(seed)
     for eps_q in (0, 1, int(rng.integers(1, 1 << 24)), (1 << 31) - 1, 22517998137,
                   K.MAX_EPS_Q - 1):
-        k = K.rms_norm(d, eps_q)
+        k = K.rms_norm(d, eps_q, scalar=scalar)
         mult, shift = req(rng, d)
         shift = rng.integers(20, 48, d)
         for x in norm_rows(rng, d):
@@ -293,6 +297,8 @@ def _rtl_cases(rng):
                             strict=True))),
         (K.rms_norm(8, 1000), dict(x=xn, q=(mn, sn)),
          lambda v: {"out": arith.rms_norm_int(v["x"][None], 1000, *v["q"])[0]}),
+        (K.rms_norm(8, 1000, scalar=True), dict(x=x8, q=(mn, sn)),     # int32 extremes
+         lambda v: {"out": arith.rms_norm_int(v["x"][None], 1000, *v["q"])[0]}),
         (K.softmax(8, 46000, 18), dict(s=sm),
          lambda v: {"p": arith.softmax_int(v["s"], 46000, 18)}),
         (K.rope(8), dict(x=xr, cos=cos[3], sin=sin[3], q=(mr, sr)),
@@ -352,14 +358,17 @@ def row_parts(sizes):
                                                 (256, 2, False), (16, 4, False)])
 def test_rms_norm_split_over_pes(seed, width, parts, uneven):
     """A token's row over a column of PEs: max and (Hi, Lo) exchanged; every PE's channels
-    equal ``arith.rms_norm_int`` of the whole row."""
+    equal ``arith.rms_norm_int`` of the whole row, with the PEs' sums in vector ops, in
+    scalar ops, or mixed (every other PE)."""
     rng = np.random.default_rng(seed)
     sizes = splits(width, parts, rng, uneven)
     mult, shift = req(rng, width)
     shift = rng.integers(20, 48, width)
-    for eps_q in (0, 22517998137):
-        ks = [K.rms_norm(b - a, eps_q, width=width, reduce=(SEND, RECV))
-              for a, b in row_parts(sizes)]
+    for eps_q, scalar in ((0, (False,)), (22517998137, (False,)), (22517998137, (True,)),
+                          (3, (True, False))):
+        ks = [K.rms_norm(b - a, eps_q, width=width, reduce=(SEND, RECV),
+                         scalar=scalar[i % len(scalar)])
+              for i, (a, b) in enumerate(row_parts(sizes))]
         for x in norm_rows(rng, width):
             res, _ = K.run_row([(k, dict(x=x[a:b], q=(mult[a:b], shift[a:b])))
                                 for k, (a, b) in zip(ks, row_parts(sizes), strict=True)])

@@ -640,8 +640,46 @@ def eps_table(eps_q: int) -> list[int]:
     return _eps_table(eps_q)
 
 
+def _norm_max_scalar(k, x, d, mx):
+    """Step 1 of :func:`rms_norm` channel by channel: ``M = max_i max(floor(x_i / 2),
+    floor(-x_i / 2))`` (SMULSH by 1 and by -1 with a flooring shift of 1: a 64-bit product,
+    so ``-x`` does not wrap at -2**31) into register ``mx``. Uses r7, r8."""
+    t, u = 7, 8
+    k(_li(mx, 0))
+    for i in range(d):
+        k(Ins(Op.SLD, dst=reg(t), b=x.base + i),
+          Ins(Op.SMULSH, imm=1, dst=reg(u), a=reg(t), b=1),
+          Ins(Op.SMAX, dst=reg(mx), a=reg(mx), b=reg(u)),
+          Ins(Op.SMULSH, imm=1, dst=reg(u), a=reg(t), b=0xFFFFFFFF),         # times -1
+          Ins(Op.SMAX, dst=reg(mx), a=reg(mx), b=reg(u)))
+
+
+def _norm_sums_scalar(k, x, d, e, hi, sm):
+    """Steps 2 and 3 of :func:`rms_norm` channel by channel: ``xs = floor(x 2**(31-e) /
+    2**31)`` (SMULSH by the unsigned ``2**(31 - e)`` with a flooring shift of 31: exact for
+    every int32 ``x``), ``sq = xs^2``, ``S += sq`` (wrapping), ``Hi += floor(sq / 256)``,
+    then ``Lo = S - 256 Hi``: ``Hi`` into register ``hi``, ``Lo`` into ``sm``. Uses r4,
+    r7, r8."""
+    f, t, u = 4, 7, 8
+    k(_li(f, 31),
+      Ins(Op.SSUB, dst=reg(f), a=reg(f), b=reg(e)),
+      _li(t, 1),
+      Ins(Op.SSHLV, dst=reg(f), a=reg(t), b=reg(f)),                     # 2**(31 - e)
+      _li(hi, 0), _li(sm, 0))
+    for i in range(d):
+        k(Ins(Op.SLD, dst=reg(t), b=x.base + i),
+          Ins(Op.SMULSH, imm=31 | FLAG_UB, dst=reg(t), a=reg(t), b=reg(f)),   # xs
+          Ins(Op.SMULSH, dst=reg(t), a=reg(t), b=reg(t)),                      # sq
+          Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(t)),
+          Ins(Op.SMULSH, imm=8, dst=reg(u), a=reg(t), b=1),                    # sq // 256
+          Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(u)))
+    k(Ins(Op.SSHL, imm=8, dst=reg(u), a=reg(hi)),
+      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(u)))                     # Lo
+
+
 def rms_norm(d: int, eps_q: int, *, width: int | None = None,
-             reduce: tuple | None = None, place=None, rsqrt_at_root: bool = False) -> Kernel:
+             reduce: tuple | None = None, place=None, rsqrt_at_root: bool = False,
+             scalar: bool = False) -> Kernel:
     """``arith.rms_norm_int(x, eps_q, mult, shift)`` of one token's int32 row of ``d``
     channels (``d <= 256``; ``0 <= eps_q < 2**38``, a model constant: the kernel stores
     ``eps_q >> 2e`` for the 18 possible ``e``).
@@ -662,6 +700,12 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
 
     ``rsqrt_at_root`` (split only): the second exchange brings back ``(mant, shift)``,
     computed from the combined sums by the root (:func:`rms_norm_root`), not the sums.
+
+    ``scalar``: steps 1 to 3 channel by channel in scalar ops (:func:`_norm_max_scalar`,
+    :func:`_norm_sums_scalar`), which take one cycle each where a vector op pays its
+    pipeline's five: for the few channels of one PE of a split row (at 4 channels about 25
+    and 35 cycles for the two parts against 44 and 70), at about eleven instructions a
+    channel of program.
     """
     _size("rms_norm width d", d, 1, MAX_NORM_WIDTH)
     width = d if width is None else width
@@ -676,27 +720,34 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
         seed = k.const("seed", arith.RSQRT_SEED)
         eps = k.const("eps", eps_words)
     neg1, mx, e, off, hi, sm, p = 1, 2, 3, 4, 5, 6, 8
-    k(_li(ZERO, 0), _li(neg1, -1),
-      Ins(Op.VSHR, n=d, imm=1, dst=a.at(), a=x.at()),                      # sr(x, 1)
-      Ins(Op.VMULSR, n=d, imm=1, dst=a.at(d), a=x.at(), b=reg(neg1)),      # sr(-x, 1)
-      Ins(Op.VMUL, n=2 * d, dst=a.at(), a=a.at(), b=reg(neg1)),
-      Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()))
-    k.exchange([mx], ["max"])
-    _norm_e(k, mx, e)
-    k(_li(off, 1),
-      Ins(Op.SSHLV, dst=reg(off), a=reg(off), b=reg(e)),
-      Ins(Op.SMULSH, imm=1, dst=reg(off), a=reg(off), b=1),               # 2**(e-1) or 0
-      Ins(Op.SSUB, dst=reg(off), a=reg(ZERO), b=reg(off)),
-      Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=b.at(), a=x.at(), b=reg(off)),
-      Ins(Op.VSHR, n=d, imm=FLAG_VAR, dst=b.at(), a=b.at(), b=reg(e)),    # xs
-      Ins(Op.VMUL, n=d, dst=b.at(), a=b.at(), b=b.at()),                  # sq
-      _li(off, -128),
-      Ins(Op.VADD, n=d, dst=a.at(), a=b.at(), b=reg(off)),
-      Ins(Op.VSHR, n=d, imm=8, dst=a.at(), a=a.at()),                     # floor(sq/256)
-      Ins(Op.REDUCE, n=d, dst=reg(hi), a=a.at()),
-      Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
-      Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
-      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
+    k(_li(ZERO, 0))
+    if scalar:
+        _norm_max_scalar(k, x, d, mx)
+        k.exchange([mx], ["max"])
+        _norm_e(k, mx, e)
+        _norm_sums_scalar(k, x, d, e, hi, sm)
+    else:
+        k(_li(neg1, -1),
+          Ins(Op.VSHR, n=d, imm=1, dst=a.at(), a=x.at()),                  # sr(x, 1)
+          Ins(Op.VMULSR, n=d, imm=1, dst=a.at(d), a=x.at(), b=reg(neg1)),  # sr(-x, 1)
+          Ins(Op.VMUL, n=2 * d, dst=a.at(), a=a.at(), b=reg(neg1)),
+          Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()))
+        k.exchange([mx], ["max"])
+        _norm_e(k, mx, e)
+        k(_li(off, 1),
+          Ins(Op.SSHLV, dst=reg(off), a=reg(off), b=reg(e)),
+          Ins(Op.SMULSH, imm=1, dst=reg(off), a=reg(off), b=1),           # 2**(e-1) or 0
+          Ins(Op.SSUB, dst=reg(off), a=reg(ZERO), b=reg(off)),
+          Ins(Op.VADD, n=d, imm=FLAG_SAT, dst=b.at(), a=x.at(), b=reg(off)),
+          Ins(Op.VSHR, n=d, imm=FLAG_VAR, dst=b.at(), a=b.at(), b=reg(e)),  # xs
+          Ins(Op.VMUL, n=d, dst=b.at(), a=b.at(), b=b.at()),              # sq
+          _li(off, -128),
+          Ins(Op.VADD, n=d, dst=a.at(), a=b.at(), b=reg(off)),
+          Ins(Op.VSHR, n=d, imm=8, dst=a.at(), a=a.at()),                 # floor(sq/256)
+          Ins(Op.REDUCE, n=d, dst=reg(hi), a=a.at()),
+          Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
+          Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
+          Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                 # Lo
     if rsqrt_at_root:
         # the combined words are (mant, shift) already; e stays in its register (an
         # exchange moves words through SRAM and the fabric, not through registers)
