@@ -107,6 +107,30 @@ def test_largest_context_is_filled_and_then_refused():
         compile_decoder(model, shape, context=mapping.max_context + 2 * len(mapping.workers))
 
 
+def test_the_scalar_norm_sums_go_only_where_sram_has_room():
+    """A worker takes its norm sums in scalar ops (a longer program) only where its SRAM holds
+    them: at one slot there is room and the programs grow; the largest context is the one a
+    vector-only compile finds (one slot more does not fit even that way), so the scalar sums
+    cost no context; both decodes bit-exact."""
+    from sparktile.compiler import decoder_mapping as dm
+    model = decode_model(random=dict(SMALL, hidden_size=16, head_dim=8, intermediate_size=32,
+                                     vocab_size=32, num_layers=2, num_heads=1, seed=6))
+    roomy = MeshShape(3, 1, pe="core", sram_kb=32)
+    one = compile_decoder(model, roomy, context=2)            # a slot on each of 2 workers
+    vector = dm._compile(model, roomy, 1, kv_workers=2, scalar_norms=False)
+    assert all(one.words["per_pe"][t] > vector.words["per_pe"][t]
+               for t in ("1,0", "2,0")), (one.words, vector.words)
+    check_run(decode_on_iss(one, model, [5], 1), "one slot, scalar norm sums")
+    shape = MeshShape(3, 1, pe="core", sram_kb=16)
+    largest = compile_decoder(model, shape)
+    assert largest.max_context < model.config.max_position_embeddings
+    # (3 slots a worker compile in 4,076 words and 4 in 4,096 of 4,096: the search once
+    # stopped at 3, extrapolating the 2-to-3 growth)
+    with pytest.raises(dm._Overflow):
+        dm._compile(model, shape, largest.slots + 1, scalar_norms=False)
+    check_run(decode_on_iss(largest, model, [5], 2), "largest context")
+
+
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_random_small_configs(seed):
     """Random shapes within what the kernels take (head_dim a multiple of 8, the FFN and the

@@ -760,6 +760,15 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             n -= 1
         else:
             break
+    # A slot's words can also grow less than from two to three (a per-slot step whose form
+    # changes with the count, the padding of slots to whole words): then the next count
+    # fits too, and the largest is further up.
+    while n < cap:
+        try:
+            _compile(model, shape, n + 1, taps, logits, scalar_norms=False)
+        except _Overflow:
+            break
+        n += 1
     return _compile(model, shape, n, taps, logits)       # n = 3 fits: three did
 
 
