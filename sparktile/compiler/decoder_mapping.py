@@ -1633,7 +1633,10 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             recv(2 * nh, sram(rka.base))
             for hh in range(nh):    # p = e r >> (k - 15)
                 # the head's r read S4 times in place (a second SRAM read an element) where
-                # that costs less than loading it into a register (an SLD: 8 cycles)
+                # that cost less than loading it into a register with the fetch it was
+                # written for (an SLD then took 8 cycles; now 2, so from S4 = 4 on the
+                # register would be cheaper by up to S4 - 3 cycles a head: not changed yet,
+                # to keep the figures measured at more than one slot)
                 r_ = sram(rka.base + 2 * hh, 0) if S4 - 1 < 8 else reg(3)
                 if S4 - 1 >= 8:
                     pe(Ins(Op.SLD, dst=reg(3), b=rka.base + 2 * hh))
