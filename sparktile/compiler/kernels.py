@@ -657,9 +657,9 @@ def _norm_max_scalar(k, x, d, mx):
 def _norm_sums_scalar(k, x, d, e, hi, sm):
     """Steps 2 and 3 of :func:`rms_norm` channel by channel: ``xs = floor(x 2**(31-e) /
     2**31)`` (SMULSH by the unsigned ``2**(31 - e)`` with a flooring shift of 31: exact for
-    every int32 ``x``), ``sq = xs^2``, ``S += sq`` (wrapping), ``Hi += floor(sq / 256)``,
-    then ``Lo = S - 256 Hi``: ``Hi`` into register ``hi``, ``Lo`` into ``sm``. Uses r4,
-    r7, r8."""
+    every int32 ``x``), ``sq = xs^2``, ``S += sq`` (wrapping), ``Hi += floor(sq / 256)``:
+    ``Hi`` into register ``hi``, ``S`` into ``sm`` (the caller forms ``Lo``). Uses r4, r7,
+    r8."""
     f, t, u = 4, 7, 8
     k(_li(f, 31),
       Ins(Op.SSUB, dst=reg(f), a=reg(f), b=reg(e)),
@@ -673,8 +673,6 @@ def _norm_sums_scalar(k, x, d, e, hi, sm):
           Ins(Op.SADD, dst=reg(sm), a=reg(sm), b=reg(t)),
           Ins(Op.SMULSH, imm=8, dst=reg(u), a=reg(t), b=1),                    # sq // 256
           Ins(Op.SADD, dst=reg(hi), a=reg(hi), b=reg(u)))
-    k(Ins(Op.SSHL, imm=8, dst=reg(u), a=reg(hi)),
-      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(u)))                     # Lo
 
 
 def rms_norm(d: int, eps_q: int, *, width: int | None = None,
@@ -723,17 +721,17 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
     k(_li(ZERO, 0))
     if scalar:
         _norm_max_scalar(k, x, d, mx)
-        k.exchange([mx], ["max"])
-        _norm_e(k, mx, e)
-        _norm_sums_scalar(k, x, d, e, hi, sm)
     else:
         k(_li(neg1, -1),
           Ins(Op.VSHR, n=d, imm=1, dst=a.at(), a=x.at()),                  # sr(x, 1)
           Ins(Op.VMULSR, n=d, imm=1, dst=a.at(d), a=x.at(), b=reg(neg1)),  # sr(-x, 1)
           Ins(Op.VMUL, n=2 * d, dst=a.at(), a=a.at(), b=reg(neg1)),
           Ins(Op.REDUCE, n=2 * d, imm=FLAG_MAX, dst=reg(mx), a=a.at()))
-        k.exchange([mx], ["max"])
-        _norm_e(k, mx, e)
+    k.exchange([mx], ["max"])
+    _norm_e(k, mx, e)
+    if scalar:
+        _norm_sums_scalar(k, x, d, e, hi, sm)
+    else:
         k(_li(off, 1),
           Ins(Op.SSHLV, dst=reg(off), a=reg(off), b=reg(e)),
           Ins(Op.SMULSH, imm=1, dst=reg(off), a=reg(off), b=1),           # 2**(e-1) or 0
@@ -745,9 +743,9 @@ def rms_norm(d: int, eps_q: int, *, width: int | None = None,
           Ins(Op.VADD, n=d, dst=a.at(), a=b.at(), b=reg(off)),
           Ins(Op.VSHR, n=d, imm=8, dst=a.at(), a=a.at()),                 # floor(sq/256)
           Ins(Op.REDUCE, n=d, dst=reg(hi), a=a.at()),
-          Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()),
-          Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
-          Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                 # Lo
+          Ins(Op.REDUCE, n=d, dst=reg(sm), a=b.at()))
+    k(Ins(Op.SSHL, imm=8, dst=reg(p), a=reg(hi)),
+      Ins(Op.SSUB, dst=reg(sm), a=reg(sm), b=reg(p)))                     # Lo
     if rsqrt_at_root:
         # the combined words are (mant, shift) already; e stays in its register (an
         # exchange moves words through SRAM and the fabric, not through registers)
