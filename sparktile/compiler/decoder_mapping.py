@@ -752,24 +752,26 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
     fits = min((shape.sram_words - w2) // max(1, three.words["per_pe"][key] - w2) + 2
                for key, w2 in two.words["per_pe"].items()
                if three.words["per_pe"][key] > w2)
+
+    def fits_at(slots: int) -> bool:
+        try:
+            _compile(model, shape, slots, taps, logits, scalar_norms=False)
+        except _Overflow:
+            return False
+        return True
+
     n = max(3, min(cap, fits))
-    while n > 3:
-        try:
-            _compile(model, shape, n, taps, logits, scalar_norms=False)
-        except _Overflow:
+    if n == 3 or fits_at(n):        # three fits (it compiled above)
+        # a slot's words can also grow less than from two to three (a per-slot step whose
+        # form changes with the count, the padding of slots to whole words): then the next
+        # count fits too, and the largest is further up
+        while n < cap and fits_at(n + 1):
+            n += 1
+    else:
+        n -= 1
+        while n > 3 and not fits_at(n):
             n -= 1
-        else:
-            break
-    # A slot's words can also grow less than from two to three (a per-slot step whose form
-    # changes with the count, the padding of slots to whole words): then the next count
-    # fits too, and the largest is further up.
-    while n < cap:
-        try:
-            _compile(model, shape, n + 1, taps, logits, scalar_norms=False)
-        except _Overflow:
-            break
-        n += 1
-    return _compile(model, shape, n, taps, logits)       # n = 3 fits: three did
+    return _compile(model, shape, n, taps, logits)
 
 
 def _largest(model, shape, taps, logits) -> str:
