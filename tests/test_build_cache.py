@@ -269,3 +269,65 @@ def test_the_build_style_follows_the_mesh_and_the_environment(monkeypatch):
     monkeypatch.setenv("SPARKTILE_BUILD", "fastest")
     with pytest.raises(ToolchainError, match="'fastest'"):
         build_style(MeshShape(2, 2))
+
+
+def _tile_module(verilog_text: str) -> str:
+    from sparktile.cosim.sim.build import TILE_MODULE
+    from sparktile.cosim.sim.harness import MESH_MODULE
+    start = verilog_text.index(f"module {TILE_MODULE}(")
+    return verilog_text[start:verilog_text.index(f"module {MESH_MODULE}(")]
+
+
+def _comb_blocks(text: str) -> list[str]:
+    """The ``always @*`` blocks of Yosys's Verilog (each ends at its first ``end`` line at
+    the block's indentation)."""
+    blocks, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "always @* begin":
+            indent = line[:len(line) - len(line.lstrip())]
+            j = next(k for k in range(i + 1, len(lines)) if lines[k] == indent + "end")
+            blocks.append("\n".join(lines[i:j + 1]))
+    return blocks
+
+
+def test_the_tile_module_resets_asynchronously_so_no_logic_between_edges_reads_rst(monkeypatch):
+    """The one tile module of the Verilator builds: with Amaranth's synchronous reset every
+    register's next state is an ``always @*`` block that ends ``if (rst) ...``, which makes
+    it depend on the tile's ``rst`` port (Verilator then evaluates it at every call of the
+    hierarchical block); the default wraps the tile in an asynchronous-reset domain, whose
+    flip-flops take ``rst`` themselves. Both modules have the same ports; the cache keys
+    differ; a bad value is named."""
+    import os
+    import re
+
+    from sparktile.cosim.sim.build import tile_reset, tiled_mesh_verilog
+    from sparktile.hdl.mesh import MeshShape
+
+    from sparktile.toolchain import ToolchainError
+
+    def ports(text):
+        header = re.search(r"module \w+\(([^;]*)\);", text).group(1)
+        return sorted(p.strip() for p in header.split(","))
+
+    shape = MeshShape(1, 2, pe="core", sram_kb=4)
+    monkeypatch.delenv("SPARKTILE_TILE_RESET", raising=False)
+    assert tile_reset() == "async"
+    fast = _tile_module(tiled_mesh_verilog(shape))
+    monkeypatch.setenv("SPARKTILE_TILE_RESET", "sync")
+    slow = _tile_module(tiled_mesh_verilog(shape))
+    assert ports(fast) == ports(slow) and {"clk", "rst", "col"} <= set(ports(fast))
+    reads_rst = re.compile(r"\bif \(rst\)")
+    assert sum(bool(reads_rst.search(b)) for b in _comb_blocks(slow)) > 100
+    assert not any(reads_rst.search(b) for b in _comb_blocks(fast))
+    assert fast.count("always @(posedge clk, posedge rst)") > 100
+    from sparktile.cosim.sim import build
+    paths = {}
+    monkeypatch.setattr(build, "cached_text", lambda path, produce: paths.setdefault(
+        os.environ["SPARKTILE_TILE_RESET"], path.name))
+    for value in ("sync", "async"):
+        monkeypatch.setenv("SPARKTILE_TILE_RESET", value)
+        build.mesh_verilog(shape, "tiled")
+    assert paths["sync"] != paths["async"]          # each its own cached Verilog
+    monkeypatch.setenv("SPARKTILE_TILE_RESET", "asynchronous")
+    with pytest.raises(ToolchainError, match="one of async, sync, not 'asynchronous'"):
+        tile_reset()

@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from amaranth.hdl import ClockDomain, Module, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
 from ...hdl import mesh as _mesh_mod
 from ...hdl.mesh import Mesh, MeshShape, mesh_tile
 from ...toolchain import ToolchainError, apply_verilator_env, cache_dir, verilator_env
@@ -38,7 +42,8 @@ from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
 
 __all__ = ["Build", "mesh_verilog", "build_mesh", "build_plain", "run_plain", "build_executable",
            "BuildError", "TILE_MODULE",
-           "hdl_fingerprint", "HIER_FLAGS", "build_style", "BUILD_STYLES", "SHARED_MAX_PES"]
+           "hdl_fingerprint", "HIER_FLAGS", "build_style", "BUILD_STYLES", "SHARED_MAX_PES",
+           "tile_reset", "TILE_RESETS"]
 
 _HERE = Path(__file__).resolve().parent
 BFM_SOURCE = _HERE / "bfm.cpp"
@@ -73,11 +78,84 @@ def hdl_fingerprint() -> str:
     return key_of(parts, 64)
 
 
+#: The tile module's reset styles ``SPARKTILE_TILE_RESET`` accepts (default ``async``; see
+#: :class:`_AsyncResetTile`). ``sync`` is Amaranth's own, kept to measure against.
+TILE_RESETS = ("async", "sync")
+
+
+def tile_reset() -> str:
+    """The reset style of the one tile module, from ``SPARKTILE_TILE_RESET``.
+
+    Raises
+    ------
+    ToolchainError
+        For a value other than those of :data:`TILE_RESETS`.
+    """
+    value = os.environ.get("SPARKTILE_TILE_RESET", "async").strip().lower() or "async"
+    if value not in TILE_RESETS:
+        raise ToolchainError(f"SPARKTILE_TILE_RESET must be one of {', '.join(TILE_RESETS)}, "
+                             f"not {value!r}")
+    return value
+
+
+class _AsyncResetTile(wiring.Component):
+    """The tile under a ``sync`` domain whose reset is asynchronous: the tile module's ports
+    are the tile's own (and ``clk``, ``rst``), its behaviour the same cycle for cycle (the
+    harness changes ``rst`` only at a clock edge, like every other register).
+
+    Why: with Amaranth's synchronous reset, every register's next-state logic is an
+    ``always @*`` block ending in ``if (rst) next = init``, so it depends on the tile's
+    ``rst`` port, and Verilator schedules logic that depends on a hierarchical block's input
+    in the block's input-combinational region, which runs at every call of the block (each
+    settling of the neighbours' ready/valid wires, several a cycle): the core's whole
+    next-state logic ran there (measured with ``perf`` on the 8x8 mesh of cores, see
+    ``docs/architecture.md``, *Where a simulated cycle goes*). An asynchronous reset is part
+    of the flip-flop instead (``always @(posedge clk, posedge rst)``), and the next-state
+    logic depends on the tile's state alone."""
+
+    def __init__(self, tile):
+        self._tile = tile
+        self._domain = ClockDomain("sync", async_reset=True)
+        super().__init__(tile.signature)
+
+    def ports(self) -> dict:
+        """The ports for :func:`amaranth.back.verilog.convert`: the tile's, then ``clk``
+        and ``rst`` (a domain defined here is not made a port by itself)."""
+        from amaranth.hdl._ir import PortDirection
+        ports = {}
+        for path, member, value in self.signature.flatten(self):
+            ports["__".join(map(str, path))] = (
+                Value.cast(value),
+                PortDirection.Input if member.flow == In else PortDirection.Output)
+        ports["clk"] = (self._domain.clk, PortDirection.Input)
+        ports["rst"] = (self._domain.rst, PortDirection.Input)
+        return ports
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = self._domain
+        m.submodules.tile = tile = self._tile
+        for path, member, value in self.signature.flatten(self):
+            inner = tile
+            for part in path:
+                inner = inner[part] if isinstance(part, int) else getattr(inner, part)
+            if member.flow == In:
+                m.d.comb += inner.eq(value)
+            else:
+                m.d.comb += value.eq(inner)
+        return m
+
+
 def tiled_mesh_verilog(shape: MeshShape) -> str:
     """Verilog of one tile module (:data:`TILE_MODULE`) and the mesh top that instantiates
     it at every position (uncached; :func:`mesh_verilog` caches it)."""
     from amaranth.back import verilog
-    tile = verilog.convert(mesh_tile(shape), name=TILE_MODULE, emit_src=False)
+    if tile_reset() == "async":
+        wrapped = _AsyncResetTile(mesh_tile(shape))
+        tile = verilog.convert(wrapped, name=TILE_MODULE, ports=wrapped.ports(),
+                               emit_src=False)
+    else:
+        tile = verilog.convert(mesh_tile(shape), name=TILE_MODULE, emit_src=False)
     top = verilog.convert(Mesh(shape, tile_module=TILE_MODULE), name=MESH_MODULE,
                           emit_src=False)
     return tile + top
@@ -135,7 +213,8 @@ def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
     """The mesh's Verilog (top module ``sparktile_mesh``; with the ``tiled`` style also its
     one tile module), generated once per configuration."""
     style = "flat" if (style or build_style(shape)) == "flat" else "tiled"
-    key = key_of([repr(shape.key()), hdl_fingerprint(), style])
+    key = key_of([repr(shape.key()), hdl_fingerprint(), style] +
+                 ([tile_reset()] if style == "tiled" else []))
 
     def produce():
         if style == "tiled":
