@@ -41,7 +41,9 @@ def _synthetic(truth: dict, seed: int = 3) -> list[dict]:
              "heads": int(rng.choice([1, 2, 4, 8])), "kv_heads": int(rng.choice([1, 2])),
              "head_dim": int(rng.choice([8, 16, 32])), "hidden": int(rng.choice([32, 64, 128])),
              "channels": int(rng.choice([4, 8, 12, 16])), "layers": int(rng.integers(1, 4)),
-             "intermediate": int(rng.choice([32, 64, 256]))}
+             "intermediate": int(rng.choice([32, 64, 256])),
+             # the hub takes the attention's sums on one stream or two
+             "kv_two_streams": bool(rng.integers(2))}
         r["by_op"] = {op: predict_op(truth, op, r) for op in DECODER_OPS}
         runs.append(r)
     return runs
@@ -183,3 +185,20 @@ def test_summed_depth_is_the_farthest_of_the_summed_workers(rows, cols):
     for n in range(1, rows * cols):
         assert summed_depth(rows, cols, n) == max(r + c for r, c in
                                                   summed_workers(rows, cols, n)), n
+
+
+def test_summed_streams_follows_where_the_compiler_puts_a_summed_exchange():
+    """The wafer estimate's one-or-two streams at the root (``summed_streams``) is the
+    compiler's placement (``summed_workers``): one where the workers fit the hub's east
+    subtree (or the mesh is one row or one column), two where column 0 holds some too."""
+    from sparktile.scripts.perf.decoder_terms import summed_streams
+
+    from sparktile.compiler.decoder_mapping import summed_workers
+    seen = set()
+    for rows in range(1, 7):
+        for cols in range(1, 7):
+            for n in range(1, rows * cols):
+                kids = {min(c, 1) for _r, c in summed_workers(rows, cols, n)}
+                assert summed_streams(rows, cols, n) == len(kids), (rows, cols, n)
+                seen.add(len(kids))
+    assert seen == {1, 2}

@@ -39,6 +39,10 @@ in each of these ops are linear in a few quantities that a wafer's layer also ha
   slots a head is four times ``per_head``);
 * ``per_head_channel``: per head and channel of the head's output (its weighted sum gathered
   through the tree at the hub, requantized and sent back);
+* ``two_stream_channel``: the same count again where the hub takes the weighted sums on two
+  streams (KV workers in both of its subtrees): it adds them into its XBUF as they come and
+  requantizes them in a second pass, where from one stream it requantizes them as they
+  arrive (the compiler's choice, ``decoder_mapping``); zero for one stream;
 * ``per_channel``: per residual channel a worker holds (a norm's squares and scaling);
 * ``per_hidden_word``: per word of the whole hidden vector (a norm's output gathered at the
   hub and sent back whole, ``hidden x bytes / 4`` 32-bit words).
@@ -63,7 +67,7 @@ from sparktile.errors import UserError
 
 __all__ = ["ATTENTION_OPS", "DECODER_OPS", "TERMS", "DecoderTermsError", "FIT_MESHES",
            "FIT_MODELS", "FIT_CONTEXTS", "RTL_CHECKS", "RTL_TOLERANCE", "mesh_depth",
-           "prefix_depth",
+           "prefix_depth", "summed_streams",
            "worker_channels", "run_record", "measure_decodes", "check_against_rtl",
            "fit_decoder_terms", "predict_op", "decoder_op_cycles", "heldout_check",
            "run_decoder_calibration"]
@@ -82,7 +86,8 @@ TERMS = {
     "softmax": ("fixed", "per_head", "per_hop", "per_head_slot", "per_slot_reduction_op",
                 "per_slot_reduction_element"),
     "weighted_sum": ("fixed", "per_head", "per_hop", "per_head_slot", "per_head_value_word",
-                     "per_head_channel", "digits", "digits_per_head", "digits_per_head_channel"),
+                     "per_head_channel", "two_stream_channel", "digits", "digits_per_head",
+                     "digits_per_head_channel"),
     "norm": ("fixed", "per_channel", "per_hop", "per_hidden_word", "matmul_wait"),
 }
 #: Where each term's cycles go in the wafer estimate's categories (:data:`~.gemv_time.
@@ -91,6 +96,7 @@ TERMS = {
 CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "reduction",
             "per_head_slot": "compute", "per_head_slot_word": "compute",
             "per_head_value_word": "compute", "per_head_channel": "reduction",
+            "two_stream_channel": "reduction",
             "per_slot_reduction_op": "compute", "per_slot_reduction_element": "compute",
             "per_channel": "compute", "per_hidden_word": "reduction", "matmul_wait": None,
             "digits": "task_overhead", "digits_per_head": "task_overhead",
@@ -100,7 +106,7 @@ CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "r
 def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth: float,
                channels: float,
                hidden: int, lanes: int = 4, word_bytes: float = 1.0,
-               matmul_words: float = 0.0) -> dict:
+               matmul_words: float = 0.0, two_streams: bool = True) -> dict:
     """The multiplier of every term (:data:`CATEGORY`'s keys) for one layer or norm.
 
     ``lanes``: MACs a PE does a cycle (the RTL core's 4 int8 lanes a word); ``word_bytes``:
@@ -108,7 +114,9 @@ def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth:
     32-bit words the hidden vector takes on the trees. ``matmul_words``: GEMV words a worker
     runs just before a norm (o's and down's rows of its channels, per norm on average): the
     hub waits for them inside the norm, so the fit needs them to tell the norm's own cycles
-    apart; the wafer estimate times its matmuls itself and passes 0."""
+    apart; the wafer estimate times its matmuls itself and passes 0. ``two_streams``: the
+    attention's sums reach the root on two streams (``two_stream_channel``; the wafer
+    estimate decides it as the compiler does, :func:`summed_streams`)."""
     from ...compiler.decoder_mapping import slot_reduction_size
 
     words = math.ceil(slots / lanes)                # a head's slots in whole words
@@ -124,7 +132,9 @@ def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth:
             "digits_per_head_channel": digits * heads * float(head_dim),
             "per_slot_reduction_op": float(red_ops),
             "per_slot_reduction_element": float(red_elements),
-            "per_head_channel": float(heads * head_dim), "per_channel": float(channels),
+            "per_head_channel": float(heads * head_dim),
+            "two_stream_channel": float(heads * head_dim) if two_streams else 0.0,
+            "per_channel": float(channels),
             "per_hidden_word": hidden * word_bytes / 4.0, "matmul_wait": float(matmul_words)}
 
 
@@ -183,6 +193,14 @@ def summed_depth(rows: int, cols: int, n: int) -> int:
     return _nearest_depth(rows, cols, n, 1 if rows * (cols - 1) >= n else 0)
 
 
+def summed_streams(rows: int, cols: int, n: int) -> int:
+    """Streams on which the hub takes an exchange it sums over ``n`` workers
+    (:func:`~sparktile.compiler.decoder_mapping.summed_workers`): one where they fit its east
+    subtree (or the mesh is one column), else two."""
+    n = min(n, rows * cols - 1)
+    return 1 if rows * (cols - 1) >= n or cols == 1 else 2
+
+
 def worker_channels(hidden: int, workers: int) -> int:
     """Residual channels a worker holds: ``ceil(d / W)`` up to a multiple of 4."""
     return 4 * math.ceil(math.ceil(hidden / workers) / 4)
@@ -202,6 +220,8 @@ def run_record(mapping, model_fields: dict, context: int, token_cycles: int, by_
             "layers": model_fields["num_layers"],
             "intermediate": model_fields["intermediate_size"],
             "channels": channels,
+            # the hub's children with KV workers below them: column 0 (south), the rest (east)
+            "kv_two_streams": len({min(c, 1) for _r, c in mapping.kv_tiles}) == 2,
             "cycles": int(token_cycles), "by_op": {op: int(by_op.get(op, 0))
                                                    for op in DECODER_OPS}}
 
@@ -215,7 +235,8 @@ def _quantities(r: dict, op: str) -> dict:
                       slots=r["slots"],
                       depth=r["kv_depth"] if op in ATTENTION_OPS else r["channel_depth"],
                       channels=r["channels"], hidden=r["hidden"],
-                      matmul_words=words / (2.0 * layers + 1.0))
+                      matmul_words=words / (2.0 * layers + 1.0),
+                      two_streams=r.get("kv_two_streams", True))
 
 
 def _features(op: str, r: dict) -> list[float]:

@@ -76,7 +76,9 @@ DECODER_ASSUMPTIONS = {
         "+ per head, slot and GEMV word of a whole key row (kv_heads x head_dim / lanes: a "
         "query is padded to every KV head's channels; head_dim / lanes at one slot) + per "
         "head, value channel and word "
-        "(head_dim x ceil(slots / lanes)) + per head and output channel, and for the softmax "
+        "(head_dim x ceil(slots / lanes)) + per head and output channel (and as much again "
+        "where the sums reach the root on two streams, the KV PEs in both of its subtrees, as "
+        "the compiler places them), and for the softmax "
         "per instruction and element of a PE's max and sum over its slots (the compiler's "
         "choice: nothing at one slot, an element-wise op per slot over the heads, or a "
         "reduction per head); a term's cycles are "
@@ -108,16 +110,18 @@ def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> d
         decoder_op_cycles,
         prefix_depth,
         summed_depth,
+        summed_streams,
     )
     # a square block, its PEs numbered by their distance from the root as the decoder's
     # workers are: each op's trees reach only the PEs that hold its data
     side = max(2, round(math.sqrt(pes)))
     slots = math.ceil(ctx / pes) if ctx > 0 else 0
     channels = math.ceil(cfg.hidden_size / pes)
+    kv_pes = math.ceil(ctx / slots) if slots else 1
     cyc = decoder_op_cycles(
         decoder, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        slots=slots,
-        kv_depth=summed_depth(side, side, math.ceil(ctx / slots) if slots else 1),
+        slots=slots, two_streams=summed_streams(side, side, kv_pes) == 2,
+        kv_depth=summed_depth(side, side, kv_pes),
         channel_depth=prefix_depth(side, side, math.ceil(cfg.hidden_size / channels)),
         channels=channels, hidden=cfg.hidden_size,
         lanes=hw.lanes(dtype), word_bytes=DTYPES[dtype])

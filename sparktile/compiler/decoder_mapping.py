@@ -1099,16 +1099,27 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         # the heads' sums into XBUF where they fit: the VREQ reads them beside its
         # requantization words, one element a cycle
         att = xbuf(0) if nh * hd <= CORE_XBUF_WORDS else sram(z["att"].base)
-        combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum", part=parts["kv"])
-        tap(li, "attn_sum", att, "i32", nh * hd)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
+        kv_kids = [color for color, below in ((RC[1], (1, 0)), (RR[1], (0, 1)))
+                   if in_tree(parts["kv"], *below)]
+        if not taps and len(kv_kids) == 1:
+            # one child: its sums are requantized as they arrive, into int8 words here,
+            # then sent whole (not onto the broadcast tree as they come: the workers still
+            # streaming into the reduction tree could not take them, see combine)
+            hub.on("weighted_sum")(
+                Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4),
+                    a=isa.color(kv_kids[0]), b=sram(pv.base)))
+            bcast(nh * hd // LANES, ai8)
+        else:
+            combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum", part=parts["kv"])
+        tap(li, "attn_sum", att, "i32", nh * hd)
         if taps:        # kept for the tap
             hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=att,
                     b=sram(pv.base)))
             bcast(nh * hd // LANES, ai8)
             tap(li, "attn_out", ai8.base, "i8", nh * hd)
-        else:           # int8 words straight onto the broadcast tree
+        elif len(kv_kids) != 1:     # int8 words straight onto the broadcast tree
             hub(Ins(Op.VREQ, n=nh * hd, dst=isa.color(B, Fmt.I8X4), a=att, b=sram(pv.base)))
         hub_gather_tap(li, "o", z["d"], d, parts["d"])
         hub_gather_tap(li, "resid_attn", z["d"], d, parts["d"])
