@@ -295,8 +295,8 @@ def test_the_tile_module_resets_asynchronously_so_no_logic_between_edges_reads_r
     register's next state is an ``always @*`` block that ends ``if (rst) ...``, which makes
     it depend on the tile's ``rst`` port (Verilator then evaluates it at every call of the
     hierarchical block); the default wraps the tile in an asynchronous-reset domain, whose
-    flip-flops take ``rst`` themselves. Both modules have the same ports; the cache keys
-    differ; a bad value is named."""
+    flip-flops take ``rst`` themselves. Both modules have the same ports and submodules; the
+    cache keys differ; a bad value is named."""
     import os
     import re
 
@@ -316,6 +316,10 @@ def test_the_tile_module_resets_asynchronously_so_no_logic_between_edges_reads_r
     monkeypatch.setenv("SPARKTILE_TILE_RESET", "sync")
     slow = _tile_module(tiled_mesh_verilog(shape))
     assert ports(fast) == ports(slow) and {"clk", "rst", "col"} <= set(ports(fast))
+    # the same module hierarchy (the coverage points are named by it)
+    modules = re.compile(r"^module \\?([^\s(]+)", re.M)
+    assert modules.findall(fast) == modules.findall(slow)
+    assert any(m.endswith("pe.q0") for m in modules.findall(fast))
     reads_rst = re.compile(r"\bif \(rst\)")
     assert sum(bool(reads_rst.search(b)) for b in _comb_blocks(slow)) > 100
     assert not any(reads_rst.search(b) for b in _comb_blocks(fast))

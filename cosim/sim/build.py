@@ -22,6 +22,7 @@ top-level ports and reach the design through DPI, so it is removed here.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 from collections.abc import Callable
@@ -29,8 +30,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from amaranth.hdl import ClockDomain, Module, Value
-from amaranth.lib import wiring
+from amaranth.hdl import ClockDomain, Fragment, Value
 from amaranth.lib.wiring import In
 
 from ...hdl import mesh as _mesh_mod
@@ -79,7 +79,7 @@ def hdl_fingerprint() -> str:
 
 
 #: The tile module's reset styles ``SPARKTILE_TILE_RESET`` accepts (default ``async``; see
-#: :class:`_AsyncResetTile`). ``sync`` is Amaranth's own, kept to measure against.
+#: :func:`async_reset_verilog`). ``sync`` is Amaranth's own, kept to measure against.
 TILE_RESETS = ("async", "sync")
 
 
@@ -98,10 +98,12 @@ def tile_reset() -> str:
     return value
 
 
-class _AsyncResetTile(wiring.Component):
-    """The tile under a ``sync`` domain whose reset is asynchronous: the tile module's ports
-    are the tile's own (and ``clk``, ``rst``), its behaviour the same cycle for cycle (the
-    harness changes ``rst`` only at a clock edge, like every other register).
+def async_reset_verilog(tile, name: str) -> str:
+    """Verilog of ``tile`` (a :class:`~sparktile.hdl.tile.Tile`) as module ``name``, its
+    ``sync`` domain's reset asynchronous: the ports are the tile's (and ``clk``, ``rst``),
+    the module hierarchy is the tile's own (the coverage points keep their names), the
+    behaviour the same cycle for cycle (the harness changes ``rst`` only at a clock edge,
+    like every other register).
 
     Why: with Amaranth's synchronous reset, every register's next-state logic is an
     ``always @*`` block ending in ``if (rst) next = init``, so it depends on the tile's
@@ -112,38 +114,22 @@ class _AsyncResetTile(wiring.Component):
     ``docs/architecture.md``, *Where a simulated cycle goes*). An asynchronous reset is part
     of the flip-flop instead (``always @(posedge clk, posedge rst)``), and the next-state
     logic depends on the tile's state alone."""
+    from amaranth.back import verilog
 
-    def __init__(self, tile):
-        self._tile = tile
-        self._domain = ClockDomain("sync", async_reset=True)
-        super().__init__(tile.signature)
+    # the port directions of convert()'s ``ports`` mapping (what it builds itself for a
+    # Component, which a Fragment no longer is)
+    from amaranth.hdl._ir import PortDirection
 
-    def ports(self) -> dict:
-        """The ports for :func:`amaranth.back.verilog.convert`: the tile's, then ``clk``
-        and ``rst`` (a domain defined here is not made a port by itself)."""
-        from amaranth.hdl._ir import PortDirection
-        ports = {}
-        for path, member, value in self.signature.flatten(self):
-            ports["__".join(map(str, path))] = (
-                Value.cast(value),
-                PortDirection.Input if member.flow == In else PortDirection.Output)
-        ports["clk"] = (self._domain.clk, PortDirection.Input)
-        ports["rst"] = (self._domain.rst, PortDirection.Input)
-        return ports
-
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = self._domain
-        m.submodules.tile = tile = self._tile
-        for path, member, value in self.signature.flatten(self):
-            inner = tile
-            for part in path:
-                inner = inner[part] if isinstance(part, int) else getattr(inner, part)
-            if member.flow == In:
-                m.d.comb += inner.eq(value)
-            else:
-                m.d.comb += value.eq(inner)
-        return m
+    domain = ClockDomain("sync", async_reset=True)
+    ports = {}
+    for path, member, value in tile.signature.flatten(tile):
+        ports["__".join(map(str, path))] = (
+            Value.cast(value), PortDirection.Input if member.flow == In else PortDirection.Output)
+    ports["clk"] = (domain.clk, PortDirection.Input)
+    ports["rst"] = (domain.rst, PortDirection.Input)
+    fragment = Fragment.get(tile, None)
+    fragment.add_domains(domain)
+    return verilog.convert(fragment, name=name, ports=ports, emit_src=False)
 
 
 def tiled_mesh_verilog(shape: MeshShape) -> str:
@@ -151,9 +137,7 @@ def tiled_mesh_verilog(shape: MeshShape) -> str:
     it at every position (uncached; :func:`mesh_verilog` caches it)."""
     from amaranth.back import verilog
     if tile_reset() == "async":
-        wrapped = _AsyncResetTile(mesh_tile(shape))
-        tile = verilog.convert(wrapped, name=TILE_MODULE, ports=wrapped.ports(),
-                               emit_src=False)
+        tile = async_reset_verilog(mesh_tile(shape), TILE_MODULE)
     else:
         tile = verilog.convert(mesh_tile(shape), name=TILE_MODULE, emit_src=False)
     top = verilog.convert(Mesh(shape, tile_module=TILE_MODULE), name=MESH_MODULE,
@@ -213,8 +197,9 @@ def mesh_verilog(shape: MeshShape, style: str | None = None) -> str:
     """The mesh's Verilog (top module ``sparktile_mesh``; with the ``tiled`` style also its
     one tile module), generated once per configuration."""
     style = "flat" if (style or build_style(shape)) == "flat" else "tiled"
-    key = key_of([repr(shape.key()), hdl_fingerprint(), style] +
-                 ([tile_reset()] if style == "tiled" else []))
+    # the tile's reset style and the code that applies it (here, not in sparktile.hdl)
+    reset = [tile_reset(), inspect.getsource(async_reset_verilog)] if style == "tiled" else []
+    key = key_of([repr(shape.key()), hdl_fingerprint(), style] + reset)
 
     def produce():
         if style == "tiled":
