@@ -91,10 +91,15 @@ def tile_reset() -> str:
     ToolchainError
         For a value other than those of :data:`TILE_RESETS`.
     """
-    value = os.environ.get("SPARKTILE_TILE_RESET", "async").strip().lower() or "async"
-    if value not in TILE_RESETS:
-        raise ToolchainError(f"SPARKTILE_TILE_RESET must be one of {', '.join(TILE_RESETS)}, "
-                             f"not {value!r}")
+    return _env_choice("SPARKTILE_TILE_RESET", TILE_RESETS)
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The environment variable ``name``, one of ``choices`` (case-insensitive; unset or
+    empty: the first), or a :class:`ToolchainError` naming the value and what is allowed."""
+    value = os.environ.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ToolchainError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
 
 
@@ -180,10 +185,7 @@ def build_style(shape: MeshShape | None = None) -> str:
     ToolchainError
         For any other value.
     """
-    style = os.environ.get("SPARKTILE_BUILD", "auto").strip().lower() or "auto"
-    if style not in BUILD_STYLES:
-        raise ToolchainError(f"SPARKTILE_BUILD must be one of {', '.join(BUILD_STYLES)}, "
-                             f"not {style!r}")
+    style = _env_choice("SPARKTILE_BUILD", BUILD_STYLES)
     if style == "auto":
         if shape is None:
             return "auto"

@@ -236,6 +236,7 @@ def _quantities(r: dict, op: str) -> dict:
                       depth=r["kv_depth"] if op in ATTENTION_OPS else r["channel_depth"],
                       channels=r["channels"], hidden=r["hidden"],
                       matmul_words=words / (2.0 * layers + 1.0),
+                      # a record older than the one-stream path: always the second pass
                       two_streams=r.get("kv_two_streams", True))
 
 

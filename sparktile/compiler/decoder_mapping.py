@@ -944,6 +944,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         of ``part`` (:func:`under`)."""
         return rr_ < R and cc_ < C and any(under(t, rr_, cc_) for t in part)
 
+    def kid_colors(part: frozenset, rr_: int, cc_: int) -> list[int]:
+        """The colors on which tile ``(rr_, cc_)`` takes its children's streams of a
+        reduction over the tree pruned to ``part``: the tile below's first, then (on row 0)
+        the tile east's."""
+        col = in_tree(part, rr_ + 1, cc_)                   # the tile below
+        row = rr_ == 0 and in_tree(part, 0, cc_ + 1)        # row 0: the tile east
+        return ([RC[(rr_ + 1) % 2]] if col else []) + ([RR[(cc_ + 1) % 2]] if row else [])
+
     def combine(pe: _Pe, rr_: int, cc_: int, vec: Region, n: int, how: str, tmp=None, *,
                 part: frozenset):
         """This PE's part of a reduction of ``n`` words (``vec``) to the hub over the tree
@@ -959,16 +967,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                                  f"that are not a prefix of the workers in depth order")
         vop = Op.VMAX if how == "max" else Op.VADD
         src = vec if isinstance(vec, isa.Src) else sram(vec.base)
-        col = in_tree(part, rr_ + 1, cc_)                   # the tile below
-        row = rr_ == 0 and in_tree(part, 0, cc_ + 1)        # row 0: the tile east
+        kids = kid_colors(part, rr_, cc_)
         if (rr_, cc_) == (0, 0):
-            ins_ = ([RC[1]] if col else []) + ([RR[1]] if row else [])
-            if len(ins_) == 2:
-                pe(Ins(vop, n=n, dst=src, a=isa.color(ins_[0]), b=isa.color(ins_[1])))
+            if len(kids) == 2:
+                pe(Ins(vop, n=n, dst=src, a=isa.color(kids[0]), b=isa.color(kids[1])))
             else:
-                pe(Ins(Op.RECV, n=n, dst=src, a=isa.color(ins_[0])))
+                pe(Ins(Op.RECV, n=n, dst=src, a=isa.color(kids[0])))
             return
-        kids = ([RC[(rr_ + 1) % 2]] if col else []) + ([RR[(cc_ + 1) % 2]] if row else [])
         out = isa.color(RC[rr_ % 2] if rr_ >= 1 else RR[cc_ % 2])
         if len(kids) == 2:                  # row 0: the column below first, into tmp
             pe(Ins(vop, n=n, dst=sram(tmp.base), a=isa.color(kids[0]), b=src))
@@ -1101,8 +1106,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         att = xbuf(0) if nh * hd <= CORE_XBUF_WORDS else sram(z["att"].base)
         pv = hub.alloc(nh * hd, "req", init=_req_words(
             np.broadcast_to(L.pv[0], (nh, 1, hd)), np.broadcast_to(L.pv[1], (nh, 1, hd))))
-        kv_kids = [color for color, below in ((RC[1], (1, 0)), (RR[1], (0, 1)))
-                   if in_tree(parts["kv"], *below)]
+        kv_kids = kid_colors(parts["kv"], 0, 0)
         if not taps and len(kv_kids) == 1:
             # one child: its sums are requantized as they arrive, into int8 words here,
             # then sent whole (not onto the broadcast tree as they come: the workers still
@@ -1111,16 +1115,16 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                 Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4),
                     a=isa.color(kv_kids[0]), b=sram(pv.base)))
             bcast(nh * hd // LANES, ai8)
-        else:
+        elif not taps:      # two children: summed here, then int8 onto the broadcast tree
             combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum", part=parts["kv"])
-        tap(li, "attn_sum", att, "i32", nh * hd)
-        if taps:        # kept for the tap
+            hub(Ins(Op.VREQ, n=nh * hd, dst=isa.color(B, Fmt.I8X4), a=att, b=sram(pv.base)))
+        else:               # the sums and the int8 output kept for their taps
+            combine(hub.on("weighted_sum"), 0, 0, att, nh * hd, "sum", part=parts["kv"])
+            tap(li, "attn_sum", att, "i32", nh * hd)
             hub(Ins(Op.VREQ, n=nh * hd, dst=sram(ai8.base, fmt=Fmt.I8X4), a=att,
                     b=sram(pv.base)))
             bcast(nh * hd // LANES, ai8)
             tap(li, "attn_out", ai8.base, "i8", nh * hd)
-        elif len(kv_kids) != 1:     # int8 words straight onto the broadcast tree
-            hub(Ins(Op.VREQ, n=nh * hd, dst=isa.color(B, Fmt.I8X4), a=att, b=sram(pv.base)))
         hub_gather_tap(li, "o", z["d"], d, parts["d"])
         hub_gather_tap(li, "resid_attn", z["d"], d, parts["d"])
         hub.on("norm")
