@@ -251,6 +251,30 @@ def test_every_op_taps_match_and_a_kv_fault_is_named():
     assert d["got"] != d["expected"]
 
 
+@pytest.mark.parametrize("word", [0, 3])
+def test_a_kv_fault_in_either_kv_groups_keys_is_named(word):
+    """The key cache is kept by kv group (a head's score GEMV reads only its group's rows):
+    :meth:`kv_word` finds a key word of either group, at several slots a worker; its flipped
+    sign bit is named at the next position as layer 0's attention sum."""
+    model = decode_model(random=dict(SMALL, num_heads=4, num_kv_heads=2, head_dim=8, seed=8))
+    mapping = compile_decoder(model, MeshShape(2, 2, pe="core", sram_kb=32), context=7,
+                              taps=True)
+    assert mapping.slots > 1 and mapping.layout[mapping.kv_tiles[0]]["kc_group_words"] == 2
+
+    tile, addr = mapping.kv_word(0, 4, word)
+    seen = {}
+
+    def flip(mesh, pos):
+        seen[pos] = int(mesh.pes[tile].sram[addr])
+        if pos == 4:
+            mesh.pes[tile].sram[addr] ^= 1 << 31
+    res = decode_on_iss(mapping, model, [3, 1, 4, 1, 5, 9], 1, after=flip)
+    # the word is position 4's: zero until it was appended (its slot's first position)
+    assert seen[3] == 0 and seen[4] != 0, seen
+    d = res["first_diff"]
+    assert (d["layer"], d["op"], d["position"]) == (0, "attn_sum", 5), d
+
+
 def test_random_models_and_meshes_compile_or_are_refused_clearly():
     """Seeded random model shapes (some the kernels do not take), meshes, SRAM sizes and
     contexts: each compiles (and then fits its SRAM and reports a context it can hold) or

@@ -19,10 +19,9 @@ in each of these ops are linear in a few quantities that a wafer's layer also ha
   (``lanes x ceil(slots / lanes)``, one with one slot: the element-wise instructions run over
   all heads' padded slots at once: the mask, the exponential's steps, the probability's
   digits);
-* ``per_head_slot_word``: per head, slot and GEMV word of a whole key row (``kv_heads x
-  head_dim / lanes`` words: a head's query is padded to every KV head's channels, and the
-  score GEMV reads one word a cycle; with one slot, ``head_dim / lanes``: the GEMV of one row
-  reads only its group's keys);
+* ``per_head_slot_word``: per head, slot and GEMV word of its group's key row (``head_dim /
+  lanes`` words: the key cache is kept by KV group, so a head's score GEMV reads only its
+  group's keys, one word a cycle);
 * ``per_slot_reduction_op``, ``per_slot_reduction_element``: a worker's max and sum of each
   head over its slots before the tree, as the compiler picks it
   (:func:`~sparktile.compiler.decoder_mapping.slot_reduction`: nothing with one slot, an
@@ -121,12 +120,11 @@ def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth:
 
     words = math.ceil(slots / lanes)                # a head's slots in whole words
     padded = lanes * words if slots > 1 else math.ceil(slots)   # one slot is not padded
-    row_heads = kv_heads if slots > 1 else 1    # one slot: the score reads its group's keys
     red_ops, red_elements = slot_reduction_size(math.ceil(slots), heads)
     digits = 1.0 if slots > 1 else 0.0              # the weighted sum by probability digits
     return {"fixed": 1.0, "per_head": float(heads), "per_hop": float(depth),
             "per_head_slot": heads * float(padded),
-            "per_head_slot_word": heads * float(slots) * row_heads * head_dim / float(lanes),
+            "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
             "per_head_value_word": digits * heads * float(head_dim) * words,
             "digits": digits, "digits_per_head": digits * heads,
             "digits_per_head_channel": digits * heads * float(head_dim),

@@ -28,8 +28,9 @@ column), so what only the first workers hold sits near the hub:
 * **the KV cache** is spread by position over ``Wk`` workers (those a context compiled for
   needs at ``S`` slots each; :func:`summed_workers`: the nearest of the hub's east subtree
   where it holds them, else the first ``Wk``): position ``p`` lives in slot ``p // Wk`` of
-  ``kv_tiles[p % Wk]``, for every layer (keys row-major, values transposed, int8; with one
-  slot the row of values); each worker also holds the RoPE table rows of its positions;
+  ``kv_tiles[p % Wk]``, for every layer (keys row-major, by kv group, values transposed,
+  int8; with one slot the row of values); each worker also holds the RoPE table rows of its
+  positions;
 * **attention** runs on every worker over its slots, all heads in one element-wise pass: the
   score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
   over the transposed values, one per digit of the probability; with one slot a worker, the
@@ -504,7 +505,10 @@ class DecoderMapping:
         per = kc.n // self.slots
         if not 0 <= word < per:
             raise ValueError(f"a key row has {per} words, not word {word}")
-        return tile, kc.base + (position // w) * per + word
+        # the cache is kept by kv group: group g's rows (gw words each), slot by slot
+        gw = self.layout[tile]["kc_group_words"]
+        g, j = divmod(word, gw)
+        return tile, kc.base + (g * self.slots + position // w) * gw + j
 
     def token_stream(self, token: int, position: int) -> tuple[np.ndarray, np.ndarray]:
         """``(payloads, ccs)`` the host sends into the hub's north edge (port ``N0``) for one
@@ -810,11 +814,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     grp = c.kv_group
     wk, wv = nkv * hd // LANES, nkv * hd
     m_qkv = (nh + 2 * nkv) * hd
-    if max(d // LANES, nh * wk, nh * hd // LANES, F // LANES) > CORE_XBUF_WORDS:
-        widest = max(d // 4, nh * wk, nh * hd // 4, F // 4)
+    if max(d // LANES, nh * hd // LANES, F // LANES) > CORE_XBUF_WORDS:
+        widest = max(d // 4, nh * hd // 4, F // 4)
         raise MappingError(
             f"model {c.name!r}: a broadcast vector takes {widest}"
-            f" words of XBUF (hidden {d // 4}, the padded queries {nh * wk}, the FFN {F // 4}); "
+            f" words of XBUF (hidden {d // 4}, the queries {nh * hd // 4}, the FFN {F // 4}); "
             f"a core has {CORE_XBUF_WORDS}")
     mats = _matrices(c, p)
     S = slots
@@ -823,19 +827,18 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
 
     # ---- shared helpers -----------------------------------------------------------------
     # The gathered q/k/v of a layer, RoPE applied by the workers: the keys, the queries
-    # padded per kv group (what the score GEMV takes: a query against whole key rows, zeros
-    # against the other groups' keys), the values as they enter the transposed cache
-    # (int32, ``(v & 255) << 8 lane``; with one slot int8, four a word: ``vw`` words), then,
-    # with ``taps``, q/k/v before RoPE. The values come last: the workers append them while
-    # their scores' max goes up the tree, off the path to the scores. With one slot the
-    # GEMV is of one row and reads just the group's part of it, so a query is not padded
-    # (qw words a head).
-    qw = wk if S > 1 else hd // LANES
+    # (``qw`` words a head), the values as they enter the transposed cache (int32, ``(v &
+    # 255) << 8 lane``; with one slot int8, four a word: ``vw`` words), then, with ``taps``,
+    # q/k/v before RoPE. The values come last: the workers append them while their scores'
+    # max goes up the tree, off the path to the scores. The key cache is kept by kv group
+    # (group g's S rows of ``qw`` words, then the next group's), so a head's score GEMV
+    # reads just its group's keys, S rows of ``qw`` words, against its query as it is.
+    qw = hd // LANES
     vw = wv if S > 1 else wv // LANES
 
     def q_at(t: int) -> int:
         """Offset of query head ``t`` in the gathered q/k/v."""
-        return g_q + t * qw + ((t // grp) * hd // LANES if S > 1 else 0)
+        return g_q + t * qw
 
     g_k, g_q, g_v, g_pre = 0, wk, wk + nh * qw, wk + nh * qw + vw
     g_size = g_pre + (m_qkv // LANES if taps else 0)
@@ -1045,12 +1048,14 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         combine(hub, 0, 0, z["x"], 2, "sum", part=parts["norm_sum"])
         hub.kernel(kernels.rms_norm_root, int(p.eps_q), kw={"eps_in_sums": eps_worker},
                    m=z["m"], hilo=z["x"], out=z["rsqrt"])
+        bcast(2, z["rsqrt"])
         if rope_row:
             # the RoPE row of p from its owner (the KV workers' tree, zeros from the others),
-            # sent up behind the sums: it has arrived while the rsqrt ran
+            # sent up behind the sums: taken while the workers scale their channels by the
+            # rsqrt, which went out first (their h follows the row on the tree's queues, so
+            # the hub takes the row before the gather, as the words come)
             combine(hub, 0, 0, Region(z["h"].base + d // LANES, 2 * hd, "i32"), 2 * hd, "sum",
                     part=parts["kv"])
-        bcast(2, z["rsqrt"])
         nw = d // LANES + (2 * hd if rope_row else 0)
         # (a gather is received whole before it is sent on: the hub sending while the
         # workers still stream into the tree would fill their broadcast queues and stop them)
@@ -1085,8 +1090,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         # max exchange): the scores' time, as the keys' append is
         hub.on("attention_scores")(Ins(Op.SEND, n=vw, dst=isa.color(B), a=sram(zq.base + g_v)))
         combine(hub, 0, 0, z["max"], nh, "max", part=parts["kv"])
-        for hh in range(nh):        # each head's max S4 times: the workers' softmax layout
-            bcast(S4, sram(z["max"].base + hh, stride=0))
+        if S4 == 1:                 # each head's max once: one SEND
+            bcast(nh, z["max"])
+        else:
+            for hh in range(nh):    # each head's max S4 times: the workers' softmax layout
+                bcast(S4, sram(z["max"].base + hh, stride=0))
         combine(hub.on("softmax"), 0, 0, z["sum"], nh, "sum", part=parts["kv"])
         if spread_recip:
             # the heads' sums back to the workers, whose first ones compute a head's
@@ -1593,12 +1601,17 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             qkv_rope(li)
             combine(pe.on("matmul"), r, q, y["qkv"], g_size, "sum", tmp, part=parts["qkv"])
             pe.on("kv_append")
-            owned(kc[li].base, wk, sram(scratch.base))
-            recv(wk, sram(scratch.base))
+            if S == 1:      # one slot: the groups' rows follow each other, one RECV
+                owned(kc[li].base, wk, sram(scratch.base))
+                recv(wk, sram(scratch.base))
+            else:           # each group's row of the key into its block, at the slot
+                for g in range(nkv):
+                    owned(kc[li].base + g * S * qw, qw, sram(scratch.base))
+                    recv(qw, sram(scratch.base))
             pe.on("attention_scores")
-            for hh in range(nh):    # each head's (padded) query streams in (GEMVX)
-                kw_ = 0 if S > 1 else (hh // grp) * hd // LANES      # its group's keys
-                pe(isa.gemv(S, qw, dst=sram(sc.base + hh * S4), w=sram(kc[li].base + kw_),
+            for hh in range(nh):    # each head's query streams in (GEMVX): its group's keys
+                pe(isa.gemv(S, qw, dst=sram(sc.base + hh * S4),
+                            w=sram(kc[li].base + (hh // grp) * S * qw),
                             x=xbuf(hh * qw), x_from=B))
             pe(Ins(Op.VADD, n=nS, dst=sram(sc.base), a=sram(sc.base), b=sram(negmask.base)))
             combine(pe, r, q, over_slots(sc.base, "max", ml), nh, "max", tmp, part=parts["kv"])
@@ -1670,20 +1683,20 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                            a=sram(vc[li].base + (hh // grp) * hd // LANES, fmt=Fmt.I8X4),
                            b=reg(11)))
             else:
-                # p (0..32768) = d0 + 128 d1 + 16384 d2, digits of 0..127: int8 GEMV inputs
-                # against the int8 values, the three sums recombined exactly
-                pe(_li(2, -8192), _li(4, -16384), _li(5, -64), _li(7, -128), _li(8, 128))
+                # p (0..32768) = d0 + 128 d1 + 16384 d2, each digit the rounded quotient
+                # (VSHR rounds half up): d2 = round(p / 2^14) in 0..2, the rest in
+                # -8192..8191, d1 = round(rest / 2^7) in -64..64, d0 in -64..63: int8 GEMV
+                # inputs against the int8 values, the three sums recombined exactly
+                pe(_li(4, -16384), _li(7, -128), _li(8, 128))
                 for h0 in range(0, nh, hc):
                     h1 = min(nh, h0 + hc)
                     n_, at = (h1 - h0) * S4, h0 * S4
                     x0, x1, x2 = (xbuf(i * hc * sw, fmt=Fmt.I8X4) for i in range(3))
-                    pe(Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(pr.base + at), b=reg(2)),
-                       Ins(Op.VSHR, n=n_, imm=14, dst=x2, a=sram(tt.base)),               # d2
+                    pe(Ins(Op.VSHR, n=n_, imm=14, dst=x2, a=sram(pr.base + at)),         # d2
                        Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x2, b=reg(4)),
                        Ins(Op.VADD, n=n_, dst=sram(rm.base), a=sram(pr.base + at),
                            b=sram(tt.base)),
-                       Ins(Op.VADD, n=n_, dst=sram(tt.base), a=sram(rm.base), b=reg(5)),
-                       Ins(Op.VSHR, n=n_, imm=7, dst=x1, a=sram(tt.base)),                # d1
+                       Ins(Op.VSHR, n=n_, imm=7, dst=x1, a=sram(rm.base)),                # d1
                        Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x1, b=reg(7)),
                        Ins(Op.VADD, n=n_, dst=x0, a=sram(rm.base), b=sram(tt.base)))      # d0
                     for hh in range(h0, h1):
@@ -1754,7 +1767,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         prog.write_sram(r, q, 0, img)
         prog.set_reg(r, q, isa.task_reg(A), isa.task_entry(base))
         used[r, q] = len(img)
-        layout[r, q] = {"kc": kc, "vc": vc, "valid": valid, "rows": rows,
+        layout[r, q] = {"kc": kc, "kc_group_words": qw, "vc": vc, "valid": valid, "rows": rows,
                         "channels": (c_lo, c_hi),
                         "argmax_idx": am.regions["idx"] if am is not None else None,
                         # (SRAM address, first vocabulary row) of the LM head's weights here
