@@ -44,6 +44,15 @@ def measure(model, shape, contexts):
               help="Comma-separated contexts; 'max' is the largest the mesh holds.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None)
 def main(mesh, sram_kb, contexts, plot):
+    from sparktile.errors import UserError
+    try:
+        _main(mesh, sram_kb, contexts, plot)
+    except (UserError, ValueError) as exc:   # a bad mesh, SRAM size (MeshShape's
+        # ValueError), context or path; no matplotlib
+        raise click.ClickException(str(exc)) from None
+
+
+def _main(mesh, sram_kb, contexts, plot):
     from sparktile.cosim.benches.decode import decode_model
     from sparktile.hdl.mesh import MeshShape, parse_mesh
 
