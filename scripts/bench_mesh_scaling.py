@@ -112,10 +112,11 @@ def measure_speed(rows: int, cols: int, style: str, cache: Path, workload: str,
 
 
 def _sizes(ctx, param, value):
-    try:
-        return [tuple(int(v) for v in s.lower().split("x")) for s in value.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"must be sizes like 2x2,4x4, not {value!r}") from None
+    from sparktile.hdl.mesh import parse_mesh
+    try:        # each a shape the mesh takes (1..32 a side), named when it is not
+        return [(m.rows, m.cols) for m in map(parse_mesh, value.split(","))]
+    except ValueError as exc:
+        raise click.BadParameter(f"must be sizes like 2x2,4x4: {exc}") from None
 
 
 @click.command()

@@ -40,10 +40,16 @@ def cost(name: str, design, work: Path) -> dict[str, int]:
 
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and not args[0].isdigit()):
+        sys.exit(f"usage: python -m sparktile.scripts.synth_pe_cost [sram_words]; "
+                 f"sram_words is a power of two, 64..65536, not {' '.join(args)!r}")
     sram_words = int(args[0]) if args else 4096
+    try:        # both designs checked before the (slow) synthesis of either
+        designs = {"pe": PE(sram_words=sram_words), "core": Core(sram_words=sram_words)}
+    except ValueError as exc:
+        sys.exit(f"synth_pe_cost: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {"pe": cost("pe", PE(sram_words=sram_words), Path(tmp)),
-                "core": cost("core", Core(sram_words=sram_words), Path(tmp))}
+        rows = {name: cost(name, design, Path(tmp)) for name, design in designs.items()}
     print(f"ECP5 synthesis (yosys synth_ecp5), SRAM {sram_words} words")
     print(f"{'':6}" + "".join(f"{c:>17}" for c in CELLS))
     for name, r in rows.items():
