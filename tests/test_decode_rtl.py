@@ -78,7 +78,7 @@ def test_the_largest_context_fills_on_rtl(run_bench):
     from sparktile.compiler.decoder_mapping import compile_decoder
     largest = compile_decoder(decode_model(random=TWO_LAYERS),
                               MeshShape(2, 2, pe="core")).max_context
-    assert 2 < largest <= 30, largest            # a few slots a worker: cheap to fill
+    assert 2 < largest <= 40, largest            # a few slots a worker: cheap to fill
     r = run_bench(2, 2, decode_run, {"ids": [3], "max_tokens": largest, "random": TWO_LAYERS,
                                      "seed": 6}, seed=6, pe="core")
     assert r.match_golden, r.first_diff

@@ -154,7 +154,7 @@ def test_random_small_configs(seed):
 def test_one_kv_slot_a_worker(seed):
     """A context no larger than the number of workers: one KV slot each, where a worker's
     ``p . v`` is its slot's probability times the slot's values (a VMUL and a VMULSR a head)
-    instead of the three digit GEMVs; random models, bit-exact at every position up to the
+    instead of the digit GEMVs; random models, bit-exact at every position up to the
     context, and fewer cycles than the same model compiled for two slots."""
     rng = np.random.default_rng(seed)
     kv = int(rng.choice([1, 2]))

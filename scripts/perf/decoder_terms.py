@@ -28,10 +28,13 @@ in each of these ops are linear in a few quantities that a wafer's layer also ha
   element-wise op over the heads per further slot with a few, a REDUCE per head with many),
   by instruction and by element;
 * ``per_head_value_word``: per head, value channel and word of a value column
-  (``head_dim x ceil(slots / lanes)``: the weighted sum's GEMVs over the transposed values),
-  with more than one slot a worker;
+  (``head_dim x ceil(slots / lanes)``: the weighted sum's GEMVs over the transposed values,
+  one a probability digit), with more than one slot a worker;
+* ``per_kv_head_value_word``: the same per KV head: the GEMV that sums a group's values over
+  its slots (against int8 ones: the constant 256 each slot's probability carries beside its
+  two digits), with more than one slot a worker;
 * ``digits``, ``digits_per_head``, ``digits_per_head_channel``: the weighted sum's split of
-  the probabilities into three int8 digits and the recombination of the digit GEMVs' sums
+  the probabilities into two int8 digits and the recombination of the digit GEMVs' sums
   (over every head's channels), which run only with more than one slot a worker (with one,
   the slot's values times its probability: ``per_head`` and ``per_head_channel`` cover it;
   the split's passes over the padded slots are ``per_head_slot``'s, which with one word of
@@ -85,8 +88,8 @@ TERMS = {
     "softmax": ("fixed", "per_head", "per_hop", "per_head_slot", "per_slot_reduction_op",
                 "per_slot_reduction_element"),
     "weighted_sum": ("fixed", "per_head", "per_hop", "per_head_slot", "per_head_value_word",
-                     "per_head_channel", "two_stream_channel", "digits", "digits_per_head",
-                     "digits_per_head_channel"),
+                     "per_kv_head_value_word", "per_head_channel", "two_stream_channel",
+                     "digits", "digits_per_head", "digits_per_head_channel"),
     "norm": ("fixed", "per_channel", "per_hop", "per_hidden_word", "matmul_wait"),
 }
 #: Where each term's cycles go in the wafer estimate's categories (:data:`~.gemv_time.
@@ -94,7 +97,8 @@ TERMS = {
 #: once is task overhead.
 CATEGORY = {"fixed": "task_overhead", "per_head": "task_overhead", "per_hop": "reduction",
             "per_head_slot": "compute", "per_head_slot_word": "compute",
-            "per_head_value_word": "compute", "per_head_channel": "reduction",
+            "per_head_value_word": "compute", "per_kv_head_value_word": "compute",
+            "per_head_channel": "reduction",
             "two_stream_channel": "reduction",
             "per_slot_reduction_op": "compute", "per_slot_reduction_element": "compute",
             "per_channel": "compute", "per_hidden_word": "reduction", "matmul_wait": None,
@@ -126,6 +130,7 @@ def quantities(*, heads: int, kv_heads: int, head_dim: int, slots: float, depth:
             "per_head_slot": heads * float(padded),
             "per_head_slot_word": heads * float(slots) * head_dim / float(lanes),
             "per_head_value_word": digits * heads * float(head_dim) * words,
+            "per_kv_head_value_word": digits * kv_heads * float(head_dim) * words,
             "digits": digits, "digits_per_head": digits * heads,
             "digits_per_head_channel": digits * heads * float(head_dim),
             "per_slot_reduction_op": float(red_ops),

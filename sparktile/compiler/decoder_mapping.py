@@ -32,9 +32,10 @@ column), so what only the first workers hold sits near the hub:
   int8; with one slot the row of values); each worker also holds the RoPE table rows of its
   positions;
 * **attention** runs on every worker over its slots, all heads in one element-wise pass: the
-  score GEMV against its keys, the exponentials, and its part of ``p . v`` (three int8 GEMVs
-  over the transposed values, one per digit of the probability; with one slot a worker, the
-  slot's values times its probability, one pass a head); the heads' maxima, sums and
+  score GEMV against its group's keys, the exponentials, and its part of ``p . v`` (int8
+  GEMVs over the transposed values, one per digit of ``p - 256`` a head and one a KV group
+  against ones for the 256; with one slot a worker, the slot's values times its
+  probability, one pass a head); the heads' maxima, sums and
   weighted sums meet at the hub; the first ``nh`` workers compute a head's softmax
   reciprocal each;
 * **argmax** is split by vocabulary rows (two max exchanges); the hub sends the index.
@@ -994,10 +995,12 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
     # input); with one slot there are no digit GEMVs, and a head is its one slot
     S4 = 1 if S == 1 else LANES * sw
     nS = nh * S4            # all heads
-    # the digits of p of hc heads at once in XBUF (three digit vectors of sw words a head),
-    # then, where it fits beside them, the GEMV sums of the middle digit
-    hc = max(1, min(nh, CORE_XBUF_WORDS // (3 * sw)))
-    xg1 = 3 * hc * sw if 3 * hc * sw + nh * hd <= CORE_XBUF_WORDS else None
+    # the digits of p of hc heads at once in XBUF (two digit vectors of sw words a head),
+    # then sw words of ones (int8 lanes of 1: the GEMV that sums a group's values), then,
+    # where it fits beside them, the GEMV sums of the high digit
+    hc = max(1, min(nh, (CORE_XBUF_WORDS - sw) // (2 * sw)))
+    x_ones = 2 * hc * sw
+    xg1 = x_ones + sw if x_ones + sw + nh * hd <= CORE_XBUF_WORDS else None
 
     # ---- the hub ------------------------------------------------------------------------
     hub = _Pe("(0,0) (the hub)")
@@ -1214,9 +1217,11 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
             recip_seed = pe.alloc(len(arith.RECIP_SEED), "words", init=arith.RECIP_SEED)
         sc = pe.alloc(nS, init=[0] * nS)
         ex, u, pr = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
-        if S > 1:       # the weighted sum's digits: scratch, their remainder, their GEMVs' sums
+        if S > 1:       # the weighted sum's digits: scratch, p - 256, their GEMVs' sums, the
+            # groups' value sums and the word of ones they are taken against
             tt = pe.alloc(max(nS, nh * hd))
-            rm, g0, g2 = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nh * hd)
+            rm, g0, gv = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nkv * hd)
+            ones_w = pe.alloc(1, init=[0x01010101])
             g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
         ma = xbuf(0) if nS <= CORE_XBUF_WORDS else sram(pe.alloc(nS).base)
         valid = pe.alloc(nS, init=[0] * nS)
@@ -1683,21 +1688,26 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                            a=sram(vc[li].base + (hh // grp) * hd // LANES, fmt=Fmt.I8X4),
                            b=reg(11)))
             else:
-                # p (0..32768) = d0 + 128 d1 + 16384 d2, each digit the rounded quotient
-                # (VSHR rounds half up): d2 = round(p / 2^14) in 0..2, the rest in
-                # -8192..8191, d1 = round(rest / 2^7) in -64..64, d0 in -64..63: int8 GEMV
-                # inputs against the int8 values, the three sums recombined exactly
-                pe(_li(4, -16384), _li(7, -128), _li(8, 128))
+                # p (0..32768) = 256 + d0 + 256 d1: q = p - 256 in -256..32512, d1 =
+                # round(q / 2^8) in -1..127 (VSHR rounds half up), d0 = q - 256 d1 in
+                # -128..127, both int8 GEMV inputs against the int8 values. Two int8 digits
+                # cannot make 0..32768 alone (127 + 127 x 256 < 32768); the 256 every slot
+                # carries (a padded or unwritten lane too: its p is 0, its digits 0 and -1)
+                # is 256 times the sum of the group's values over the lanes, one GEMV a
+                # group against ones. So sum p v = g0 + 256 (g1 + gv), exact in int32.
+                pe(_li(4, -256), _li(8, 256),
+                   Ins(Op.VADD, n=sw, dst=xbuf(x_ones), a=sram(ones_w.base, 0),
+                       b=sram(zero_w.base, 0)))
+                for g in range(nkv):
+                    pe(isa.gemv(hd, sw, dst=sram(gv.base + g * hd),
+                                w=sram(vc[li].base + g * hd * sw), x=xbuf(x_ones)))
                 for h0 in range(0, nh, hc):
                     h1 = min(nh, h0 + hc)
                     n_, at = (h1 - h0) * S4, h0 * S4
-                    x0, x1, x2 = (xbuf(i * hc * sw, fmt=Fmt.I8X4) for i in range(3))
-                    pe(Ins(Op.VSHR, n=n_, imm=14, dst=x2, a=sram(pr.base + at)),         # d2
-                       Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x2, b=reg(4)),
-                       Ins(Op.VADD, n=n_, dst=sram(rm.base), a=sram(pr.base + at),
-                           b=sram(tt.base)),
-                       Ins(Op.VSHR, n=n_, imm=7, dst=x1, a=sram(rm.base)),                # d1
-                       Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x1, b=reg(7)),
+                    x0, x1 = (xbuf(i * hc * sw, fmt=Fmt.I8X4) for i in range(2))
+                    pe(Ins(Op.VADD, n=n_, dst=sram(rm.base), a=sram(pr.base + at), b=reg(4)),
+                       Ins(Op.VSHR, n=n_, imm=8, dst=x1, a=sram(rm.base)),                # d1
+                       Ins(Op.VMUL, n=n_, dst=sram(tt.base), a=x1, b=reg(4)),
                        Ins(Op.VADD, n=n_, dst=x0, a=sram(rm.base), b=sram(tt.base)))      # d0
                     for hh in range(h0, h1):
                         vt = sram(vc[li].base + (hh // grp) * hd * sw)
@@ -1705,14 +1715,13 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
                         pe(isa.gemv(hd, sw, dst=sram(g0.base + o_), w=vt,
                                     x=xbuf((hh - h0) * sw)),
                            isa.gemv(hd, sw, dst=dataclasses.replace(g1, base=g1.base + o_), w=vt,
-                                    x=xbuf((hc + hh - h0) * sw)),
-                           isa.gemv(hd, sw, dst=sram(g2.base + o_), w=vt,
-                                    x=xbuf((2 * hc + hh - h0) * sw)))
-                # a = g0 + 128 (g1 + 128 g2), g1 in XBUF where it fits (one port each)
+                                    x=xbuf((hc + hh - h0) * sw)))
+                # a = g0 + 256 (g1 + gv), g1 in XBUF where it fits (one port each)
+                for hh in range(nh):
+                    g1h = dataclasses.replace(g1, base=g1.base + hh * hd)
+                    pe(Ins(Op.VADD, n=hd, dst=g1h, a=g1h, b=sram(gv.base + (hh // grp) * hd)))
                 na = nh * hd
-                pe(Ins(Op.VMUL, n=na, dst=sram(tt.base), a=sram(g2.base), b=reg(8)),
-                   Ins(Op.VADD, n=na, dst=g1, a=sram(tt.base), b=g1),
-                   Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
+                pe(Ins(Op.VMUL, n=na, dst=g1, a=g1, b=reg(8)),
                    Ins(Op.VADD, n=na, dst=sram(al.base), a=g1, b=sram(g0.base)))
             combine(pe, r, q, al, nh * hd, "sum", tmp, part=parts["kv"])
             residual((li, "o"))
