@@ -356,3 +356,29 @@ def test_host_sampler_refuses_greedy():
     from sparktile.compiler.decoder_mapping import HostSampler
     with pytest.raises(ValueError, match="temperature > 0"):
         HostSampler(0.0)
+
+
+def test_a_slot_more_keeps_the_kv_workers_on_one_stream():
+    """Where the fewest workers at the needed slots spill out of the hub's east subtree (two
+    streams of attention sums at the hub), the compiler takes one slot more on fewer workers
+    when that slot adds no word of padded slots: the KV cache then sits on the east subtree,
+    every position is bit-exact, and a token costs fewer cycles than on two streams."""
+    from sparktile.compiler.decoder_mapping import _compile
+    fields = dict(SMALL, num_heads=4, num_kv_heads=2, head_dim=8, seed=31)
+    model = decode_model(random=fields)
+    shape = MeshShape(3, 3, pe="core", sram_kb=32)
+    mapping = compile_decoder(model, shape, context=14)       # 2 slots would need 7 workers
+    assert (mapping.slots, mapping.kv_workers) == (3, 5)
+    assert all(c >= 1 for _, c in mapping.kv_tiles)
+    ids = [3, 7, 1]
+    res = decode_on_iss(mapping, model, ids, 14 - len(ids) + 1)
+    check_run(res, "one stream")
+    two = _compile(model, shape, 2, kv_workers=7)
+    assert any(c == 0 for _, c in two.kv_tiles)
+    res2 = decode_on_iss(two, model, ids, 14 - len(ids) + 1)
+    check_run(res2, "two streams")
+    assert sum(res["token_cycles"]) < sum(res2["token_cycles"])
+    # a context whose next slot count pads to another word keeps its own (2 -> 3 slots is
+    # one word of four; 4 -> 5 would be two)
+    kept = compile_decoder(model, MeshShape(3, 3, pe="core", sram_kb=32), context=25)
+    assert kept.slots == 4 and kept.kv_workers == 7

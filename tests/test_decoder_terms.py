@@ -131,7 +131,7 @@ def test_one_small_real_measurement_checks_the_iss_against_the_rtl_and_fits():
     assert len(checked[0]["rtl_cycles"]) == len(checked[0]["iss_cycles"]) == 3
     models = FIT_MODELS[:4] + FIT_MODELS[5:]      # heads, head sizes, hidden, intermediate
     runs = measure_decodes(meshes=((2, 2), (2, 3), (3, 3), (1, 8)), models=models,
-                           contexts=(4, 16))
+                           contexts=(4, 8, 16))
     assert {r["mesh"] for r in runs} == {"2x2", "2x3", "3x3", "1x8"}
     terms, rep = fit_decoder_terms(runs)
     # more slots a worker cost more in every attention op
@@ -202,3 +202,26 @@ def test_summed_streams_follows_where_the_compiler_puts_a_summed_exchange():
                 assert summed_streams(rows, cols, n) == len(kids), (rows, cols, n)
                 seen.add(len(kids))
     assert seen == {1, 2}
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 3), (2, 2), (2, 4), (4, 2)])
+def test_kv_placement_is_the_compilers(rows, cols):
+    """The wafer estimate's KV placement (``kv_placement``: slots a worker and workers) is what
+    ``compile_decoder`` chooses for the same context, one slot more where that keeps the
+    hub's sums on one stream included (every context the mesh holds, a small model)."""
+    from sparktile.cosim.benches.decode import decode_model
+    from sparktile.hdl.mesh import MeshShape
+    from sparktile.scripts.perf.decoder_terms import kv_placement
+
+    from sparktile.compiler.decoder_mapping import compile_decoder
+    model = decode_model(random=dict(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                                     head_dim=8, intermediate_size=32, vocab_size=32, seed=3))
+    shape = MeshShape(rows, cols, pe="core", sram_kb=32)
+    workers = rows * cols - 1
+    bumped = 0
+    for ctx in range(1, 13 * workers, max(1, workers // 2)):
+        m = compile_decoder(model, shape, context=ctx)
+        want = kv_placement(rows, cols, ctx, -(-ctx // workers))
+        assert (m.slots, m.kv_workers) == want, (ctx, m.slots, m.kv_workers, want)
+        bumped += m.slots > -(-ctx // workers)
+    assert bumped        # some contexts of each mesh take the extra slot

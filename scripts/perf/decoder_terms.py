@@ -69,7 +69,7 @@ from sparktile.errors import UserError
 
 __all__ = ["ATTENTION_OPS", "DECODER_OPS", "TERMS", "DecoderTermsError", "FIT_MESHES",
            "FIT_MODELS", "FIT_CONTEXTS", "RTL_CHECKS", "RTL_TOLERANCE", "mesh_depth",
-           "prefix_depth", "summed_streams",
+           "prefix_depth", "summed_streams", "kv_placement",
            "worker_channels", "run_record", "measure_decodes", "check_against_rtl",
            "fit_decoder_terms", "predict_op", "decoder_op_cycles", "heldout_check",
            "run_decoder_calibration"]
@@ -202,6 +202,21 @@ def summed_streams(rows: int, cols: int, n: int) -> int:
     subtree (or the mesh is one column), else two."""
     n = min(n, rows * cols - 1)
     return 1 if rows * (cols - 1) >= n or cols == 1 else 2
+
+
+def kv_placement(rows: int, cols: int, context: int, slots: int,
+                 lanes: int = 4) -> tuple[int, int]:
+    """``(slots, workers)`` of a KV cache of ``context`` positions at ``slots`` a worker, as
+    the compiler places it (:func:`~sparktile.compiler.decoder_mapping._one_stream`): one
+    slot more on fewer workers where that brings them into the root's east subtree (one
+    stream of sums, :func:`summed_streams`) without another word of padded slots."""
+    n = math.ceil(context / slots)
+    if slots >= 2 and summed_streams(rows, cols, n) == 2 and \
+            math.ceil(slots / lanes) == math.ceil((slots + 1) / lanes):
+        fewer = math.ceil(context / (slots + 1))
+        if summed_streams(rows, cols, fewer) == 1:
+            return slots + 1, fewer
+    return slots, n
 
 
 def worker_channels(hidden: int, workers: int) -> int:

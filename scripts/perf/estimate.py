@@ -108,6 +108,7 @@ def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> d
         ATTENTION_OPS,
         CATEGORY,
         decoder_op_cycles,
+        kv_placement,
         prefix_depth,
         summed_depth,
         summed_streams,
@@ -118,6 +119,8 @@ def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> d
     slots = math.ceil(ctx / pes) if ctx > 0 else 0
     channels = math.ceil(cfg.hidden_size / pes)
     kv_pes = math.ceil(ctx / slots) if slots else 1
+    if slots:       # one slot more where that keeps the root's sums on one stream
+        slots, kv_pes = kv_placement(side, side, ctx, slots, hw.lanes(dtype))
     cyc = decoder_op_cycles(
         decoder, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
         slots=slots, two_streams=summed_streams(side, side, kv_pes) == 2,

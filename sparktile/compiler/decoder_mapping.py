@@ -720,8 +720,8 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
                                f"of {workers} workers; a worker takes at most {MAX_SLOTS}")
         try:
             # the fewest workers that hold the context at that many slots each
-            return _compile(model, shape, need, taps, logits,
-                            kv_workers=math.ceil(context / need))
+            return _one_stream(model, shape, context, taps, logits, _compile(
+                model, shape, need, taps, logits, kv_workers=math.ceil(context / need)))
         except _Overflow as exc:
             one = _slot_words(c)
             raise MappingError(
@@ -776,7 +776,31 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
         n -= 1
         while n > 3 and not fits_at(n):
             n -= 1
-    return _compile(model, shape, n, taps, logits)
+    return _one_stream(model, shape, npos, taps, logits, _compile(model, shape, n, taps, logits))
+
+
+def _one_stream(model, shape, positions: int, taps, logits, mapping) -> DecoderMapping:
+    """``mapping``, or one slot more a worker on fewer workers where that brings the KV
+    workers into the hub's east subtree: the hub then takes the attention's sums on one
+    stream and requantizes them as they arrive, where on two it adds them into XBUF at two
+    cycles a word and requantizes them in a second pass (:func:`summed_workers`). Taken only
+    where the extra slot adds no word to a head's padded slots (``4 ceil(S / 4)``, what the
+    element-wise passes and the digits' GEMVs run over), so only the score GEMV and the
+    slots' max and sum grow, by a row; and only where it fits. On the 8x8 at 512 positions:
+    10 slots on 52 workers, not 9 on 57 (mesh ISS at 128 KiB, where both fit: 28,016
+    cycles a token against 28,748)."""
+    slots, kv = mapping.slots, mapping.kv_workers
+    east = (shape.cols - 1) * shape.rows
+    if slots < 2 or kv <= east or slots + 1 > MAX_SLOTS or \
+            -(-slots // LANES) != -(-(slots + 1) // LANES):
+        return mapping
+    fewer = -(-positions // (slots + 1))
+    if fewer > east:
+        return mapping
+    try:
+        return _compile(model, shape, slots + 1, taps, logits, kv_workers=fewer)
+    except _Overflow:
+        return mapping
 
 
 def _largest(model, shape, taps, logits) -> str:
@@ -1219,7 +1243,7 @@ def _compile(model, shape: MeshShape, slots: int, taps: bool = False,
         ex, u, pr = pe.alloc(nS), pe.alloc(nS), pe.alloc(nS)
         if S > 1:       # the weighted sum's digits: scratch, p - 256, their GEMVs' sums, the
             # groups' value sums and the word of ones they are taken against
-            tt = pe.alloc(max(nS, nh * hd))
+            tt = pe.alloc(nS)
             rm, g0, gv = pe.alloc(nS), pe.alloc(nh * hd), pe.alloc(nkv * hd)
             ones_w = pe.alloc(1, init=[0x01010101])
             g1 = xbuf(xg1) if xg1 is not None else sram(pe.alloc(nh * hd).base)
