@@ -57,10 +57,10 @@ def _main(mesh, sram_kb, contexts, plot):
     from sparktile.hdl.mesh import MeshShape, parse_mesh
 
     from sparktile.report import check_output
-    if plot:
+    if plot:        # the path first: its error does not depend on what is installed
         from sparktile.scripts.perf.plots import check_plotting
-        check_plotting()
         plot = check_output(plot, "--plot")
+        check_plotting()
     m = parse_mesh(mesh)
     shape = MeshShape(m.rows, m.cols, pe="core", sram_kb=sram_kb)
     rows = measure(decode_model(), shape, [c.strip() for c in contexts.split(",")])
