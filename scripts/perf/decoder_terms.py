@@ -207,16 +207,12 @@ def summed_streams(rows: int, cols: int, n: int) -> int:
 def kv_placement(rows: int, cols: int, context: int, slots: int,
                  lanes: int = 4) -> tuple[int, int]:
     """``(slots, workers)`` of a KV cache of ``context`` positions at ``slots`` a worker, as
-    the compiler places it (:func:`~sparktile.compiler.decoder_mapping._one_stream`): one
-    slot more on fewer workers where that brings them into the root's east subtree (one
-    stream of sums, :func:`summed_streams`) without another word of padded slots."""
-    n = math.ceil(context / slots)
-    if slots >= 2 and summed_streams(rows, cols, n) == 2 and \
-            math.ceil(slots / lanes) == math.ceil((slots + 1) / lanes):
-        fewer = math.ceil(context / (slots + 1))
-        if summed_streams(rows, cols, fewer) == 1:
-            return slots + 1, fewer
-    return slots, n
+    the compiler places it (:func:`~sparktile.compiler.decoder_mapping.one_stream_slots`:
+    one slot more on fewer workers where that brings them into the root's east subtree, one
+    stream of sums, without another word of padded slots)."""
+    from ...compiler.decoder_mapping import one_stream_slots
+    slots = one_stream_slots(rows, cols, context, slots, lanes)
+    return slots, math.ceil(context / slots)
 
 
 def worker_channels(hidden: int, workers: int) -> int:

@@ -118,9 +118,8 @@ def decoder_layer_cycles(cfg, hw, dtype, decoder: dict, ctx: int, pes: int) -> d
     side = max(2, round(math.sqrt(pes)))
     slots = math.ceil(ctx / pes) if ctx > 0 else 0
     channels = math.ceil(cfg.hidden_size / pes)
-    kv_pes = math.ceil(ctx / slots) if slots else 1
-    if slots:       # one slot more where that keeps the root's sums on one stream
-        slots, kv_pes = kv_placement(side, side, ctx, slots, hw.lanes(dtype))
+    # one slot more where that keeps the root's sums on one stream, as the compiler places it
+    slots, kv_pes = kv_placement(side, side, ctx, slots, hw.lanes(dtype)) if slots else (0, 1)
     cyc = decoder_op_cycles(
         decoder, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
         slots=slots, two_streams=summed_streams(side, side, kv_pes) == 2,

@@ -96,7 +96,7 @@ from .routes import check_deadlock_free
 
 __all__ = ["DecoderMapping", "compile_decoder", "A", "B", "OUT", "RC", "RR", "DBG",
            "MAX_SLOTS", "Tap", "check_taps", "golden_logits", "golden_next", "HostSampler",
-           "score_position", "slot_reduction", "slot_reduction_size"]
+           "score_position", "slot_reduction", "slot_reduction_size", "one_stream_slots"]
 
 #: The task color (the per-token activation), the broadcast color, the output token, the
 #: column and row reduction colors (alternating).
@@ -293,6 +293,28 @@ def summed_workers(rows: int, cols: int, n: int) -> list[tuple[int, int]]:
     the trees of 32 workers (8 hops, not 7)."""
     east = [t for t in worker_order(rows, cols) if t[1] >= 1]
     return east[:n] if len(east) >= n else worker_order(rows, cols)[:n]
+
+
+def one_stream_slots(rows: int, cols: int, positions: int, slots: int,
+                     lanes: int = LANES) -> int:
+    """The slots a worker a KV cache of ``positions`` takes at ``slots`` a worker or more:
+    one slot more where ``ceil(positions / slots)`` workers spill out of the hub's east
+    subtree and ``ceil(positions / (slots + 1))`` fit it (:func:`summed_workers`): the hub
+    then takes the attention's sums on one stream and requantizes them as they arrive, where
+    on two it adds them into XBUF at two cycles a word and requantizes them in a second
+    pass. Only where the extra slot adds no word to a head's padded slots (``lanes
+    ceil(S / lanes)``, what the element-wise passes and the digits' GEMVs run over), so only
+    the score GEMV and the slots' max and sum grow, by a row; not from one slot (whose
+    values are kept another way). On the 8x8 at 512 positions: 10 slots on 52 workers, not
+    9 on 57 (mesh ISS at 128 KiB, where both fit: 28,016 cycles a token against 28,748).
+    The compiler takes it where it fits (:func:`_one_stream`); the wafer estimate places its
+    KV cache by it too."""
+    east = (cols - 1) * rows
+    now = min(-(-positions // slots), rows * cols - 1)      # no more workers than there are
+    if slots >= 2 and slots + 1 <= MAX_SLOTS and now > east >= -(-positions // (slots + 1)) \
+            and -(-slots // lanes) == -(-(slots + 1) // lanes):
+        return slots + 1
+    return slots
 
 
 def _rows(m: int, workers: int) -> int:
@@ -780,25 +802,13 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
 
 
 def _one_stream(model, shape, positions: int, taps, logits, mapping) -> DecoderMapping:
-    """``mapping``, or one slot more a worker on fewer workers where that brings the KV
-    workers into the hub's east subtree: the hub then takes the attention's sums on one
-    stream and requantizes them as they arrive, where on two it adds them into XBUF at two
-    cycles a word and requantizes them in a second pass (:func:`summed_workers`). Taken only
-    where the extra slot adds no word to a head's padded slots (``4 ceil(S / 4)``, what the
-    element-wise passes and the digits' GEMVs run over), so only the score GEMV and the
-    slots' max and sum grow, by a row; and only where it fits. On the 8x8 at 512 positions:
-    10 slots on 52 workers, not 9 on 57 (mesh ISS at 128 KiB, where both fit: 28,016
-    cycles a token against 28,748)."""
-    slots, kv = mapping.slots, mapping.kv_workers
-    east = (shape.cols - 1) * shape.rows
-    if slots < 2 or kv <= east or slots + 1 > MAX_SLOTS or \
-            -(-slots // LANES) != -(-(slots + 1) // LANES):
-        return mapping
-    fewer = -(-positions // (slots + 1))
-    if fewer > east:
+    """``mapping`` (of ``positions``), or, where :func:`one_stream_slots` takes one slot
+    more a worker and that fits, the mapping at that many on fewer workers."""
+    slots = one_stream_slots(shape.rows, shape.cols, positions, mapping.slots)
+    if slots == mapping.slots:
         return mapping
     try:
-        return _compile(model, shape, slots + 1, taps, logits, kv_workers=fewer)
+        return _compile(model, shape, slots, taps, logits, kv_workers=-(-positions // slots))
     except _Overflow:
         return mapping
 
