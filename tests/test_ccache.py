@@ -47,6 +47,21 @@ def test_on_finds_the_wheels_ccache_and_keeps_its_cache_beside_the_simulators(mo
     assert env["CCACHE_BASEDIR"] == str(tmp_path)
 
 
+def test_an_unusable_ccache_folder_is_named_and_the_build_goes_on_without_it(monkeypatch,
+                                                                          tmp_path, capsys):
+    """ccache stops every compile when its folder cannot be made; a file where the folder
+    should be (a corrupt cache) must cost the speed-up, not the build."""
+    from sparktile import toolchain
+    monkeypatch.setenv("SPARKTILE_CACHE", str(tmp_path))
+    monkeypatch.delenv("SPARKTILE_CCACHE", raising=False)
+    (tmp_path / "ccache").write_text("not a folder")
+    toolchain._notice_once.cache_clear()
+    assert ccache() is None and ccache_env() == {}
+    assert not any(v.startswith("OBJCACHE=") for v in make_vars())
+    err = capsys.readouterr().err
+    assert str(tmp_path / "ccache") in err and "without ccache" in err
+
+
 _COUNTER = """module counter(input clk, output reg [{w}:0] q);
   initial q = 0;
   always @(posedge clk) q <= q + 1;
@@ -71,18 +86,37 @@ def _stats(env) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("\t") for line in out.splitlines() if line)}
 
 
+def _corrupt(folder) -> int:
+    """Flip bits all through every entry of ccache's cache; returns how many."""
+    n = 0
+    for f in folder.rglob("*"):
+        if f.is_file() and f.name not in ("stats", "CACHEDIR.TAG") and not f.name.startswith("."):
+            b = bytearray(f.read_bytes())
+            for i in range(0, len(b), 5):
+                b[i] ^= 0x5A
+            f.write_bytes(bytes(b))
+            n += 1
+    return n
+
+
 def test_a_second_design_takes_the_verilator_runtime_from_the_cache(monkeypatch, tmp_path):
     """Two designs (an 8-bit and a 9-bit counter: different models, the same runtime) built
     in one empty cache: the first compiles everything (no hit), the second gets its runtime
     units from ccache, and both simulators count right. (Their ``main.cpp`` is the same text
-    but includes a different ``Vtop.h``: a miss, as it must be.)"""
+    but includes a different ``Vtop.h``: a miss, as it must be.) Then every entry of
+    ccache's cache is corrupted and the second design built again: it is compiled anew and
+    still counts right."""
     import os
     monkeypatch.setenv("SPARKTILE_CACHE", str(tmp_path))
     monkeypatch.delenv("SPARKTILE_CCACHE", raising=False)
     env = {**os.environ, **ccache_env()}
     results = []
-    for width in (8, 9):
+    for width in (8, 9, 9):
         directory = tmp_path / f"counter{width}"
+        if len(results) == 2:           # the third build: 9 bits again, every entry corrupt
+            import shutil
+            shutil.rmtree(directory)
+            assert _corrupt(tmp_path / "ccache") >= 4
 
         def sources(d, width=width):
             (d / "counter.v").write_text(_COUNTER.format(w=width - 1))
@@ -97,8 +131,11 @@ def test_a_second_design_takes_the_verilator_runtime_from_the_cache(monkeypatch,
                              check=True)
         assert int(run.stdout) == 1000 % (1 << width)
     hits = lambda s: s.get("direct_cache_hit", 0) + s.get("preprocessed_cache_hit", 0)  # noqa: E731
-    first, second = results
+    first, second, third = results
     assert hits(first) == 0 and first["cache_miss"] >= 3, first
     # verilated.cpp and verilated_threads.cpp: the runtime every build compiles
     assert hits(second) >= 2, second
     assert second["cache_miss"] - first["cache_miss"] < first["cache_miss"], (first, second)
+    # nothing corrupt was taken: no new hit, every unit compiled again
+    assert hits(third) == hits(second), (second, third)
+    assert third["cache_miss"] - second["cache_miss"] >= 3, (second, third)
