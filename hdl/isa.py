@@ -27,6 +27,7 @@ addresses wrap modulo the memory's size (a power of two).
 
 import dataclasses
 import enum
+import functools
 
 from amaranth.lib import data
 
@@ -430,11 +431,19 @@ class Src:
                     fmt=int(self.fmt), aux=self.aux)
 
 
+#: The operand constructors are pure and their results immutable, and a compiler makes the
+#: same operands hundreds of thousands of times: kept by argument, types included (``typed``:
+#: ``sram(1.0)`` is not ``sram(1)``, and its encoding still fails as it should).
+_operand_cache = functools.lru_cache(maxsize=1 << 16, typed=True)
+
+
+@_operand_cache
 def sram(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
     """An SRAM vector operand."""
     return Src(Space.SRAM, base, stride, Fmt(fmt))
 
 
+@_operand_cache
 def xbuf(base: int, stride: int = 1, fmt: Fmt = Fmt.I32) -> Src:
     """An XBUF vector operand."""
     return Src(Space.XBUF, base, stride, Fmt(fmt))
@@ -448,6 +457,7 @@ def color(c: int, fmt: Fmt = Fmt.I32) -> Src:
     return Src(Space.COLOR, c, 0, Fmt(fmt))
 
 
+@_operand_cache
 def reg(r: int) -> Src:
     """A scalar register operand."""
     return Src(Space.REG, r, 0)
@@ -580,13 +590,46 @@ def gemv(rows: int, words: int, *, dst: Src, w: Src, x: Src, addend: int | None 
 
 def assemble(program) -> list[int]:
     """SRAM words of ``program`` (a list of :class:`Ins`), four per instruction; a bad field
-    raises :class:`IsaError` naming the instruction's index, the field and the allowed range."""
+    raises :class:`IsaError` naming the instruction's index, the field and the allowed range.
+
+    A compiler assembles the same instructions many times (every worker of a mesh, every
+    candidate slot count of the decoder's search: 281,583 encodings for one 8x8 compile), so
+    the words of an instruction whose fields all have their canonical types are kept
+    (:func:`_canonical`: two such instructions that compare equal encode alike; ``1.0 == 1``
+    and ``True == 1`` would not), up to :data:`_ENCODED_MAX` of them."""
     out = []
     for index, insn in enumerate(program):
         if not isinstance(insn, Ins):
             raise IsaError(f"instruction {index} must be an Ins(...), not {insn!r}")
-        out += insn.words(f"instruction {index}")
+        words = _ENCODED.get(insn) if _canonical(insn) else None
+        if words is None:
+            words = insn.words(f"instruction {index}")
+            if _canonical(insn):
+                if len(_ENCODED) >= _ENCODED_MAX:
+                    _ENCODED.clear()
+                _ENCODED[insn] = words
+        out += words
     return out
+
+
+#: Encoded canonical instructions (:func:`assemble`), and how many are kept at most.
+_ENCODED: dict = {}
+_ENCODED_MAX = 1 << 17
+
+
+def _canonical(insn: Ins) -> bool:
+    """Whether every field of ``insn`` has exactly its canonical type (``Op``, ``int``,
+    :class:`Src` of ``Space``, ``int`` and ``Fmt``; ``b`` also a plain ``int``): then
+    equality means equal encodings."""
+    if type(insn.op) is not Op or type(insn.n) is not int or type(insn.imm) is not int:
+        return False
+    for slot, v in enumerate((insn.dst, insn.a, insn.b)):
+        if v is None or (slot == 2 and type(v) is int):
+            continue
+        if type(v) is not Src or type(v.space) is not Space or type(v.fmt) is not Fmt or \
+                type(v.base) is not int or type(v.stride) is not int or type(v.aux) is not int:
+            return False
+    return True
 
 
 def decode(words) -> tuple[dict, list[dict]]:

@@ -541,6 +541,25 @@ def test_assembler_names_bad_fields():
         Core(sram_words=100)
 
 
+@pytest.mark.parametrize("bad", [
+    lambda: Ins(Op.VADD, n=4, dst=sram(1.0), a=sram(0), b=sram(0)),             # 1.0 == 1
+    lambda: Ins(Op.VADD, n=4, dst=isa.Src(isa.Space.SRAM, 1.0), a=sram(0), b=sram(0)),
+    lambda: Ins(Op.VADD, n=4.0, dst=sram(1), a=sram(0), b=sram(0)),
+    lambda: Ins(Op.SADD, dst=reg(1), a=reg(1), b=7.0),
+    lambda: Ins(Op.SADD, dst=reg(1), a=reg(1.0), b=7),
+])
+def test_the_assemblers_memo_never_takes_an_equal_instruction_of_other_types(bad):
+    """The assembler keeps the words of instructions it has encoded; one that compares equal
+    to a kept one (``1.0 == 1``) but has a field of the wrong type must still be refused."""
+    good = [Ins(Op.VADD, n=4, dst=sram(1), a=sram(0), b=sram(0)),
+            Ins(Op.SADD, dst=reg(1), a=reg(1), b=7)]
+    first = isa.assemble(good)
+    assert isa.assemble(good) == first      # kept, and the same words
+    with pytest.raises(isa.IsaError, match=r"instruction 1 \((VADD|SADD)\): .*not 7?1?\.0|"
+                                           r"instruction 1 \((VADD|SADD)\): .* must be"):
+        isa.assemble([Ins(Op.END), bad()])
+
+
 # ---- random programs -------------------------------------------------------------------------
 
 def random_program(rng: random.Random, s: Setup, n_insns: int):

@@ -125,7 +125,8 @@ class _Pe:
     an instruction's operand word, resolved when the program is placed."""
 
     def __init__(self, name: str):
-        self.name, self.top, self.prog, self.image, self.fixups = name, 0, [], {}, []
+        self.name, self.top, self.prog, self.fixups = name, 0, [], []
+        self.image = []         # (address, words) in the order written: a later write wins
         self.shared = {}        # kernel scratch and tables, bound after their first use
         self.tag, self.tags = "other", []      # the op each instruction belongs to
 
@@ -137,8 +138,7 @@ class _Pe:
         return r
 
     def write(self, r: Region, words) -> None:
-        for k, w in enumerate(words):
-            self.image[r.base + k] = int(w) & WORD
+        self.image.append((r.base, np.asarray(words, dtype=np.int64) & WORD))
 
     def __call__(self, *insns) -> int:
         self.prog.extend(insns)
@@ -197,8 +197,8 @@ class _Pe:
                             f"program must start below word {isa.TASK_ADDR_LIMIT} (a task's "
                             f"entry address)")
         img = np.zeros(end, np.uint32)
-        for a, w in self.image.items():
-            img[a] = w
+        for a, w in self.image:
+            img[a:a + len(w)] = w
         img[base:] = code
         return base, img
 
