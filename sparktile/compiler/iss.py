@@ -95,7 +95,9 @@ class PEState:
 
 
 def _s32(w) -> int:
-    return int(arith.wrap_int32(int(w)))
+    """``w`` modulo 2**32 as a signed int32 (:func:`arith.wrap_int32` of one value, in plain
+    integer arithmetic: the ISS calls it for every element it reads)."""
+    return ((int(w) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 class _Vec:
@@ -121,8 +123,9 @@ class _Vec:
         if self.space is Space.COLOR:
             return _s32(self.st.queues[self.base & 31].popleft())
         w = int(self.mem[self.addr(i)])
-        if self.fmt is Fmt.I8X4:
-            return int(arith.unpack_int8([w])[i & 3])
+        if self.fmt is Fmt.I8X4:        # lane i & 3 of the word (arith.unpack_int8's order)
+            b = (w >> (8 * (i & 3))) & 0xFF
+            return b - 256 if b & 0x80 else b
         return _s32(w)
 
     def write(self, i, v: int) -> int | None:
@@ -214,6 +217,25 @@ def _scalar(st: PEState, op, imm, dst, a, b_word):
     r[dst["base"] & 15] = _s32(v)
 
 
+def decoded(words) -> tuple[dict, list[dict], bool]:
+    """``(insn, [dst, a, b], valid)`` of four instruction words (:func:`isa.decode`,
+    :func:`isa.valid_insn`), kept by the words: a program runs the same instructions again
+    and again, and decoding was a fifth of the ISS's time. The dicts are shared: read them,
+    never write them."""
+    key = tuple(words)
+    hit = _DECODED.get(key)
+    if hit is None:
+        insn, ops = isa.decode(key)
+        hit = (insn, ops, isa.valid_insn(insn, ops))
+        if len(_DECODED) >= 1 << 16:
+            _DECODED.clear()
+        _DECODED[key] = hit
+    return hit
+
+
+_DECODED: dict = {}
+
+
 def step(st: PEState, pc: int) -> int | None:
     """Execute the instruction at ``pc``; return the next pc, or None at END. Raises
     :class:`TaskError` for an instruction the core refuses (counted by the caller)."""
@@ -221,12 +243,12 @@ def step(st: PEState, pc: int) -> int | None:
         raise TaskError(f"program counter {pc} is not on an SRAM row (a multiple of "
                         f"{isa.INSN_WORDS}): the core fetches an instruction as one row")
     words = [int(st.sram[(pc + j) % len(st.sram)]) for j in range(isa.INSN_WORDS)]
-    insn, ops = isa.decode(words)
+    insn, ops, valid = decoded(words)
     b_raw = words[3]
     st.stats.instructions += 1
     st.stats.cycles += st.next_fetch
     st.next_fetch = isa.FETCH_CYCLES      # what follows END or a task error
-    if not isa.valid_insn(insn, ops):
+    if not valid:
         raise TaskError(f"malformed instruction at {pc}: {insn} {ops}")
     op, n, imm = Op(insn["op"]), insn["n"], insn["imm"]
     dst, a, b = ops

@@ -57,8 +57,8 @@ class MeshStall(RuntimeError):
 
 def _decode(st: iss.PEState, pc: int):
     words = [int(st.sram[(pc + j) % len(st.sram)]) for j in range(isa.INSN_WORDS)]
-    insn, ops = isa.decode(words)
-    return (insn, ops) if isa.valid_insn(insn, ops) else (None, None)
+    insn, ops, valid = iss.decoded(words)
+    return (insn, ops) if valid else (None, None)
 
 
 def _needs(st: iss.PEState, pc: int) -> dict[int, int]:
