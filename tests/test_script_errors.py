@@ -46,3 +46,20 @@ def test_synth_pe_cost_names_a_bad_sram_size_before_building_a_design(monkeypatc
         synth_pe_cost.main(argv)
     assert says in str(exc.value.code), exc.value.code
     assert built == []
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--configs", "2x2/gemv"], "'gemv'"),
+    (["--configs", "2x2,0x3"], "not 0"),
+    (["--configs", "2x2/core/abc"], "'abc'"),
+    (["--configs", "2y2"], "2y2"),
+    (["--configs", ", ,"], "at least one"),
+    (["--json", "/no/such/folder/b.json"], "/no/such/folder"),
+])
+def test_bench_ccache_bad_input_is_one_clear_error_before_any_build(monkeypatch, args, says):
+    from sparktile.scripts import bench_ccache
+    monkeypatch.setattr(bench_ccache, "measure", lambda *a: pytest.fail("a build started"))
+    r = CliRunner().invoke(bench_ccache.main, args)
+    assert r.exit_code == 2, r.output
+    assert "Error" in r.output and says in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
