@@ -167,8 +167,9 @@ def ccache() -> Path | None:
 
 
 def ccache_dir() -> Path:
-    """ccache's own cache, beside the simulators': ``<cache_dir>/ccache``."""
-    return cache_dir() / "ccache"
+    """ccache's own cache, beside the simulators': ``<cache_dir>/ccache``, as an absolute
+    path (a relative one would name a different folder from every build's folder)."""
+    return (cache_dir() / "ccache").resolve()
 
 
 @functools.cache
@@ -188,7 +189,8 @@ def ccache_env() -> dict[str, str]:
     """
     if ccache() is None:
         return {}
-    return {"CCACHE_DIR": str(ccache_dir()), "CCACHE_BASEDIR": str(cache_dir()),
+    # ccache refuses a relative base folder (and then every compile): SPARKTILE_CACHE may be one
+    return {"CCACHE_DIR": str(ccache_dir()), "CCACHE_BASEDIR": str(cache_dir().resolve()),
             "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": "2G",
             "CCACHE_SLOPPINESS": "pch_defines,time_macros,include_file_mtime,"
                                  "include_file_ctime"}

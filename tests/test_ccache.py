@@ -47,6 +47,17 @@ def test_on_finds_the_wheels_ccache_and_keeps_its_cache_beside_the_simulators(mo
     assert env["CCACHE_BASEDIR"] == str(tmp_path)
 
 
+def test_a_relative_cache_folder_gives_ccache_absolute_paths(monkeypatch, tmp_path):
+    """ccache stops every compile on a relative base folder, and a relative cache folder
+    would be a different one from each build's working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPARKTILE_CACHE", "rel/cache")
+    monkeypatch.delenv("SPARKTILE_CCACHE", raising=False)
+    env = ccache_env()
+    assert env["CCACHE_DIR"] == str(tmp_path / "rel" / "cache" / "ccache")
+    assert env["CCACHE_BASEDIR"] == str(tmp_path / "rel" / "cache")
+
+
 def test_an_unusable_ccache_folder_is_named_and_the_build_goes_on_without_it(monkeypatch,
                                                                           tmp_path, capsys):
     """ccache stops every compile when its folder cannot be made; a file where the folder
