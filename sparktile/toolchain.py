@@ -152,6 +152,11 @@ def ccache() -> Path | None:
         [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if found is None:
         return None
+    if any(ch.isspace() for ch in found):
+        # make splits OBJCACHE's value at the space, and the compile command with it
+        _notice_once(f"ccache at {found!r} is on a path with a space, which make would split; "
+                     f"compiling without ccache")
+        return None
     folder = ccache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)

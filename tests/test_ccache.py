@@ -47,6 +47,21 @@ def test_on_finds_the_wheels_ccache_and_keeps_its_cache_beside_the_simulators(mo
     assert env["CCACHE_BASEDIR"] == str(tmp_path)
 
 
+def test_a_ccache_on_a_path_with_a_space_is_not_given_to_make(monkeypatch, tmp_path, capsys):
+    from sparktile import toolchain
+    spaced = tmp_path / "my tools"
+    spaced.mkdir()
+    (spaced / "ccache").write_text("#!/bin/sh\nexec \"$@\"\n")
+    (spaced / "ccache").chmod(0o755)
+    monkeypatch.setattr(toolchain.sys, "executable", str(spaced / "python"))
+    monkeypatch.setenv("SPARKTILE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPARKTILE_CCACHE", raising=False)
+    toolchain._notice_once.cache_clear()
+    assert ccache() is None
+    assert not any(v.startswith("OBJCACHE=") for v in make_vars())
+    assert "path with a space" in capsys.readouterr().err
+
+
 def test_a_relative_cache_folder_gives_ccache_absolute_paths(monkeypatch, tmp_path):
     """ccache stops every compile on a relative base folder, and a relative cache folder
     would be a different one from each build's working folder."""
