@@ -228,10 +228,12 @@ class _Ramp:
         cycle before), nothing being popped meanwhile."""
         self._advance(c - 1)
         while not self.queue[color]:
-            if not self.ports or not any(
-                    self.ports[p] for p in range(NUM_PORTS)):
+            heads = [self.ports[p][0][0] for p in range(NUM_PORTS) if self.ports.get(p)]
+            if not heads:
                 raise MeshStall(f"no word of color {color} will reach the core")
-            self._advance(self.cursor + 1)
+            # no word is delivered before the earliest offer: decide up to it at once (the
+            # same deliveries as one cycle at a time, nothing else running meanwhile)
+            self._advance(max(self.cursor + 1, min(heads)))
         return max(c, self.queue[color][0] + 1)
 
     def take(self, color: int, p: int) -> None:
