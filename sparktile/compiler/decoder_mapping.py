@@ -751,6 +751,17 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
                 f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
                 f"{one} words a slot), but {_limit(exc, shape)}; "
                 f"{_largest(model, shape, taps, logits)}") from None
+    # Where the most slots the model's positions can use fit, they are the answer (a
+    # worker's words only grow with its slots): three compiles instead of the search's six
+    # or more (the 8x8's 9 slots for the shipped model's 512 positions).
+    if cap >= 4:
+        try:
+            _compile(model, shape, cap, taps, logits, scalar_norms=False)
+        except _Overflow:
+            pass
+        else:
+            return _one_stream(model, shape, npos, taps, logits,
+                               _compile(model, shape, cap, taps, logits))
     try:
         one = _compile(model, shape, 1, taps, logits)
     except _Overflow as exc:
