@@ -153,7 +153,7 @@ def ccache() -> Path | None:
     if found is None:
         return None
     if any(ch.isspace() for ch in found):
-        # make splits OBJCACHE's value at the space, and the compile command with it
+        # make's recipe splits OBJCACHE's value at the space, and the compile command with it
         _notice_once(f"ccache at {found!r} is on a path with a space, which make would split; "
                      f"compiling without ccache")
         return None
@@ -183,7 +183,10 @@ def _notice_once(text: str) -> None:
 
 
 def ccache_env() -> dict[str, str]:
-    """What ccache needs in its environment (empty where :func:`ccache` is ``None``).
+    """The environment of a build that compiles through ccache (empty where :func:`ccache`
+    is ``None``): ``OBJCACHE``, the compiler-cache hook of Verilator's makefiles
+    (``verilated.mk`` sets it with ``?=``, so the environment's value stands, in the
+    hierarchical blocks' makes too), and ccache's own settings.
 
     Its cache is :func:`ccache_dir`, at most 2 GB. Paths under the cache root are hashed
     relative to the working directory (``CCACHE_BASEDIR``), so the same unit compiled in two
@@ -192,11 +195,13 @@ def ccache_env() -> dict[str, str]:
     wrote a moment before (``include_file_*``: direct mode hashes their contents, not their
     times).
     """
-    if ccache() is None:
+    cc = ccache()
+    if cc is None:
         return {}
     # ccache refuses a relative base folder (and then every compile): SPARKTILE_CACHE may be one
-    return {"CCACHE_DIR": str(ccache_dir()), "CCACHE_BASEDIR": str(cache_dir().resolve()),
-            "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": "2G",
+    return {"OBJCACHE": str(cc), "CCACHE_DIR": str(ccache_dir()),
+            "CCACHE_BASEDIR": str(cache_dir().resolve()), "CCACHE_NOHASHDIR": "1",
+            "CCACHE_MAXSIZE": "2G",
             "CCACHE_SLOPPINESS": "pch_defines,time_macros,include_file_mtime,"
                                  "include_file_ctime"}
 

