@@ -601,10 +601,11 @@ def assemble(program) -> list[int]:
     for index, insn in enumerate(program):
         if not isinstance(insn, Ins):
             raise IsaError(f"instruction {index} must be an Ins(...), not {insn!r}")
-        words = _ENCODED.get(insn) if _canonical(insn) else None
+        canonical = _canonical(insn)
+        words = _ENCODED.get(insn) if canonical else None
         if words is None:
             words = insn.words(f"instruction {index}")
-            if _canonical(insn):
+            if canonical:
                 if len(_ENCODED) >= _ENCODED_MAX:
                     _ENCODED.clear()
                 _ENCODED[insn] = words
