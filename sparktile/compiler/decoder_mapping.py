@@ -751,17 +751,23 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
                 f"{exc.name} then needs {exc.words} SRAM words (weights, tables, programs and "
                 f"{one} words a slot), but {_limit(exc, shape)}; "
                 f"{_largest(model, shape, taps, logits)}") from None
+
+    # The search for the most slots compiles with the norms' sums in vector ops everywhere
+    # (the scalar ones' longer programs go where room is left, and would bend the linear
+    # growth the search relies on); the count found is compiled as any other.
+    def fits_at(slots: int) -> bool:
+        try:
+            _compile(model, shape, slots, taps, logits, scalar_norms=False)
+        except _Overflow:
+            return False
+        return True
+
     # Where the most slots the model's positions can use fit, they are the answer (a
     # worker's words only grow with its slots): three compiles instead of the search's six
     # or more (the 8x8's 9 slots for the shipped model's 512 positions).
-    if cap >= 4:
-        try:
-            _compile(model, shape, cap, taps, logits, scalar_norms=False)
-        except _Overflow:
-            pass
-        else:
-            return _one_stream(model, shape, npos, taps, logits,
-                               _compile(model, shape, cap, taps, logits))
+    if cap >= 4 and fits_at(cap):
+        return _one_stream(model, shape, npos, taps, logits,
+                           _compile(model, shape, cap, taps, logits))
     try:
         one = _compile(model, shape, 1, taps, logits)
     except _Overflow as exc:
@@ -769,9 +775,6 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
             f"model {c.name!r} does not fit the {shape} mesh even with one KV slot per worker: "
             f"PE {exc.name} needs {exc.words} SRAM words ({exc.what}) but "
             f"{_limit(exc, shape)}; use a larger mesh or more SRAM per PE") from None
-    # The search for the most slots compiles with the norms' sums in vector ops everywhere
-    # (the scalar ones' longer programs go where room is left, and would bend the linear
-    # growth the search relies on); the count found is compiled as any other.
     samples = [one]             # one, two and three slots, while they fit
     for slots in (2, 3):
         if cap < slots:
@@ -790,13 +793,6 @@ def compile_decoder(model, shape: MeshShape, context: int | None = None, *,
     fits = min((shape.sram_words - w2) // max(1, three.words["per_pe"][key] - w2) + 2
                for key, w2 in two.words["per_pe"].items()
                if three.words["per_pe"][key] > w2)
-
-    def fits_at(slots: int) -> bool:
-        try:
-            _compile(model, shape, slots, taps, logits, scalar_norms=False)
-        except _Overflow:
-            return False
-        return True
 
     n = max(3, min(cap, fits))
     if n == 3 or fits_at(n):        # three fits (it compiled above)
