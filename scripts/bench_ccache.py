@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import click
+
+from .bench_mesh_scaling import run_child
 
 __all__ = ["parse_config", "measure", "main"]
 
@@ -64,17 +64,7 @@ def measure(configs: list[str], mode: str, cache: Path) -> dict:
     """Build ``configs`` in order in the empty ``cache`` with ``SPARKTILE_CCACHE=mode``."""
     env = {**os.environ, "SPARKTILE_CCACHE": mode, "SPARKTILE_CACHE": str(cache)}
     env.pop("SPARKTILE_BUILD", None)
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "build.out", "w+") as out, open(cache / "build.err", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, *configs], env=env,
-                                stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise click.ClickException(f"the builds with ccache {mode} failed:\n"
-                                       f"{err.read()[-2000:]}")
-        seconds = json.loads(out.read().strip().splitlines()[-1])
+    seconds, usage = run_child(_CHILD, configs, env, cache, f"the builds with ccache {mode}")
     return {"mode": mode, "build_s": [round(s, 1) for s in seconds],
             "total_s": round(sum(seconds), 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["measure_build", "measure_speed", "main"]
+__all__ = ["run_child", "measure_build", "measure_speed", "main"]
 
 _BUILD_CHILD = """
 import json, sys, time
@@ -42,24 +42,31 @@ print(json.dumps({"sim_s": t1 - t0, "plain_s": time.monotonic() - t1}))
 """
 
 
+def run_child(code: str, args: list[str], env: dict, folder: Path, what: str):
+    """Run ``python -c code args`` with ``env``, its output in files in ``folder``; returns
+    the JSON of its last line of output and its ``rusage`` (every process it waited for: the
+    compilers of a build). Raises :class:`click.ClickException` naming ``what`` and the end
+    of its stderr when it fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # Output goes to files, not pipes: wait4 (for the children's peak memory) must reap the
+    # child itself, and a child blocked on a full pipe would never exit.
+    with open(folder / "build.out", "w+") as out, open(folder / "build.err", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=out,
+                                stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise click.ClickException(f"{what} failed:\n{err.read()[-2000:]}")
+        return json.loads(out.read().strip().splitlines()[-1]), usage
+
+
 def measure_build(rows: int, cols: int, style: str, cache: Path) -> dict:
     """Cold builds of the cocotb simulator and then the plain harness in ``cache`` (emptied by
     the caller); returns each build's wall seconds and the peak build memory in MiB."""
     env = {**os.environ, "SPARKTILE_BUILD": style, "SPARKTILE_CACHE": str(cache)}
-    cache.mkdir(parents=True, exist_ok=True)
-    # Output goes to files, not pipes: wait4 (for the children's peak memory) must reap the
-    # child itself, and a child blocked on a full pipe would never exit.
-    with open(cache / "build.out", "w+") as out, open(cache / "build.err", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _BUILD_CHILD, str(rows), str(cols)],
-                                env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise click.ClickException(f"the {rows}x{cols} {style} build failed:\n"
-                                       f"{err.read()[-2000:]}")
-        times = json.loads(out.read().strip().splitlines()[-1])
+    times, usage = run_child(_BUILD_CHILD, [str(rows), str(cols)], env, cache,
+                             f"the {rows}x{cols} {style} build")
     # ru_maxrss of wait4 is the largest resident set of the child and of any descendant it
     # waited for (Linux reports KiB).
     return {"build_s": round(times["sim_s"], 1), "plain_build_s": round(times["plain_s"], 1),
